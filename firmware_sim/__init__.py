@@ -1,0 +1,1 @@
+"""edgeloop firmware_sim package."""

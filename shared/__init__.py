@@ -1,0 +1,1 @@
+"""edgeloop shared package."""
