@@ -1,0 +1,1 @@
+"""Cloud storage: SQLite through sqlite-utils, idempotent by (device id, sequence)."""

@@ -1,0 +1,110 @@
+"""The cloud store. Records are keyed by (device_id, seq): a redelivered record is stored once.
+
+Schema changes go through the named sqlite-utils ``Migrations`` set below (applied once each,
+transactionally); other cloud modules add their own tables with their own migration sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from shared.schemas import Record, UplinkBatch
+
+logger = logging.getLogger(__name__)
+migrations = Migrations("edgeloop.cloud.store")
+
+
+@migrations()
+def m001_records(db: Database) -> None:
+    db["records"].create(
+        {"device_id": str, "seq": int, "kind": str, "ts": float, "individual_id": str,
+         "body": str, "received_at": float},
+        pk=("device_id", "seq"),
+    )
+    db["records"].create_index(["individual_id", "ts"])
+    db["records"].create_index(["kind", "ts"])
+    db["devices"].create(
+        {"device_id": str, "state": str, "last_seen": float, "status_ts": float}, pk="device_id"
+    )
+    db["rejections"].create(
+        {"id": int, "at": float, "source": str, "reason": str, "size": int}, pk="id"
+    )
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    new: tuple[Record, ...]
+    duplicates: int
+
+
+class CloudStore:
+    """Thin typed wrapper over the cloud's SQLite database."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        if path is None:
+            self.db = Database(memory=True)
+        else:
+            self.db = Database(str(path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        migrations.apply(self.db)
+
+    def store_batch(self, batch: UplinkBatch) -> StoreResult:
+        """Insert the batch's records once each, in one transaction; returns the new ones."""
+        now = time.time()
+        new: list[Record] = []
+        dup = 0
+        with self.db.conn:
+            for r in batch.records:
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO records (device_id, seq, kind, ts, individual_id, body, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [batch.device_id, r.seq, r.kind, r.ts, r.individual_id,
+                     json.dumps(r.body, separators=(",", ":")), now],
+                )
+                if cur.rowcount == 1:
+                    new.append(r)
+                else:
+                    dup += 1
+        return StoreResult(tuple(new), dup)
+
+    def set_device_state(self, device_id: str, state: str, ts: float) -> None:
+        self.db["devices"].upsert(
+            {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts},
+            pk="device_id",
+        )
+
+    def reject(self, source: str, reason: str, size: int) -> None:
+        """Record a rejected message (bounded: keeps the latest 10,000)."""
+        with self.db.conn:
+            self.db["rejections"].insert({"at": time.time(), "source": source[:200],
+                                          "reason": reason[:500], "size": size})
+            self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
+
+    def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if individual_id:
+            where.append("individual_id = ?")
+            args.append(individual_id)
+        rows = self.db["records"].rows_where(" AND ".join(where) or None, args, order_by="ts, device_id, seq")
+        return [dict(r, body=json.loads(r["body"])) for r in rows]
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return self.db["records"].count
+        return self.db.execute("SELECT COUNT(*) FROM records WHERE kind = ?", [kind]).fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
