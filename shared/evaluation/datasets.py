@@ -50,7 +50,9 @@ def data_root() -> Path:
     root = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
     root = root.resolve()
     if not root.is_dir():
-        source = f"${ENV_VAR}={env!r}" if env else f"the default (repo/../shared/data; {ENV_VAR} unset)"
+        source = (
+            f"${ENV_VAR}={env!r}" if env else f"the default (repo/../shared/data; {ENV_VAR} unset)"
+        )
         raise DataNotFoundError(
             f"evaluation data folder not found: expected a directory at {root} from {source}; "
             f"copy shared/data beside the repository or set {ENV_VAR} to the folder holding "
@@ -91,7 +93,9 @@ def _read_nab_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(stamps, dtype="datetime64[ns]"), np.array(values, dtype=np.float64)
 
 
-def load_nab(root: str | os.PathLike[str] | None = None, keys: list[str] | None = None) -> NabCorpus:
+def load_nab(
+    root: str | os.PathLike[str] | None = None, keys: list[str] | None = None
+) -> NabCorpus:
     """Load NAB data files and ``labels/combined_windows.json``.
 
     root: the ``nab`` folder (default ``data_root()/nab``). keys: optional subset of file keys.

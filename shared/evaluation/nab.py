@@ -149,7 +149,11 @@ def _prepare_file(
         start, end = _as_ns(lim[0], f"{key} window"), _as_ns(lim[1], f"{key} window")
         left = int(np.searchsorted(t, start, "left"))
         r_exact = int(np.searchsorted(t, end, "left"))
-        right = r_exact if r_exact < n and t[r_exact] == end else int(np.searchsorted(t, end, "right")) - 1
+        right = (
+            r_exact
+            if r_exact < n and t[r_exact] == end
+            else int(np.searchsorted(t, end, "right")) - 1
+        )
         if right < left:
             raise ValueError(f"{key}: window {j} ({lim[0]} .. {lim[1]}) contains no rows")
         if lefts and left <= rights[-1]:
@@ -263,7 +267,9 @@ def _profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown NAB profile {name!r}; expected one of {sorted(PROFILES)}") from None
+        raise ValueError(
+            f"unknown NAB profile {name!r}; expected one of {sorted(PROFILES)}"
+        ) from None
 
 
 def _assemble(
