@@ -1,0 +1,313 @@
+"""The anomaly engine: a thin validating wrapper around :mod:`device.kernels.deviation`.
+
+>>> import numpy as np
+>>> eng = Engine(("resting_hr",))
+>>> ts = 1_700_000_000.0 + 60.0 * np.arange(3)
+>>> out = eng.process(ts, np.array([[60.0], [np.nan], [61.0]]))
+>>> out.flags.tolist()  # 8 = warming up, 1 = missing value
+[8, 9, 8]
+>>> bool(np.isnan(out.combined).any()), eng.warming_up
+(False, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from device.kernels import deviation as K
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"ELE1"
+_HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
+
+
+class EngineInputError(ValueError):
+    """Input arrays or arguments do not have the expected shape, dtype or values."""
+
+
+class EngineStateError(ValueError):
+    """A serialised engine state cannot be restored (wrong format or metric count)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One set of defaults for every stream (minute wearables, 5-min NAB, hourly features).
+
+    Times are seconds; "weight" is minutes of data (a sample covers the time since the previous
+    row, capped at ``weight_cap_s``), so the same defaults work at any sampling rate.
+    """
+
+    memory_s: float = 14 * 86400.0  # time constant of baseline forgetting (long memory)
+    weight_unit_s: float = 60.0  # seconds of data that count as weight 1
+    weight_cap_s: float = 3600.0  # one sample never covers more than this (gaps)
+    bin_prior: float = 120.0  # weight at which an hour-of-day bin gets half the say vs global
+    huber_c: float = 3.0  # samples are winsorised at baseline +- huber_c * spread before learning
+    sd_floor_rel: float = 0.01  # spread floor relative to |global mean|
+    sd_floor_abs: float = 1e-6  # absolute spread floor
+    z_clip: float = 4.0  # instantaneous z is clipped here before smoothing (spikes count little)
+    smooth_s: float = 3600.0  # time constant of the smoothed deviation and the observed level
+    e_prior_weight: float = 1440.0  # weight of the prior RMS of the smoothed deviation
+    e_prior_rms: float = 1.0  # prior RMS of the smoothed deviation (z units)
+    e_rms_floor: float = 0.3  # floor of that RMS: a sustained shift must exceed 0.3 spread
+    cusum_k: float = 1.0  # CUSUM allowance in standardised units
+    cusum_h: float = 12.0  # CUSUM threshold in z-hours: persistence = sum / cusum_h
+    cusum_cap: float = 1.5  # CUSUM sums are capped at cusum_cap * cusum_h (bounded recovery)
+    zs_clip: float = 6.0  # standardised smoothed deviation clipped here (max rate per hour)
+    spike_z0: float = 1.0  # z below this gives spike score 0
+    spike_scale: float = 4.0  # spike score = 1 - exp(-(z - spike_z0) / spike_scale)
+    warmup_s: float = 86400.0  # warm-up: at least this long since a metric's first sample ...
+    warmup_n: float = 48.0  # ... and at least this many valid samples
+    protect_p: float = 0.5  # persistence above which the baseline is protected
+    protect_weight: float = 0.02  # learning weight of samples while protected
+    protect_max_s: float = 7 * 86400.0  # a deviation older than this becomes the new normal
+    contrib_p: float = 0.5  # a metric contributes to an event at this persistence
+    event_sum: float = 1.0  # an event fires when contributing persistence sums to this
+    cooldown_s: float = 86400.0  # minimum time between two events
+    gap_s: float = 3 * 3600.0  # a row this long after the previous one is flagged as a gap
+    clock_jump_s: float = 30 * 86400.0  # a time step beyond +-this is a clock jump (accepted)
+    surprise_short_s: float = 1800.0  # combined score: short average of evidence ...
+    surprise_long_s: float = 86400.0  # ... against its long-run mean and spread (this memory)
+    surprise_floor: float = 0.05  # floor of that long-run spread
+    warning_score: float = 0.5  # event score at which severity becomes "warning"
+    critical_score: float = 0.8  # event score at which severity becomes "critical"
+
+    def vector(self) -> np.ndarray:
+        """The kernel's config vector (fields in :data:`device.kernels.deviation.CFG_FIELDS`)."""
+        return np.array([float(getattr(self, f)) for f in K.CFG_FIELDS], dtype=np.float64)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not np.isfinite(v) or v < 0:
+                raise EngineInputError(
+                    f"EngineConfig.{f.name} must be a finite number >= 0, found {v!r}; "
+                    "use the default or a non-negative value"
+                )
+        for name in ("weight_unit_s", "smooth_s", "cusum_h", "spike_scale", "surprise_short_s"):
+            if getattr(self, name) == 0:
+                raise EngineInputError(f"EngineConfig.{name} must be > 0, found 0")
+
+
+@dataclass(frozen=True)
+class DeviationEvent:
+    """A confirmed sustained deviation of one or more metrics."""
+
+    start_ts: float  # epoch seconds when the sustained deviation began (first contributing sample)
+    ts: float  # epoch seconds when it was confirmed (the detection time)
+    metrics: tuple[str, ...]  # contributing metrics
+    directions: tuple[int, ...]  # +1 above baseline, -1 below, per metric
+    score: float  # combined evidence in [0, 1]
+    severity: str  # "info" | "warning" | "critical"
+    kind: str  # "sustained" (spikes are scored but never become events)
+    baseline: tuple[float, ...]  # baseline value per contributing metric at detection
+    observed: tuple[float, ...]  # recent observed level per contributing metric
+
+
+@dataclass
+class EngineOutput:
+    """Per-row results of :meth:`Engine.process` (n rows, m metrics)."""
+
+    scores: np.ndarray  # (n, m) instantaneous deviation in [0, 1], never NaN
+    persistence: np.ndarray  # (n, m) CUSUM persistence normalised to [0, 1]
+    combined: np.ndarray  # (n,) combined anomaly score in [0, 1], never NaN
+    flags: np.ndarray  # (n,) uint8: 1 missing, 2 out-of-order/repeat, 4 gap, 8 warm-up, 16 clock
+    events: list[DeviationEvent]
+    baseline: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) baseline
+    spread: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) baseline spread
+    level: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) observed level
+
+
+class Engine:
+    """Monitors one individual over several metrics (e.g. ``("resting_hr", "activity")``).
+
+    Warm-up: a metric is "still learning" until ``warmup_s`` (1 day) has passed since its first
+    valid sample and it has ``warmup_n`` (48) valid samples; no events and combined score 0 until
+    at least one metric is warm.
+    """
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        config: EngineConfig | None = None,
+        directions: Mapping[str, int] | None = None,
+    ) -> None:
+        if isinstance(metrics, str) or len(metrics) == 0:
+            raise EngineInputError(
+                f"metrics must be a non-empty sequence of names, found {metrics!r}; "
+                "pass e.g. ('resting_hr', 'activity')"
+            )
+        self.metrics: tuple[str, ...] = tuple(str(m) for m in metrics)
+        if len(set(self.metrics)) != len(self.metrics):
+            raise EngineInputError(f"metric names must be unique, found {self.metrics!r}")
+        self.config = config if config is not None else EngineConfig()
+        self._cfg = self.config.vector()
+        self._st, self._eng = K.new_state(len(self.metrics))
+        directions = dict(directions or {})
+        unknown = set(directions) - set(self.metrics)
+        if unknown:
+            raise EngineInputError(
+                f"directions name unknown metrics {sorted(unknown)}; expected a subset of "
+                f"{self.metrics}"
+            )
+        for name, d in directions.items():
+            if d not in (-1, 0, 1):
+                raise EngineInputError(f"direction of {name!r} must be -1, 0 or +1, found {d!r}")
+            self._st[self.metrics.index(name), K.M_DIR] = float(d)
+        m = len(self.metrics)
+        self._ts1 = np.empty(1, dtype=np.float64)
+        self._v1 = np.empty((1, m), dtype=np.float64)
+        self._out1 = np.empty((1, m, K.N_OUT), dtype=np.float64)
+        self._rows1 = np.empty((1, K.N_ROW), dtype=np.float64)
+
+    # ------------------------------------------------------------------ scoring
+    def process(self, ts: np.ndarray, values: np.ndarray) -> EngineOutput:
+        """Batch: ``ts`` float64 (n,), ``values`` float64 (n, n_metrics), NaN = missing.
+
+        Rows are seen in order, each only after the previous ones (causal), so any chunking of a
+        stream gives identical output.
+        """
+        ts_a = np.ascontiguousarray(ts, dtype=np.float64)
+        v_a = np.asarray(values, dtype=np.float64)
+        m = len(self.metrics)
+        if v_a.ndim == 1 and m == 1:
+            v_a = v_a.reshape(-1, 1)
+        if ts_a.ndim != 1 or v_a.ndim != 2 or v_a.shape != (ts_a.shape[0], m):
+            raise EngineInputError(
+                f"expected ts of shape (n,) and values of shape (n, {m}) for metrics "
+                f"{self.metrics}, found {ts_a.shape} and {v_a.shape}; reshape the input"
+            )
+        v_a = np.ascontiguousarray(v_a)
+        n = ts_a.shape[0]
+        out = np.empty((n, m, K.N_OUT), dtype=np.float64)
+        rows = np.empty((n, K.N_ROW), dtype=np.float64)
+        K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows)
+        return self._output(ts_a, out, rows)
+
+    def process_one(self, ts: float, values: Sequence[float]) -> EngineOutput:
+        """One row; the same result as :meth:`process` on that row."""
+        self._ts1[0] = ts
+        v = self._v1[0]
+        if len(values) != v.shape[0]:
+            raise EngineInputError(
+                f"expected {v.shape[0]} values for metrics {self.metrics}, found {len(values)}"
+            )
+        v[:] = values
+        K._process_kernel(self._cfg, self._st, self._eng, self._ts1, self._v1, self._out1,
+                          self._rows1)  # fmt: skip
+        return self._output(self._ts1, self._out1.copy(), self._rows1.copy())
+
+    def _output(self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray) -> EngineOutput:
+        events: list[DeviationEvent] = []
+        fired = np.flatnonzero(rows[:, K.R_EVENT] > 0.0)
+        for i in fired:
+            events.append(self._event(float(ts[i]), out[i], float(rows[i, K.R_ESCORE])))
+        return EngineOutput(
+            scores=out[:, :, K.O_SCORE],
+            persistence=out[:, :, K.O_PERS],
+            combined=rows[:, K.R_COMB],
+            flags=rows[:, K.R_FLAGS].astype(np.uint8),
+            events=events,
+            baseline=out[:, :, K.O_BASE],
+            spread=out[:, :, K.O_SD],
+            level=out[:, :, K.O_LEVEL],
+        )
+
+    def _event(self, ts: float, o: np.ndarray, score: float) -> DeviationEvent:
+        idx = np.flatnonzero(o[:, K.O_CONTRIB] > 0.0)
+        cfg = self.config
+        severity = (
+            "critical"
+            if score >= cfg.critical_score
+            else ("warning" if score >= cfg.warning_score else "info")
+        )
+        ev = DeviationEvent(
+            start_ts=float(min(o[idx, K.O_START])),
+            ts=ts,
+            metrics=tuple(self.metrics[j] for j in idx),
+            directions=tuple(int(o[j, K.O_DIR]) for j in idx),
+            score=score,
+            severity=severity,
+            kind="sustained",
+            baseline=tuple(float(o[j, K.O_BASE]) for j in idx),
+            observed=tuple(float(o[j, K.O_LEVEL]) for j in idx),
+        )
+        logger.info("detect.event", extra={"metrics": ev.metrics, "ts": ts, "score": score})
+        return ev
+
+    # ------------------------------------------------------------------ state
+    @property
+    def warming_up(self) -> bool:
+        """True while no metric has finished warm-up ("still learning")."""
+        return not bool(np.any(self._st[:, K.M_WARM] != 0.0))
+
+    def state(self) -> bytes:
+        """Compact state: header + metric state (m x 116 float64) + engine state (12 float64)."""
+        m = len(self.metrics)
+        return _HEADER.pack(_MAGIC, m, K.N_STATE) + self._st.tobytes() + self._eng.tobytes()
+
+    @classmethod
+    def from_state(
+        cls,
+        data: bytes,
+        metrics: Sequence[str],
+        config: EngineConfig | None = None,
+        directions: Mapping[str, int] | None = None,
+    ) -> Engine:
+        """Rebuild an engine from :meth:`state`; directions come from the saved state."""
+        eng = cls(metrics, config, directions)
+        m = len(eng.metrics)
+        expected = _HEADER.size + 8 * (m * K.N_STATE + K.N_ENG)
+        if len(data) != expected or data[:4] != _MAGIC:
+            raise EngineStateError(
+                f"expected {expected} bytes starting with {_MAGIC!r} for {m} metrics, found "
+                f"{len(data)} bytes starting with {bytes(data[:4])!r}; pass bytes from "
+                "Engine.state() saved with the same metrics"
+            )
+        _, m_saved, n_state = _HEADER.unpack_from(data)
+        if m_saved != m or n_state != K.N_STATE:
+            raise EngineStateError(
+                f"state holds {m_saved} metrics x {n_state} floats, expected {m} x {K.N_STATE}"
+            )
+        body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
+        eng._st[:] = body[: m * K.N_STATE].reshape(m, K.N_STATE)
+        eng._eng[:] = body[m * K.N_STATE :]
+        return eng
+
+    # ------------------------------------------------------------------ personalisation
+    def _index(self, metric: str) -> int:
+        if metric not in self.metrics:
+            raise EngineInputError(f"unknown metric {metric!r}; expected one of {self.metrics}")
+        return self.metrics.index(metric)
+
+    def accept_new_normal(self, metric: str | None = None) -> None:
+        """Owner said "normal for her": shift the baseline to the recent level, clear evidence."""
+        idx = range(len(self.metrics)) if metric is None else [self._index(metric)]
+        t = self._eng[K.E_TPREV]
+        for j in idx:
+            s = self._st[j]
+            if s[K.M_NVALID] == 0.0:
+                continue
+            h = int((t % 86400.0) // 3600.0)
+            base, sd = K._baseline_kernel(self._cfg, s, h, t)
+            if not np.isfinite(base):
+                continue
+            delta = s[K.M_LEVEL] - base
+            s[K.BIN_MEAN : K.N_BINS * 4 : 4] += delta
+            s[K.G_MEAN] += delta
+            s[K.M_E] = 0.0
+            s[K.M_SPOS] = s[K.M_SNEG] = 0.0
+            s[K.M_PROT] = np.nan
+            logger.info("detect.accept_new_normal", extra={"metric": self.metrics[j], "shift": delta})
+        self._eng[K.E_ARMED] = 1.0
+
+    def widen(self, metric: str, factor: float) -> None:
+        """Personalisation: multiply ``metric``'s thresholds (spike z and CUSUM) by ``factor``."""
+        if not np.isfinite(factor) or factor <= 0:
+            raise EngineInputError(f"widen factor must be a finite number > 0, found {factor!r}")
+        self._st[self._index(metric), K.M_SCALE] *= factor

@@ -1,0 +1,303 @@
+"""The deviation kernel: circadian robust baseline, instantaneous and persistence scores, events.
+
+One call processes ``n`` rows of ``m`` metrics and mutates the packed state in place, so a stream
+scored in one batch or in any chunking gives bit-identical output. Everything the kernel needs is
+a float64 array; the layout constants below are shared with the thin wrapper
+(:mod:`device.detect.engine`) and the plain-Python twin (``tests/naive.py``).
+
+Per metric and row:
+
+1. baseline ``b`` and spread ``s`` = hour-of-day bin blended with the global statistic
+   (bin weight ``w_h / (w_h + bin_prior)``), both exponentially forgetting weighted Welford stats;
+2. ``z = (x - b) / s``; spike score ``1 - exp(-max(0, z - spike_z0) / spike_scale)``;
+3. smoothed deviation ``e`` = EWMA of ``clip(z)`` (time constant ``smooth_s``), standardised by its
+   own long-run RMS into ``zs``; two-sided CUSUM on ``zs`` in z-hours -> persistence in [0, 1];
+4. the baseline learns a winsorised ``x``; while persistence is high it learns with weight
+   ``protect_weight`` only (contamination protection, at most ``protect_max_s``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from device.kernels import config
+from device.kernels.welford import _decay_kernel, _update_kernel
+
+# ---- config vector (order of EngineConfig fields that reach the kernel) ----
+CFG_FIELDS: tuple[str, ...] = (
+    "memory_s", "weight_unit_s", "weight_cap_s", "bin_prior", "huber_c", "sd_floor_rel",
+    "sd_floor_abs", "z_clip", "smooth_s", "e_prior_weight", "e_prior_rms", "e_rms_floor",
+    "cusum_k", "cusum_h", "cusum_cap", "zs_clip", "spike_z0", "spike_scale", "warmup_s",
+    "warmup_n", "protect_p", "protect_weight", "protect_max_s", "contrib_p", "event_sum",
+    "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
+    "surprise_floor",
+)  # fmt: skip
+(C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
+ C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
+ C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
+ C_SFLOOR) = range(len(CFG_FIELDS))  # fmt: skip
+N_CFG = len(CFG_FIELDS)
+
+# ---- per-metric state row ----
+N_BINS = 24
+BIN_W, BIN_MEAN, BIN_M2, BIN_T = 0, 1, 2, 3  # offsets inside one bin (4 floats per bin)
+G_W, G_MEAN, G_M2, G_T = 96, 97, 98, 99  # global statistic
+M_TLAST, M_E, M_EW, M_EQ = 100, 101, 102, 103  # last valid ts, smoothed z, its weight and sum e^2
+M_SPOS, M_SNEG, M_RSPOS, M_RSNEG = 104, 105, 106, 107  # CUSUM sums and run start times
+M_FIRST, M_NVALID, M_DIR, M_SCALE = 108, 109, 110, 111  # first ts, count, bad direction, widen
+M_PROT, M_LEVEL, M_ZS, M_WARM = 112, 113, 114, 115  # protected-since, observed level, zs, warm
+N_STATE = 116
+
+# ---- engine state ----
+E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB = range(9)
+N_ENG = 12
+
+# ---- outputs: per metric (n, m, N_OUT) and per row (n, N_ROW) ----
+O_SCORE, O_PERS, O_BASE, O_SD, O_LEVEL, O_START, O_DIR, O_CONTRIB, O_ZS = range(9)
+N_OUT = 9
+R_COMB, R_FLAGS, R_EVENT, R_ESCORE = range(4)
+N_ROW = 4
+
+FLAG_MISSING, FLAG_ORDER, FLAG_GAP, FLAG_WARMUP, FLAG_CLOCK = 1, 2, 4, 8, 16
+
+
+def new_state(n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh ``(metric_state (m, N_STATE), engine_state (N_ENG,))`` arrays."""
+    st = np.zeros((n_metrics, N_STATE), dtype=np.float64)
+    st[:, M_SCALE] = 1.0
+    st[:, M_PROT] = np.nan
+    eng = np.zeros(N_ENG, dtype=np.float64)
+    eng[E_ARMED] = 1.0
+    eng[E_LASTEV] = -np.inf
+    return st, eng
+
+
+@njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
+def _clip(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
+def _baseline_kernel(cfg: np.ndarray, s: np.ndarray, h: int, t: float) -> tuple[float, float]:
+    """Blended (bin, global) baseline mean and spread for hour ``h`` at time ``t``."""
+    mem = cfg[C_MEM]
+    b = h * 4
+    wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+    meang = s[G_MEAN]
+    floor = cfg[C_SDREL] * abs(meang) + cfg[C_SDABS]
+    if wg <= config.EDGELOOP_EPS:
+        return np.nan, floor
+    varg = m2g / wg
+    wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
+    if wb > config.EDGELOOP_EPS:
+        a = wb / (wb + cfg[C_PRIOR])
+        base = a * s[b + BIN_MEAN] + (1.0 - a) * meang
+        var = a * (m2b / wb) + (1.0 - a) * varg
+    else:
+        base = meang
+        var = varg
+    sd = math.sqrt(var) if var > 0.0 else 0.0
+    if sd < floor:
+        sd = floor
+    return base, sd
+
+
+@njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
+def _process_kernel(
+    cfg: np.ndarray,
+    st: np.ndarray,
+    eng: np.ndarray,
+    ts: np.ndarray,
+    vals: np.ndarray,
+    out: np.ndarray,
+    rows: np.ndarray,
+) -> None:
+    """Score ``n`` rows causally, updating ``st`` (m, N_STATE) and ``eng`` in place."""
+    n = vals.shape[0]
+    m = vals.shape[1]
+    mem = cfg[C_MEM]
+    for i in range(n):
+        t = ts[i]
+        flags = 0
+        ok = True
+        dt = cfg[C_WUNIT]
+        if not np.isfinite(t):
+            flags |= FLAG_ORDER
+            ok = False
+        elif eng[E_NROWS] > 0:
+            dt = t - eng[E_TPREV]
+            if dt > cfg[C_JUMP] or dt < -cfg[C_JUMP]:
+                flags |= FLAG_CLOCK | FLAG_GAP
+                dt = cfg[C_WCAP]
+            elif dt <= 0.0:
+                flags |= FLAG_ORDER
+                ok = False
+            elif dt > cfg[C_GAP]:
+                flags |= FLAG_GAP
+        if dt > cfg[C_WCAP]:
+            dt = cfg[C_WCAP]
+        u_time = dt / cfg[C_WUNIT]
+        dt_h = dt / 3600.0
+        alpha = 1.0 - math.exp(-dt / cfg[C_SMOOTH])
+        hh = 0
+        if np.isfinite(t):
+            hh = int((t % 86400.0) // 3600.0)
+            if hh < 0 or hh >= N_BINS:
+                hh = 0
+        if ok:
+            eng[E_TPREV] = t
+            eng[E_NROWS] += 1.0
+        raw = 0.0
+        any_warm = False
+        for j in range(m):
+            s = st[j]
+            o = out[i, j]
+            x = vals[i, j]
+            finite = np.isfinite(x)
+            if not finite:
+                flags |= FLAG_MISSING
+            d = s[M_DIR]
+            scale = s[M_SCALE]
+            h_eff = cfg[C_H] * scale
+            base, sd = _baseline_kernel(cfg, s, hh, t if ok else eng[E_TPREV])
+            if not np.isfinite(base):
+                base = x if finite else 0.0
+            score = 0.0
+            if ok and finite:
+                z = (x - base) / sd
+                zc = _clip(z, -cfg[C_ZCLIP], cfg[C_ZCLIP])
+                if s[M_NVALID] == 0.0:
+                    s[M_FIRST] = t
+                    s[M_LEVEL] = x
+                s[M_E] += alpha * (zc - s[M_E])
+                ew, eq = _decay_kernel(s[M_EW], s[M_EQ], t - s[M_TLAST], mem)
+                rms = math.sqrt((eq + cfg[C_EPW] * cfg[C_EPRMS] ** 2) / (ew + cfg[C_EPW]))
+                if rms < cfg[C_EFLOOR]:
+                    rms = cfg[C_EFLOOR]
+                zs = s[M_E] / rms
+                s[M_ZS] = zs
+                if (
+                    s[M_WARM] == 0.0
+                    and s[M_NVALID] + 1.0 >= cfg[C_WARMN]
+                    and t - s[M_FIRST] >= cfg[C_WARMS]
+                ):
+                    s[M_WARM] = 1.0
+                if s[M_WARM] != 0.0:
+                    zsc = _clip(zs, -cfg[C_ZSCLIP], cfg[C_ZSCLIP])
+                    sp = max(0.0, s[M_SPOS] + (zsc - cfg[C_K]) * dt_h)
+                    sn = max(0.0, s[M_SNEG] + (-zsc - cfg[C_K]) * dt_h)
+                    if s[M_SPOS] == 0.0 and sp > 0.0:
+                        s[M_RSPOS] = t
+                    if s[M_SNEG] == 0.0 and sn > 0.0:
+                        s[M_RSNEG] = t
+                    s[M_SPOS] = min(sp, h_eff * cfg[C_CAP])
+                    s[M_SNEG] = min(sn, h_eff * cfg[C_CAP])
+                    zd = abs(z) if d == 0.0 else (z if d > 0.0 else -z)
+                    zd = zd / scale - cfg[C_Z0]
+                    if zd > 0.0:
+                        score = 1.0 - math.exp(-zd / cfg[C_SSCALE])
+                # contamination protection (either side counts: sick must not become normal)
+                pmax = max(s[M_SPOS], s[M_SNEG]) / h_eff
+                protected = False
+                if pmax >= cfg[C_PROTP]:
+                    if not np.isfinite(s[M_PROT]):
+                        s[M_PROT] = t
+                    protected = (t - s[M_PROT]) < cfg[C_PROTMAX]
+                else:
+                    s[M_PROT] = np.nan
+                u = u_time * (cfg[C_PROTW] if protected else 1.0)
+                xw = x
+                wg, _ = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+                if wg >= cfg[C_PRIOR]:
+                    xw = _clip(x, base - cfg[C_HUBER] * sd, base + cfg[C_HUBER] * sd)
+                b = hh * 4
+                wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
+                wb, mb, m2b = _update_kernel(wb, s[b + BIN_MEAN], m2b, xw, u)
+                s[b + BIN_W] = wb
+                s[b + BIN_MEAN] = mb
+                s[b + BIN_M2] = m2b
+                s[b + BIN_T] = t
+                wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+                wg, mg, m2g = _update_kernel(wg, s[G_MEAN], m2g, xw, u)
+                s[G_W] = wg
+                s[G_MEAN] = mg
+                s[G_M2] = m2g
+                s[G_T] = t
+                ec = _clip(s[M_E], -cfg[C_HUBER] * rms, cfg[C_HUBER] * rms)
+                s[M_EW] = ew + u
+                s[M_EQ] = eq + u * ec * ec
+                s[M_LEVEL] += alpha * (x - s[M_LEVEL])
+                s[M_NVALID] += 1.0
+                s[M_TLAST] = t
+            pp = s[M_SPOS] / h_eff
+            pn = s[M_SNEG] / h_eff
+            if d > 0.0 or (d == 0.0 and pp >= pn):
+                p, start, sign = pp, s[M_RSPOS], 1.0
+            else:
+                p, start, sign = pn, s[M_RSNEG], -1.0
+            if p > 1.0:
+                p = 1.0
+            o[O_SCORE] = score
+            o[O_PERS] = p
+            o[O_BASE] = base
+            o[O_SD] = sd
+            o[O_LEVEL] = s[M_LEVEL] if s[M_NVALID] > 0.0 else base
+            o[O_START] = start
+            o[O_DIR] = sign
+            o[O_CONTRIB] = 0.0
+            o[O_ZS] = s[M_ZS]
+            if s[M_WARM] != 0.0:
+                any_warm = True
+                r = max(score, p)
+                if r > raw:
+                    raw = r
+        r_out = rows[i]
+        if not any_warm:
+            flags |= FLAG_WARMUP
+        r_out[R_FLAGS] = flags
+        r_out[R_EVENT] = 0.0
+        r_out[R_ESCORE] = 0.0
+        if not ok:
+            r_out[R_COMB] = eng[E_LASTCOMB]
+            continue
+        # ---- events: summed persistence of warm contributing metrics ----
+        total = 0.0
+        for j in range(m):
+            if st[j, M_WARM] != 0.0 and out[i, j, O_PERS] >= cfg[C_CONTRIB]:
+                total += out[i, j, O_PERS]
+        if total >= cfg[C_EVSUM]:
+            if eng[E_ARMED] != 0.0 and t - eng[E_LASTEV] >= cfg[C_COOL]:
+                eng[E_ARMED] = 0.0
+                eng[E_LASTEV] = t
+                r_out[R_EVENT] = 1.0
+                keep = 1.0
+                for j in range(m):
+                    if st[j, M_WARM] != 0.0 and out[i, j, O_PERS] >= cfg[C_CONTRIB]:
+                        out[i, j, O_CONTRIB] = 1.0
+                        zz = min(1.0, abs(out[i, j, O_ZS]) / cfg[C_ZSCLIP])
+                        keep *= 1.0 - 0.6 * out[i, j, O_PERS] * zz
+                r_out[R_ESCORE] = 1.0 - keep
+        else:
+            eng[E_ARMED] = 1.0
+        # ---- combined: surprise of the short-term evidence against its long-run distribution ----
+        a = 1.0 - math.exp(-dt / cfg[C_SSHORT])
+        eng[E_SHORT] += a * (raw - eng[E_SHORT])
+        lw, lm2 = _decay_kernel(eng[E_LW], eng[E_LM2], dt, cfg[C_SLONG])
+        comb = 0.0
+        if any_warm and lw > 0.0:
+            sdl = math.sqrt(lm2 / lw)
+            if sdl < cfg[C_SFLOOR]:
+                sdl = cfg[C_SFLOOR]
+            zl = (eng[E_SHORT] - eng[E_LMEAN]) / sdl
+            if zl > 0.0:
+                comb = math.erf(zl / math.sqrt(2.0))
+        if any_warm:
+            lw, lmean, lm2 = _update_kernel(lw, eng[E_LMEAN], lm2, raw, u_time)
+            eng[E_LMEAN] = lmean
+        eng[E_LW] = lw
+        eng[E_LM2] = lm2
+        eng[E_LASTCOMB] = comb
+        r_out[R_COMB] = comb
