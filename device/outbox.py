@@ -1,0 +1,192 @@
+"""Store-and-forward outbox in SQLite (WAL, synchronous=FULL), through sqlite-utils.
+
+A row lives until the cloud acknowledges that it stored it (application-level ack on the
+device's ack topic); PUBACK from the broker only marks it ``published``. Rows published but not
+acked within ``resend_after`` seconds become due again (the cloud dedupes by device id + seq).
+Sequence numbers come from ``AUTOINCREMENT``: strictly increasing, never reused, even after a
+crash or deletions.
+
+The outbox is bounded in bytes: when full, rows are evicted lowest priority first, oldest first
+(raw windows, then summaries); events (priority 0) are never evicted: when only events remain,
+``append`` raises BufferFullError and the agent counts the refusal. Every eviction is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+logger = logging.getLogger(__name__)
+migrations = Migrations("edgeloop.device.outbox")
+
+PRIORITY = {"event": 0, "report": 1, "summary": 2, "raw": 3}  # lower = more important
+NEVER_EVICT = 0
+
+
+class BufferFullError(RuntimeError):
+    """The outbox is full of rows that may not be evicted (events)."""
+
+
+@migrations()
+def m001_outbox(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
+        "priority INTEGER NOT NULL, individual_id TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, "
+        "size INTEGER NOT NULL, created REAL NOT NULL, published_at REAL)"
+    )
+    db.execute("CREATE INDEX outbox_due ON outbox (published_at, seq)")
+    db.execute("CREATE INDEX outbox_evict ON outbox (priority, seq)")
+    db["counters"].create({"name": str, "value": int}, pk="name")
+    db["kv"].create({"key": str, "value": bytes}, pk="key")
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    kind: str
+    individual_id: str
+    ts: float
+    body: dict[str, Any]
+
+
+class Outbox:
+    """The device's durable queue plus a small key-value store (engine state, counters)."""
+
+    def __init__(self, path: str | Path | None, max_bytes: int = 64 * 1024 * 1024,
+                 resend_after: float = 30.0, raw_ttl: float = 7 * 86400.0) -> None:
+        self.db = Database(memory=True) if path is None else Database(str(path))
+        if path is not None:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        migrations.apply(self.db)
+        self.max_bytes = max_bytes
+        self.resend_after = resend_after
+        self.raw_ttl = raw_ttl
+        self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+
+    # ---- queue -------------------------------------------------------------------------------
+    def append(self, kind: str, individual_id: str, ts: float, body: dict[str, Any]) -> int:
+        """Durably add a row (committed before returning); returns its sequence number."""
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        size = len(data) + 64
+        prio = PRIORITY[kind]
+        try:
+            with self.db.conn:
+                self._make_room(size, prio)
+                cur = self.db.execute(
+                "INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", [kind, prio, individual_id, ts, data, size, time.time()])
+                self._bump("appended." + kind)
+        except BufferFullError:
+            self.bump("refused.full." + kind)
+            raise
+        self._bytes += size
+        return int(cur.lastrowid or 0)
+
+    def _make_room(self, size: int, prio: int) -> None:
+        if self._bytes + size <= self.max_bytes:
+            return
+        rows = self.db.execute(
+            "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
+            "ORDER BY priority DESC, seq ASC", [NEVER_EVICT, prio]).fetchall()
+        freed, victims = 0, []
+        for seq, sz, kind in rows:
+            if self._bytes - freed + size <= self.max_bytes:
+                break
+            victims.append((seq, kind))
+            freed += sz
+        if self._bytes - freed + size > self.max_bytes:
+            raise BufferFullError(
+                f"outbox full ({self._bytes} of {self.max_bytes} bytes, only unsendable or higher "
+                "priority rows left): restore the uplink or raise outbox.max_bytes")
+        self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _ in victims])
+        for _, kind in victims:
+            self._bump("evicted." + kind)
+        self._bytes -= freed
+        logger.warning("outbox.evicted", extra={"rows": len(victims), "bytes": freed})
+
+    def due(self, limit: int = 100, now: float | None = None) -> list[Row]:
+        """Rows to (re)send: never published, or published and not acked for resend_after s."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT seq, kind, individual_id, ts, body FROM outbox WHERE published_at IS NULL "
+            "OR published_at < ? ORDER BY priority ASC, seq ASC LIMIT ?", [now - self.resend_after, limit])
+        return [Row(s, k, i, t, json.loads(b)) for s, k, i, t, b in cur.fetchall()]
+
+    def mark_published(self, seqs: list[int], now: float | None = None) -> None:
+        """The broker acknowledged (PUBACK) these rows: not due again until resend_after."""
+        now = time.time() if now is None else now
+        with self.db.conn:
+            self.db.conn.executemany("UPDATE outbox SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+
+    def unmark_published(self) -> None:
+        """After a reconnect: everything unacked is due at once (the session may be gone)."""
+        with self.db.conn:
+            self.db.execute("UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL")
+
+    def ack(self, seqs: list[int]) -> int:
+        """The cloud stored these rows: delete them. Returns how many were still here."""
+        with self.db.conn:
+            n = 0
+            for s in seqs:
+                row = self.db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", [s]).fetchone()
+                if row:
+                    n += 1
+                    self._bytes -= row[0]
+            self._bump("acked", n)
+        return n
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop raw windows older than raw_ttl (counted)."""
+        now = time.time() if now is None else now
+        with self.db.conn:
+            rows = self.db.execute("DELETE FROM outbox WHERE kind = 'raw' AND created < ? RETURNING size",
+                                   [now - self.raw_ttl]).fetchall()
+            if rows:
+                self._bump("expired.raw", len(rows))
+        self._bytes -= sum(r[0] for r in rows)
+        return len(rows)
+
+    def pending_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def pending_seqs(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT seq FROM outbox ORDER BY seq")]
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    # ---- counters and key-value state ----------------------------------------------------------
+    def _bump(self, name: str, by: int = 1) -> None:
+        if by:
+            self.db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                            "DO UPDATE SET value = value + excluded.value", [name, by])
+
+    def bump(self, name: str, by: int = 1) -> None:
+        with self.db.conn:
+            self._bump(name, by)
+
+    def counters(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")}
+
+    def put(self, key: str, value: bytes) -> None:
+        with self.db.conn:
+            self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
+
+    def get(self, key: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
