@@ -17,7 +17,16 @@ import numpy as np
 from firmware_sim.motion import accel_window
 from firmware_sim.scenario import Condition, Individual
 from shared.frames import Frame, encode_frame
-from shared.payloads import Accel, Battery, DeviceInfo, HeartRate, Reading, SkinTemp, Steps, encode_payload
+from shared.payloads import (
+    Accel,
+    Battery,
+    DeviceInfo,
+    HeartRate,
+    Reading,
+    SkinTemp,
+    Steps,
+    encode_payload,
+)
 
 HR_OFFSET = {"sleep": -10.0, "rest": 0.0, "eat": 12.0, "walk": 30.0, "run": 65.0, "play": 45.0}
 STEPS = {"sleep": (0, 0), "rest": (0, 0), "eat": (2, 10), "walk": (70, 110), "run": (150, 200),
