@@ -71,9 +71,10 @@ class EngineConfig:
     cooldown_s: float = 86400.0  # minimum time between two events
     gap_s: float = 3 * 3600.0  # a row this long after the previous one is flagged as a gap
     clock_jump_s: float = 30 * 86400.0  # a time step beyond +-this is a clock jump (accepted)
-    surprise_short_s: float = 1800.0  # combined score: short average of evidence ...
-    surprise_long_s: float = 86400.0  # ... against its long-run mean and spread (this memory)
-    surprise_floor: float = 0.05  # floor of that long-run spread
+    surprise_short_s: float = 600.0  # combined score: short average of evidence ...
+    surprise_long_s: float = 2 * 86400.0  # ... against its long-run mean and spread (memory)
+    surprise_floor: float = 0.1  # floor of that long-run spread
+    surprise_scale: float = 5.0  # combined = 1 - exp(-z / surprise_scale), z = standardised excess
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 
@@ -89,7 +90,7 @@ class EngineConfig:
                     f"EngineConfig.{f.name} must be a finite number >= 0, found {v!r}; "
                     "use the default or a non-negative value"
                 )
-        for name in ("weight_unit_s", "smooth_s", "cusum_h", "spike_scale", "surprise_short_s"):
+        for name in ("weight_unit_s", "smooth_s", "cusum_h", "spike_scale", "surprise_short_s", "surprise_scale"):
             if getattr(self, name) == 0:
                 raise EngineInputError(f"EngineConfig.{name} must be > 0, found 0")
 

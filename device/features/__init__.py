@@ -1,0 +1,1 @@
+"""Per-window features computed on the device."""
