@@ -1,0 +1,523 @@
+"""Deciding what to do with each incoming deviation event: notify | collect_more | uncertain | suppress.
+
+Plain functions over a ``CloudStore``: no MQTT in here. The aggregator stores a record, then calls
+``handle_event``; the decision, its reason and the rule that made it land in the ``alerts`` table.
+
+Clock: ``now`` is the decision time. It defaults to the event's own ``ts`` so that replayed or
+simulated days decide deterministically; a live aggregator passes ``time.time()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+from cloud.rules.policy import NotificationPolicy, Rule, When, in_window, severity_rank
+from cloud.rules.schema import ensure_schema
+from cloud.store.db import CloudStore
+from shared.schemas import Record
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["notify", "collect_more", "uncertain", "suppress"]
+_STATE = {"notify": "notified", "collect_more": "collecting", "uncertain": "held",
+          "suppress": "suppressed"}
+NO_RULE = "(no rule matched)"
+
+
+class RulesError(ValueError):
+    """Base of the notification-rule errors (bad events, unknown alerts)."""
+
+
+class EventBodyError(RulesError):
+    """An event record's body does not have the fields the rules need."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    alert_id: str
+    action: Action
+    reason: str
+    rule: str
+    incident_id: str | None
+    individual_id: str
+    device_id: str
+    seq: int
+    ts: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated event body."""
+
+    start_ts: float
+    metrics: tuple[str, ...]
+    directions: tuple[int, ...]
+    score: float
+    severity: str
+    kind: str
+    baseline: tuple[float, ...]
+    observed: tuple[float, ...]
+    model_version: str
+    detector_version: str
+    warming_up: bool
+    tz_offset_h: float | None
+
+
+def alert_id_for(device_id: str, seq: int) -> str:
+    return f"{device_id}:{seq}"
+
+
+def parse_event(body: Any, ts: float) -> Event:
+    """Validate an event body; EventBodyError names the field and what was expected."""
+    if not isinstance(body, dict):
+        raise EventBodyError(f"event body must be an object, found {type(body).__name__}")
+
+    def num(key: str, default: float | None = None) -> float:
+        v = body.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise EventBodyError(f"event body.{key}: expected a finite number, found {v!r:.40}")
+        return float(v)
+
+    metrics = body.get("metrics")
+    if (not isinstance(metrics, list) or not metrics
+            or not all(isinstance(m, str) and m for m in metrics)):
+        raise EventBodyError(f"event body.metrics: expected a non-empty list of names, found {metrics!r:.60}")
+    n = len(metrics)
+    directions = body.get("directions") or [0] * n
+    if (not isinstance(directions, list) or len(directions) != n
+            or not all(type(d) is int for d in directions)):
+        raise EventBodyError(f"event body.directions: expected {n} integers, found {directions!r:.60}")
+    vecs = []
+    for key in ("baseline", "observed"):
+        v = body.get(key) or []
+        if not isinstance(v, list) or (v and len(v) != n) or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+            raise EventBodyError(f"event body.{key}: expected {n} finite numbers, found {v!r:.60}")
+        vecs.append(tuple(float(x) for x in v))
+    score = num("score")
+    if not 0.0 <= score <= 1.0:
+        raise EventBodyError(f"event body.score: expected a number in [0, 1], found {score}")
+    severity = body.get("severity")
+    if severity not in ("info", "warning", "critical"):
+        raise EventBodyError(f"event body.severity: expected info|warning|critical, found {severity!r:.40}")
+    start_ts = min(num("start_ts", ts), ts)
+    tz = body.get("tz_offset_h")
+    tz_ok = isinstance(tz, int | float) and not isinstance(tz, bool) and -14 <= tz <= 14
+    return Event(start_ts=start_ts, metrics=tuple(metrics), directions=tuple(directions),
+                 score=score, severity=severity, kind=str(body.get("kind", "sustained")),
+                 baseline=vecs[0], observed=vecs[1],
+                 model_version=str(body.get("model_version") or "unknown"),
+                 detector_version=str(body.get("detector_version") or "unknown"),
+                 warming_up=body.get("warming_up") is True,
+                 tz_offset_h=float(tz) if tz_ok else None)
+
+
+# ---------------------------------------------------------------- individual preferences
+
+def set_individual_prefs(store: CloudStore, individual_id: str, *, tz_offset_h: float | None = None,
+                         silenced_until: float | None = None, quiet_start: str | None = None,
+                         quiet_end: str | None = None) -> None:
+    """Owner settings stored in the database (they win over the rules file's [individuals])."""
+    ensure_schema(store.db)
+    row: dict[str, Any] = {"individual_id": individual_id}
+    for k, v in (("tz_offset_h", tz_offset_h), ("silenced_until", silenced_until),
+                 ("quiet_start", quiet_start), ("quiet_end", quiet_end)):
+        if v is not None:
+            row[k] = v
+    store.db["individual_prefs"].upsert(row, pk="individual_id")
+
+
+@dataclass(frozen=True)
+class LocalPrefs:
+    tz_offset_h: float
+    silenced: bool
+    quiet_start: str
+    quiet_end: str
+
+
+def local_prefs(store: CloudStore, policy: NotificationPolicy, individual_id: str, t: float,
+                event_tz_h: float | None = None) -> LocalPrefs:
+    s = policy.settings
+    file_prefs = policy.individuals.get(individual_id)
+    rows = list(store.db["individual_prefs"].rows_where("individual_id = ?", [individual_id]))
+    db = rows[0] if rows else {}
+    tz = db.get("tz_offset_h")
+    if tz is None:
+        tz = file_prefs.tz_offset_h if file_prefs and file_prefs.tz_offset_h is not None else event_tz_h
+    if tz is None:
+        tz = s.default_tz_offset_h
+    silenced = bool(file_prefs and file_prefs.silenced) or (
+        db.get("silenced_until") is not None and t < db["silenced_until"])
+    qs = db.get("quiet_start") or (file_prefs and file_prefs.quiet_start) or s.quiet_start
+    qe = db.get("quiet_end") or (file_prefs and file_prefs.quiet_end) or s.quiet_end
+    return LocalPrefs(float(tz), silenced, qs, qe)
+
+
+def local_seconds(t: float, tz_offset_h: float) -> float:
+    return (t + tz_offset_h * 3600.0) % 86400.0
+
+
+def in_quiet_hours(prefs: LocalPrefs, t: float) -> bool:
+    return in_window(local_seconds(t, prefs.tz_offset_h), prefs.quiet_start, prefs.quiet_end)
+
+
+# ---------------------------------------------------------------- facts the conditions read
+
+class Facts:
+    """Everything a condition can ask, computed lazily (only the queries a rule needs run)."""
+
+    def __init__(self, store: CloudStore, policy: NotificationPolicy, device_id: str,
+                 record: Record, ev: Event, t: float, incident: dict[str, Any] | None) -> None:
+        self.store, self.policy, self.device_id, self.record = store, policy, device_id, record
+        self.ev, self.t, self.incident = ev, t, incident
+        self.db = store.db
+        self.ind = record.individual_id
+
+    @cached_property
+    def prefs(self) -> LocalPrefs:
+        return local_prefs(self.store, self.policy, self.ind, self.t, self.ev.tz_offset_h)
+
+    @cached_property
+    def quiet_hours(self) -> bool:
+        return in_quiet_hours(self.prefs, self.t)
+
+    @cached_property
+    def local_time(self) -> str:
+        sec = int(local_seconds(self.t, self.prefs.tz_offset_h))
+        return f"{sec // 3600:02d}:{sec % 3600 // 60:02d}"
+
+    @cached_property
+    def warming_up(self) -> bool:
+        if self.ev.warming_up:
+            return True
+        if self.policy.settings.warmup_s <= 0:
+            return False
+        first = self.db.execute("SELECT MIN(ts) FROM records WHERE device_id = ?",
+                                [self.device_id]).fetchone()[0]
+        first = self.record.ts if first is None else min(first, self.record.ts)
+        return self.record.ts - first < self.policy.settings.warmup_s
+
+    @cached_property
+    def stale(self) -> bool:
+        return self.t - self.record.ts > self.policy.settings.stale_after_s
+
+    @cached_property
+    def silenced(self) -> bool:
+        return self.prefs.silenced
+
+    @cached_property
+    def metrics_json(self) -> str:
+        return json.dumps(sorted(self.ev.metrics))
+
+    @cached_property
+    def duplicate(self) -> bool:
+        """Same device, episode start and metric set already decided at this severity or above."""
+        sevs = self.db.execute(
+            "SELECT DISTINCT severity FROM alerts WHERE device_id = ? AND individual_id = ? "
+            "AND start_ts = ? AND metrics = ?",
+            [self.device_id, self.ind, self.ev.start_ts, self.metrics_json]).fetchall()
+        return any(severity_rank(s) >= severity_rank(self.ev.severity) for (s,) in sevs)
+
+    @cached_property
+    def incident_open(self) -> bool:
+        return self.incident is not None
+
+    @cached_property
+    def escalates(self) -> bool:
+        if self.incident is None:
+            return True
+        return severity_rank(self.ev.severity) > severity_rank(self.incident["severity"])
+
+    @cached_property
+    def recently_notified(self) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM alerts WHERE individual_id = ? AND metrics = ? AND notified_at IS NOT NULL "
+            "AND notified_at > ? AND notified_at <= ? LIMIT 1",
+            [self.ind, self.metrics_json, self.t - self.policy.settings.cooldown_s, self.t],
+        ).fetchone() is not None
+
+    @cached_property
+    def collecting(self) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM alerts WHERE device_id = ? AND action = 'collect_more' "
+            "AND decided_at > ? AND decided_at <= ? LIMIT 1",
+            [self.device_id, self.t - self.policy.settings.collect_duration_s, self.t],
+        ).fetchone() is not None
+
+    def recent_alerts(self, window_s: float) -> int:
+        n = self.db.execute(
+            "SELECT COUNT(*) FROM alerts WHERE individual_id = ? AND ts > ? AND ts <= ?",
+            [self.ind, self.record.ts - window_s, self.record.ts]).fetchone()[0]
+        return int(n) + 1
+
+    @cached_property
+    def personalised(self) -> bool:
+        from cloud.rules.personal import within_personal_range  # local: keeps imports acyclic
+        return within_personal_range(self.db, self.ind, self.ev)
+
+    def placeholders(self) -> dict[str, Any]:
+        return {"score": self.ev.score, "severity": self.ev.severity,
+                "metrics": ",".join(self.ev.metrics), "n_metrics": len(self.ev.metrics),
+                "individual_id": self.ind, "device_id": self.device_id,
+                "local_time": self.local_time, "model_version": self.ev.model_version}
+
+
+_BOOL_FACTS = ("quiet_hours", "warming_up", "stale", "silenced", "personalised", "duplicate",
+               "incident_open", "escalates", "recently_notified", "collecting")
+
+
+def matches(when: When, f: Facts) -> bool:
+    """Do all of a rule's conditions hold? Cheap event checks first, store queries last."""
+    ev = f.ev
+    if when.severity is not None and ev.severity not in when.severity:
+        return False
+    if when.severity_at_least is not None and severity_rank(ev.severity) < severity_rank(when.severity_at_least):
+        return False
+    if when.score_below is not None and not ev.score < when.score_below:
+        return False
+    if when.score_at_least is not None and not ev.score >= when.score_at_least:
+        return False
+    if when.metrics_any is not None and not set(when.metrics_any) & set(ev.metrics):
+        return False
+    if when.metrics_all is not None and not set(when.metrics_all) <= set(ev.metrics):
+        return False
+    if when.metric_count_below is not None and not len(ev.metrics) < when.metric_count_below:
+        return False
+    if when.metric_count_at_least is not None and not len(ev.metrics) >= when.metric_count_at_least:
+        return False
+    if when.kind is not None and ev.kind not in when.kind:
+        return False
+    if when.local_time_between is not None:
+        a, b = when.local_time_between
+        if not in_window(local_seconds(f.t, f.prefs.tz_offset_h), a, b):
+            return False
+    for name in _BOOL_FACTS:
+        want = getattr(when, name)
+        if want is not None and bool(getattr(f, name)) != want:
+            return False
+    return not (when.recent_alerts_at_least is not None
+                and f.recent_alerts(when.recent_window_s) < when.recent_alerts_at_least)
+
+
+def evaluate(policy: NotificationPolicy, f: Facts) -> tuple[Rule | None, str]:
+    """First matching rule (policy.rules is already priority-ordered) and its formatted reason."""
+    for rule in policy.rules:
+        if matches(rule.when, f):
+            try:
+                reason = rule.reason.format_map(f.placeholders()) if rule.reason else rule.name
+            except (ValueError, KeyError, IndexError):
+                reason = rule.reason
+            return rule, reason
+    return None, "no rule matched: held for review"
+
+
+# ---------------------------------------------------------------- incidents
+
+def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float,
+                         individual_id: str | None = None) -> int:
+    """Close incidents with no alert for ``incident_idle_close_s``.
+
+    Two kinds wait longer: an incident whose alerts were all deferred (nothing sent yet) stays
+    open for at least a day so quiet hours can end, and an unanswered incident that still has
+    reminders due stays open until they are spent.
+    """
+    s = policy.settings
+    where, args = "closed_at IS NULL", []
+    if individual_id is not None:
+        where += " AND individual_id = ?"
+        args.append(individual_id)
+    closed = 0
+    with store.db.conn:
+        for inc in list(store.db["incidents"].rows_where(where, args)):
+            count = inc["notify_count"] or 0
+            if count == 0:
+                close_at = inc["last_alert_at"] + max(s.incident_idle_close_s, 86400.0)
+            else:
+                close_at = inc["last_alert_at"] + s.incident_idle_close_s
+                if (not inc["answered"] and inc["severity"] in s.renotify_severities
+                        and count < s.max_notifications_per_incident):
+                    continue
+                close_at = max(close_at, inc["last_notified_at"] or 0.0)
+            if close_at <= t:
+                store.db["incidents"].update(inc["incident_id"], {"closed_at": close_at})
+                closed += 1
+    return closed
+
+
+def open_incident(store: CloudStore, individual_id: str) -> dict[str, Any] | None:
+    rows = list(store.db["incidents"].rows_where(
+        "individual_id = ? AND closed_at IS NULL", [individual_id], order_by="opened_at DESC", limit=1))
+    return rows[0] if rows else None
+
+
+def close_incident(store: CloudStore, incident_id: str, t: float) -> None:
+    with store.db.conn:
+        store.db.execute("UPDATE incidents SET closed_at = ? WHERE incident_id = ? AND closed_at IS NULL",
+                         [t, incident_id])
+
+
+# ---------------------------------------------------------------- the handler
+
+def _decision(row: dict[str, Any]) -> Decision:
+    return Decision(alert_id=row["alert_id"], action=row["action"], reason=row["reason"],
+                    rule=row["rule"], incident_id=row["incident_id"],
+                    individual_id=row["individual_id"], device_id=row["device_id"],
+                    seq=row["seq"], ts=row["ts"])
+
+
+def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
+    ensure_schema(store.db)
+    rows = list(store.db["alerts"].rows_where("alert_id = ?", [alert_id]))
+    return _decision(rows[0]) if rows else None
+
+
+def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
+                 now: float | None = None) -> Decision:
+    """Decide on one event record, store the decision (idempotent by device id + seq), return it.
+
+    Raises EventBodyError (counted in the store's rejections) for a body the rules cannot read,
+    and RulesError for a record that is not an event.
+    """
+    ensure_schema(store.db)
+    aid = alert_id_for(device_id, record.seq)
+    done = get_decision(store, aid)
+    if done is not None:
+        return done
+    try:
+        if record.kind != "event":
+            raise RulesError(f"record {aid} is a {record.kind!r}, not an event: only events are decided")
+        ev = parse_event(record.body, record.ts)
+    except RulesError as exc:
+        store.reject(f"rules:{aid}", str(exc), 0)
+        logger.warning("rules.event_rejected", extra={"device_id": device_id, "alert_id": aid,
+                                                      "reason": str(exc)})
+        raise
+    t = record.ts if now is None else float(now)
+    ind = record.individual_id
+    close_idle_incidents(store, policy, t, ind)
+    incident = open_incident(store, ind)
+    facts = Facts(store, policy, device_id, record, ev, t, incident)
+    rule, reason = evaluate(policy, facts)
+    action: Action = rule.action if rule else "uncertain"
+    state = "deferred" if rule is not None and rule.defer else _STATE[action]
+    incident_id: str | None = None
+    notified_at = t if action == "notify" else None
+    with store.db.conn:
+        if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
+            if incident is None:
+                incident_id = f"inc:{aid}"
+                store.db["incidents"].insert({
+                    "incident_id": incident_id, "individual_id": ind, "opened_at": t,
+                    "last_alert_at": t, "closed_at": None, "severity": ev.severity,
+                    "notify_count": 1 if action == "notify" else 0,
+                    "last_notified_at": notified_at, "answered": 0, "first_alert_id": aid,
+                    "last_alert_id": aid, "alert_count": 1})
+            else:
+                incident_id = incident["incident_id"]
+                sev = max(incident["severity"], ev.severity, key=severity_rank)
+                upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
+                                       "severity": sev, "last_alert_id": aid,
+                                       "alert_count": (incident["alert_count"] or 0) + 1}
+                if action == "notify":
+                    upd["notify_count"] = (incident["notify_count"] or 0) + 1
+                    upd["last_notified_at"] = t
+                    upd["answered"] = 0  # a new notification needs a new answer
+                store.db["incidents"].update(incident_id, upd)
+        store.db["alerts"].insert({
+            "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
+            "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
+            "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
+            "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
+            "model_version": ev.model_version, "detector_version": ev.detector_version,
+            "notified_at": notified_at, "state": state, "decided_at": t,
+            "directions": json.dumps(dict(zip(ev.metrics, ev.directions, strict=True)), sort_keys=True),
+            "baseline": json.dumps(dict(zip(ev.metrics, ev.baseline, strict=False)), sort_keys=True),
+            "observed": json.dumps(dict(zip(ev.metrics, ev.observed, strict=False)), sort_keys=True),
+        })
+    decision = Decision(aid, action, reason, rule.name if rule else NO_RULE, incident_id, ind,
+                        device_id, record.seq, record.ts)
+    logger.info("rules.decided", extra={"device_id": device_id, "individual_id": ind,
+                                        "alert_id": aid, "action": action, "rule": decision.rule,
+                                        "incident_id": incident_id})
+    return decision
+
+
+def collect_more_command(policy: NotificationPolicy, decision: Decision,
+                         metrics: list[str] | None = None) -> tuple[str, str, dict[str, Any]]:
+    """The downlink for a collect_more decision: (device_id, "collect_more", args) to sign and send."""
+    s = policy.settings
+    args: dict[str, Any] = {"individual_id": decision.individual_id, "alert_id": decision.alert_id,
+                            "duration_s": s.collect_duration_s, "raw_windows": True,
+                            "sample_rate_factor": s.collect_sample_rate_factor}
+    if metrics:
+        args["metrics"] = list(metrics)
+    return decision.device_id, "collect_more", args
+
+
+def due_renotifications(store: CloudStore, policy: NotificationPolicy,
+                        now: float | None = None) -> list[Decision]:
+    """Notifications now due: deferred incidents whose quiet hours ended, and reminders for
+    unanswered serious incidents every ``renotify_after_s`` (at most
+    ``max_notifications_per_incident`` in all). Each returned decision is recorded as sent."""
+    ensure_schema(store.db)
+    t = time.time() if now is None else float(now)
+    s = policy.settings
+    close_idle_incidents(store, policy, t)
+    out: list[Decision] = []
+    for inc in list(store.db["incidents"].rows_where("closed_at IS NULL AND answered = 0",
+                                                     order_by="opened_at")):
+        prefs = local_prefs(store, policy, inc["individual_id"], t)
+        if prefs.silenced:
+            continue
+        quiet = in_quiet_hours(prefs, t)
+        count = inc["notify_count"] or 0
+        if count == 0:
+            if quiet:
+                continue
+            rule, reason = "deferred-delivery", "held during quiet hours; delivering now they ended"
+        else:
+            if (inc["severity"] not in s.renotify_severities
+                    or count >= s.max_notifications_per_incident
+                    or inc["last_notified_at"] is None
+                    or t - inc["last_notified_at"] < s.renotify_after_s
+                    or (quiet and inc["severity"] not in s.quiet_hours_bypass)):
+                continue
+            rule = "renotify"
+            reason = (f"unanswered {inc['severity']} incident: reminder {count} of "
+                      f"{s.max_notifications_per_incident - 1}")
+        rows = list(store.db["alerts"].rows_where("alert_id = ?", [inc["last_alert_id"]]))
+        if not rows:
+            continue
+        a = rows[0]
+        with store.db.conn:
+            store.db["incidents"].update(inc["incident_id"], {"notify_count": count + 1,
+                                                              "last_notified_at": t})
+            if count == 0:
+                store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "
+                                 "WHERE incident_id = ? AND state = 'deferred'",
+                                 [t, inc["incident_id"]])
+        d = Decision(a["alert_id"], "notify", reason, rule, inc["incident_id"], a["individual_id"],
+                     a["device_id"], a["seq"], a["ts"])
+        logger.info("rules.renotify", extra={"individual_id": d.individual_id, "alert_id": d.alert_id,
+                                             "incident_id": d.incident_id, "rule": rule})
+        out.append(d)
+    return out
+
+
+def alert_event_body(store: CloudStore, alert_id: str) -> dict[str, Any]:
+    """The stored event body behind an alert (for notifiers); {} if the record is gone."""
+    device_id, _, seq = alert_id.rpartition(":")
+    row = store.db.execute("SELECT body FROM records WHERE device_id = ? AND seq = ?",
+                           [device_id, int(seq) if seq.isdigit() else -1]).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+__all__ = ["Decision", "EventBodyError", "NotificationPolicy", "RulesError", "alert_event_body",
+           "alert_id_for", "collect_more_command", "due_renotifications", "get_decision",
+           "handle_event", "set_individual_prefs"]

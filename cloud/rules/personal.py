@@ -1,0 +1,45 @@
+"""The rules' view of personalisation: is an event inside a range the owner already accepted?
+
+Rows in ``personalisation`` (written by ``cloud.feedback``) carry, per individual and metric, a
+``threshold`` in the metric's own units and a ``direction`` (+1 up, -1 down, 0 both). An event is
+*personalised* when every one of its metrics has such a row and ``|observed - baseline|`` is at
+most the threshold, so the rules can hold or suppress it with reason "personalised".
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlite_utils import Database
+
+
+class _EventLike(Protocol):
+    metrics: tuple[str, ...]
+    directions: tuple[int, ...]
+    baseline: tuple[float, ...]
+    observed: tuple[float, ...]
+
+
+def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int], float]:
+    """(metric, direction) -> the widest accepted deviation for one individual."""
+    out: dict[tuple[str, int], float] = {}
+    for r in db.execute("SELECT metric, direction, MAX(threshold) FROM personalisation "
+                        "WHERE individual_id = ? AND threshold IS NOT NULL GROUP BY metric, direction",
+                        [individual_id]).fetchall():
+        out[(r[0], int(r[1] or 0))] = float(r[2])
+    return out
+
+
+def within_personal_range(db: Database, individual_id: str, ev: _EventLike) -> bool:
+    if not ev.baseline or not ev.observed:
+        return False
+    th = personal_thresholds(db, individual_id)
+    if not th:
+        return False
+    for m, d, b, o in zip(ev.metrics, ev.directions, ev.baseline, ev.observed, strict=False):
+        dev = o - b
+        direction = d or (1 if dev > 0 else -1 if dev < 0 else 0)
+        limit = max(th.get((m, direction), -1.0), th.get((m, 0), -1.0))
+        if limit < 0 or abs(dev) > limit:
+            return False
+    return True

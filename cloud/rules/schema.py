@@ -1,0 +1,74 @@
+"""Tables of the notification / feedback loop, in their own named ``Migrations`` set.
+
+The retraining engineer reads ``alerts``, ``incidents``, ``feedback`` and ``personalisation``;
+keep their columns (add new ones only in new migrations).
+
+- ``alerts``: one row per event record the rules decided on (``alert_id`` = ``device_id:seq``).
+  ``state`` moves: held | suppressed | deferred | collecting | notified -> delivered -> opened
+  -> acted, and the explicit verdicts confirmed | dismissed | normal_for_her, or ignored.
+- ``incidents``: alerts for one individual grouped while the incident is open.
+- ``feedback``: explicit and implicit answers, one row each, with the alert's model version.
+- ``personalisation``: per-individual, per-metric threshold changes and whether the config
+  command carrying them was handed out (``command_sent_at``).
+- ``individual_prefs``: timezone offset, silence, quiet hours per individual (owner settings).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("edgeloop.cloud.rules")
+_READY: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@migrations()
+def m001_alerts_incidents_feedback(db: Database) -> None:
+    db["alerts"].create(
+        {"alert_id": str, "device_id": str, "seq": int, "individual_id": str, "ts": float,
+         "start_ts": float, "action": str, "reason": str, "rule": str, "incident_id": str,
+         "severity": str, "metrics": str, "score": float, "model_version": str,
+         "detector_version": str, "notified_at": float, "state": str, "decided_at": float,
+         "directions": str, "baseline": str, "observed": str},
+        pk="alert_id",
+    )
+    db["alerts"].create_index(["individual_id", "ts"])
+    db["alerts"].create_index(["model_version", "ts"])
+    db["alerts"].create_index(["state", "notified_at"])
+    db["incidents"].create(
+        {"incident_id": str, "individual_id": str, "opened_at": float, "last_alert_at": float,
+         "closed_at": float, "severity": str, "notify_count": int, "last_notified_at": float,
+         "answered": int, "first_alert_id": str, "last_alert_id": str, "alert_count": int},
+        pk="incident_id",
+    )
+    db["incidents"].create_index(["individual_id", "closed_at"])
+    db["feedback"].create(
+        {"id": int, "alert_id": str, "individual_id": str, "device_id": str, "action": str,
+         "label": str, "ts": float, "model_version": str, "received_at": float,
+         "consumed_by": int},
+        pk="id",
+    )
+    db["feedback"].create_index(["alert_id", "action", "ts"], unique=True)
+    db["feedback"].create_index(["individual_id", "action", "ts"])
+    db["personalisation"].create(
+        {"id": int, "individual_id": str, "device_id": str, "metric": str, "action": str,
+         "factor": float, "reason": str, "ts": float, "command_sent_at": float,
+         "direction": int, "threshold": float, "alert_id": str},
+        pk="id",
+    )
+    db["personalisation"].create_index(["individual_id", "metric"])
+    db["individual_prefs"].create(
+        {"individual_id": str, "tz_offset_h": float, "silenced_until": float,
+         "quiet_start": str, "quiet_end": str},
+        pk="individual_id",
+    )
+
+
+def ensure_schema(db: Database) -> None:
+    """Apply this set's pending migrations once per Database object (cheap after the first)."""
+    if db in _READY:
+        return
+    migrations.apply(db)
+    _READY.add(db)

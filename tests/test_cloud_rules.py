@@ -1,0 +1,393 @@
+"""Notification rules: each action of the default rules, incidents, reminders, quiet hours,
+cooldown, duplicates, personalisation, bad rules files and bad events. No broker needed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloud.rules.notify import (
+    Decision,
+    EventBodyError,
+    NotificationPolicy,
+    RulesError,
+    alert_event_body,
+    close_incident,
+    collect_more_command,
+    due_renotifications,
+    handle_event,
+    set_individual_prefs,
+)
+from cloud.rules.schema import ensure_schema
+from cloud.store.db import CloudStore
+from shared.config import ConfigError
+from shared.schemas import Record, UplinkBatch
+
+DAY = 86400.0
+NOON = 10 * DAY + 12 * 3600  # a UTC noon, outside the default quiet hours 22:00-07:00
+POLICY = NotificationPolicy.from_toml()
+
+
+def body(**kw):
+    b = {"start_ts": kw.pop("start_ts", NOON - 3600), "ts": NOON, "metrics": ["hr_rest", "activity"],
+         "directions": [1, -1], "score": 0.8, "severity": "warning", "kind": "sustained",
+         "baseline": [60.0, 1.0], "observed": [75.0, 0.5], "model_version": "m1",
+         "detector_version": "d1"}
+    b.update(kw)
+    return b
+
+
+_seq = iter(range(1, 10**9))
+
+
+def event(store, t=NOON, ind="rex", dev="dev1", now=None, policy=POLICY, seq=None, **kw):
+    kw.setdefault("start_ts", t - 3600)
+    rec = Record(seq=seq or next(_seq), kind="event", ts=t, individual_id=ind, body=body(ts=t, **kw))
+    store.store_batch(UplinkBatch(device_id=dev, records=(rec,)))
+    return handle_event(store, policy, dev, rec, now=now)
+
+
+@pytest.fixture
+def store():
+    s = CloudStore()
+    yield s
+    s.close()
+
+
+def alert_row(store, d: Decision):
+    return store.db["alerts"].get(d.alert_id)
+
+
+# ----------------------------------------------------------------- each action of the defaults
+
+def test_notify_stores_decision_reason_and_rule(store):
+    d = event(store)
+    assert (d.action, d.rule) == ("notify", "sustained-deviation")
+    assert d.reason == "warning deviation in hr_rest,activity (score 0.80)"
+    row = alert_row(store, d)
+    assert row["state"] == "notified" and row["notified_at"] == NOON
+    assert row["reason"] == d.reason and row["rule"] == d.rule
+    assert json.loads(row["metrics"]) == ["activity", "hr_rest"]
+    assert row["model_version"] == "m1" and row["start_ts"] == NOON - 3600
+    assert d.incident_id is not None and row["incident_id"] == d.incident_id
+
+
+def test_collect_more_for_a_single_moderate_metric(store):
+    d = event(store, metrics=["hr_rest"], directions=[1], baseline=[60.0], observed=[70.0], score=0.5)
+    assert (d.action, d.rule) == ("collect_more", "single-weak-metric")
+    assert alert_row(store, d)["state"] == "collecting"
+    dev, name, args = collect_more_command(POLICY, d, ["hr_rest"])
+    assert (dev, name) == ("dev1", "collect_more")
+    assert args["duration_s"] == 3600 and args["raw_windows"] is True and args["metrics"] == ["hr_rest"]
+    # while the device is collecting, the same weak signal is held, not asked for again
+    d2 = event(store, t=NOON + 600, metrics=["hr_rest"], directions=[1], baseline=[60.0],
+               observed=[70.0], score=0.5)
+    assert (d2.action, d2.rule) == ("uncertain", "already-collecting")
+    d3 = event(store, t=NOON + 3601, metrics=["hr_rest"], directions=[1], baseline=[60.0],
+               observed=[70.0], score=0.5)
+    assert d3.action == "collect_more"
+
+
+@pytest.mark.parametrize(("kw", "rule"), [
+    ({"score": 0.2}, "low-score"),
+    ({"warming_up": True}, "warming-up"),
+    ({"score": 0.45, "severity": "warning"}, "catch-all"),
+])
+def test_uncertain(store, kw, rule):
+    d = event(store, **kw)
+    assert (d.action, d.rule) == ("uncertain", rule)
+    assert alert_row(store, d)["state"] == "held"
+    assert d.incident_id is None
+
+
+def test_suppress_info_and_stale(store):
+    assert event(store, severity="info").rule == "info-only"
+    d = event(store, t=NOON, now=NOON + 2 * DAY, ind="bella")
+    assert (d.action, d.rule) == ("suppress", "stale")
+
+
+def test_no_rule_matched_is_held():
+    p = NotificationPolicy.from_dict({"rules": [{"name": "only-critical", "action": "notify",
+                                                 "when": {"severity": ["critical"]}}]})
+    s = CloudStore()
+    d = event(s, policy=p)
+    assert (d.action, d.rule) == ("uncertain", "(no rule matched)")
+
+
+def test_handle_event_is_idempotent(store):
+    rec = Record(seq=777, kind="event", ts=NOON, individual_id="rex", body=body())
+    d1 = handle_event(store, POLICY, "dev1", rec)
+    d2 = handle_event(store, POLICY, "dev1", rec)
+    assert d1 == d2 and store.db["alerts"].count == 1
+    assert store.db["incidents"].count == 1
+
+
+# ----------------------------------------------------------------- incidents and reminders
+
+def test_alerts_group_into_one_incident_and_escalation_renotifies(store):
+    d1 = event(store)
+    d2 = event(store, t=NOON + 600, start_ts=NOON)
+    assert (d2.action, d2.rule, d2.incident_id) == ("suppress", "grouped", d1.incident_id)
+    d3 = event(store, t=NOON + 1200, start_ts=NOON, severity="critical", score=0.9)
+    assert (d3.action, d3.rule, d3.incident_id) == ("notify", "critical", d1.incident_id)
+    inc = store.db["incidents"].get(d1.incident_id)
+    assert inc["severity"] == "critical" and inc["notify_count"] == 2 and inc["alert_count"] == 3
+    # another individual gets its own incident
+    other = event(store, ind="bella")
+    assert other.action == "notify" and other.incident_id != d1.incident_id
+
+
+def test_incident_closes_after_idle_period(store):
+    d1 = event(store)
+    idle = POLICY.settings.incident_idle_close_s
+    d2 = event(store, t=NOON + idle - 1, start_ts=NOON + 100)
+    assert d2.incident_id == d1.incident_id
+    d3 = event(store, t=NOON + 2 * idle, start_ts=NOON + idle, severity="critical", score=0.9)
+    assert d3.action == "notify" and d3.incident_id != d1.incident_id
+    assert store.db["incidents"].get(d1.incident_id)["closed_at"] == NOON + idle - 1 + idle
+
+
+def test_unanswered_critical_incident_is_renotified_on_schedule(store):
+    d = event(store, severity="critical", score=0.9)
+    assert d.action == "notify"
+    every = POLICY.settings.renotify_after_s
+    assert due_renotifications(store, POLICY, NOON + every - 1) == []
+    r1 = due_renotifications(store, POLICY, NOON + every)
+    assert [(r.rule, r.action, r.incident_id) for r in r1] == [("renotify", "notify", d.incident_id)]
+    assert "reminder 1 of 2" in r1[0].reason
+    assert due_renotifications(store, POLICY, NOON + every + 60) == []  # not twice
+    assert len(due_renotifications(store, POLICY, NOON + 2 * every)) == 1
+    # max 3 notifications per incident; the incident is still open (idle close is 4 h after
+    # the last *alert*, so keep it alive with grouped alerts)
+    event(store, t=NOON + 2 * every + 10, start_ts=NOON, severity="critical", score=0.9)
+    assert due_renotifications(store, POLICY, NOON + 3 * every) == []
+    assert store.db["incidents"].get(d.incident_id)["notify_count"] == 3
+
+
+def test_warning_incidents_are_not_renotified(store):
+    event(store)
+    assert due_renotifications(store, POLICY, NOON + 3 * 3600) == []
+
+
+def test_answered_incident_is_not_renotified(store):
+    d = event(store, severity="critical", score=0.9)
+    store.db["incidents"].update(d.incident_id, {"answered": 1})
+    assert due_renotifications(store, POLICY, NOON + 3 * 3600) == []
+
+
+# ----------------------------------------------------------------- quiet hours and timezones
+
+def test_quiet_hours_defer_warnings_until_morning(store):
+    night = 10 * DAY + 23 * 3600
+    d = event(store, t=night)
+    assert (d.action, d.rule) == ("suppress", "quiet-hours")
+    assert "23:00 local" in d.reason
+    assert alert_row(store, d)["state"] == "deferred"
+    morning = 11 * DAY + 7 * 3600
+    assert due_renotifications(store, POLICY, morning - 60) == []
+    out = due_renotifications(store, POLICY, morning)
+    assert [(o.alert_id, o.rule) for o in out] == [(d.alert_id, "deferred-delivery")]
+    assert alert_row(store, d)["state"] == "notified" and alert_row(store, d)["notified_at"] == morning
+    assert due_renotifications(store, POLICY, morning + 60) == []
+
+
+def test_critical_ignores_quiet_hours(store):
+    d = event(store, t=10 * DAY + 23 * 3600, severity="critical", score=0.9)
+    assert (d.action, d.rule) == ("notify", "critical")
+
+
+def test_quiet_hours_use_the_individuals_timezone(store):
+    t = 10 * DAY + 21 * 3600  # 21:00 UTC
+    assert event(store, t=t, ind="utc-dog").action == "notify"
+    set_individual_prefs(store, "east-dog", tz_offset_h=2.0)  # 23:00 local
+    assert event(store, t=t, ind="east-dog").rule == "quiet-hours"
+    # the event's own offset is used when nothing else is known
+    assert event(store, t=t, ind="roaming-dog", tz_offset_h=3).rule == "quiet-hours"
+    # and rules-file preferences work too
+    p = NotificationPolicy.from_dict({
+        "individuals": {"late-dog": {"quiet_start": "23:30", "quiet_end": "06:00"}},
+        "rules": [{"name": "q", "action": "suppress", "when": {"quiet_hours": True}},
+                  {"name": "n", "action": "notify"}]})
+    assert event(store, t=10 * DAY + 23 * 3600, ind="late-dog", policy=p).rule == "n"
+    assert event(store, t=10 * DAY + 23 * 3600 + 1800, ind="late-dog", policy=p).rule == "q"
+
+
+# ----------------------------------------------------------------- cooldown, duplicates, silence
+
+def test_cooldown_after_a_closed_incident(store):
+    d1 = event(store)
+    close_incident(store, d1.incident_id, NOON + 60)  # e.g. the owner dismissed it
+    d2 = event(store, t=NOON + 3600, start_ts=NOON + 1800)
+    assert (d2.action, d2.rule) == ("suppress", "cooldown")
+    other = event(store, t=NOON + 3600, start_ts=NOON + 1800, metrics=["sleep", "activity"])
+    assert other.action == "notify"
+    close_incident(store, other.incident_id, NOON + 3700)
+    later = event(store, t=NOON + POLICY.settings.cooldown_s + 1, start_ts=NOON + 5000)
+    assert later.action == "notify"
+
+
+def test_duplicate_episode_is_suppressed_but_escalation_is_not(store):
+    d1 = event(store, start_ts=NOON - 100)
+    d2 = event(store, t=NOON + 60, start_ts=NOON - 100)
+    assert (d2.action, d2.rule) == ("suppress", "duplicate")
+    d3 = event(store, t=NOON + 120, start_ts=NOON - 100, severity="critical", score=0.95)
+    assert (d3.action, d3.incident_id) == ("notify", d1.incident_id)
+
+
+def test_silenced_individual(store):
+    set_individual_prefs(store, "rex", silenced_until=NOON + 3600)
+    d = event(store, severity="critical", score=0.99)
+    assert (d.action, d.rule) == ("suppress", "silenced")
+    assert event(store, t=NOON + 3601).action == "notify"
+
+
+def test_personalised_range_suppresses_only_inside_it(store):
+    ensure_schema(store.db)
+    store.db["personalisation"].insert({
+        "individual_id": "rex", "device_id": "dev1", "metric": "hr_rest", "action": "widen",
+        "factor": 1.5, "reason": "test", "ts": NOON - 10, "direction": 1, "threshold": 20.0})
+    one = {"metrics": ["hr_rest"], "directions": [1], "baseline": [60.0], "score": 0.7}
+    d = event(store, observed=[79.0], **one)
+    assert (d.action, d.rule) == ("suppress", "personalised")
+    assert d.reason.startswith("personalised")
+    assert event(store, observed=[81.0], start_ts=NOON - 50, **one).action == "notify"
+    # a metric without personalisation is not hidden by it
+    d3 = event(store, ind="rex", start_ts=NOON - 20)  # hr_rest + activity
+    assert d3.rule != "personalised"
+
+
+# ----------------------------------------------------------------- rule order and bad input
+
+def test_priority_orders_rules_and_ties_keep_file_order():
+    rules = [{"name": "late", "action": "notify", "priority": 200},
+             {"name": "first-of-tie", "action": "suppress", "priority": 5},
+             {"name": "second-of-tie", "action": "uncertain", "priority": 5}]
+    p = NotificationPolicy.from_dict({"rules": rules})
+    assert [r.name for r in p.rules] == ["first-of-tie", "second-of-tie", "late"]
+    assert event(CloudStore(), policy=p).rule == "first-of-tie"
+
+
+def _write(tmp_path, text):
+    f = tmp_path / "rules.toml"
+    f.write_text(textwrap.dedent(text))
+    return f
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ('[[rules]]\nname = "low-score"\naction = "uncertain"\nwhen = { score_belw = 0.3 }\n',
+     ["rules[0] 'low-score' -> when -> score_belw", "unknown key"]),
+    ('[[rules]]\nname = "x"\naction = "shout"\n', ["'x' -> action", "'shout'"]),
+    ('[[rules]]\nname = "y"\naction = "notify"\nwhen = { score_at_least = 2 }\n',
+     ["'y'", "score_at_least"]),
+    ('[[rules]]\nname = "z"\naction = "notify"\nreason = "{bogus}"\n', ["'z'", "{bogus}"]),
+    ('[[rules]]\nname = "a"\naction = "notify"\n[[rules]]\nname = "a"\naction = "notify"\n',
+     ["rules[1] 'a' -> name", "duplicate"]),
+    ('[[rules]]\nname = "q"\naction = "notify"\nwhen = { local_time_between = ["25:00", "1:00"] }\n',
+     ["'q'", "25:00"]),
+    ('[settings]\nquiet_start = "late"\n[[rules]]\nname = "n"\naction = "notify"\n',
+     ["settings", "late"]),
+    ('[settings]\ncooldown = 5\n[[rules]]\nname = "n"\naction = "notify"\n',
+     ["settings -> cooldown", "unknown key"]),
+    ('[[rules]]\naction = "notify"\n', ["rules[0] -> name", "missing"]),
+    ('', ["at least one [[rules]]"]),
+    ('rules = 3', ["at least one [[rules]]"]),
+    ('[[rules]]\nname = "d"\naction = "notify"\ndefer = true\n', ["'d'", "defer"]),
+    ('bogus = 1\n[[rules]]\nname = "n"\naction = "notify"\n', ["bogus", "top-level"]),
+    ('[[rules]\n', ["not valid TOML"]),
+])
+def test_bad_rules_file_names_the_rule_and_key(tmp_path, text, needles):
+    f = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        NotificationPolicy.from_toml(f)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_missing_rules_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        NotificationPolicy.from_toml(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("bad", [
+    {"metrics": []}, {"metrics": "hr"}, {"score": 1.5}, {"score": "high"}, {"severity": "doom"},
+    {"directions": [1]}, {"observed": [1.0]}, {"start_ts": None},
+])
+def test_bad_event_body_is_a_named_counted_error(store, bad):
+    rec = Record(seq=5, kind="event", ts=NOON, individual_id="rex", body=body(**bad))
+    with pytest.raises(EventBodyError) as ei:
+        handle_event(store, POLICY, "dev1", rec)
+    assert "event body." in str(ei.value)
+    assert store.db["rejections"].count == 1
+    assert store.db["alerts"].count == 0
+
+
+def test_non_event_record_is_rejected(store):
+    rec = Record(seq=5, kind="summary", ts=NOON, individual_id="rex", body={})
+    with pytest.raises(RulesError, match="not an event"):
+        handle_event(store, POLICY, "dev1", rec)
+
+
+def test_alert_event_body_round_trip(store):
+    d = event(store)
+    assert alert_event_body(store, d.alert_id)["metrics"] == ["hr_rest", "activity"]
+    assert alert_event_body(store, "nope:1") == {}
+
+
+_floats = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@st.composite
+def bodies(draw):
+    n = draw(st.integers(1, 4))
+    metrics = draw(st.lists(st.sampled_from(["hr_rest", "activity", "sleep", "temp", "resp"]),
+                            min_size=n, max_size=n, unique=True))
+    return {"start_ts": draw(st.floats(0, 2 * DAY)), "metrics": metrics,
+            "directions": draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=n, max_size=n)),
+            "score": draw(st.floats(0, 1)), "severity": draw(st.sampled_from(["info", "warning", "critical"])),
+            "kind": "sustained", "baseline": draw(st.lists(_floats, min_size=n, max_size=n)),
+            "observed": draw(st.lists(_floats, min_size=n, max_size=n)),
+            "model_version": draw(st.sampled_from(["m1", "m2"])), "detector_version": "d",
+            "warming_up": draw(st.booleans())}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(bodies(), st.floats(0, 3 * DAY), st.sampled_from(["rex", "bella"])),
+                min_size=1, max_size=8))
+def test_any_valid_event_gets_exactly_one_stored_decision(events):
+    s = CloudStore()
+    for i, (b, t, ind) in enumerate(events, start=1):
+        d = handle_event(s, POLICY, "dev1", Record(seq=i, kind="event", ts=t, individual_id=ind, body=b))
+        assert d.action in ("notify", "collect_more", "uncertain", "suppress")
+        row = s.db["alerts"].get(d.alert_id)
+        assert (row["action"], row["rule"], row["reason"]) == (d.action, d.rule, d.reason)
+        assert (d.incident_id is not None) == (row["incident_id"] is not None)
+        if d.action == "notify":
+            assert d.incident_id is not None and row["notified_at"] is not None
+    # at most one open incident per individual
+    for ind in ("rex", "bella"):
+        n = s.db.execute("SELECT COUNT(*) FROM incidents WHERE individual_id = ? AND closed_at IS NULL",
+                         [ind]).fetchone()[0]
+        assert n <= 1
+    s.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["metrics", "score", "severity", "directions", "observed",
+                                        "start_ts", "baseline"]),
+                       st.one_of(st.none(), st.integers(), st.text(max_size=5), _floats,
+                                 st.lists(st.integers(), max_size=3)), max_size=7))
+def test_garbage_bodies_only_raise_event_body_error(junk):
+    s = CloudStore()
+    b = body()
+    b.update(junk)
+    try:
+        handle_event(s, POLICY, "dev1", Record(seq=1, kind="event", ts=NOON, individual_id="rex", body=b))
+    except EventBodyError:
+        assert s.db["rejections"].count == 1
+    s.close()
