@@ -386,8 +386,9 @@ class Collector:
                  session_expiry: int = 0) -> None:
         self._mqtt = mqtt
         self.protocol = mqtt.MQTTv5 if protocol == "v5" else mqtt.MQTTv311
+        v3_clean = None if self.protocol == mqtt.MQTTv5 else clean_start
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=self.protocol)
+                                  protocol=self.protocol, clean_session=v3_clean)
         self.clean_start = clean_start
         self.props: Properties | None = None
         if self.protocol == mqtt.MQTTv5 and session_expiry:
@@ -398,6 +399,7 @@ class Collector:
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.suback: dict[int, list[object]] = {}
+        self.puback: dict[int, object] = {}
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         c = self.client
@@ -405,6 +407,7 @@ class Collector:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
 
     # callbacks
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -426,6 +429,11 @@ class Collector:
             self.suback[mid] = list(reason_codes)
             self._cond.notify_all()
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        with self._cond:
+            self.puback[mid] = reason_code
+            self._cond.notify_all()
+
     # actions
     @classmethod
     def connect(cls, broker: MosquittoBroker, client_id: str, *, username: str | None = None,
@@ -443,8 +451,11 @@ class Collector:
                       certfile=str(tls.cert) if tls else None,
                       keyfile=str(tls.key) if tls else None)
             port = broker.tls_port
-        c.connect(broker.host, port, keepalive=30, clean_start=self.clean_start,
-                  properties=self.props)
+        if self.protocol == mqtt.MQTTv5:
+            c.connect(broker.host, port, keepalive=30, clean_start=self.clean_start,
+                      properties=self.props)
+        else:
+            c.connect(broker.host, port, keepalive=30)
         c.loop_start()
         if not self.connected.wait(timeout) and expect_ok:
             self.close()
@@ -463,6 +474,22 @@ class Collector:
             if not self._cond.wait_for(lambda: mid in self.suback, timeout):
                 raise AssertionError(f"no SUBACK for {topic!r}")
             return self.suback[mid]
+
+    def publish_many(self, items: list[tuple[str, bytes]], qos: int = 1,
+                     timeout: float = 20.0) -> list[object]:
+        """Publish (topic, payload) pairs at QoS >= 1; return each PUBACK reason code in order
+        (MQTT v5 carries 'Not authorized' there when the broker's ACL refuses the publish)."""
+        mids = []
+        for topic, payload in items:
+            info = self.client.publish(topic, payload, qos=qos)
+            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+                raise AssertionError(f"publish({topic!r}) failed locally: rc={info.rc}")
+            mids.append(info.mid)
+        with self._cond:
+            if not self._cond.wait_for(lambda: all(m in self.puback for m in mids), timeout):
+                missing = sum(m not in self.puback for m in mids)
+                raise AssertionError(f"{missing} of {len(mids)} PUBACKs missing after {timeout}s")
+            return [self.puback[m] for m in mids]
 
     def wait_for(self, n: int, timeout: float = 10.0) -> bool:
         """Wait until at least `n` messages arrived."""
