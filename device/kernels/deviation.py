@@ -277,7 +277,7 @@ def _process_kernel(
                 for j in range(m):
                     if st[j, M_WARM] != 0.0 and out[i, j, O_PERS] >= cfg[C_CONTRIB]:
                         out[i, j, O_CONTRIB] = 1.0
-                        zz = min(1.0, abs(out[i, j, O_ZS]) / cfg[C_ZSCLIP])
+                        zz = min(1.0, 2.0 * abs(out[i, j, O_ZS]) / cfg[C_ZSCLIP])
                         keep *= 1.0 - 0.6 * out[i, j, O_PERS] * zz
                 r_out[R_ESCORE] = 1.0 - keep
         else:
