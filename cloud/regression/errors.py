@@ -1,0 +1,15 @@
+"""Errors of the regression suite."""
+
+from __future__ import annotations
+
+
+class RegressionError(Exception):
+    """Base class for regression-suite errors."""
+
+
+class CaseNotFoundError(RegressionError, LookupError):
+    """A regression case id does not exist."""
+
+
+class ReplayError(RegressionError, ValueError):
+    """A detector config cannot be replayed (bad threshold or factor)."""
