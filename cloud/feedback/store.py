@@ -1,0 +1,214 @@
+"""Recording feedback: explicit (confirm, dismiss, normal_for_her, label) and implicit (delivered,
+opened, acted, ignored), one ``feedback`` row each, stored per alert, individual and model version.
+
+An alert's ``state`` follows the feedback: an explicit verdict wins over implicit signals, and the
+latest explicit verdict (by feedback ts) wins over earlier ones. Explicit answers and "acted" mark
+the alert's incident answered (no more reminders); dismiss and normal_for_her also close it.
+Redelivered feedback (same alert, action and ts) is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.feedback.errors import (
+    FeedbackError,
+    InvalidFeedbackError,
+    UnknownAlertError,
+    WrongIndividualError,
+)
+from cloud.rules.notify import close_incident
+from cloud.rules.policy import NotificationPolicy
+from cloud.rules.schema import ensure_schema
+from cloud.store.db import CloudStore
+from shared.schemas import FEEDBACK_ACTIONS, Feedback, SchemaError, decode
+from shared.topics import TopicError, individual_id_from_topic
+
+logger = logging.getLogger(__name__)
+
+EXPLICIT = ("confirm", "dismiss", "normal_for_her", "label")
+IMPLICIT = ("delivered", "opened", "acted", "ignored")
+ANSWERING = ("confirm", "dismiss", "normal_for_her", "label", "acted")
+_VERDICT_STATE = {"confirm": "confirmed", "dismiss": "dismissed", "normal_for_her": "normal_for_her"}
+# implicit action -> the states it may move an alert out of
+_IMPLICIT_FROM = {
+    "delivered": ("notified",),
+    "opened": ("notified", "delivered", "ignored"),
+    "acted": ("notified", "delivered", "opened", "ignored"),
+    "ignored": ("notified", "delivered"),
+}
+MAX_LABEL = 200
+
+#: rejections since start, by error class name (also stored in the store's ``rejections`` table)
+ERROR_COUNTS: Counter[str] = Counter()
+
+_default_policy: NotificationPolicy | None = None
+
+
+def default_policy() -> NotificationPolicy:
+    global _default_policy
+    if _default_policy is None:
+        _default_policy = NotificationPolicy.from_toml()
+    return _default_policy
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    feedback_id: int | None
+    alert_id: str
+    action: str
+    state: str
+    duplicate: bool
+    personalisation_ids: tuple[int, ...] = ()
+
+
+def count_rejection(store: CloudStore, source: str, exc: FeedbackError) -> None:
+    ERROR_COUNTS[type(exc).__name__] += 1
+    try:
+        store.reject(f"feedback:{source}", f"{type(exc).__name__}: {exc}", 0)
+    except Exception:  # counting must never turn a rejection into a crash
+        logger.exception("feedback.reject_store_failed")
+    logger.warning("feedback.rejected", extra={"error": type(exc).__name__, "reason": str(exc),
+                                               "source": source})
+
+
+def _validate(fb: Feedback) -> None:
+    if fb.action not in FEEDBACK_ACTIONS:
+        raise InvalidFeedbackError(f"action {fb.action!r} is unknown: expected one of {', '.join(FEEDBACK_ACTIONS)}")
+    if isinstance(fb.ts, bool) or not isinstance(fb.ts, int | float) or not math.isfinite(fb.ts):
+        raise InvalidFeedbackError(f"ts {fb.ts!r} is not a finite time in seconds")
+    if not isinstance(fb.label, str) or len(fb.label) > MAX_LABEL:
+        raise InvalidFeedbackError(f"label must be text of at most {MAX_LABEL} characters")
+    if fb.action == "label" and not fb.label.strip():
+        raise InvalidFeedbackError("action 'label' needs a non-empty label: send the owner's words")
+    if not isinstance(fb.alert_id, str) or not fb.alert_id:
+        raise InvalidFeedbackError("alert_id is empty: send the id of the alert being answered")
+
+
+def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPolicy | None = None,
+                    source: str = "api") -> FeedbackResult:
+    """Validate and store one feedback message; update the alert, its incident and, for
+    normal_for_her or repeated dismissals, the individual's personalisation.
+
+    Raises InvalidFeedbackError, UnknownAlertError or WrongIndividualError (each counted in
+    ``ERROR_COUNTS`` and the store's rejections) and changes nothing in that case.
+    """
+    ensure_schema(store.db)
+    try:
+        _validate(fb)
+        rows = list(store.db["alerts"].rows_where("alert_id = ?", [fb.alert_id]))
+        if not rows:
+            raise UnknownAlertError(f"alert {fb.alert_id!r:.80} is unknown: answer an alert id from "
+                                    "GET /alerts or the owner notification")
+        alert = rows[0]
+        if alert["individual_id"] != fb.individual_id:
+            raise WrongIndividualError(f"alert {fb.alert_id!r} belongs to another individual, not "
+                                       f"{fb.individual_id!r}: send feedback for that individual's alerts")
+    except FeedbackError as exc:
+        count_rejection(store, source, exc)
+        raise
+    from cloud.feedback.personalise import personalise_after  # avoids an import cycle
+
+    pol = policy or default_policy()
+    ts = float(fb.ts)
+    with store.db.conn:
+        cur = store.db.execute(
+            "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
+            "model_version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [fb.alert_id, fb.individual_id, alert["device_id"], fb.action, fb.label, ts,
+             alert["model_version"], time.time()])
+        if cur.rowcount != 1:
+            return FeedbackResult(None, fb.alert_id, fb.action, alert["state"], True)
+        fid = int(cur.lastrowid or 0)
+        state = _next_state(store, alert, fb.action, ts)
+        if state != alert["state"]:
+            store.db["alerts"].update(fb.alert_id, {"state": state})
+        if alert["incident_id"] and fb.action in ANSWERING:
+            store.db["incidents"].update(alert["incident_id"], {"answered": 1})
+    if alert["incident_id"] and fb.action in ("dismiss", "normal_for_her"):
+        close_incident(store, alert["incident_id"], ts)
+    pids = personalise_after(store, pol, dict(alert, state=state), fb.action, ts, fid)
+    logger.info("feedback.recorded", extra={"alert_id": fb.alert_id, "individual_id": fb.individual_id,
+                                            "action": fb.action, "state": state, "source": source})
+    return FeedbackResult(fid, fb.alert_id, fb.action, state, False, pids)
+
+
+def _next_state(store: CloudStore, alert: dict[str, Any], action: str, ts: float) -> str:
+    state = alert["state"]
+    if action in _VERDICT_STATE:
+        later = store.db.execute(
+            "SELECT 1 FROM feedback WHERE alert_id = ? AND action IN ('confirm', 'dismiss', "
+            "'normal_for_her') AND ts > ? LIMIT 1", [alert["alert_id"], ts]).fetchone()
+        return state if later else _VERDICT_STATE[action]
+    if action in _IMPLICIT_FROM and state in _IMPLICIT_FROM[action]:
+        return {"delivered": "delivered", "opened": "opened", "acted": "acted",
+                "ignored": "ignored"}[action]
+    return state
+
+
+def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None = None) -> int:
+    """Mark notified alerts with no interaction for ``ignore_after_s`` (default: the default
+    policy's setting) as 'ignored', with an implicit feedback row each. Returns how many."""
+    ensure_schema(store.db)
+    after = default_policy().settings.ignore_after_s if ignore_after_s is None else ignore_after_s
+    rows = list(store.db["alerts"].rows_where(
+        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at + ? <= ?",
+        [after, now]))
+    n = 0
+    for a in rows:
+        fb = Feedback(alert_id=a["alert_id"], individual_id=a["individual_id"], action="ignored",
+                      ts=float(now))
+        if not record_feedback(store, fb, source="sweep").duplicate:
+            n += 1
+    if n:
+        logger.info("feedback.ignored_swept", extra={"count": n})
+    return n
+
+
+def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
+                       policy: NotificationPolicy | None = None) -> FeedbackResult:
+    """Route one owner_feedback MQTT message: decode, check the topic's individual, record.
+
+    Every failure is a counted FeedbackError (InvalidFeedbackError for undecodable payloads or
+    a topic/individual mismatch), so the caller logs one line and carries on.
+    """
+    try:
+        try:
+            topic_ind = individual_id_from_topic(topic)
+            msg = decode(payload)
+        except (SchemaError, TopicError) as exc:
+            raise InvalidFeedbackError(str(exc)) from None
+        if not isinstance(msg, Feedback):
+            raise InvalidFeedbackError(f"expected a feedback message on {topic}, found type {msg.type!r}")
+        if msg.individual_id != topic_ind:
+            raise WrongIndividualError(f"feedback for {msg.individual_id!r} arrived on {topic_ind!r}'s "
+                                       "topic: publish on the individual's own feedback topic")
+    except FeedbackError as exc:
+        count_rejection(store, "mqtt", exc)
+        raise
+    return record_feedback(store, msg, policy=policy, source="mqtt")
+
+
+def list_alerts(store: CloudStore, individual_id: str, limit: int = 50,
+                since: float | None = None) -> list[dict[str, Any]]:
+    """Latest alerts of one individual, newest first, with decoded JSON columns."""
+    import json
+
+    ensure_schema(store.db)
+    where, args = "individual_id = ?", [individual_id]
+    if since is not None:
+        where += " AND ts >= ?"
+        args.append(since)
+    out = []
+    for r in store.db["alerts"].rows_where(where, args, order_by="ts DESC", limit=max(1, min(limit, 1000))):
+        r = dict(r)
+        for k in ("metrics", "directions", "baseline", "observed"):
+            if r.get(k):
+                r[k] = json.loads(r[k])
+        out.append(r)
+    return out
