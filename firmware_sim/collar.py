@@ -118,8 +118,13 @@ class CollarSim:
 
     def frames(self) -> Iterator[bytes]:
         """Yield encoded frames (and injected garbage) in device order."""
+        for _, chunk in self.chunks():
+            yield chunk
+
+    def chunks(self) -> Iterator[tuple[float, bytes]]:
+        """Yield (simulated seconds since start, bytes of that minute) in device order."""
         ind, rng = self.ind, self.rng
-        yield self._frame(self.start_ts, DeviceInfo({"device_id": ind.device_id, "kind": ind.kind,
+        yield 0.0, self._frame(self.start_ts, DeviceInfo({"device_id": ind.device_id, "kind": ind.kind,
                                                      "individual_id": ind.individual_id,
                                                      "firmware": "sim-1.0"}))
         stuck_value: float | None = None
@@ -173,7 +178,11 @@ class CollarSim:
                         b = bytearray(fr)
                         b[int(rng.integers(2, len(b)))] ^= 1 << int(rng.integers(8))
                         out[i] = bytes(b)  # a flipped bit: the CRC must catch it
-            yield from out
+            yield t, b"".join(out)
+
+    def end_frame(self) -> bytes:
+        """A device-info frame marking the end of a simulated stream (simulators only)."""
+        return self._frame(self.start_ts + self.minutes * 60.0, DeviceInfo({"event": "end_of_stream"}))
 
     def write_trace(self, path: str) -> int:
         """Write the whole stream to a trace file; returns bytes written."""

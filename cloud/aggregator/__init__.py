@@ -1,0 +1,1 @@
+"""Cloud aggregator: subscribe, validate, store idempotently, decide, acknowledge."""

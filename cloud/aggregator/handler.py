@@ -1,0 +1,114 @@
+"""Message handling for the aggregator, with no paho in it (tests call it directly).
+
+``handle_message(topic, payload)`` never raises: every bad message is counted, stored in the
+``rejections`` table with its reason, and logged; the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from cloud.rules.notify import Decision, NotificationPolicy, RulesError, handle_event
+from cloud.store.db import CloudStore
+from shared import schemas, topics
+
+logger = logging.getLogger(__name__)
+Publish = Callable[[str, bytes], None]
+
+
+class Notifier(Protocol):
+    def send(self, decision: Decision, event_body: dict[str, Any]) -> None: ...
+
+
+class Aggregator:
+    """Validates, stores once (device id + seq), decides on events, and acks what it stored."""
+
+    def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
+                 notifiers: Sequence[Notifier] = (),
+                 on_report: Callable[[str, schemas.Record], None] | None = None) -> None:
+        self.store = store
+        self.policy = policy
+        self.publish = publish
+        self.notifiers = list(notifiers)
+        self.on_report = on_report
+        self.counts: Counter[str] = Counter()
+        self.decisions: list[Decision] = []
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        try:
+            self._dispatch(topic, payload)
+        except (schemas.SchemaError, topics.TopicError, RulesError) as exc:
+            self._reject(topic, str(exc), len(payload))
+        except Exception as exc:  # last line of defence: count, log, keep serving
+            logger.exception("aggregator.unexpected_error", extra={"topic": topic})
+            self._reject(topic, f"internal error {type(exc).__name__}: {exc}", len(payload))
+
+    def _reject(self, topic: str, reason: str, size: int) -> None:
+        self.counts["rejected"] += 1
+        self.store.reject(topic, reason, size)
+        logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if topic.startswith(f"{topics.ROOT}/owner/"):
+            msg = schemas.decode(payload)
+            if not isinstance(msg, schemas.Feedback):
+                raise schemas.SchemaError(f"{topic}: expected a feedback message, got {msg.type!r}")
+            self._feedback(topic, msg)
+            return
+        device_id = topics.device_id_from_topic(topic)
+        kind = parts[-1]
+        msg = schemas.decode(payload)
+        if kind == "up":
+            if not isinstance(msg, schemas.UplinkBatch):
+                raise schemas.SchemaError(f"{topic}: expected a batch, got {msg.type!r}")
+            if msg.device_id != device_id:
+                self.counts["spoofed"] += 1
+                raise schemas.SchemaError(
+                    f"batch claims device {msg.device_id!r} on {device_id!r}'s topic: refused")
+            self._batch(msg)
+        elif kind == "status":
+            if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
+                raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
+            self.store.set_device_state(device_id, msg.state, msg.ts)
+            self.counts["status"] += 1
+        else:
+            raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
+
+    def _batch(self, batch: schemas.UplinkBatch) -> None:
+        result = self.store.store_batch(batch)
+        self.counts["records_new"] += len(result.new)
+        self.counts["records_duplicate"] += result.duplicates
+        for rec in result.new:
+            if rec.kind == "event":
+                self._event(batch.device_id, rec)
+            elif rec.kind == "report" and self.on_report is not None:
+                self.on_report(batch.device_id, rec)
+        if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
+            ack = schemas.Ack(batch.device_id, tuple(r.seq for r in batch.records))
+            self.publish(topics.ack(batch.device_id), schemas.encode(ack))
+
+    def _event(self, device_id: str, rec: schemas.Record) -> None:
+        try:
+            decision = handle_event(self.store, self.policy, device_id, rec)
+        except RulesError as exc:
+            self.counts["events_unreadable"] += 1
+            logger.warning("aggregator.event_unreadable", extra={"device_id": device_id, "reason": str(exc)})
+            return
+        self.counts["decision." + decision.action] += 1
+        self.decisions.append(decision)
+        if decision.action == "notify":
+            for n in self.notifiers:
+                n.send(decision, rec.body)
+
+    def _feedback(self, topic: str, msg: schemas.Feedback) -> None:
+        if topics.individual_id_from_topic(topic) != msg.individual_id:
+            raise schemas.SchemaError(f"feedback for {msg.individual_id!r} on another individual's topic")
+        from cloud.feedback import record_feedback  # owned by the feedback module
+
+        record_feedback(self.store, msg)
+        self.counts["feedback"] += 1
+

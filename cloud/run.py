@@ -1,0 +1,53 @@
+"""``edgeloop cloud``: build the aggregator from config and serve until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from cloud.aggregator.handler import Aggregator
+from cloud.aggregator.service import AggregatorService
+from cloud.config import CloudConfig
+from cloud.rules.notify import NotificationPolicy
+from cloud.store.db import CloudStore
+
+logger = logging.getLogger(__name__)
+
+
+class LogNotifier:
+    """Prints notify decisions (the demo's and the CLI's owner channel)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.sent = 0
+
+    def send(self, decision, event_body) -> None:  # type: ignore[no-untyped-def]
+        self.sent += 1
+        logger.info("notify.sent", extra={"alert_id": decision.alert_id, "reason": decision.reason})
+        if not self.quiet:
+            print(f"ALERT {decision.individual_id}: {decision.reason} [{decision.rule}]", flush=True)
+
+
+def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None) -> AggregatorService:  # type: ignore[type-arg]
+    store = CloudStore(cfg.db or None)
+    policy = NotificationPolicy.from_toml(cfg.rules or None)
+    agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()])
+    return AggregatorService(agg, cfg.mqtt, f"edgeloop-{cfg.instance}{client_suffix}", cfg.shared_subscription)
+
+
+def serve_forever(cfg: CloudConfig, stop: threading.Event) -> None:
+    svc = build(cfg)
+    svc.start()
+    print(f"edgeloop cloud {cfg.instance}: serving {cfg.mqtt.url}, store {cfg.db}", flush=True)
+    last = time.monotonic()
+    worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        while not stop.wait(1.0):
+            if time.monotonic() - last > 60:
+                logger.info("cloud.stats", extra=dict(svc.agg.counts))
+                last = time.monotonic()
+    finally:
+        worker.join(5)
+        svc.stop()

@@ -1,0 +1,378 @@
+"""The device agent: source bytes -> frames -> minute windows -> engine -> SQLite outbox -> MQTT.
+
+One thread does all the work (reading, scoring, SQLite); paho's network thread only reports
+into a queue (device/sync.py). Bad frames, bad payloads and bad commands are counted and logged,
+never raised: the agent keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
+from device.commands import CommandHandler
+from device.config import AgentConfig
+from device.detect.engine import DeviationEvent, Engine
+from device.features.metrics import CollarMetrics, PerceptionMetrics
+from device.features.minute import MinuteAggregator, MinuteWindow
+from device.outbox import BufferFullError, Outbox
+from device.reader import ByteSource, open_source
+from device.sync import Uplink
+from shared import schemas, topics
+from shared.frames import FrameDecoder
+from shared.payloads import DeviceInfo, PayloadError, decode_payload
+
+logger = logging.getLogger(__name__)
+AGENT_VERSION = "0.1.0"
+BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
+STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
+STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
+
+
+class Agent:
+    """One agent per device. ``run()`` until the source ends (exit_on_eof) or ``stop`` is set."""
+
+    def __init__(self, cfg: AgentConfig, *, classifier: Any = "factory", connect: bool = True) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ob = cfg.outbox
+        self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
+        self.decoder = FrameDecoder()
+        self.minutes = MinuteAggregator()
+        self.features = CollarMetrics(cfg.quiet_minutes) if cfg.kind == "collar" else PerceptionMetrics()
+        self.individual_id = cfg.individual_id
+        self.classifier = _load_classifier(classifier) if cfg.kind == "collar" else None
+        self.model_version = getattr(self.classifier, "sha256", "none")[:12]
+        self.shadow: Any = None
+        self.shadow_stats: Counter[str] = Counter()
+        self.budget = LatencyBudget(cfg.budget_ms)
+        self.counts: Counter[str] = Counter()
+        self.engine = self._restore_engine()
+        self.detector_version = hashlib.sha256(repr(self.engine.config).encode()).hexdigest()[:12]
+        self.raw_until = 0.0
+        self.end_of_stream = False
+        self.clock_offset = 0.0
+        self._last_ts: float | None = None
+        self._last_state_ts = -math.inf
+        self._last_state_wall = -math.inf
+        self.day: dict[str, Any] = {}
+        self.uplink = Uplink(cfg.mqtt, cfg.device_id) if connect else None
+        self.commands = CommandHandler(cfg.device_id, _load_public_key(cfg.cloud_public_key),
+                                       self._load_counter, self._save_counter)
+        self.commands.register("config", self._cmd_config)
+        self.commands.register("collect_more", self._cmd_collect_more)
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _restore_engine(self) -> Engine:
+        m, d = self.features.metrics, self.features.directions
+        blob = self.outbox.get("engine_state")
+        if blob:
+            try:
+                eng = Engine.from_state(blob, m, directions=d)
+                self.counts["engine_restored"] += 1
+                return eng
+            except ValueError as exc:
+                logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
+                self.counts["engine_state_unreadable"] += 1
+        return Engine(m, directions=d)
+
+    def save_state(self) -> None:
+        self.outbox.put("engine_state", self.engine.state())
+        if self.individual_id:
+            self.outbox.put("individual_id", self.individual_id.encode())
+
+    def _load_counter(self) -> int:
+        v = self.outbox.get("command_counter")
+        return int(v.decode()) if v else 0
+
+    def _save_counter(self, n: int) -> None:
+        self.outbox.put("command_counter", str(n).encode())
+
+    # ---- input -----------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Decode bytes and process every completed frame."""
+        for frame in self.decoder.feed(data):
+            try:
+                reading = decode_payload(frame.sensor, frame.payload)
+            except PayloadError as exc:
+                self.counts["payload_rejected"] += 1
+                logger.warning("ingest.payload_rejected", extra={"reason": str(exc)})
+                continue
+            if isinstance(reading, DeviceInfo):
+                if reading.info.get("event") == "end_of_stream":
+                    self.end_of_stream = True  # simulators mark the end of a finite stream
+                    continue
+                if not self.individual_id:
+                    self.individual_id = reading.info.get("individual_id", "") or self.cfg.device_id
+                continue
+            ts = frame.ts_ms / 1000.0 + self.clock_offset
+            if self._last_ts is not None and ts < self._last_ts - BACKWARD_JUMP_S:
+                # the device clock went back: keep our timeline monotonic and flag it
+                self.counts["clock_jump_back"] += 1
+                self.clock_offset += self._last_ts - ts
+                ts = self._last_ts
+                logger.warning("ingest.clock_jump", extra={"device_id": self.cfg.device_id})
+            self._last_ts = max(ts, self._last_ts or ts)
+            closed = self.minutes.add(ts, reading)
+            if closed is not None:
+                self.process_window(closed)
+
+    def process_window(self, w: MinuteWindow) -> None:
+        t0 = time.perf_counter()
+        label = None
+        accel = w.accel_window(getattr(self.classifier, "window_seconds", 4.0))
+        if self.classifier is not None and accel is not None and len(accel) >= 8:
+            try:
+                pred = self.classifier.predict(accel, float(w.accel_rate))
+                label = pred.label
+                if self.shadow is not None and self.budget.allows(SHED_SHADOW):
+                    s = self.shadow.predict(accel, float(w.accel_rate))
+                    self.shadow_stats["agree" if s.label == label else "disagree"] += 1
+            except ValueError as exc:
+                self.counts["window_unclassifiable"] += 1
+                logger.debug("features.unclassifiable", extra={"reason": str(exc)})
+        vec = self.features.vector(w, label)
+        out = self.engine.process_one(w.minute_ts, vec)
+        for ev in out.events:
+            self._emit_event(ev)
+        if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
+            self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": _clean(vec),
+                                               "label": label, "accel": None if accel is None else
+                                               np.round(accel, 3).tolist()})
+        self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
+        self.counts["windows"] += 1
+        # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
+        self._accumulate_day(w, vec, label, out)
+        if (w.minute_ts - self._last_state_ts >= STATE_EVERY_S
+                and time.monotonic() - self._last_state_wall >= STATE_MIN_WALL_S):
+            self.save_state()
+            self._last_state_ts, self._last_state_wall = w.minute_ts, time.monotonic()
+
+    def _emit_event(self, ev: DeviationEvent) -> None:
+        body = asdict(ev)
+        body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=_clean(ev.baseline),
+                    observed=_clean(ev.observed), model_version=self.model_version,
+                    detector_version=self.detector_version)
+        self._append("event", ev.ts, body)
+        self.counts["events"] += 1
+        logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
+
+    def _append(self, kind: str, ts: float, body: dict[str, Any]) -> None:
+        try:
+            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, body)
+        except BufferFullError as exc:
+            self.counts["outbox_refused"] += 1
+            logger.error("outbox.refused", extra={"reason": str(exc)})
+
+    # ---- daily summary -----------------------------------------------------------------------
+    def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: Any) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime(w.minute_ts))
+        if self.day.get("day") not in (None, day):
+            self.write_summary()
+        d = self.day
+        d.setdefault("day", day)
+        d.setdefault("ts", w.minute_ts)
+        d["minutes"] = d.get("minutes", 0) + 1
+        for name, v in zip(self.features.metrics, vec, strict=True):
+            if math.isfinite(v):
+                d[f"sum.{name}"] = d.get(f"sum.{name}", 0.0) + v
+                d[f"n.{name}"] = d.get(f"n.{name}", 0) + 1
+        if w.steps:
+            d["steps"] = d.get("steps", 0) + w.steps
+        if label:
+            d[f"class.{label}"] = d.get(f"class.{label}", 0) + 1
+        if math.isfinite(w.temp):
+            d["temp_max"] = max(d.get("temp_max", -math.inf), w.temp)
+        if w.battery is not None:
+            d["battery"] = w.battery
+        # hourly points for operators' plots: mean value, baseline and spread per metric
+        hour = int((w.minute_ts % 86400) // 3600)
+        hourly = d.setdefault("hourly", {})
+        for j, name in enumerate(self.features.metrics):
+            h = hourly.setdefault(name, [[0.0, 0, math.nan, math.nan] for _ in range(24)])[hour]
+            if math.isfinite(vec[j]):
+                h[0] += vec[j]
+                h[1] += 1
+            if out.baseline.size:
+                h[2], h[3] = float(out.baseline[0, j]), float(out.spread[0, j])
+
+    def write_summary(self) -> None:
+        d, self.day = self.day, {}
+        if not d:
+            return
+        metrics = {k[4:]: round(v / d["n." + k[4:]], 3) for k, v in d.items() if k.startswith("sum.")}
+        body = {
+            "day": d["day"], "minutes": d["minutes"], "metrics_mean": metrics, "steps": d.get("steps", 0),
+            "classes": {k[6:]: v for k, v in d.items() if k.startswith("class.")},
+            "temp_max": d.get("temp_max"), "battery": d.get("battery"),
+            "latency": self.budget.report(), "ingest": self.ingest_counts(),
+            "warming_up": self.engine.warming_up, "model_version": self.model_version,
+            "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
+            "shadow": dict(self.shadow_stats), "outbox": self.outbox.counters(),
+            "hourly": {m: {"mean": _clean([h[0] / h[1] if h[1] else math.nan for h in hs]),
+                           "baseline": _clean([h[2] for h in hs]), "spread": _clean([h[3] for h in hs])}
+                       for m, hs in d.get("hourly", {}).items()},
+        }
+        self._append("summary", d["ts"], body)
+
+    def ingest_counts(self) -> dict[str, int]:
+        return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
+
+    # ---- commands ----------------------------------------------------------------------------
+    def _cmd_config(self, args: dict[str, Any]) -> dict[str, Any]:
+        action, metric = args.get("action"), args.get("metric")
+        if action == "accept_new_normal":
+            self.engine.accept_new_normal(metric)
+        elif action == "widen":
+            self.engine.widen(str(metric), float(args.get("factor", 1.5)))
+        else:
+            raise ValueError(f"config action {action!r} unknown: use accept_new_normal or widen")
+        self.save_state()
+        return {"action": action, "metric": metric}
+
+    def _cmd_collect_more(self, args: dict[str, Any]) -> dict[str, Any]:
+        minutes = float(args.get("minutes", 60))
+        if not 0 < minutes <= 24 * 60:
+            raise ValueError(f"collect_more minutes={minutes} must be in (0, 1440]")
+        self.raw_until = max(self.raw_until, (self._last_ts or time.time()) + minutes * 60.0)
+        return {"raw_until": self.raw_until}
+
+    def _on_command(self, payload: bytes) -> None:
+        cid, ok, detail, data = self.commands.handle(payload)
+        self._append("report", self._last_ts or time.time(),
+                     {"command_id": cid, "ok": ok, "detail": detail, "data": data})
+
+    # ---- sync ------------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Handle network events and publish due outbox rows."""
+        if self.uplink is None:
+            return
+        for ev in self.uplink.poll():
+            if ev.kind == "puback":
+                seqs = self.uplink.inflight.pop(ev.mid, [])
+                if ev.ok:
+                    self.outbox.mark_published(seqs)
+                else:
+                    self.counts["publish_refused"] += 1
+                    logger.warning("sync.publish_refused", extra={"reason": ev.detail})
+            elif ev.kind == "message":
+                self._on_message(ev.topic, ev.payload)
+            elif ev.kind == "connected":
+                self.outbox.unmark_published()
+                logger.info("sync.connected", extra={"device_id": self.cfg.device_id})
+        while self.uplink.can_send():
+            busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
+            rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]
+            rows = rows[: self.cfg.outbox.batch_size]
+            if not rows or self.uplink.send(rows) is None:
+                break
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == topics.ack(self.cfg.device_id):
+            try:
+                msg = schemas.decode(payload)
+                if not isinstance(msg, schemas.Ack) or msg.device_id != self.cfg.device_id:
+                    raise schemas.SchemaError("not an ack for this device")
+            except schemas.SchemaError as exc:
+                self.counts["ack_rejected"] += 1
+                logger.warning("sync.ack_rejected", extra={"reason": str(exc)})
+                return
+            self.outbox.ack(list(msg.seqs))
+        elif topic == topics.commands(self.cfg.device_id):
+            self._on_command(payload)
+        else:
+            self.counts["unexpected_topic"] += 1
+
+    def source_backlog(self) -> int:
+        src = getattr(self, "_source", None)
+        return src.backlog() if src is not None else 0
+
+    # ---- main loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, source: ByteSource | None = None) -> dict[str, Any]:
+        stop = stop or threading.Event()
+        if source is None and not self.cfg.source:
+            raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
+        self._source = source or open_source(self.cfg.source, self.cfg.baudrate)
+        if self.uplink:
+            self.uplink.start()
+        last_expire = time.monotonic()
+        try:
+            while not stop.is_set():
+                data = self._source.read()
+                if data:
+                    self.feed(data)
+                self.pump()
+                if time.monotonic() - last_expire > 60.0:
+                    self.outbox.expire()
+                    last_expire = time.monotonic()
+                if self._source.eof or self.end_of_stream:
+                    if self.cfg.exit_on_eof:
+                        break
+                    time.sleep(0.1)
+            self.finish()
+            self.drain(stop)
+        finally:
+            self.save_state()
+            if self.uplink:
+                self.uplink.stop()
+            self._source.close()
+        return self.report()
+
+    def finish(self) -> None:
+        """End of input: close the open window and write the partial day's summary."""
+        w = self.minutes.flush()
+        if w is not None:
+            self.process_window(w)
+        self.write_summary()
+        self.save_state()
+
+    def drain(self, stop: threading.Event) -> None:
+        """Wait (bounded) until the cloud acknowledged every row."""
+        if self.uplink is None:
+            return
+        deadline = time.monotonic() + self.cfg.drain_timeout
+        while self.outbox.pending_count() and time.monotonic() < deadline:
+            self.pump()
+            time.sleep(0.02)
+
+    def report(self) -> dict[str, Any]:
+        return {"device_id": self.cfg.device_id, "individual_id": self.individual_id,
+                "pending": self.outbox.pending_count(), "outbox": self.outbox.counters(),
+                "ingest": self.ingest_counts(), "latency": self.budget.report(),
+                "commands": dict(self.commands.counts)}
+
+
+def _clean(xs: Any) -> list[float | None]:
+    return [None if (x is None or not math.isfinite(float(x))) else round(float(x), 4) for x in xs]
+
+
+def _load_classifier(spec: Any) -> Any:
+    if spec != "factory":
+        return spec
+    try:
+        from device.inference.classifier import factory_classifier
+
+        return factory_classifier()
+    except (OSError, ImportError, RuntimeError, KeyError, json.JSONDecodeError) as exc:
+        logger.warning("agent.no_model", extra={"reason": str(exc)})
+        return None
+
+
+def _load_public_key(path: str) -> Any:
+    if not path:
+        return None
+    from shared.signing import load_public_key
+
+    return load_public_key(Path(path))

@@ -1,0 +1,52 @@
+"""Agent configuration (TOML ``[agent]`` keys at the top level, ``[mqtt]``, ``[outbox]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.config import doc
+from shared.mqtt import MqttConfig
+from shared.topics import TopicError, check_id
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: str = field(default="", metadata=doc("SQLite file; empty = <state_dir>/outbox.db"))
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("disk bound for queued rows"))
+    resend_after: float = field(default=30.0, metadata=doc("re-send a published row not acked by the cloud after this many s"))
+    raw_ttl: float = field(default=7 * 86400.0, metadata=doc("raw windows older than this are dropped (s)"))
+    batch_size: int = field(default=50, metadata=doc("records per MQTT message"))
+
+    def validate(self) -> None:
+        if self.max_bytes < 64 * 1024:
+            raise ValueError(f"outbox -> max_bytes: {self.max_bytes} is below the 64 KiB minimum")
+        if not 1 <= self.batch_size <= 500:
+            raise ValueError(f"outbox -> batch_size: {self.batch_size} must be 1..500")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str = field(default="collar-000", metadata=doc("this device's id (also its MQTT client id and username)"))
+    individual_id: str = field(default="", metadata=doc("the animal/person monitored; empty = from the device-info frame"))
+    kind: Literal["collar", "perception"] = field(default="collar", metadata=doc("device kind (sets the metrics)"))
+    source: str = field(default="", metadata=doc("serial port path or pyserial URL, or a trace file"))
+    baudrate: int = field(default=115200, metadata=doc("serial speed"))
+    state_dir: str = field(default="edgeloop-state", metadata=doc("folder for the outbox, baselines and models"))
+    cloud_public_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 key (commands and models)"))
+    budget_ms: float = field(default=5.0, metadata=doc("per-window processing budget (ms)"))
+    quiet_minutes: int = field(default=12, metadata=doc("resting heart rate: minutes with zero steps before"))
+    exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
+    drain_timeout: float = field(default=60.0, metadata=doc("at exit, wait this long for the cloud to ack everything"))
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata=doc("broker connection"))
+    outbox: OutboxConfig = field(default_factory=OutboxConfig, metadata=doc("store-and-forward buffer"))
+
+    def validate(self) -> None:
+        try:
+            check_id(self.device_id)
+            if self.individual_id:
+                check_id(self.individual_id, "individual id")
+        except TopicError as exc:
+            raise ValueError(f"device_id/individual_id: {exc}") from None
+        if self.budget_ms <= 0:
+            raise ValueError(f"budget_ms: {self.budget_ms} must be > 0")

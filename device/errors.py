@@ -1,0 +1,13 @@
+"""Device-side error hierarchy: specific errors inside, one-line messages at the edges."""
+
+
+class DeviceError(Exception):
+    """Base class for device agent errors."""
+
+
+class SourceError(DeviceError):
+    """The sensor source (serial port or trace file) cannot be opened or read."""
+
+
+class CommandError(DeviceError):
+    """A downlink command was refused (bad signature, replayed, malformed, unknown)."""

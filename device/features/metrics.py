@@ -1,0 +1,72 @@
+"""Turn minute windows into the metric vector the engine scores, per device kind."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from device.features.minute import MinuteWindow
+
+COLLAR_METRICS = ("heart_rate", "resting_hr", "activity")
+COLLAR_DIRECTIONS = {"heart_rate": 1, "resting_hr": 1, "activity": -1}
+PERCEPTION_METRICS = ("confidence", "brightness", "objects", "novel")
+PERCEPTION_DIRECTIONS = {"confidence": -1, "brightness": 0, "objects": 0, "novel": 1}
+REST_LABELS = ("rest", "sleep", None)
+
+
+class CollarMetrics:
+    """heart_rate (minute mean), resting_hr (Mishra et al. 2020: heart rate in minutes with zero
+    steps over the preceding ``quiet_minutes`` and no movement class), activity (steps per minute,
+    mean over the last hour)."""
+
+    metrics = COLLAR_METRICS
+    directions = COLLAR_DIRECTIONS
+
+    def __init__(self, quiet_minutes: int = 12) -> None:
+        self.quiet_minutes = quiet_minutes
+        self._last_steps_ts = -math.inf
+        self._hour: deque[tuple[float, int]] = deque()
+        self._hour_sum = 0
+
+    def vector(self, w: MinuteWindow, label: str | None) -> list[float]:
+        steps = w.steps
+        if steps:
+            self._last_steps_ts = w.minute_ts
+        if steps is not None:
+            self._hour.append((w.minute_ts, steps))
+            self._hour_sum += steps
+        while self._hour and self._hour[0][0] <= w.minute_ts - 3600.0:
+            self._hour_sum -= self._hour.popleft()[1]
+        hr = w.heart_rate
+        quiet = (steps == 0 and w.minute_ts - self._last_steps_ts >= self.quiet_minutes * 60.0
+                 and label in REST_LABELS)
+        rhr = hr if quiet else math.nan
+        activity = self._hour_sum / max(len(self._hour), 1) if self._hour else math.nan
+        return [hr, rhr, activity]
+
+
+class PerceptionMetrics:
+    """Mean detection confidence, scene brightness, objects per frame, and 'novel': 1 when a class
+    never seen during the first ``learn_days`` at this site shows up in the minute."""
+
+    metrics = PERCEPTION_METRICS
+    directions = PERCEPTION_DIRECTIONS
+
+    def __init__(self, learn_days: float = 3.0) -> None:
+        self.learn_s = learn_days * 86400.0
+        self._first: float | None = None
+        self.seen: set[int] = set()
+
+    def vector(self, w: MinuteWindow, label: str | None = None) -> list[float]:
+        if w.det_n == 0:
+            return [math.nan] * 4
+        if self._first is None:
+            self._first = w.minute_ts
+        learning = w.minute_ts - self._first < self.learn_s
+        novel = 0.0
+        if learning:
+            self.seen |= w.det_classes
+        elif w.det_classes - self.seen:
+            novel = 1.0
+        n = w.det_n
+        return [w.det_conf / n, w.det_bright / n, w.det_objects / n, novel]

@@ -1,0 +1,87 @@
+"""One reader interface for sensor bytes: a serial port (pyserial URL or device path) or a trace file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import serial
+
+from device.errors import SourceError
+
+logger = logging.getLogger(__name__)
+SERIAL_PREFIXES = ("/dev/", "loop://", "socket://", "rfc2217://", "spy://", "COM")
+
+
+class ByteSource(Protocol):
+    eof: bool
+
+    def read(self) -> bytes:
+        """Return available bytes (possibly empty after a short timeout)."""
+
+    def backlog(self) -> int:
+        """Bytes waiting to be read (how far the agent is behind the sensor)."""
+
+    def close(self) -> None: ...
+
+
+class SerialSource:
+    """pyserial port; a disconnect (the pty's other end closed) ends the stream."""
+
+    def __init__(self, url: str, baudrate: int = 115200, timeout: float = 0.05) -> None:
+        try:
+            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+        except (serial.SerialException, ValueError) as exc:
+            raise SourceError(f"cannot open serial port {url!r}: {exc}; check the path/URL and permissions") from None
+        self.eof = False
+
+    def read(self) -> bytes:
+        try:
+            n = self.port.in_waiting
+            return bytes(self.port.read(max(n, 1) if n < 65536 else 65536))
+        except (serial.SerialException, OSError) as exc:
+            logger.info("reader.disconnected", extra={"reason": str(exc)})
+            self.eof = True
+            return b""
+
+    def backlog(self) -> int:
+        try:
+            return int(self.port.in_waiting)
+        except (serial.SerialException, OSError):
+            return 0
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class TraceSource:
+    """A recorded trace file of raw frames (as written by ``edgeloop sim --trace``)."""
+
+    def __init__(self, path: str | Path, chunk: int = 65536) -> None:
+        try:
+            self.f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise SourceError(f"cannot open trace file {path}: {exc.strerror}") from None
+        self.size = Path(path).stat().st_size
+        self.chunk = chunk
+        self.eof = False
+
+    def read(self) -> bytes:
+        data = self.f.read(self.chunk)
+        if not data:
+            self.eof = True
+        return data
+
+    def backlog(self) -> int:
+        return 0  # a file never runs ahead of the agent
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def open_source(spec: str, baudrate: int = 115200) -> ByteSource:
+    """A serial URL or device path opens with pyserial; anything else is read as a trace file."""
+    if spec.startswith(SERIAL_PREFIXES):
+        return SerialSource(spec, baudrate)
+    return TraceSource(spec)

@@ -1,0 +1,118 @@
+"""MQTT uplink for the agent: QoS 1, persistent session, retained status with a last will.
+
+paho's network thread only puts what happened into a queue; the agent's main thread drains it
+(``poll``) and does all SQLite work, so the outbox is touched by one thread only. A row is marked
+``published`` on PUBACK and deleted on the cloud's application-level ack (see device/outbox.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from device.outbox import Row
+from shared import schemas, topics
+from shared.mqtt import MqttConfig, connect_async, make_client
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncEvent:
+    kind: str  # "connected" | "disconnected" | "puback" | "message"
+    mid: int = 0
+    topic: str = ""
+    payload: bytes = b""
+    ok: bool = True
+    detail: str = ""
+
+
+class Uplink:
+    """Owns the paho client of one device."""
+
+    def __init__(self, cfg: MqttConfig, device_id: str, max_inflight: int = 8) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.events: queue.Queue[SyncEvent] = queue.Queue()
+        self.connected = False
+        self.inflight: dict[int, list[int]] = {}
+        self.max_inflight = max_inflight
+        self.connects = 0
+        self.client = make_client(cfg, device_id)
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.will_set(topics.status(device_id), self._status("offline"), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+
+    def _status(self, state: str) -> bytes:
+        return schemas.encode(schemas.Status(self.device_id, state, time.time()))
+
+    # paho thread -------------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            logger.warning("sync.connect_refused", extra={"device_id": self.device_id, "reason": str(rc)})
+            self.events.put(SyncEvent("disconnected", detail=f"refused: {rc}"))
+            return
+        client.subscribe([(topics.ack(self.device_id), 1), (topics.commands(self.device_id), 1)])
+        client.publish(topics.status(self.device_id), self._status("online"), qos=1, retain=True)
+        self.events.put(SyncEvent("connected", detail=str(getattr(flags, "session_present", ""))))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self.events.put(SyncEvent("disconnected", detail=str(rc)))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
+        self.events.put(SyncEvent("puback", mid=mid, ok=not rc.is_failure, detail=str(rc)))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.events.put(SyncEvent("message", topic=msg.topic, payload=bytes(msg.payload)))
+
+    # agent thread ------------------------------------------------------------------------------
+    def start(self) -> None:
+        connect_async(self.client, self.cfg)
+        self.client.loop_start()
+
+    def poll(self) -> list[SyncEvent]:
+        """Drain what the network thread reported, updating connection and inflight state."""
+        out = []
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return out
+            if ev.kind == "connected":
+                self.connected = True
+                self.connects += 1
+                self.inflight.clear()  # anything unacked becomes due again via the outbox
+            elif ev.kind == "disconnected":
+                self.connected = False
+            out.append(ev)
+
+    def can_send(self) -> bool:
+        return self.connected and len(self.inflight) < self.max_inflight
+
+    def send(self, rows: list[Row]) -> int | None:
+        """Publish rows as one batch (QoS 1). Returns the mid, or None if not sent."""
+        batch = schemas.UplinkBatch(self.device_id, tuple(
+            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in rows))
+        info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        self.inflight[info.mid] = [r.seq for r in rows]
+        return info.mid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish a clean 'stopped' status, then disconnect."""
+        if self.connected:
+            info = self.client.publish(topics.status(self.device_id), self._status("stopped"), qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()

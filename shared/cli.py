@@ -1,0 +1,247 @@
+"""``edgeloop``: one CLI for the simulator, the device agent, the cloud, replays and the demo.
+
+Errors are specific exceptions inside; here they become one line on stderr and an exit code:
+0 ok, 1 failure, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.config import ConfigError, describe, load
+
+DEMO_START = 1767571200.0  # 2026-01-05 00:00 UTC: simulated time starts at a midnight
+
+
+def _common_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (keys: see --show-config)")
+    p.add_argument("--validate-config", action="store_true", help="check the config, print it, exit 0/2")
+    p.add_argument("--show-config", action="store_true", help="list every config key, default and meaning")
+    p.add_argument("--broker", help="broker URL mqtt://host:port (overrides mqtt.url)")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (overrides mqtt.protocol)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgeloop", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sim", help="run a simulated collar: frames to a pty (as a serial port) or a trace file",
+                       description="Simulated pet-health collar or perception unit speaking the binary "
+                       "frame protocol (docs/protocol.md) over a real pseudo-terminal or into a trace file.")
+    p.add_argument("--kind", choices=["collar", "perception"], default="collar")
+    p.add_argument("--index", type=int, default=0, help="which individual of the default fleet (0-based)")
+    p.add_argument("--fleet", type=int, default=5, help="size of the default fleet the individual comes from")
+    p.add_argument("--days", type=float, default=14.0, help="simulated days")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start", type=float, default=DEMO_START, help="simulated start, epoch seconds")
+    p.add_argument("--full-rate", action="store_true", help="1 Hz heart rate and continuous accelerometer")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--trace", help="write the byte stream to this file")
+    out.add_argument("--pty", action="store_true", help="open a pty, print its path, stream into it")
+    out.add_argument("--out-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="simulated seconds per wall second (0: as fast as the reader takes it)")
+    p.add_argument("--ground-truth", help="write the injected conditions as JSON here")
+
+    p = sub.add_parser("agent", help="run the device agent on a serial port or trace file",
+                       description="Device agent: frames -> per-minute features -> per-individual "
+                       "baselines -> events in a SQLite outbox -> MQTT (QoS 1, persistent session).")
+    _common_config(p)
+    p.add_argument("--source", help="serial port (/dev/ttyUSB0, /dev/pts/N), pyserial URL, or trace file")
+    p.add_argument("--device-id")
+    p.add_argument("--individual-id")
+    p.add_argument("--kind", choices=["collar", "perception"])
+    p.add_argument("--state-dir")
+    p.add_argument("--cloud-public-key", help="PEM file: the cloud's ed25519 public key")
+    p.add_argument("--exit-on-eof", action="store_true", default=None, help="stop when the source ends")
+    p.add_argument("--drain-timeout", type=float, help="seconds to wait at exit for cloud acks")
+    p.add_argument("--offline", action="store_true", help="no MQTT: keep everything in the outbox")
+    p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout")
+
+    p = sub.add_parser("cloud", help="run the cloud aggregator (subscribe, store, decide, ack)",
+                       description="Cloud aggregator: shared subscription to device uplinks, schema "
+                       "validation, idempotent store (device id + seq), notification decisions, acks.")
+    _common_config(p)
+    p.add_argument("--db", help="SQLite file of the cloud store")
+    p.add_argument("--rules", help="notification rules TOML")
+    p.add_argument("--no-shared", action="store_true", help="plain subscription (brokers without $share)")
+    p.add_argument("--keygen", metavar="DIR", help="write a new ed25519 key pair (cloud.key, cloud.pub) and exit")
+
+    p = sub.add_parser("replay", help="run the engine over recorded data (NAB CSV, Stanford wearables, traces)",
+                       description="Replay recorded data through the same engine and defaults as the agent.")
+    rs = p.add_subparsers(dest="what", required=True, metavar="KIND")
+    r = rs.add_parser("nab", help="timestamp,value CSV -> timestamp,value,anomaly_score CSV")
+    r.add_argument("input")
+    r.add_argument("output")
+    r = rs.add_parser("wearable", help="Stanford-format <id>_hr.csv.xz + <id>_steps.csv.xz -> events + plot")
+    r.add_argument("--hr", required=True)
+    r.add_argument("--steps", required=True)
+    r.add_argument("--id", required=True, help="person id (used in file names)")
+    r.add_argument("--out", required=True, help="output folder")
+    r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events JSON lines")
+    r.add_argument("trace")
+    r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl)")
+
+    p = sub.add_parser("demo", help="the whole loop: simulated collars -> pty -> agents -> broker -> cloud -> report",
+                       description="Runs N simulated collars for D simulated days, each through a real pty "
+                       "into its own agent process, through an MQTT broker into the cloud aggregator, and "
+                       "ends with a report and a plot.")
+    p.add_argument("--collars", type=int, default=5)
+    p.add_argument("--days", type=float, default=14.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
+    p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
+    p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    return ap
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    overrides = {"mqtt.url": args.broker, "mqtt.protocol": args.protocol, **overrides}
+    cfg = load(cls, args.config, overrides)
+    if args.show_config:
+        for key, default, text in describe(cls):
+            print(f"{key:28} {default:24} {text}")
+        raise SystemExit(0)
+    if args.validate_config:
+        print(f"config OK: {cfg}")
+        raise SystemExit(0)
+    return cfg
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from firmware_sim.run import run_sim
+
+    return run_sim(args)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from device.agent import Agent
+    from device.config import AgentConfig
+
+    cfg = _load_cfg(AgentConfig, args, {
+        "source": args.source, "device_id": args.device_id, "individual_id": args.individual_id,
+        "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
+        "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
+    agent = Agent(cfg, connect=not args.offline)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if args.progress:
+        _progress_thread(agent, stop)
+    report = agent.run(stop)
+    print(json.dumps({"final": report}), flush=True)
+    return 0
+
+
+def _progress_thread(agent: Any, stop: threading.Event) -> None:
+    def loop() -> None:
+        while not stop.wait(0.5):
+            print(json.dumps({"device_id": agent.cfg.device_id, "ts": agent._last_ts,
+                              "windows": agent.counts["windows"], "events": agent.counts["events"]}),
+                  flush=True)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    from cloud.config import CloudConfig
+
+    if args.keygen:
+        from shared.signing import generate_keypair, save_private_key, save_public_key
+
+        priv, pub = generate_keypair()
+        d = Path(args.keygen)
+        d.mkdir(parents=True, exist_ok=True)
+        save_private_key(d / "cloud.key", priv)
+        save_public_key(d / "cloud.pub", pub)
+        print(f"wrote {d / 'cloud.key'} (keep secret) and {d / 'cloud.pub'} (give to devices)")
+        return 0
+    cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules,
+                                        "shared_subscription": False if args.no_shared else None})
+    from cloud.run import serve_forever
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    serve_forever(cfg, stop)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.what == "nab":
+        from device.replay import replay_nab_csv
+
+        replay_nab_csv(args.input, args.output)
+        print(f"wrote {args.output}")
+    elif args.what == "wearable":
+        from device.replay import replay_wearable
+
+        summary = replay_wearable(args.hr, args.steps, args.out, args.id)
+        print(json.dumps(summary, indent=1, default=str))
+    else:
+        from device.agent import Agent
+        from device.config import AgentConfig
+
+        out = Path(args.out)
+        agent = Agent(AgentConfig(source=args.trace, state_dir=str(out / "state"), exit_on_eof=True),
+                      connect=False)
+        report = agent.run()
+        n = 0
+        with open(out / "events.jsonl", "w") as f:
+            for row in agent.outbox.due(10**9):
+                if row.kind == "event":
+                    f.write(json.dumps({"seq": row.seq, "individual_id": row.individual_id, **row.body}) + "\n")
+                    n += 1
+        print(f"{n} events -> {out / 'events.jsonl'}; ingest: {json.dumps(report['ingest'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shared.demo import run_demo
+
+    return run_demo(args)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", 0))
+    try:
+        return COMMANDS[args.cmd](args)
+    except ConfigError as exc:
+        print(f"edgeloop {args.cmd}: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"edgeloop {args.cmd}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
