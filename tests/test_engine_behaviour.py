@@ -1,0 +1,150 @@
+"""Engine behaviour on a synthetic collar: illness alerts within hours, excitement never alerts.
+
+Also personalisation (accept_new_normal, widen), state errors and contamination protection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device.detect.engine import Engine, EngineStateError
+
+T0 = 1_704_067_200.0  # 2024-01-01 00:00 UTC
+DAY = 86400.0
+
+
+def dog_minutes(
+    days: int = 14,
+    seed: int = 0,
+    illness: tuple[float, float] | None = (8.0, 11.0),
+    excitement_days: tuple[float, ...] = (5.625,),
+    rhr_shift: float = 12.0,
+    activity_factor: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minute rows ``(ts, values)`` with metrics (heart_rate, resting_hr, activity).
+
+    Awake 07-21 h with random walks; resting HR is HR while at rest for 10+ minutes, else NaN.
+    ``illness`` = (start_day, end_day): resting HR + rhr_shift, activity x activity_factor,
+    restless nights. Each excitement day (fractional day) adds 15 minutes of HR +40, activity 100.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(days * 1440)
+    ts = T0 + 60.0 * np.arange(n)
+    day = (ts - T0) / DAY
+    hour = ((ts - T0) % DAY) / 3600.0
+    awake = (hour >= 7) & (hour < 21)
+    walking = np.zeros(n, dtype=bool)
+    i = 0
+    while i < n:
+        if awake[i] and rng.random() < 0.01:
+            length = int(rng.integers(10, 40))
+            walking[i : i + length] = True
+            i += length
+        i += 1
+    activity = np.where(walking, rng.normal(60, 15, n), rng.gamma(1.0, 2.0, n))
+    activity = np.clip(activity, 0, None)
+    base_rhr = 72.0 + 4.0 * np.sin(2 * np.pi * (hour - 15) / 24) + rng.normal(0, 1.0, days)[
+        day.astype(int)
+    ]
+    ill = np.zeros(n, dtype=bool)
+    if illness is not None:
+        ill = (day >= illness[0]) & (day < illness[1])
+        activity = np.where(ill, activity * activity_factor, activity)
+        restless = ill & ~awake & (rng.random(n) < 0.05)
+        activity = np.where(restless, activity + 20.0, activity)
+        base_rhr = np.where(ill, base_rhr + rhr_shift, base_rhr)
+    hr = base_rhr + 0.6 * activity + rng.normal(0, 3.0, n)
+    for d in excitement_days:
+        k = int(d * 1440)
+        hr[k : k + 15] += 40.0
+        activity[k : k + 15] = 100.0
+    # resting: low activity for the last 10 minutes
+    low = activity < 10
+    run = np.zeros(n, dtype=np.int64)
+    for j in range(n):
+        run[j] = run[j - 1] + 1 if (low[j] and j > 0) else (1 if low[j] else 0)
+    rhr = np.where(run >= 10, hr, np.nan)
+    return ts, np.column_stack([hr, rhr, activity])
+
+
+METRICS = ("heart_rate", "resting_hr", "activity")
+DIRS = {"heart_rate": 1, "resting_hr": 1, "activity": -1}
+
+
+def _run(**kw: object) -> tuple[np.ndarray, Engine, list]:
+    ts, v = dog_minutes(**kw)  # type: ignore[arg-type]
+    eng = Engine(METRICS, directions=DIRS)
+    return ts, eng, eng.process(ts, v).events
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_illness_alerts_within_hours_with_both_heart_metrics(seed: int) -> None:
+    ts, _, events = _run(seed=seed)
+    assert events, "a 3-day illness must alert"
+    first = events[0]
+    assert 8.0 * DAY - 6 * 3600 <= first.ts - T0 <= 8.0 * DAY + 12 * 3600
+    assert first.start_ts <= first.ts
+    assert "resting_hr" in first.metrics
+    assert all(d == 1 for m, d in zip(first.metrics, first.directions, strict=True) if "hr" in m)
+    assert first.kind == "sustained" and 0.0 <= first.score <= 1.0
+    assert first.severity in ("info", "warning", "critical")
+    assert all(o > b for o, b in zip(first.observed, first.baseline, strict=True))
+    assert all(ev.ts - T0 >= 7.5 * DAY for ev in events), "no alerts before the illness"
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_excitement_spikes_never_alert(seed: int) -> None:
+    ts, v = dog_minutes(seed=seed, illness=None, excitement_days=(2.6, 5.625, 9.5, 12.4))
+    out = Engine(METRICS, directions=DIRS).process(ts, v)
+    assert out.events == []
+    k = int(5.625 * 1440)
+    assert out.scores[k + 5, 0] > 0.3, "the spike itself is scored"
+    assert out.persistence[:, :2].max() < 0.5
+
+
+def test_illness_does_not_become_the_new_normal() -> None:
+    ts, v = dog_minutes(seed=4, illness=(6.0, 13.0), days=14)
+    eng = Engine(METRICS, directions=DIRS)
+    out = eng.process(ts, v)
+    j = METRICS.index("resting_hr")
+    before = np.nanmean(out.baseline[int(5.5 * 1440) : int(6 * 1440), j])
+    late = np.nanmean(out.baseline[int(12.5 * 1440) : int(13 * 1440), j])
+    assert late - before < 3.0, "a week of +12 bpm moves the baseline by < 3 bpm"
+    assert out.persistence[int(12.9 * 1440), j] > 0.5, "still deviating after a week"
+
+
+def test_accept_new_normal_recentres_and_silences() -> None:
+    ts, v = dog_minutes(seed=5, illness=(6.0, 14.0), days=14)
+    eng = Engine(METRICS, directions=DIRS)
+    cut = int(7 * 1440)
+    a = eng.process(ts[:cut], v[:cut])
+    assert a.events
+    eng.accept_new_normal("resting_hr")
+    eng.accept_new_normal("heart_rate")
+    b = eng.process(ts[cut:], v[cut:])
+    j = METRICS.index("resting_hr")
+    assert b.persistence[-1, j] < 0.5
+    assert b.baseline[: 1440 // 2, j].mean() > a.baseline[cut - 1440, j] + 5.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        eng.accept_new_normal("nope")
+
+
+def test_widen_raises_the_threshold() -> None:
+    ts, v = dog_minutes(seed=0)
+    narrow = Engine(METRICS, directions=DIRS)
+    wide = Engine(METRICS, directions=DIRS)
+    for m in METRICS:
+        wide.widen(m, 20.0)
+    assert narrow.process(ts, v).events
+    assert wide.process(ts, v).events == []
+    with pytest.raises(ValueError, match="> 0"):
+        wide.widen("activity", 0.0)
+
+
+def test_restore_rejects_foreign_bytes() -> None:
+    eng = Engine(METRICS)
+    with pytest.raises(EngineStateError, match="Engine.state"):
+        Engine.from_state(b"garbage", METRICS)
+    with pytest.raises(EngineStateError, match="expected"):
+        Engine.from_state(eng.state(), METRICS[:2])

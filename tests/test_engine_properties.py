@@ -1,0 +1,134 @@
+"""Engine properties: live == replay (any chunking), save/restore, bad input never gives NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from device.detect.engine import Engine, EngineConfig, EngineInputError, EngineOutput
+from test_kernels_deviation import FAST, streams
+
+METRICS = ("a", "b")
+
+
+def _cat(outs: list[EngineOutput]) -> dict[str, np.ndarray]:
+    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level")
+    return {k: np.concatenate([getattr(o, k) for o in outs]) for k in keys}
+
+
+def _assert_same(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> None:
+    for k in x:
+        npt.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(streams(), st.lists(st.integers(1, 50), min_size=1, max_size=10))
+def test_any_chunking_equals_one_batch(s: tuple, cuts: list[int]) -> None:
+    ts, vals, dirs = s
+    d = dict(zip(METRICS, dirs, strict=True))
+    whole = Engine(METRICS, FAST, d).process(ts, vals)
+    eng = Engine(METRICS, FAST, d)
+    outs, i, k = [], 0, 0
+    while i < len(ts):
+        j = min(len(ts), i + cuts[k % len(cuts)])
+        outs.append(eng.process(ts[i:j], vals[i:j]))
+        i, k = j, k + 1
+    _assert_same(_cat([whole]), _cat(outs))
+    assert [e for o in outs for e in o.events] == whole.events
+
+
+@settings(max_examples=15, deadline=None)
+@given(streams(max_rows=60))
+def test_process_one_equals_process(s: tuple) -> None:
+    ts, vals, dirs = s
+    d = dict(zip(METRICS, dirs, strict=True))
+    whole = Engine(METRICS, FAST, d).process(ts, vals)
+    eng = Engine(METRICS, FAST, d)
+    outs = [eng.process_one(float(t), list(v)) for t, v in zip(ts, vals, strict=True)]
+    _assert_same(_cat([whole]), _cat(outs))
+
+
+@settings(max_examples=40, deadline=None)
+@given(streams(), st.integers(0, 120))
+def test_save_restore_continue(s: tuple, cut: int) -> None:
+    ts, vals, dirs = s
+    d = dict(zip(METRICS, dirs, strict=True))
+    whole = Engine(METRICS, FAST, d).process(ts, vals)
+    cut = min(cut, len(ts))
+    first = Engine(METRICS, FAST, d)
+    a = first.process(ts[:cut], vals[:cut])
+    blob = first.state()
+    assert len(blob) <= 4096 * len(METRICS)
+    second = Engine.from_state(blob, METRICS, FAST)
+    b = second.process(ts[cut:], vals[cut:])
+    _assert_same(_cat([whole]), _cat([a, b]))
+    assert second.state() == Engine.from_state(second.state(), METRICS, FAST).state()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays(np.float64, st.integers(1, 80), elements=st.floats(allow_nan=True, allow_infinity=True)),
+    arrays(np.float64, (80, 2), elements=st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_garbage_never_gives_nan_or_raises(ts: np.ndarray, vals: np.ndarray) -> None:
+    vals = vals[: ts.size]
+    for cfg in (FAST, EngineConfig()):
+        out = Engine(METRICS, cfg).process(ts, vals)
+        for arr in (out.scores, out.persistence, out.combined):
+            assert np.all(np.isfinite(arr))
+            assert np.all((arr >= 0.0) & (arr <= 1.0))
+        assert out.flags.dtype == np.uint8
+
+
+def test_flags() -> None:
+    t0 = 1_704_067_200.0
+    ts = t0 + np.array([0.0, 60, 60, 30, 120, 120 + 4 * 3600, 120 + 100 * 86400, np.nan])
+    vals = np.ones((8, 1))
+    vals[1, 0] = np.nan
+    out = Engine(("x",)).process(ts, vals)
+    assert out.flags.tolist() == [8, 9, 10, 10, 8, 12, 28, 10]
+
+
+def test_warm_up_is_documented_length() -> None:
+    cfg = EngineConfig()
+    ts = 1_704_067_200.0 + 60.0 * np.arange(2 * 1440)
+    eng = Engine(("x",), cfg)
+    out = eng.process(ts, np.random.default_rng(0).normal(size=(ts.size, 1)))
+    first_warm = int(np.argmax((out.flags & 8) == 0))
+    assert first_warm == int(cfg.warmup_s / 60)  # one day of minute rows
+    assert not eng.warming_up
+    assert np.all(out.combined[:first_warm] == 0.0)
+
+
+def test_state_is_small() -> None:
+    eng = Engine(("heart_rate", "resting_hr", "activity"))
+    assert len(eng.state()) <= 4096 * 3
+
+
+@pytest.mark.parametrize(
+    ("ts", "vals", "match"),
+    [
+        (np.zeros(3), np.zeros((3, 3)), r"values of shape \(n, 2\)"),
+        (np.zeros((3, 1)), np.zeros((3, 2)), "ts of shape"),
+    ],
+)
+def test_input_errors_say_what_was_expected(ts: np.ndarray, vals: np.ndarray, match: str) -> None:
+    with pytest.raises(EngineInputError, match=match):
+        Engine(METRICS).process(ts, vals)
+
+
+def test_constructor_errors() -> None:
+    with pytest.raises(EngineInputError, match="non-empty"):
+        Engine("abc")
+    with pytest.raises(EngineInputError, match="unknown metrics"):
+        Engine(METRICS, directions={"z": 1})
+    with pytest.raises(EngineInputError, match="-1, 0 or"):
+        Engine(METRICS, directions={"a": 2})
+    with pytest.raises(EngineInputError, match="memory_s"):
+        EngineConfig(memory_s=-1.0)
+    with pytest.raises(EngineInputError, match="expected 2 values"):
+        Engine(METRICS).process_one(0.0, [1.0])
