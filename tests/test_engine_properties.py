@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from test_kernels_deviation import FAST, streams
 
 from device.detect.engine import Engine, EngineConfig, EngineInputError, EngineOutput
-from test_kernels_deviation import FAST, streams
 
 METRICS = ("a", "b")
 

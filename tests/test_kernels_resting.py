@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import numpy.testing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import naive
 from device.features.resting_hr import FeatureInputError, resting_hr
 
 

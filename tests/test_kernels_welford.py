@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import numpy.testing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import naive
 from device.kernels.welford import _decay_kernel, _merge_kernel, _update_kernel
 
 values = arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e4, 1e4))
