@@ -1,0 +1,109 @@
+"""Entry points the CLI (``edgeloop release ...``) calls; they print and return exit codes.
+
+Exit codes of ``release_check_cli``: 0 passed, 1 blocked, 2 the bundle or store could not be read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from cloud.regression.check import ReleaseRef, check_release
+from cloud.regression.errors import RegressionError
+from cloud.releases.errors import BundleReadError, ReleaseError
+from cloud.releases.rollout import current_release, rollout_ids
+from cloud.releases.status import format_rollout_table, rollout_status
+from cloud.store.db import CloudStore
+
+logger = logging.getLogger(__name__)
+
+
+def load_bundle_for_check(bundle_path: str | Path, public_key: Any = None
+                          ) -> tuple[ReleaseRef, dict[str, Any], bool]:
+    """(release ref, detector config, signature verified) of a bundle file.
+
+    With ``public_key`` the bundle is fully verified by ``shared.bundles.read_bundle``; without,
+    its manifest and detector config are only parsed (the output says "signature not verified").
+    """
+    p = Path(bundle_path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BundleReadError(f"cannot read bundle {p}: {exc.strerror}; pass the path of a .bundle file") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            detector = json.loads(zf.read("detector.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise BundleReadError(f"{p} is not a model bundle ({exc}): expected a ZIP with manifest.json "
+                              "and detector.json made by shared.bundles.build_bundle") from None
+    verified = False
+    if public_key is not None:
+        from shared.bundles import BundleError, read_bundle
+        try:
+            b = read_bundle(data, public_key, running_version=0,
+                            device_class=str(manifest.get("device_class", "")))
+        except BundleError as exc:
+            raise BundleReadError(f"{p}: {exc}") from None
+        manifest, detector, verified = b.manifest.to_dict(), b.detector_config, True
+    if not isinstance(detector, dict) or not isinstance(manifest, dict):
+        raise BundleReadError(f"{p}: manifest and detector config must be JSON objects")
+    ref = ReleaseRef(str(manifest.get("name", "")), str(manifest.get("version", "")),
+                     str(manifest.get("sha256", "")))
+    return ref, detector, verified
+
+
+def release_check_cli(store_path: str | Path, bundle_path: str | Path, *, public_key: Any = None,
+                      strict: bool = False, out: TextIO | None = None) -> int:
+    """``edgeloop release check BUNDLE``: replay every regression case through the bundle's
+    detector config and the current fleet release's, print the table, return the exit code."""
+    out = out or sys.stdout
+    try:
+        ref, detector, verified = load_bundle_for_check(bundle_path, public_key)
+        store = CloudStore(store_path)
+    except (ReleaseError, OSError) as exc:
+        out.write(f"error: {exc}\n")
+        return 2
+    try:
+        cur = current_release(store, ref.name)
+        current_ref = ReleaseRef(cur["name"], cur["version"], cur["sha256"]) if cur else None
+        res = check_release(store, detector, cur["detector_config"] if cur else None,
+                            candidate_ref=ref, current_ref=current_ref, strict=strict)
+    except RegressionError as exc:
+        out.write(f"error: {exc}\n")
+        return 2
+    finally:
+        store.close()
+    out.write(f"release check: {ref.name} v{ref.version} against "
+              f"{'v' + current_ref.version if current_ref else 'no current release'}"
+              f"{'' if verified else ' (signature not verified)'}\n")
+    out.write(res.table() + "\n")
+    return 0 if res.passed else 1
+
+
+def rollout_status_cli(store_path: str | Path, rollout_id: int | None = None, *,
+                       out: TextIO | None = None) -> int:
+    """``edgeloop release status [ID]``: the table of all rollouts, or one rollout's events."""
+    out = out or sys.stdout
+    store = CloudStore(store_path)
+    try:
+        if rollout_id is None:
+            out.write(format_rollout_table([rollout_status(store, i, events=0)
+                                            for i in rollout_ids(store)]) + "\n")
+            return 0
+        st = rollout_status(store, rollout_id)
+        out.write(format_rollout_table(st) + "\n")
+        for e in st["events"]:
+            if e["kind"] in ("transition", "timeout") or (e["kind"] == "reply" and "FAILED" in e["reason"]):
+                out.write(f"  {e['ts']:.0f} {e['kind']:<10} {e['device_id'] or '':<16} {e['reason']}\n")
+        return 0
+    except ReleaseError as exc:
+        out.write(f"error: {exc}\n")
+        return 2
+    finally:
+        store.close()

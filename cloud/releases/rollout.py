@@ -1,0 +1,534 @@
+"""Staged rollout: a state machine per rollout, pure logic over the store.
+
+Rollout states: ``shadow`` -> ``canary`` -> ``fleet`` -> ``completed``; on a regression
+``halted`` (rollback commands out) -> ``rolled_back``. Per device: ``pending`` ->
+``installed_shadow`` -> ``promoted``, or ``rolled_back`` / ``failed``; ``outstanding`` names the
+command awaiting the device's reply.
+
+Cohorts come from ``sha256(salt:device_id)`` as a fraction in [0, 1): below ``canary_percent``
+-> cohort ``canary``, below ``shadow_percent`` -> ``shadow``, else ``fleet``. The shadow stage
+installs the candidate in shadow on canary+shadow devices (no effect on owners); the canary stage
+promotes it on canary devices; the fleet stage installs and promotes everywhere.
+
+Quality gates (canary and fleet stages) compare the *candidate group* (promoted devices, alerts
+since their promotion) with the *control group* (devices of the rollout not promoted, alerts since
+the canary stage began; in the fleet stage, the control measured at the end of the canary stage
+when the live control has too little evidence): precision from feedback, notified alerts per
+device-day, ignored / notified. Install health (failed or unacknowledged steps) is gated in every
+stage. A breach halts the rollout and rolls back every device that installed or promoted it.
+
+``RolloutManager.tick(now)`` returns :class:`DeviceAction` values for the aggregator to sign and
+publish; ``on_reply`` feeds the devices' replies back. Every transition, command, reply and
+timeout is stored in ``rollout_events`` with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from cloud.regression.check import ReleaseRef, passed_check_id
+from cloud.regression.evidence import DAY, is_notified, labelled, load_alerts, load_feedback
+from cloud.releases.config import LimitsConfig, RolloutConfig, StageConfig
+from cloud.releases.errors import ReleaseNotCheckedError, RolloutConflictError, RolloutNotFoundError
+from cloud.store.db import CloudStore
+
+logger = logging.getLogger(__name__)
+migrations = Migrations("edgeloop.cloud.releases")
+HOUR = 3600.0
+ACTIVE = ("shadow", "canary", "fleet", "halted")
+COMMANDS = ("install_shadow", "promote", "rollback")
+
+
+@migrations()
+def m001_releases_rollouts(db: Database) -> None:
+    db["releases"].create(
+        {"name": str, "version": str, "sha256": str, "detector_config": str, "bundle_path": str,
+         "status": str, "updated": float, "rollout_id": int},
+        pk=("name", "version"),
+    )
+    db["rollouts"].create(
+        {"id": int, "model_name": str, "version": str, "sha256": str, "bundle_path": str,
+         "detector_config": str, "current_version": str, "state": str, "stage_started": float,
+         "canary_started": float, "created": float, "updated": float, "release_check_id": int,
+         "reason": str, "last_metrics": str, "control_snapshot": str},
+        pk="id",
+    )
+    db["rollout_devices"].create(
+        {"rollout_id": int, "device_id": str, "cohort": str, "state": str, "outstanding": str,
+         "sent_at": float, "installed_at": float, "promoted_at": float, "updated": float,
+         "detail": str, "attempts": int},
+        pk=("rollout_id", "device_id"),
+    )
+    db["rollout_events"].create(
+        {"id": int, "rollout_id": int, "ts": float, "kind": str, "device_id": str,
+         "from_state": str, "to_state": str, "reason": str, "data": str},
+        pk="id",
+    )
+    db["rollout_events"].create_index(["rollout_id", "id"])
+    db["shadow_stats"].create(
+        {"rollout_id": int, "device_id": str, "windows": int, "agree": int, "updated": float},
+        pk=("rollout_id", "device_id"),
+    )
+
+
+def ensure_schema(store: CloudStore) -> None:
+    """Apply this package's migrations (idempotent)."""
+    migrations.apply(store.db)
+
+
+@dataclass(frozen=True)
+class DeviceAction:
+    """One command for the aggregator to sign and publish: ``(device_id, command_name, args)``.
+
+    ``args``: ``rollout_id``, ``name``, ``version``; ``install_shadow`` adds ``sha256`` and
+    ``bundle_path`` (the aggregator delivers those bytes); ``rollback`` adds ``promoted`` (true:
+    restore the previous active model; false: discard the shadow slot).
+    """
+
+    device_id: str
+    command_name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def cohort_fraction(device_id: str, salt: str) -> float:
+    """A stable fraction in [0, 1) from the device id."""
+    h = hashlib.sha256(f"{salt}:{device_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def cohort_of(device_id: str, config: RolloutConfig) -> str:
+    f = cohort_fraction(device_id, config.cohorts.salt) * 100
+    if f < config.cohorts.canary_percent:
+        return "canary"
+    return "shadow" if f < config.cohorts.shadow_percent else "fleet"
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    devices: int
+    device_days: float
+    notified: int
+    tp: int
+    fp: int
+    ignored: int
+
+    @property
+    def labelled(self) -> int:
+        return self.tp + self.fp
+
+    @property
+    def precision(self) -> float | None:
+        return self.tp / self.labelled if self.labelled else None
+
+    @property
+    def alert_rate(self) -> float | None:
+        return self.notified / self.device_days if self.device_days > 0 else None
+
+    @property
+    def ignore_rate(self) -> float | None:
+        return self.ignored / self.notified if self.notified else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"devices": self.devices, "device_days": round(self.device_days, 4),
+                "notified": self.notified, "tp": self.tp, "fp": self.fp, "ignored": self.ignored,
+                "precision": self.precision, "alert_rate": self.alert_rate,
+                "ignore_rate": self.ignore_rate}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> GroupMetrics:
+        return cls(int(d["devices"]), float(d["device_days"]), int(d["notified"]), int(d["tp"]),
+                   int(d["fp"]), int(d["ignored"]))
+
+
+def group_metrics(store: CloudStore, since: Mapping[str, float], now: float) -> GroupMetrics:
+    """Quality of a group of devices, each counted from its own start time up to ``now``."""
+    if not since:
+        return GroupMetrics(0, 0.0, 0, 0, 0, 0)
+    lo = min(since.values())
+    alerts = [a for a in load_alerts(store.db, "ts >= ? AND ts <= ?", [lo, now])
+              if a["device_id"] in since and a["ts"] >= since[a["device_id"]]]
+    notified = {a["alert_id"] for a in alerts if is_notified(a)}
+    items = [i for i in labelled(store.db, now, since=lo)
+             if i.alert_id in notified and i.outcome in ("tp", "fp")]
+    ignored = {f["alert_id"] for f in load_feedback(store.db, now, "action = 'ignored'")
+               if f["alert_id"] in notified}
+    days = sum(max(0.0, now - t) for t in since.values()) / DAY
+    return GroupMetrics(len(since), days, len(notified), sum(1 for i in items if i.outcome == "tp"),
+                        sum(1 for i in items if i.outcome == "fp"), len(ignored))
+
+
+def quality_breaches(cand: GroupMetrics, ctrl: GroupMetrics, lim: LimitsConfig) -> list[str]:
+    """Reasons the candidate group is worse than control beyond the limits (empty: fine)."""
+    out: list[str] = []
+    if cand.labelled >= lim.min_labelled and ctrl.labelled >= lim.min_labelled:
+        drop = (ctrl.precision or 0.0) - (cand.precision or 0.0)
+        if drop > lim.max_precision_drop:
+            out.append(f"precision {cand.precision:.3f} ({cand.tp}/{cand.labelled}) vs control "
+                       f"{ctrl.precision:.3f} ({ctrl.tp}/{ctrl.labelled}): drop {drop:.3f} > "
+                       f"{lim.max_precision_drop}")
+    if (cand.device_days >= lim.min_device_days_for_rates
+            and ctrl.device_days >= lim.min_device_days_for_rates):
+        cr, kr = cand.alert_rate or 0.0, max(ctrl.alert_rate or 0.0, lim.alert_rate_floor)
+        if cr > lim.max_alert_rate_ratio * kr:
+            out.append(f"alert rate {cr:.3f}/device-day vs control {kr:.3f}: ratio {cr / kr:.2f} > "
+                       f"{lim.max_alert_rate_ratio}")
+    if cand.notified >= lim.min_notified_for_ignore and ctrl.notified >= lim.min_notified_for_ignore:
+        rise = (cand.ignore_rate or 0.0) - (ctrl.ignore_rate or 0.0)
+        if rise > lim.max_ignore_rate_increase:
+            out.append(f"ignore rate {cand.ignore_rate:.3f} vs control {ctrl.ignore_rate:.3f}: rise "
+                       f"{rise:.3f} > {lim.max_ignore_rate_increase}")
+    return out
+
+
+def register_release(store: CloudStore, ref: ReleaseRef, *, status: str, now: float,
+                     detector_config: Mapping[str, Any] | None = None, bundle_path: str = "",
+                     rollout_id: int | None = None) -> None:
+    """Record a release (``candidate``, ``fleet``, ``superseded``, ``rolled_back``)."""
+    ensure_schema(store)
+    store.db["releases"].upsert({
+        "name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
+        "detector_config": json.dumps(dict(detector_config or {})), "bundle_path": bundle_path,
+        "status": status, "updated": now, "rollout_id": rollout_id}, pk=("name", "version"))
+
+
+def current_release(store: CloudStore, name: str) -> dict[str, Any] | None:
+    """The release the fleet runs for ``name`` (status ``fleet``), with its detector config."""
+    ensure_schema(store)
+    rows = list(store.db.query("SELECT * FROM releases WHERE name = ? AND status = 'fleet' "
+                               "ORDER BY updated DESC LIMIT 1", [name]))
+    if not rows:
+        return None
+    r = dict(rows[0])
+    r["detector_config"] = json.loads(r["detector_config"] or "{}")
+    return r
+
+
+class RolloutManager:
+    """Drives every active rollout; no transport, no clock: the caller passes ``now``."""
+
+    def __init__(self, store: CloudStore, config: RolloutConfig | None = None) -> None:
+        self.store = store
+        self.config = config or RolloutConfig()
+        ensure_schema(store)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def db(self) -> Database:
+        return self.store.db
+
+    def _event(self, rid: int, now: float, kind: str, reason: str, *, device_id: str | None = None,
+               from_state: str | None = None, to_state: str | None = None,
+               data: Mapping[str, Any] | None = None) -> None:
+        self.db["rollout_events"].insert({
+            "rollout_id": rid, "ts": now, "kind": kind, "device_id": device_id,
+            "from_state": from_state, "to_state": to_state, "reason": reason,
+            "data": json.dumps(dict(data or {}), default=str)})
+
+    def _rollout(self, rid: int) -> dict[str, Any]:
+        rows = list(self.db.query("SELECT * FROM rollouts WHERE id = ?", [rid]))
+        if not rows:
+            raise RolloutNotFoundError(f"rollout {rid} not found: list rollouts with rollout_status")
+        return dict(rows[0])
+
+    def _devices(self, rid: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.query(
+            "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id", [rid])]
+
+    def _set_device(self, rid: int, device_id: str, now: float, **cols: Any) -> None:
+        self.db["rollout_devices"].update((rid, device_id), {**cols, "updated": now})
+
+    def _transition(self, ro: dict[str, Any], to: str, now: float, reason: str,
+                    data: Mapping[str, Any] | None = None) -> None:
+        upd: dict[str, Any] = {"state": to, "stage_started": now, "updated": now, "reason": reason}
+        if to == "canary":
+            upd["canary_started"] = now
+        self.db["rollouts"].update(ro["id"], upd)
+        self._event(ro["id"], now, "transition", reason, from_state=ro["state"], to_state=to, data=data)
+        logger.info("rollout.transition", extra={"rollout_id": ro["id"], "from_state": ro["state"],
+                                                 "to_state": to, "reason": reason})
+        ro.update(upd)
+
+    # ------------------------------------------------------------------ start / halt
+    def start(self, ref: ReleaseRef, devices: Iterable[str], now: float, *,
+              detector_config: Mapping[str, Any] | None = None, bundle_path: str = "") -> int:
+        """Start a rollout of a release that passed its release check; returns the rollout id.
+
+        Raises ReleaseNotCheckedError without a passed check for exactly (name, version, sha256),
+        RolloutConflictError while another rollout of the same model is active.
+        """
+        check = passed_check_id(self.store, ref)
+        if check is None:
+            raise ReleaseNotCheckedError(
+                f"release {ref.name} v{ref.version} (sha256 {ref.sha256[:12] or '-'}) has no passed "
+                "release check: run `edgeloop release check BUNDLE` and fix what it blocks on")
+        busy = self.db.execute("SELECT id, version FROM rollouts WHERE model_name = ? AND state IN "
+                               f"({', '.join('?' * len(ACTIVE))})", [ref.name, *ACTIVE]).fetchone()
+        if busy is not None:
+            raise RolloutConflictError(
+                f"rollout {busy[0]} of {ref.name} v{busy[1]} is still active: wait for it to "
+                "complete or halt it before starting another")
+        devs = sorted(set(devices))
+        if not devs:
+            raise ValueError("a rollout needs at least one device: pass the fleet's device ids")
+        cur = current_release(self.store, ref.name)
+        with self.db.conn:
+            rid = int(self.db["rollouts"].insert({
+                "model_name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
+                "bundle_path": bundle_path, "detector_config": json.dumps(dict(detector_config or {})),
+                "current_version": cur["version"] if cur else None, "state": "shadow",
+                "stage_started": now, "canary_started": None, "created": now, "updated": now,
+                "release_check_id": check, "reason": "started", "last_metrics": "{}",
+                "control_snapshot": None}).last_pk)
+            self.db["rollout_devices"].insert_all(
+                [{"rollout_id": rid, "device_id": d, "cohort": cohort_of(d, self.config),
+                  "state": "pending", "outstanding": None, "sent_at": None, "installed_at": None,
+                  "promoted_at": None, "updated": now, "detail": "", "attempts": 0} for d in devs])
+            register_release(self.store, ref, status="candidate", now=now,
+                             detector_config=detector_config, bundle_path=bundle_path, rollout_id=rid)
+            counts = {c: sum(1 for d in devs if cohort_of(d, self.config) == c)
+                      for c in ("canary", "shadow", "fleet")}
+            self._event(rid, now, "transition", f"started after release check {check}; cohorts {counts}",
+                        to_state="shadow", data={"cohorts": counts, "release_check_id": check})
+        logger.info("rollout.started", extra={"rollout_id": rid, "model": ref.name,
+                                              "version": ref.version, "devices": len(devs)})
+        return rid
+
+    def halt(self, rollout_id: int, reason: str, now: float) -> None:
+        """Halt a rollout by hand; the next tick sends the rollbacks."""
+        ro = self._rollout(rollout_id)
+        if ro["state"] not in ("shadow", "canary", "fleet"):
+            return
+        with self.db.conn:
+            self._halt(ro, [f"operator: {reason}"], now, {})
+
+    def _halt(self, ro: dict[str, Any], reasons: list[str], now: float, metrics: Mapping[str, Any]) -> None:
+        self._transition(ro, "halted", now, "HALT: " + "; ".join(reasons), {"metrics": metrics})
+        register_release(self.store, ReleaseRef(ro["model_name"], ro["version"], ro["sha256"]),
+                         status="rolled_back", now=now, detector_config=json.loads(ro["detector_config"]),
+                         bundle_path=ro["bundle_path"], rollout_id=ro["id"])
+
+    # ------------------------------------------------------------------ replies
+    def on_reply(self, device_id: str, command_name: str, ok: bool, detail: str, now: float,
+                 data: Mapping[str, Any] | None = None) -> bool:
+        """Apply a device's reply to its outstanding rollout command; False when none matched."""
+        row = self.db.execute(
+            "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
+            f"WHERE d.device_id = ? AND d.outstanding = ? AND r.state IN ({', '.join('?' * len(ACTIVE))}) "
+            "ORDER BY d.rollout_id DESC LIMIT 1", [device_id, command_name, *ACTIVE]).fetchone()
+        if row is None:
+            logger.warning("rollout.reply_unmatched", extra={"device_id": device_id,
+                                                             "command": command_name, "ok": ok})
+            return False
+        rid = int(row[0])
+        to = {"install_shadow": "installed_shadow", "promote": "promoted",
+              "rollback": "rolled_back"}[command_name] if ok else "failed"
+        cols: dict[str, Any] = {"state": to, "outstanding": None, "detail": detail[:500]}
+        if ok and command_name == "install_shadow":
+            cols["installed_at"] = now
+        if ok and command_name == "promote":
+            cols["promoted_at"] = now
+        with self.db.conn:
+            self._set_device(rid, device_id, now, **cols)
+            self._event(rid, now, "reply", f"{command_name} {'ok' if ok else 'FAILED'}: {detail}"[:500],
+                        device_id=device_id, to_state=to, data=dict(data or {}))
+        logger.info("rollout.reply", extra={"rollout_id": rid, "device_id": device_id,
+                                            "command": command_name, "ok": ok})
+        return True
+
+    def record_shadow_stats(self, device_id: str, summary: Mapping[str, Any], now: float) -> None:
+        """Store a device's ShadowStats summary (``windows``, ``agree``) for its active rollout."""
+        row = self.db.execute(
+            "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
+            "WHERE d.device_id = ? AND r.state IN ('shadow', 'canary', 'fleet') "
+            "ORDER BY d.rollout_id DESC LIMIT 1", [device_id]).fetchone()
+        if row is None:
+            return
+        windows, agree = int(summary.get("windows", 0) or 0), int(summary.get("agree", 0) or 0)
+        with self.db.conn:
+            self.db["shadow_stats"].upsert({"rollout_id": int(row[0]), "device_id": device_id,
+                                            "windows": windows, "agree": min(agree, windows),
+                                            "updated": now}, pk=("rollout_id", "device_id"))
+
+    # ------------------------------------------------------------------ tick
+    def tick(self, now: float) -> list[DeviceAction]:
+        """Advance every active rollout once; returns the commands to publish."""
+        actions: list[DeviceAction] = []
+        rids = [r[0] for r in self.db.execute(
+            f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(ACTIVE))}) ORDER BY id",
+            list(ACTIVE)).fetchall()]
+        for rid in rids:
+            with self.db.conn:
+                actions += self._tick_one(self._rollout(rid), now)
+        return actions
+
+    def _tick_one(self, ro: dict[str, Any], now: float) -> list[DeviceAction]:
+        rid = ro["id"]
+        lim = self.config.limits
+        for d in self._devices(rid):
+            if d["outstanding"] and now - (d["sent_at"] or now) > lim.ack_timeout_hours * HOUR:
+                why = f"no reply to {d['outstanding']} within {lim.ack_timeout_hours:g} h"
+                self._set_device(rid, d["device_id"], now, state="failed", outstanding=None, detail=why)
+                self._event(rid, now, "timeout", why, device_id=d["device_id"], to_state="failed")
+        devices = self._devices(rid)
+        if ro["state"] != "halted":
+            metrics = self._metrics(ro, devices, now)
+            self.db["rollouts"].update(rid, {"last_metrics": json.dumps(metrics, default=str),
+                                             "updated": now})
+            reasons = self._breaches(ro, metrics)
+            if reasons:
+                self._halt(ro, reasons, now, metrics)
+        if ro["state"] == "halted":
+            return self._rollback_step(ro, devices, now)
+        actions = self._forward(ro, devices, now)
+        if not actions:
+            self._maybe_advance(ro, self._devices(rid), now)
+            if ro["state"] in ("canary", "fleet"):
+                actions = self._forward(ro, self._devices(rid), now)
+        return actions
+
+    def _metrics(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> dict[str, Any]:
+        sent = [d for d in devices if d["attempts"]]
+        failed = [d["device_id"] for d in devices if d["state"] == "failed"]
+        shadow_days = sum(max(0.0, now - d["installed_at"]) for d in devices
+                          if d["installed_at"] and d["state"] in ("installed_shadow", "promoted")) / DAY
+        sh = self.db.execute("SELECT COALESCE(SUM(windows), 0), COALESCE(SUM(agree), 0) FROM shadow_stats "
+                             "WHERE rollout_id = ?", [ro["id"]]).fetchone()
+        m: dict[str, Any] = {"sent": len(sent), "failed": len(failed), "failed_devices": failed[:20],
+                             "shadow_device_days": shadow_days, "shadow_windows": sh[0],
+                             "shadow_agreement": sh[1] / sh[0] if sh[0] else None}
+        if ro["canary_started"] is not None:
+            cand = {d["device_id"]: d["promoted_at"] for d in devices
+                    if d["state"] == "promoted" and d["promoted_at"] is not None}
+            ctrl = {d["device_id"]: ro["canary_started"] for d in devices if d["device_id"] not in cand
+                    and d["state"] != "failed"}
+            m["candidate"] = group_metrics(self.store, cand, now).to_json()
+            m["control"] = group_metrics(self.store, ctrl, now).to_json()
+        return m
+
+    def _breaches(self, ro: dict[str, Any], m: dict[str, Any]) -> list[str]:
+        lim = self.config.limits
+        out = []
+        if m["failed"] > lim.max_failed_installs:
+            out.append(f"{m['failed']} devices failed a step (limit {lim.max_failed_installs}): "
+                       f"{', '.join(m['failed_devices'])}")
+        elif m["sent"] >= lim.min_sent_for_fraction and m["failed"] / m["sent"] > lim.max_failed_fraction:
+            out.append(f"{m['failed']}/{m['sent']} devices failed a step (> {lim.max_failed_fraction:.0%})")
+        if (lim.min_shadow_agreement > 0 and m["shadow_windows"] >= lim.min_shadow_windows
+                and m["shadow_agreement"] < lim.min_shadow_agreement):
+            out.append(f"shadow agreement {m['shadow_agreement']:.3f} over {m['shadow_windows']} windows "
+                       f"< {lim.min_shadow_agreement}")
+        if "candidate" in m:
+            cand = GroupMetrics.from_json(m["candidate"])
+            ctrl = GroupMetrics.from_json(m["control"])
+            snap = ro.get("control_snapshot")
+            if ro["state"] == "fleet" and snap and ctrl.labelled < lim.min_labelled:
+                ctrl = GroupMetrics.from_json(json.loads(snap))
+            out += quality_breaches(cand, ctrl, lim)
+        return out
+
+    def _wants(self, stage: str, cohort: str) -> tuple[bool, bool]:
+        """(install in shadow?, promote?) for a device of ``cohort`` in ``stage``."""
+        if stage == "shadow":
+            return cohort in ("canary", "shadow"), False
+        if stage == "canary":
+            return cohort in ("canary", "shadow"), cohort == "canary"
+        return True, True
+
+    def _args(self, ro: dict[str, Any], command: str, **extra: Any) -> dict[str, Any]:
+        args = {"rollout_id": ro["id"], "name": ro["model_name"], "version": ro["version"], **extra}
+        if command == "install_shadow":
+            args.update(sha256=ro["sha256"], bundle_path=ro["bundle_path"])
+        return args
+
+    def _send(self, ro: dict[str, Any], d: dict[str, Any], command: str, now: float,
+              **extra: Any) -> DeviceAction:
+        self._set_device(ro["id"], d["device_id"], now, outstanding=command, sent_at=now,
+                         attempts=(d["attempts"] or 0) + 1)
+        self._event(ro["id"], now, "command", f"{command} sent", device_id=d["device_id"],
+                    data={"command": command})
+        return DeviceAction(d["device_id"], command, self._args(ro, command, **extra))
+
+    def _forward(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> list[DeviceAction]:
+        out = []
+        for d in devices:
+            if d["outstanding"]:
+                continue
+            install, promote = self._wants(ro["state"], d["cohort"])
+            if d["state"] == "pending" and install:
+                out.append(self._send(ro, d, "install_shadow", now))
+            elif d["state"] == "installed_shadow" and promote:
+                out.append(self._send(ro, d, "promote", now))
+        return out
+
+    def _maybe_advance(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> None:
+        stage = ro["state"]
+        cfg: StageConfig = getattr(self.config.stages, stage)
+        m = json.loads(self.db.execute("SELECT last_metrics FROM rollouts WHERE id = ?",
+                                       [ro["id"]]).fetchone()[0] or "{}")
+        waiting = [d for d in devices if d["outstanding"] or (
+            d["state"] == "pending" and self._wants(stage, d["cohort"])[0]) or (
+            d["state"] == "installed_shadow" and self._wants(stage, d["cohort"])[1])]
+        hours = (now - ro["stage_started"]) / HOUR
+        if stage == "shadow":
+            days, alerts = m.get("shadow_device_days", 0.0), 0
+        else:
+            cand = m.get("candidate") or {}
+            days, alerts = cand.get("device_days", 0.0), cand.get("notified", 0)
+        missing = []
+        if waiting:
+            missing.append(f"{len(waiting)} devices still acting")
+        if hours < cfg.min_hours:
+            missing.append(f"{hours:.1f}/{cfg.min_hours:g} h")
+        if days < cfg.min_device_days:
+            missing.append(f"{days:.2f}/{cfg.min_device_days:g} device-days")
+        if alerts < cfg.min_alerts:
+            missing.append(f"{alerts}/{cfg.min_alerts} alerts")
+        if missing:
+            return
+        evidence = (f"{hours:.1f} h >= {cfg.min_hours:g}, {days:.2f} device-days >= "
+                    f"{cfg.min_device_days:g}, {alerts} alerts >= {cfg.min_alerts}, no limit breached")
+        nxt = {"shadow": "canary", "canary": "fleet", "fleet": "completed"}[stage]
+        if stage == "canary" and "control" in m:
+            self.db["rollouts"].update(ro["id"], {"control_snapshot": json.dumps(m["control"])})
+            ro["control_snapshot"] = json.dumps(m["control"])
+        self._transition(ro, nxt, now, f"{stage} stage passed: {evidence}", {"metrics": m})
+        if nxt == "completed":
+            ref = ReleaseRef(ro["model_name"], ro["version"], ro["sha256"])
+            self.db.execute("UPDATE releases SET status = 'superseded', updated = ? WHERE name = ? "
+                            "AND status = 'fleet' AND version != ?", [now, ro["model_name"], ro["version"]])
+            register_release(self.store, ref, status="fleet", now=now,
+                             detector_config=json.loads(ro["detector_config"]),
+                             bundle_path=ro["bundle_path"], rollout_id=ro["id"])
+
+    def _rollback_step(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> list[DeviceAction]:
+        out = []
+        for d in devices:
+            if d["outstanding"] == "rollback":
+                continue
+            touched = d["state"] in ("installed_shadow", "promoted") or d["outstanding"] in (
+                "install_shadow", "promote")
+            if touched:
+                promoted = d["state"] == "promoted" or d["outstanding"] == "promote"
+                out.append(self._send(ro, d, "rollback", now, promoted=promoted))
+        if not out and not any(d["outstanding"] == "rollback" for d in devices):
+            n = sum(1 for d in devices if d["state"] == "rolled_back")
+            self._transition(ro, "rolled_back", now,
+                             f"rollback finished: {n} devices rolled back, "
+                             f"{sum(1 for d in devices if d['state'] == 'failed')} failed")
+        return out
+
+
+def rollout_ids(store: CloudStore, states: Sequence[str] | None = None) -> list[int]:
+    ensure_schema(store)
+    if states:
+        q = f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(states))}) ORDER BY id"
+        return [r[0] for r in store.db.execute(q, list(states)).fetchall()]
+    return [r[0] for r in store.db.execute("SELECT id FROM rollouts ORDER BY id").fetchall()]
