@@ -147,8 +147,18 @@ class Engine:
         if len(set(self.metrics)) != len(self.metrics):
             raise EngineInputError(f"metric names must be unique, found {self.metrics!r}")
         self.config = config if config is not None else EngineConfig()
-        self._cfg = self.config.vector()
-        self._st, self._eng = K.new_state(len(self.metrics))
+        m = len(self.metrics)
+        # one workspace holds config, state and the one-row buffers, so process_one is one call
+        self._work = np.zeros(K.work_size(m), dtype=np.float64)
+        self._work[0] = m
+        w = K.work_views(self._work, m)
+        self._cfg, self._st, self._eng = w["cfg"], w["st"], w["eng"]
+        self._cfg[:] = self.config.vector()
+        self._st[:], self._eng[:] = K.new_state(m)
+        self._ts1, self._v1row = w["ts"], w["vals"][0]
+        self._out1, self._rows1, self._flags1 = w["out"], w["rows"], w["flags"]
+        self._m = m
+        self._step = K._step_kernel
         directions = dict(directions or {})
         unknown = set(directions) - set(self.metrics)
         if unknown:
@@ -160,12 +170,6 @@ class Engine:
             if d not in (-1, 0, 1):
                 raise EngineInputError(f"direction of {name!r} must be -1, 0 or +1, found {d!r}")
             self._st[self.metrics.index(name), K.M_DIR] = float(d)
-        m = len(self.metrics)
-        self._ts1 = np.empty(1, dtype=np.float64)
-        self._v1 = np.empty((1, m), dtype=np.float64)
-        self._out1 = np.empty((1, m, K.N_OUT), dtype=np.float64)
-        self._rows1 = np.empty((1, K.N_ROW), dtype=np.float64)
-
     # ------------------------------------------------------------------ scoring
     def process(self, ts: np.ndarray, values: np.ndarray) -> EngineOutput:
         """Batch: ``ts`` float64 (n,), ``values`` float64 (n, n_metrics), NaN = missing.
@@ -185,42 +189,49 @@ class Engine:
             )
         v_a = np.ascontiguousarray(v_a)
         n = ts_a.shape[0]
-        out = np.empty((n, m, K.N_OUT), dtype=np.float64)
-        rows = np.empty((n, K.N_ROW), dtype=np.float64)
-        K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows)
-        return self._output(ts_a, out, rows)
+        out = np.empty((K.N_OUT, n, m), dtype=np.float64)
+        rows = np.empty((K.N_ROW, n), dtype=np.float64)
+        flags = np.empty(n, dtype=np.uint8)
+        K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows, flags)
+        return self._output(ts_a, out, rows, flags)
 
     def process_one(self, ts: float, values: Sequence[float]) -> EngineOutput:
-        """One row; the same result as :meth:`process` on that row."""
-        self._ts1[0] = ts
-        v = self._v1[0]
-        if len(values) != v.shape[0]:
+        """One row; the same result as :meth:`process` on that row (preallocated buffers)."""
+        if len(values) != self._m:
             raise EngineInputError(
-                f"expected {v.shape[0]} values for metrics {self.metrics}, found {len(values)}"
+                f"expected {self._m} values for metrics {self.metrics}, found {len(values)}"
             )
-        v[:] = values
-        K._process_kernel(self._cfg, self._st, self._eng, self._ts1, self._v1, self._out1,
-                          self._rows1)  # fmt: skip
-        return self._output(self._ts1, self._out1.copy(), self._rows1.copy())
+        self._ts1[0] = ts
+        self._v1row[:] = values
+        self._step(self._work)
+        out, rows = self._out1.copy(), self._rows1.copy()
+        flags = self._flags1.astype(np.uint8)
+        if rows[K.R_EVENT, 0] > 0.0:
+            return self._output(self._ts1.copy(), out, rows, flags)
+        return EngineOutput(out[K.O_SCORE], out[K.O_PERS], rows[K.R_COMB], flags, [],
+                            out[K.O_BASE], out[K.O_SD], out[K.O_LEVEL])  # fmt: skip
 
-    def _output(self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray) -> EngineOutput:
-        events: list[DeviationEvent] = []
-        fired = np.flatnonzero(rows[:, K.R_EVENT] > 0.0)
-        for i in fired:
-            events.append(self._event(float(ts[i]), out[i], float(rows[i, K.R_ESCORE])))
+    def _output(
+        self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray, flags: np.ndarray
+    ) -> EngineOutput:
+        events = [
+            self._event(float(ts[i]), out[:, i, :], float(rows[K.R_ESCORE, i]))
+            for i in np.flatnonzero(rows[K.R_EVENT] > 0.0)
+        ]
         return EngineOutput(
-            scores=out[:, :, K.O_SCORE],
-            persistence=out[:, :, K.O_PERS],
-            combined=rows[:, K.R_COMB],
-            flags=rows[:, K.R_FLAGS].astype(np.uint8),
+            scores=out[K.O_SCORE],
+            persistence=out[K.O_PERS],
+            combined=rows[K.R_COMB],
+            flags=flags,
             events=events,
-            baseline=out[:, :, K.O_BASE],
-            spread=out[:, :, K.O_SD],
-            level=out[:, :, K.O_LEVEL],
+            baseline=out[K.O_BASE],
+            spread=out[K.O_SD],
+            level=out[K.O_LEVEL],
         )
 
     def _event(self, ts: float, o: np.ndarray, score: float) -> DeviationEvent:
-        idx = np.flatnonzero(o[:, K.O_CONTRIB] > 0.0)
+        """Build an event from one row's outputs ``o`` (N_OUT, m)."""
+        idx = np.flatnonzero(o[K.O_CONTRIB] > 0.0)
         cfg = self.config
         severity = (
             "critical"
@@ -228,15 +239,15 @@ class Engine:
             else ("warning" if score >= cfg.warning_score else "info")
         )
         ev = DeviationEvent(
-            start_ts=float(min(o[idx, K.O_START])),
+            start_ts=float(min(o[K.O_START, idx])),
             ts=ts,
             metrics=tuple(self.metrics[j] for j in idx),
-            directions=tuple(int(o[j, K.O_DIR]) for j in idx),
+            directions=tuple(int(o[K.O_DIR, j]) for j in idx),
             score=score,
             severity=severity,
             kind="sustained",
-            baseline=tuple(float(o[j, K.O_BASE]) for j in idx),
-            observed=tuple(float(o[j, K.O_LEVEL]) for j in idx),
+            baseline=tuple(float(o[K.O_BASE, j]) for j in idx),
+            observed=tuple(float(o[K.O_LEVEL, j]) for j in idx),
         )
         logger.info("detect.event", extra={"metrics": ev.metrics, "ts": ts, "score": score})
         return ev

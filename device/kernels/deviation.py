@@ -55,11 +55,11 @@ N_STATE = 116
 E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB = range(9)
 N_ENG = 12
 
-# ---- outputs: per metric (n, m, N_OUT) and per row (n, N_ROW) ----
+# ---- outputs: per metric (N_OUT, n, m), per row (N_ROW, n) and flags (n,) uint8 ----
 O_SCORE, O_PERS, O_BASE, O_SD, O_LEVEL, O_START, O_DIR, O_CONTRIB, O_ZS = range(9)
 N_OUT = 9
-R_COMB, R_FLAGS, R_EVENT, R_ESCORE = range(4)
-N_ROW = 4
+R_COMB, R_EVENT, R_ESCORE = range(3)
+N_ROW = 3
 
 FLAG_MISSING, FLAG_ORDER, FLAG_GAP, FLAG_WARMUP, FLAG_CLOCK = 1, 2, 4, 8, 16
 
@@ -114,8 +114,12 @@ def _process_kernel(
     vals: np.ndarray,
     out: np.ndarray,
     rows: np.ndarray,
+    flags_out: np.ndarray,
 ) -> None:
-    """Score ``n`` rows causally, updating ``st`` (m, N_STATE) and ``eng`` in place."""
+    """Score ``n`` rows causally, updating ``st`` (m, N_STATE) and ``eng`` in place.
+
+    Writes ``out`` (N_OUT, n, m), ``rows`` (N_ROW, n) and ``flags_out`` (n,) uint8.
+    """
     n = vals.shape[0]
     m = vals.shape[1]
     mem = cfg[C_MEM]
@@ -154,7 +158,6 @@ def _process_kernel(
         any_warm = False
         for j in range(m):
             s = st[j]
-            o = out[i, j]
             x = vals[i, j]
             finite = np.isfinite(x)
             if not finite:
@@ -240,46 +243,45 @@ def _process_kernel(
                 p, start, sign = pn, s[M_RSNEG], -1.0
             if p > 1.0:
                 p = 1.0
-            o[O_SCORE] = score
-            o[O_PERS] = p
-            o[O_BASE] = base
-            o[O_SD] = sd
-            o[O_LEVEL] = s[M_LEVEL] if s[M_NVALID] > 0.0 else base
-            o[O_START] = start
-            o[O_DIR] = sign
-            o[O_CONTRIB] = 0.0
-            o[O_ZS] = s[M_ZS]
+            out[O_SCORE, i, j] = score
+            out[O_PERS, i, j] = p
+            out[O_BASE, i, j] = base
+            out[O_SD, i, j] = sd
+            out[O_LEVEL, i, j] = s[M_LEVEL] if s[M_NVALID] > 0.0 else base
+            out[O_START, i, j] = start
+            out[O_DIR, i, j] = sign
+            out[O_CONTRIB, i, j] = 0.0
+            out[O_ZS, i, j] = s[M_ZS]
             if s[M_WARM] != 0.0:
                 any_warm = True
                 r = max(score, p)
                 if r > raw:
                     raw = r
-        r_out = rows[i]
         if not any_warm:
             flags |= FLAG_WARMUP
-        r_out[R_FLAGS] = flags
-        r_out[R_EVENT] = 0.0
-        r_out[R_ESCORE] = 0.0
+        flags_out[i] = flags
+        rows[R_EVENT, i] = 0.0
+        rows[R_ESCORE, i] = 0.0
         if not ok:
-            r_out[R_COMB] = eng[E_LASTCOMB]
+            rows[R_COMB, i] = eng[E_LASTCOMB]
             continue
         # ---- events: summed persistence of warm contributing metrics ----
         total = 0.0
         for j in range(m):
-            if st[j, M_WARM] != 0.0 and out[i, j, O_PERS] >= cfg[C_CONTRIB]:
-                total += out[i, j, O_PERS]
+            if st[j, M_WARM] != 0.0 and out[O_PERS, i, j] >= cfg[C_CONTRIB]:
+                total += out[O_PERS, i, j]
         if total >= cfg[C_EVSUM]:
             if eng[E_ARMED] != 0.0 and t - eng[E_LASTEV] >= cfg[C_COOL]:
                 eng[E_ARMED] = 0.0
                 eng[E_LASTEV] = t
-                r_out[R_EVENT] = 1.0
+                rows[R_EVENT, i] = 1.0
                 keep = 1.0
                 for j in range(m):
-                    if st[j, M_WARM] != 0.0 and out[i, j, O_PERS] >= cfg[C_CONTRIB]:
-                        out[i, j, O_CONTRIB] = 1.0
-                        zz = min(1.0, 2.0 * abs(out[i, j, O_ZS]) / cfg[C_ZSCLIP])
-                        keep *= 1.0 - 0.6 * out[i, j, O_PERS] * zz
-                r_out[R_ESCORE] = 1.0 - keep
+                    if st[j, M_WARM] != 0.0 and out[O_PERS, i, j] >= cfg[C_CONTRIB]:
+                        out[O_CONTRIB, i, j] = 1.0
+                        zz = min(1.0, 2.0 * abs(out[O_ZS, i, j]) / cfg[C_ZSCLIP])
+                        keep *= 1.0 - 0.6 * out[O_PERS, i, j] * zz
+                rows[R_ESCORE, i] = 1.0 - keep
         else:
             eng[E_ARMED] = 1.0
         # ---- combined: surprise of the short-term evidence against its long-run distribution ----
@@ -300,4 +302,53 @@ def _process_kernel(
         eng[E_LW] = lw
         eng[E_LM2] = lm2
         eng[E_LASTCOMB] = comb
-        r_out[R_COMB] = comb
+        rows[R_COMB, i] = comb
+
+
+def work_size(n_metrics: int) -> int:
+    """Length of the one-row workspace used by :func:`_step_kernel`."""
+    return 1 + N_CFG + N_ENG + n_metrics * N_STATE + 1 + n_metrics + N_OUT * n_metrics + N_ROW + 1
+
+
+def work_views(work: np.ndarray, n_metrics: int) -> dict[str, np.ndarray]:
+    """Named numpy views into a workspace (same layout as :func:`_step_kernel`)."""
+    m = n_metrics
+    a = 1 + N_CFG
+    b = a + N_ENG
+    c = b + m * N_STATE
+    return {
+        "cfg": work[1:a],
+        "eng": work[a:b],
+        "st": work[b:c].reshape(m, N_STATE),
+        "ts": work[c : c + 1],
+        "vals": work[c + 1 : c + 1 + m].reshape(1, m),
+        "out": work[c + 1 + m : c + 1 + m + N_OUT * m].reshape(N_OUT, 1, m),
+        "rows": work[c + 1 + m + N_OUT * m : c + 1 + m + N_OUT * m + N_ROW].reshape(N_ROW, 1),
+        "flags": work[-1:],
+    }
+
+
+@njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
+def _step_kernel(work: np.ndarray) -> None:
+    """One row through :func:`_process_kernel`, everything packed in one array (one-arg call).
+
+    Layout: ``[m, cfg, eng, state (m x N_STATE), ts, values (m), out (N_OUT x m), rows, flags]``.
+    """
+    m = int(work[0])
+    a = 1 + N_CFG
+    b = a + N_ENG
+    c = b + m * N_STATE
+    d = c + 1 + m
+    e = d + N_OUT * m
+    flags = np.empty(1, dtype=np.uint8)
+    _process_kernel(
+        work[1:a],
+        work[b:c].reshape((m, N_STATE)),
+        work[a:b],
+        work[c : c + 1],
+        work[c + 1 : d].reshape((1, m)),
+        work[d:e].reshape((N_OUT, 1, m)),
+        work[e : e + N_ROW].reshape((N_ROW, 1)),
+        flags,
+    )
+    work[e + N_ROW] = flags[0]
