@@ -391,3 +391,40 @@ def test_garbage_bodies_only_raise_event_body_error(junk):
     except EventBodyError:
         assert s.db["rejections"].count == 1
     s.close()
+
+
+def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
+    import threading
+
+    path = tmp_path / "cloud.db"
+    CloudStore(path).close()
+    recs = [Record(seq=i, kind="event", ts=NOON + 60 * i, individual_id="rex",
+                   body=body(ts=NOON + 60 * i, start_ts=NOON + 60 * i - 30,
+                             severity="critical" if i % 7 == 0 else "warning"))
+            for i in range(1, 31)]
+    results: dict[int, list] = {0: [], 1: []}
+    errors: list[BaseException] = []
+
+    def worker(k):
+        s = CloudStore(path)
+        try:
+            for r in recs:
+                results[k].append(handle_event(s, POLICY, "dev1", r))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert results[0] == results[1]  # both see the one stored decision per record
+    s = CloudStore(path)
+    assert s.db["alerts"].count == 30
+    assert s.db["incidents"].count == 1
+    assert s.db.execute("SELECT COUNT(*) FROM alerts WHERE action = 'notify'").fetchone()[0] == \
+        s.db["incidents"].get(results[0][0].incident_id)["notify_count"]
+    s.close()

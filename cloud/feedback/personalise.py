@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from cloud.rules.policy import NotificationPolicy
-from cloud.rules.schema import ensure_schema
+from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def personalise_after(store: CloudStore, policy: NotificationPolicy, alert: dict
     s = policy.settings
     ids: list[int] = []
     if action == "normal_for_her":
-        with store.db.conn:
+        with write_lock(store.db):
             for m, (d, dev) in _deviations(alert).items():
                 th = None if dev is None else dev * s.new_normal_factor
                 ids.append(_insert(store, alert, m, "accept_new_normal", s.new_normal_factor, d, th,
@@ -88,7 +88,7 @@ def personalise_after(store: CloudStore, policy: NotificationPolicy, alert: dict
                 worst[(m, d)] = dev if prev is None else (prev if dev is None else max(prev, dev))
         reason = (f"{len(by_alert)} dismissals of {','.join(json.loads(alert['metrics']))} "
                   f"within {s.dismissal_window_s / 86400:g} days")
-        with store.db.conn:
+        with write_lock(store.db):
             for (m, d), dev in sorted(worst.items()):
                 th = None if dev is None else dev * s.widen_factor
                 ids.append(_insert(store, alert, m, "widen", s.widen_factor, d, th, reason, ts))
@@ -109,7 +109,7 @@ def personalisation_commands(store: CloudStore, now: float) -> list[tuple[str, s
     ensure_schema(store.db)
     rows = list(store.db["personalisation"].rows_where("command_sent_at IS NULL", order_by="id"))
     out: list[tuple[str, str, dict[str, Any]]] = []
-    with store.db.conn:
+    with write_lock(store.db):
         for r in rows:
             out.append((r["device_id"], COMMAND_NAME, {
                 "individual_id": r["individual_id"], "action": r["action"], "metric": r["metric"],

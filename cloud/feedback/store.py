@@ -24,7 +24,7 @@ from cloud.feedback.errors import (
 )
 from cloud.rules.notify import close_incident
 from cloud.rules.policy import NotificationPolicy
-from cloud.rules.schema import ensure_schema
+from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
 from shared.schemas import FEEDBACK_ACTIONS, Feedback, SchemaError, decode
 from shared.topics import TopicError, individual_id_from_topic
@@ -116,7 +116,8 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
 
     pol = policy or default_policy()
     ts = float(fb.ts)
-    with store.db.conn:
+    with write_lock(store.db):
+        alert = store.db["alerts"].get(fb.alert_id)  # fresh, under the write lock
         cur = store.db.execute(
             "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
             "model_version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -130,9 +131,9 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
             store.db["alerts"].update(fb.alert_id, {"state": state})
         if alert["incident_id"] and fb.action in ANSWERING:
             store.db["incidents"].update(alert["incident_id"], {"answered": 1})
-    if alert["incident_id"] and fb.action in ("dismiss", "normal_for_her"):
-        close_incident(store, alert["incident_id"], ts)
-    pids = personalise_after(store, pol, dict(alert, state=state), fb.action, ts, fid)
+        if alert["incident_id"] and fb.action in ("dismiss", "normal_for_her"):
+            close_incident(store, alert["incident_id"], ts)
+        pids = personalise_after(store, pol, dict(alert, state=state), fb.action, ts, fid)
     logger.info("feedback.recorded", extra={"alert_id": fb.alert_id, "individual_id": fb.individual_id,
                                             "action": fb.action, "state": state, "source": source})
     return FeedbackResult(fid, fb.alert_id, fb.action, state, False, pids)

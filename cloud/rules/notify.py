@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from cloud.rules.policy import NotificationPolicy, Rule, When, in_window, severity_rank
-from cloud.rules.schema import ensure_schema
+from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
 from shared.schemas import Record
 
@@ -333,7 +333,7 @@ def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float
         where += " AND individual_id = ?"
         args.append(individual_id)
     closed = 0
-    with store.db.conn:
+    with write_lock(store.db):
         for inc in list(store.db["incidents"].rows_where(where, args)):
             count = inc["notify_count"] or 0
             if count == 0:
@@ -357,7 +357,7 @@ def open_incident(store: CloudStore, individual_id: str) -> dict[str, Any] | Non
 
 
 def close_incident(store: CloudStore, incident_id: str, t: float) -> None:
-    with store.db.conn:
+    with write_lock(store.db):
         store.db.execute("UPDATE incidents SET closed_at = ? WHERE incident_id = ? AND closed_at IS NULL",
                          [t, incident_id])
 
@@ -375,6 +375,52 @@ def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
     ensure_schema(store.db)
     rows = list(store.db["alerts"].rows_where("alert_id = ?", [alert_id]))
     return _decision(rows[0]) if rows else None
+
+
+def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
+            ev: Event, aid: str, t: float) -> Decision:
+    ind = record.individual_id
+    close_idle_incidents(store, policy, t, ind)
+    incident = open_incident(store, ind)
+    facts = Facts(store, policy, device_id, record, ev, t, incident)
+    rule, reason = evaluate(policy, facts)
+    action: Action = rule.action if rule else "uncertain"
+    state = "deferred" if rule is not None and rule.defer else _STATE[action]
+    incident_id: str | None = None
+    notified_at = t if action == "notify" else None
+    if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
+        if incident is None:
+            incident_id = f"inc:{aid}"
+            store.db["incidents"].insert({
+                "incident_id": incident_id, "individual_id": ind, "opened_at": t,
+                "last_alert_at": t, "closed_at": None, "severity": ev.severity,
+                "notify_count": 1 if action == "notify" else 0,
+                "last_notified_at": notified_at, "answered": 0, "first_alert_id": aid,
+                "last_alert_id": aid, "alert_count": 1})
+        else:
+            incident_id = incident["incident_id"]
+            sev = max(incident["severity"], ev.severity, key=severity_rank)
+            upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
+                                   "severity": sev, "last_alert_id": aid,
+                                   "alert_count": (incident["alert_count"] or 0) + 1}
+            if action == "notify":
+                upd["notify_count"] = (incident["notify_count"] or 0) + 1
+                upd["last_notified_at"] = t
+                upd["answered"] = 0  # a new notification needs a new answer
+            store.db["incidents"].update(incident_id, upd)
+    store.db["alerts"].insert({
+        "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
+        "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
+        "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
+        "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
+        "model_version": ev.model_version, "detector_version": ev.detector_version,
+        "notified_at": notified_at, "state": state, "decided_at": t,
+        "directions": json.dumps(dict(zip(ev.metrics, ev.directions, strict=True)), sort_keys=True),
+        "baseline": json.dumps(dict(zip(ev.metrics, ev.baseline, strict=False)), sort_keys=True),
+        "observed": json.dumps(dict(zip(ev.metrics, ev.observed, strict=False)), sort_keys=True),
+    })
+    return Decision(aid, action, reason, rule.name if rule else NO_RULE, incident_id, ind,
+                    device_id, record.seq, record.ts)
 
 
 def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
@@ -399,52 +445,14 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
                                                       "reason": str(exc)})
         raise
     t = record.ts if now is None else float(now)
-    ind = record.individual_id
-    close_idle_incidents(store, policy, t, ind)
-    incident = open_incident(store, ind)
-    facts = Facts(store, policy, device_id, record, ev, t, incident)
-    rule, reason = evaluate(policy, facts)
-    action: Action = rule.action if rule else "uncertain"
-    state = "deferred" if rule is not None and rule.defer else _STATE[action]
-    incident_id: str | None = None
-    notified_at = t if action == "notify" else None
-    with store.db.conn:
-        if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
-            if incident is None:
-                incident_id = f"inc:{aid}"
-                store.db["incidents"].insert({
-                    "incident_id": incident_id, "individual_id": ind, "opened_at": t,
-                    "last_alert_at": t, "closed_at": None, "severity": ev.severity,
-                    "notify_count": 1 if action == "notify" else 0,
-                    "last_notified_at": notified_at, "answered": 0, "first_alert_id": aid,
-                    "last_alert_id": aid, "alert_count": 1})
-            else:
-                incident_id = incident["incident_id"]
-                sev = max(incident["severity"], ev.severity, key=severity_rank)
-                upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
-                                       "severity": sev, "last_alert_id": aid,
-                                       "alert_count": (incident["alert_count"] or 0) + 1}
-                if action == "notify":
-                    upd["notify_count"] = (incident["notify_count"] or 0) + 1
-                    upd["last_notified_at"] = t
-                    upd["answered"] = 0  # a new notification needs a new answer
-                store.db["incidents"].update(incident_id, upd)
-        store.db["alerts"].insert({
-            "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
-            "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
-            "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
-            "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
-            "model_version": ev.model_version, "detector_version": ev.detector_version,
-            "notified_at": notified_at, "state": state, "decided_at": t,
-            "directions": json.dumps(dict(zip(ev.metrics, ev.directions, strict=True)), sort_keys=True),
-            "baseline": json.dumps(dict(zip(ev.metrics, ev.baseline, strict=False)), sort_keys=True),
-            "observed": json.dumps(dict(zip(ev.metrics, ev.observed, strict=False)), sort_keys=True),
-        })
-    decision = Decision(aid, action, reason, rule.name if rule else NO_RULE, incident_id, ind,
-                        device_id, record.seq, record.ts)
-    logger.info("rules.decided", extra={"device_id": device_id, "individual_id": ind,
-                                        "alert_id": aid, "action": action, "rule": decision.rule,
-                                        "incident_id": incident_id})
+    with write_lock(store.db):
+        decision = get_decision(store, aid)  # another aggregator may have decided meanwhile
+        if decision is not None:
+            return decision
+        decision = _decide(store, policy, device_id, record, ev, aid, t)
+    logger.info("rules.decided", extra={"device_id": device_id, "individual_id": decision.individual_id,
+                                        "alert_id": aid, "action": decision.action,
+                                        "rule": decision.rule, "incident_id": decision.incident_id})
     return decision
 
 
@@ -467,6 +475,15 @@ def due_renotifications(store: CloudStore, policy: NotificationPolicy,
     ``max_notifications_per_incident`` in all). Each returned decision is recorded as sent."""
     ensure_schema(store.db)
     t = time.time() if now is None else float(now)
+    with write_lock(store.db):  # two aggregators must not both send the same reminder
+        out = _due(store, policy, t)
+    for d in out:
+        logger.info("rules.renotify", extra={"individual_id": d.individual_id, "alert_id": d.alert_id,
+                                             "incident_id": d.incident_id, "rule": d.rule})
+    return out
+
+
+def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decision]:
     s = policy.settings
     close_idle_incidents(store, policy, t)
     out: list[Decision] = []
@@ -495,18 +512,13 @@ def due_renotifications(store: CloudStore, policy: NotificationPolicy,
         if not rows:
             continue
         a = rows[0]
-        with store.db.conn:
-            store.db["incidents"].update(inc["incident_id"], {"notify_count": count + 1,
-                                                              "last_notified_at": t})
-            if count == 0:
-                store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "
-                                 "WHERE incident_id = ? AND state = 'deferred'",
-                                 [t, inc["incident_id"]])
-        d = Decision(a["alert_id"], "notify", reason, rule, inc["incident_id"], a["individual_id"],
-                     a["device_id"], a["seq"], a["ts"])
-        logger.info("rules.renotify", extra={"individual_id": d.individual_id, "alert_id": d.alert_id,
-                                             "incident_id": d.incident_id, "rule": rule})
-        out.append(d)
+        store.db["incidents"].update(inc["incident_id"], {"notify_count": count + 1,
+                                                          "last_notified_at": t})
+        if count == 0:
+            store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "
+                             "WHERE incident_id = ? AND state = 'deferred'", [t, inc["incident_id"]])
+        out.append(Decision(a["alert_id"], "notify", reason, rule, inc["incident_id"],
+                            a["individual_id"], a["device_id"], a["seq"], a["ts"]))
     return out
 
 

@@ -15,7 +15,9 @@ keep their columns (add new ones only in new migrations).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -66,9 +68,31 @@ def m001_alerts_incidents_feedback(db: Database) -> None:
     )
 
 
+@contextlib.contextmanager
+def write_lock(db: Database) -> Iterator[None]:
+    """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
+    aggregators on one database cannot both decide on stale reads; nested use is a savepoint."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    else:
+        db.conn.execute("COMMIT")
+
+
 def ensure_schema(db: Database) -> None:
     """Apply this set's pending migrations once per Database object (cheap after the first)."""
     if db in _READY:
         return
-    migrations.apply(db)
+    if not migrations.pending(db):
+        _READY.add(db)
+        return
+    with write_lock(db):  # two processes migrating at once must queue, not deadlock
+        migrations.apply(db)
     _READY.add(db)
