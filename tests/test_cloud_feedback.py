@@ -287,3 +287,22 @@ def test_http_endpoint(tmp_path):
     assert s.db["rejections"].count == 4
     assert list_alerts(s, "rex")[0]["state"] == "confirmed"
     s.close()
+
+
+def test_unprompted_missed_label_is_stored_for_the_individuals_device_and_model(store):
+    from cloud.feedback import UnknownIndividualError
+
+    event(store, model_version="m3")
+    res = record_feedback(store, Feedback(alert_id="", individual_id="rex", action="label",
+                                          ts=NOON + 99, label="missed"))
+    row = store.db["feedback"].get(res.feedback_id)
+    assert (row["alert_id"], row["device_id"], row["model_version"], row["label"]) == \
+        ("", "dev1", "m3", "missed")
+    assert record_feedback(store, Feedback(alert_id="", individual_id="rex", action="label",
+                                           ts=NOON + 99, label="missed")).duplicate
+    with pytest.raises(UnknownIndividualError):
+        record_feedback(store, Feedback(alert_id="", individual_id="ghost", action="label",
+                                        ts=NOON, label="missed"))
+    with pytest.raises(InvalidFeedbackError, match="only action 'label'"):
+        record_feedback(store, Feedback(alert_id="", individual_id="rex", action="confirm", ts=NOON))
+    assert store.db["rejections"].count == 2

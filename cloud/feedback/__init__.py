@@ -8,6 +8,7 @@ from cloud.feedback.errors import (
     FeedbackError,
     InvalidFeedbackError,
     UnknownAlertError,
+    UnknownIndividualError,
     WrongIndividualError,
 )
 from cloud.feedback.personalise import personalisation_commands, personalisations
@@ -21,5 +22,6 @@ from cloud.feedback.store import (
 )
 
 __all__ = ["ERROR_COUNTS", "FeedbackError", "FeedbackResult", "InvalidFeedbackError",
-           "UnknownAlertError", "WrongIndividualError", "feedback_from_mqtt", "implicit_sweep",
-           "list_alerts", "personalisation_commands", "personalisations", "record_feedback"]
+           "UnknownAlertError", "UnknownIndividualError", "WrongIndividualError",
+           "feedback_from_mqtt", "implicit_sweep", "list_alerts", "personalisation_commands",
+           "personalisations", "record_feedback"]

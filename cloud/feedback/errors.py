@@ -26,3 +26,9 @@ class WrongIndividualError(FeedbackError):
     """The feedback names a different individual than the alert's."""
 
     status = 403
+
+
+class UnknownIndividualError(FeedbackError):
+    """An unprompted report names an individual the cloud has no data for."""
+
+    status = 404

@@ -4,11 +4,14 @@ opened, acted, ignored), one ``feedback`` row each, stored per alert, individual
 An alert's ``state`` follows the feedback: an explicit verdict wins over implicit signals, and the
 latest explicit verdict (by feedback ts) wins over earlier ones. Explicit answers and "acted" mark
 the alert's incident answered (no more reminders); dismiss and normal_for_her also close it.
-Redelivered feedback (same alert, action and ts) is stored once.
+Redelivered feedback (same alert, action and ts) is stored once. A ``label`` with an empty
+``alert_id`` is an unprompted report (e.g. label "missed": the owner saw a problem no alert
+caught); it is stored with the individual's latest device and model version.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,6 +23,7 @@ from cloud.feedback.errors import (
     FeedbackError,
     InvalidFeedbackError,
     UnknownAlertError,
+    UnknownIndividualError,
     WrongIndividualError,
 )
 from cloud.rules.notify import close_incident
@@ -87,7 +91,8 @@ def _validate(fb: Feedback) -> None:
     if fb.action == "label" and not fb.label.strip():
         raise InvalidFeedbackError("action 'label' needs a non-empty label: send the owner's words")
     if not isinstance(fb.alert_id, str) or not fb.alert_id:
-        raise InvalidFeedbackError("alert_id is empty: send the id of the alert being answered")
+        raise InvalidFeedbackError("alert_id is empty: send the id of the alert being answered "
+                                   "(only action 'label' may come without one, e.g. label 'missed')")
 
 
 def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPolicy | None = None,
@@ -99,6 +104,8 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     ``ERROR_COUNTS`` and the store's rejections) and changes nothing in that case.
     """
     ensure_schema(store.db)
+    if fb.alert_id == "" and fb.action == "label":
+        return _record_unprompted(store, fb, source)
     try:
         _validate(fb)
         rows = list(store.db["alerts"].rows_where("alert_id = ?", [fb.alert_id]))
@@ -137,6 +144,37 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     logger.info("feedback.recorded", extra={"alert_id": fb.alert_id, "individual_id": fb.individual_id,
                                             "action": fb.action, "state": state, "source": source})
     return FeedbackResult(fid, fb.alert_id, fb.action, state, False, pids)
+
+
+def _record_unprompted(store: CloudStore, fb: Feedback, source: str) -> FeedbackResult:
+    """A label without an alert, e.g. an owner reporting a problem the device missed
+    (label "missed"). Stored with the individual's latest device and model version."""
+    try:
+        _validate(Feedback(alert_id="-", individual_id=fb.individual_id, action=fb.action,
+                           ts=fb.ts, label=fb.label))
+        last = store.db.execute(
+            "SELECT device_id, body FROM records WHERE individual_id = ? ORDER BY "
+            "(kind = 'event') DESC, ts DESC LIMIT 1", [fb.individual_id]).fetchone()
+        if last is None:
+            raise UnknownIndividualError(f"individual {fb.individual_id!r} has sent no data: "
+                                         "report misses for an individual with a device")
+    except FeedbackError as exc:
+        count_rejection(store, source, exc)
+        raise
+    try:
+        model_version = json.loads(last[1]).get("model_version")
+    except (ValueError, AttributeError):
+        model_version = None
+    with write_lock(store.db):
+        cur = store.db.execute(
+            "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
+            "model_version, received_at) VALUES ('', ?, ?, 'label', ?, ?, ?, ?)",
+            [fb.individual_id, last[0], fb.label, float(fb.ts),
+             None if model_version is None else str(model_version), time.time()])
+    dup = cur.rowcount != 1
+    logger.info("feedback.unprompted_label", extra={"individual_id": fb.individual_id,
+                                                   "label": fb.label, "duplicate": dup})
+    return FeedbackResult(None if dup else int(cur.lastrowid or 0), "", "label", "", dup)
 
 
 def _next_state(store: CloudStore, alert: dict[str, Any], action: str, ts: float) -> str:
@@ -198,8 +236,6 @@ def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
 def list_alerts(store: CloudStore, individual_id: str, limit: int = 50,
                 since: float | None = None) -> list[dict[str, Any]]:
     """Latest alerts of one individual, newest first, with decoded JSON columns."""
-    import json
-
     ensure_schema(store.db)
     where, args = "individual_id = ?", [individual_id]
     if since is not None:
