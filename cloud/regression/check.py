@@ -84,17 +84,18 @@ def _ok(alerted: bool, case: RegressionCase) -> bool:
 
 def _outcome(case: RegressionCase, cand: bool, cur: bool | None) -> CaseOutcome:
     want = "alert" if case.expects_alert else "no alert"
+    got = "an alert" if cand else "no alert"
     c_ok = _ok(cand, case)
     if cur is None:
         status = "pass" if c_ok else "fail"
-        reason = f"expected {want}; candidate {'matches' if c_ok else 'does not'}"
+        reason = f"expected {want}; candidate gives {got}"
     else:
         k_ok = _ok(cur, case)
         status = {(True, True): "pass", (False, True): "fixed", (True, False): "regression",
                   (False, False): "still_failing"}[(k_ok, c_ok)]
         reason = {"pass": f"both give {want}", "fixed": f"candidate now gives {want}",
-                  "regression": f"current gives {want}, candidate does not",
-                  "still_failing": f"neither gives {want}"}[status]
+                  "regression": f"current gives {want}, candidate gives {got}",
+                  "still_failing": f"expected {want}; neither gives it"}[status]
     if case.sensitive:
         reason += f" [sensitive: {case.sensitive_reason or 'marked'}]"
     return CaseOutcome(case.id, case.kind, case.expected, case.sensitive, cur, cand, status, reason)

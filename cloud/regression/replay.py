@@ -135,7 +135,7 @@ class AlertGate:
         def pos(key: str, value: Any, hi: float | None = None) -> float:
             n = _num(value)
             if n is None or n < 0 or (hi is not None and n > hi):
-                rng = f"in [0, {hi}]" if hi is not None else ">= 0"
+                rng = f"in [0, {hi:g}]" if hi is not None else ">= 0"
                 raise ReplayError(f"detector config {key}: expected a number {rng}, found {value!r:.40}; "
                                   "fix the candidate's detector config")
             return n
