@@ -428,3 +428,23 @@ def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
     assert s.db.execute("SELECT COUNT(*) FROM alerts WHERE action = 'notify'").fetchone()[0] == \
         s.db["incidents"].get(results[0][0].incident_id)["notify_count"]
     s.close()
+
+
+def test_backlog_after_a_network_cut_is_stale_by_device_time(store):
+    old = Record(seq=901, kind="event", ts=NOON, individual_id="rex", body=body(ts=NOON))
+    new = Record(seq=902, kind="event", ts=NOON + 2 * DAY, individual_id="rex",
+                 body=body(ts=NOON + 2 * DAY, start_ts=NOON + 2 * DAY - 600))
+    store.store_batch(UplinkBatch(device_id="dev1", records=(old, new)))
+    assert handle_event(store, POLICY, "dev1", old).rule == "stale"
+    assert handle_event(store, POLICY, "dev1", new).action == "notify"
+
+
+def test_count_condition_escalates_persistent_weak_signals():
+    p = NotificationPolicy.from_dict({"rules": [
+        {"name": "persistent", "action": "notify", "reason": "3 alerts in a day",
+         "when": {"recent_alerts_at_least": 3, "recent_window_s": DAY}},
+        {"name": "hold", "action": "uncertain"}]})
+    s = CloudStore()
+    got = [event(s, t=NOON + h * 3600, policy=p, score=0.3).rule for h in (0, 1, 2)]
+    assert got == ["hold", "hold", "persistent"]
+    assert event(s, t=NOON + 3 * DAY, policy=p, score=0.3).rule == "hold"  # window moved on

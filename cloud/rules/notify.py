@@ -205,7 +205,12 @@ class Facts:
 
     @cached_property
     def stale(self) -> bool:
-        return self.t - self.record.ts > self.policy.settings.stale_after_s
+        """Decided long after it happened: by the decision clock, or by the device's own newest
+        record (a backlog uploaded after a network cut is stale even when replayed)."""
+        newest = self.db.execute("SELECT MAX(ts) FROM records WHERE device_id = ?",
+                                 [self.device_id]).fetchone()[0]
+        latest = max(self.t, newest if newest is not None else self.t)
+        return latest - self.record.ts > self.policy.settings.stale_after_s
 
     @cached_property
     def silenced(self) -> bool:

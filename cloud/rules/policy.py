@@ -27,7 +27,8 @@ Conditions (``when`` keys; all optional; booleans may be ``true`` or ``false``):
 - ``quiet_hours`` (decision time inside the individual's quiet hours),
   ``local_time_between = ["22:00", "07:00"]`` (wraps midnight)
 - ``warming_up`` (the event says ``warming_up`` or the device's first record is younger than
-  ``settings.warmup_s``), ``stale`` (event older than ``settings.stale_after_s`` when decided)
+  ``settings.warmup_s``), ``stale`` (event older than ``settings.stale_after_s`` than the
+  decision time or the device's newest stored record: a backlog after a network cut)
 - ``silenced`` (owner silenced this individual), ``personalised`` (every metric of the event is
   inside a range the owner accepted: "normal for her" or repeated dismissals)
 - ``duplicate`` (an alert for the same device, episode start and metrics was already decided
