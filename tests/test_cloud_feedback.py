@@ -125,7 +125,7 @@ def test_bad_feedback_is_a_named_one_line_counted_error(store, make, err, needle
     assert store.db["feedback"].count == 0 and state(store, d) == "notified"
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(alert_id=st.text(max_size=12), action=st.text(max_size=12), ts=st.floats(allow_nan=True),
        label=st.text(max_size=20))
 def test_arbitrary_feedback_never_crashes(alert_id, action, ts, label):

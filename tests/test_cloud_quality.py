@@ -106,7 +106,7 @@ def test_format_quality_table(world):
     assert format_quality_table([]) == "no alerts in this period"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(0, 30),
                           st.sampled_from(["m1", "m2"]), st.floats(0, 1),
                           st.sampled_from([None, "confirm", "dismiss", "normal_for_her", "acted"])),

@@ -356,7 +356,7 @@ def bodies(draw):
             "warming_up": draw(st.booleans())}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(bodies(), st.floats(0, 3 * DAY), st.sampled_from(["rex", "bella"])),
                 min_size=1, max_size=8))
 def test_any_valid_event_gets_exactly_one_stored_decision(events):
@@ -377,7 +377,7 @@ def test_any_valid_event_gets_exactly_one_stored_decision(events):
     s.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.dictionaries(st.sampled_from(["metrics", "score", "severity", "directions", "observed",
                                         "start_ts", "baseline"]),
                        st.one_of(st.none(), st.integers(), st.text(max_size=5), _floats,
