@@ -109,3 +109,40 @@ def test_stanford_labels_and_laad_published() -> None:
     assert laad["AS2MVDL"].timing == "Late"
     assert laad["A36HR6Y"].timing is None and laad["A36HR6Y"].precision is None
     assert sum(r.timing == "Early" for r in laad.values()) == 4
+
+
+def _label(symptom: str | None, diagnosis: str | None = None) -> datasets.StanfordLabel:
+    def day(s: str | None) -> np.datetime64 | None:
+        return np.datetime64(s, "D") if s else None
+
+    return datasets.StanfordLabel("P", day(symptom), None, day(diagnosis), None, "exact", {})
+
+
+def test_stanford_evaluation_splits_alerts_around_onset() -> None:
+    from shared.evaluation.stanford import evaluate_person, summarise
+
+    data = np.arange("2020-01-01", "2020-04-01", dtype="datetime64[D]").astype("datetime64[s]")
+    alerts = [
+        "2020-01-10T21:00:00",  # healthy period: false
+        "2020-01-20T21:00:00",  # healthy period: false, another day
+        "2020-02-25T12:00:00",  # first in window: onset - 5.5 days
+        "2020-03-02T09:00:00",
+    ]
+    out = evaluate_person("P", alerts, _label("2020-03-01"), data)
+    assert out.first_alert_rel_days == pytest.approx(-4.5)
+    assert out.caught_early is True
+    assert (out.false_alerts, out.false_alert_days, out.n_alerts) == (2, 2, 4)
+    # healthy days: 2020-01-01 .. 2020-02-08 (onset - 21 d, exclusive) = 39 days
+    assert out.healthy_months == pytest.approx(39 / 30.4375)
+    assert out.false_alerts_per_month == pytest.approx(2 / (39 / 30.4375))
+
+    epoch = np.array(alerts[3:], dtype="datetime64[s]").astype(np.int64).astype(float)
+    late = evaluate_person("P", epoch, _label("2020-03-01"), data)
+    assert late.first_alert_rel_days == pytest.approx(1 + 9 / 24)
+    assert late.caught_early is False
+    on_day = evaluate_person("P", ["2020-03-01T20:00:00"], _label(None, "2020-03-01"), data)
+    assert on_day.caught_early is True and on_day.onset_source == "diagnosis"
+    none = evaluate_person("P", [], _label(None), data)
+    assert none.caught_early is None and none.false_alerts_per_month is None
+    total = summarise([out, late, on_day, none])
+    assert (total.n_with_onset, total.caught_early, total.false_alerts) == (3, 2, 2)
