@@ -306,3 +306,20 @@ def test_unprompted_missed_label_is_stored_for_the_individuals_device_and_model(
     with pytest.raises(InvalidFeedbackError, match="only action 'label'"):
         record_feedback(store, Feedback(alert_id="", individual_id="rex", action="confirm", ts=NOON))
     assert store.db["rejections"].count == 2
+
+
+def test_periodic_sends_reminders_sweeps_and_hands_out_commands(store):
+    from cloud.feedback import periodic
+    from cloud.notifiers import LogNotifier
+
+    crit = event(store, severity="critical", score=0.95)
+    calm = event(store, ind="bella", dev="dev2")
+    record_feedback(store, fb(calm, "normal_for_her", NOON + 30))
+    log = LogNotifier()
+    r1 = periodic(store, POLICY, NOON + 60, [log])
+    assert (r1.reminders, r1.ignored, [c[:2] for c in r1.commands]) == ((), 0, [("dev2", "config")] * 2)
+    r2 = periodic(store, POLICY, NOON + POLICY.settings.renotify_after_s, [log])
+    assert [d.alert_id for d in r2.reminders] == [crit.alert_id] and r2.commands == ()
+    assert log.payloads[0]["reminder"] is True and log.payloads[0]["severity"] == "critical"
+    r3 = periodic(store, POLICY, NOON + POLICY.settings.ignore_after_s, [log])
+    assert r3.ignored == 1 and state(store, crit) == "ignored"

@@ -82,7 +82,7 @@ def test_collect_more_for_a_single_moderate_metric(store):
     assert alert_row(store, d)["state"] == "collecting"
     dev, name, args = collect_more_command(POLICY, d, ["hr_rest"])
     assert (dev, name) == ("dev1", "collect_more")
-    assert args["duration_s"] == 3600 and args["raw_windows"] is True and args["metrics"] == ["hr_rest"]
+    assert args["duration_s"] == 3600 and args["minutes"] == 60 and args["raw_windows"] is True and args["metrics"] == ["hr_rest"]
     # while the device is collecting, the same weak signal is held, not asked for again
     d2 = event(store, t=NOON + 600, metrics=["hr_rest"], directions=[1], baseline=[60.0],
                observed=[70.0], score=0.5)

@@ -463,9 +463,13 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
 
 def collect_more_command(policy: NotificationPolicy, decision: Decision,
                          metrics: list[str] | None = None) -> tuple[str, str, dict[str, Any]]:
-    """The downlink for a collect_more decision: (device_id, "collect_more", args) to sign and send."""
+    """The downlink for a collect_more decision: (device_id, "collect_more", args) to sign and send.
+
+    args: individual_id, alert_id, minutes (what the device agent reads), duration_s, raw_windows,
+    sample_rate_factor and, when given, metrics."""
     s = policy.settings
     args: dict[str, Any] = {"individual_id": decision.individual_id, "alert_id": decision.alert_id,
+                            "minutes": s.collect_duration_s / 60.0,
                             "duration_s": s.collect_duration_s, "raw_windows": True,
                             "sample_rate_factor": s.collect_sample_rate_factor}
     if metrics:
