@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 WEARABLE_METRICS: tuple[str, ...] = ("resting_hr", "steps")
 WEARABLE_DIRECTIONS: dict[str, int] = {"resting_hr": 1, "steps": -1}
+MIN_REST_MINUTES = 5  # hours with fewer resting minutes give no resting-HR value
 
 
 class ReplayInputError(ValueError):
@@ -79,11 +80,17 @@ def _read_stanford(path: os.PathLike[str] | str, column: str) -> tuple[np.ndarra
 
 
 def hourly_metrics(
-    ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: np.ndarray
+    ts_hr: np.ndarray,
+    hr: np.ndarray,
+    ts_steps: np.ndarray,
+    steps: np.ndarray,
+    min_rest_minutes: int = MIN_REST_MINUTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hourly grid ``(hour_start_ts, values (n, 2))``: mean resting HR and step sum.
 
-    Hours without any heart-rate sample are "not worn": both metrics NaN there.
+    Resting HR is NaN in hours with fewer than ``min_rest_minutes`` resting minutes (a mean of
+    one or two minutes is mostly noise). Hours without any heart-rate sample are "not worn":
+    both metrics NaN there.
     """
     t_r, r = resting_hr(ts_hr, hr, ts_steps, steps)
     ok = np.isfinite(ts_hr)
@@ -109,7 +116,7 @@ def hourly_metrics(
     _, hc = _sum(ts_hr, hr)
     vals = np.full((n, 2), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        vals[:, 0] = np.where(rc > 0, rs / np.maximum(rc, 1), np.nan)
+        vals[:, 0] = np.where(rc >= max(1, min_rest_minutes), rs / np.maximum(rc, 1), np.nan)
     vals[:, 1] = np.where(hc > 0, ss, np.nan)
     return grid, vals
 

@@ -62,7 +62,7 @@ class EngineConfig:
     spike_z0: float = 1.0  # z below this gives spike score 0
     spike_scale: float = 4.0  # spike score = 1 - exp(-(z - spike_z0) / spike_scale)
     warmup_s: float = 86400.0  # warm-up: at least this long since a metric's first sample ...
-    warmup_n: float = 48.0  # ... and at least this many valid samples
+    warmup_n: float = 168.0  # ... and this many valid samples (a week of hourly features)
     protect_p: float = 0.5  # persistence above which the baseline is protected
     protect_weight: float = 0.02  # learning weight of samples while protected
     protect_max_s: float = 7 * 86400.0  # a deviation older than this becomes the new normal
@@ -128,7 +128,7 @@ class Engine:
     """Monitors one individual over several metrics (e.g. ``("resting_hr", "activity")``).
 
     Warm-up: a metric is "still learning" until ``warmup_s`` (1 day) has passed since its first
-    valid sample and it has ``warmup_n`` (48) valid samples; no events and combined score 0 until
+    valid sample and it has ``warmup_n`` (168) valid samples; no events and combined score 0 until
     at least one metric is warm.
     """
 
