@@ -116,8 +116,8 @@ def test_sweep_picks_the_best_of_all_thresholds_brute_force() -> None:
     windows = dict(WINDOWS)
     windows["g"] = [(TS[500], TS[560])]
     windows["h"] = []
-    for trial in range(5):
-        results = {k: (TS, np.round(rng.random(N) ** (3 + trial), 2)) for k in ("f", "g", "h")}
+    for trial in range(3):
+        results = {k: (TS, np.round(rng.random(N) ** (3 + trial), 1)) for k in ("f", "g", "h")}
         for k in ("f", "g"):
             results[k][1][[320, 510]] = 0.97
         for profile in nab.PROFILES:
