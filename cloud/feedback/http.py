@@ -82,8 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             ind = check_id((q.get("individual_id") or [""])[0], "individual id")
             limit = int((q.get("limit") or ["50"])[0])
-            since_raw = (q.get("since") or [None])[0]
-            since = float(since_raw) if since_raw is not None else None
+            since_raw = (q.get("since") or [""])[0]
+            since = float(since_raw) if since_raw else None
         except (TopicError, ValueError) as exc:
             self._error(400, "BadQuery", f"{exc}: use /alerts?individual_id=<id>&limit=<n>&since=<ts>")
             return

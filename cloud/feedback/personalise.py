@@ -49,7 +49,7 @@ def _deviations(alert: dict[str, Any]) -> dict[str, tuple[int, float | None]]:
 
 def _insert(store: CloudStore, alert: dict[str, Any], metric: str, action: str, factor: float,
             direction: int, threshold: float | None, reason: str, ts: float) -> int:
-    table = store.db["personalisation"]
+    table = store.db.table("personalisation")
     table.insert({"individual_id": alert["individual_id"], "device_id": alert["device_id"],
                   "metric": metric, "action": action, "factor": factor, "reason": reason, "ts": ts,
                   "command_sent_at": None, "direction": direction, "threshold": threshold,
@@ -76,7 +76,7 @@ def personalise_after(store: CloudStore, policy: NotificationPolicy, alert: dict
             "WHERE f.individual_id = ? AND f.action = 'dismiss' AND f.consumed_by IS NULL "
             "AND a.metrics = ? AND a.state = 'dismissed' AND f.ts > ? AND f.ts <= ? ORDER BY f.ts",
             [alert["individual_id"], alert["metrics"], ts - s.dismissal_window_s, ts]).fetchall()
-        cols = ["fid"] + [c.name for c in store.db["alerts"].columns]
+        cols = ["fid"] + [c.name for c in store.db.table("alerts").columns]
         dismissed = [dict(zip(cols, r, strict=True)) for r in rows]
         by_alert = {d["alert_id"]: d for d in dismissed}
         if len(by_alert) < s.dismissals_to_widen:
@@ -107,7 +107,7 @@ def personalisation_commands(store: CloudStore, now: float) -> list[tuple[str, s
     args ``{"individual_id", "action": "accept_new_normal"|"widen", "metric", "factor",
     "direction", "threshold", "personalisation_id", "reason"}``. Each is marked sent (``now``)."""
     ensure_schema(store.db)
-    rows = list(store.db["personalisation"].rows_where("command_sent_at IS NULL", order_by="id"))
+    rows = list(store.db.table("personalisation").rows_where("command_sent_at IS NULL", order_by="id"))
     out: list[tuple[str, str, dict[str, Any]]] = []
     with write_lock(store.db):
         for r in rows:
@@ -115,7 +115,7 @@ def personalisation_commands(store: CloudStore, now: float) -> list[tuple[str, s
                 "individual_id": r["individual_id"], "action": r["action"], "metric": r["metric"],
                 "factor": r["factor"], "direction": r["direction"], "threshold": r["threshold"],
                 "personalisation_id": r["id"], "reason": r["reason"]}))
-            store.db["personalisation"].update(r["id"], {"command_sent_at": now})
+            store.db.table("personalisation").update(r["id"], {"command_sent_at": now})
     return out
 
 
@@ -123,5 +123,5 @@ def personalisations(store: CloudStore, individual_id: str | None = None) -> lis
     """All personalisation rows (for the CLI), oldest first."""
     ensure_schema(store.db)
     if individual_id is None:
-        return list(store.db["personalisation"].rows_where(order_by="id"))
-    return list(store.db["personalisation"].rows_where("individual_id = ?", [individual_id], order_by="id"))
+        return list(store.db.table("personalisation").rows_where(order_by="id"))
+    return list(store.db.table("personalisation").rows_where("individual_id = ?", [individual_id], order_by="id"))

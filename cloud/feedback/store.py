@@ -108,7 +108,7 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
         return _record_unprompted(store, fb, source)
     try:
         _validate(fb)
-        rows = list(store.db["alerts"].rows_where("alert_id = ?", [fb.alert_id]))
+        rows = list(store.db.table("alerts").rows_where("alert_id = ?", [fb.alert_id]))
         if not rows:
             raise UnknownAlertError(f"alert {fb.alert_id!r:.80} is unknown: answer an alert id from "
                                     "GET /alerts or the owner notification")
@@ -124,7 +124,7 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     pol = policy or default_policy()
     ts = float(fb.ts)
     with write_lock(store.db):
-        alert = store.db["alerts"].get(fb.alert_id)  # fresh, under the write lock
+        alert = store.db.table("alerts").get(fb.alert_id)  # fresh, under the write lock
         cur = store.db.execute(
             "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
             "model_version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -135,9 +135,9 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
         fid = int(cur.lastrowid or 0)
         state = _next_state(store, alert, fb.action, ts)
         if state != alert["state"]:
-            store.db["alerts"].update(fb.alert_id, {"state": state})
+            store.db.table("alerts").update(fb.alert_id, {"state": state})
         if alert["incident_id"] and fb.action in ANSWERING:
-            store.db["incidents"].update(alert["incident_id"], {"answered": 1})
+            store.db.table("incidents").update(alert["incident_id"], {"answered": 1})
         if alert["incident_id"] and fb.action in ("dismiss", "normal_for_her"):
             close_incident(store, alert["incident_id"], ts)
         pids = personalise_after(store, pol, dict(alert, state=state), fb.action, ts, fid)
@@ -178,7 +178,7 @@ def _record_unprompted(store: CloudStore, fb: Feedback, source: str) -> Feedback
 
 
 def _next_state(store: CloudStore, alert: dict[str, Any], action: str, ts: float) -> str:
-    state = alert["state"]
+    state = str(alert["state"])
     if action in _VERDICT_STATE:
         later = store.db.execute(
             "SELECT 1 FROM feedback WHERE alert_id = ? AND action IN ('confirm', 'dismiss', "
@@ -195,7 +195,7 @@ def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None =
     policy's setting) as 'ignored', with an implicit feedback row each. Returns how many."""
     ensure_schema(store.db)
     after = default_policy().settings.ignore_after_s if ignore_after_s is None else ignore_after_s
-    rows = list(store.db["alerts"].rows_where(
+    rows = list(store.db.table("alerts").rows_where(
         "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at + ? <= ?",
         [after, now]))
     n = 0
@@ -238,11 +238,12 @@ def list_alerts(store: CloudStore, individual_id: str, limit: int = 50,
     """Latest alerts of one individual, newest first, with decoded JSON columns."""
     ensure_schema(store.db)
     where, args = "individual_id = ?", [individual_id]
+    args_: list[Any] = list(args)
     if since is not None:
         where += " AND ts >= ?"
-        args.append(since)
+        args_.append(since)
     out = []
-    for r in store.db["alerts"].rows_where(where, args, order_by="ts DESC", limit=max(1, min(limit, 1000))):
+    for r in store.db.table("alerts").rows_where(where, args_, order_by="ts DESC", limit=max(1, min(limit, 1000))):
         r = dict(r)
         for k in ("metrics", "directions", "baseline", "observed"):
             if r.get(k):

@@ -45,7 +45,7 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
     if until is not None:
         where.append("ts < ?")
         args.append(until)
-    alerts = list(store.db["alerts"].rows_where(" AND ".join(where) or None, args, order_by="ts"))
+    alerts = list(store.db.table("alerts").rows_where(" AND ".join(where) or None, args, order_by="ts"))
     if not alerts:
         return []
     ids = {a["alert_id"] for a in alerts}

@@ -108,14 +108,14 @@ def parse_event(body: Any, ts: float) -> Event:
         raise EventBodyError(f"event body.severity: expected info|warning|critical, found {severity!r:.40}")
     start_ts = min(num("start_ts", ts), ts)
     tz = body.get("tz_offset_h")
-    tz_ok = isinstance(tz, int | float) and not isinstance(tz, bool) and -14 <= tz <= 14
+    tz_h = float(tz) if isinstance(tz, int | float) and not isinstance(tz, bool) and -14 <= tz <= 14 else None
     return Event(start_ts=start_ts, metrics=tuple(metrics), directions=tuple(directions),
                  score=score, severity=severity, kind=str(body.get("kind", "sustained")),
                  baseline=vecs[0], observed=vecs[1],
                  model_version=str(body.get("model_version") or "unknown"),
                  detector_version=str(body.get("detector_version") or "unknown"),
                  warming_up=body.get("warming_up") is True,
-                 tz_offset_h=float(tz) if tz_ok else None)
+                 tz_offset_h=tz_h)
 
 
 # ---------------------------------------------------------------- individual preferences
@@ -130,7 +130,7 @@ def set_individual_prefs(store: CloudStore, individual_id: str, *, tz_offset_h: 
                  ("quiet_start", quiet_start), ("quiet_end", quiet_end)):
         if v is not None:
             row[k] = v
-    store.db["individual_prefs"].upsert(row, pk="individual_id")
+    store.db.table("individual_prefs").upsert(row, pk="individual_id")
 
 
 @dataclass(frozen=True)
@@ -145,17 +145,17 @@ def local_prefs(store: CloudStore, policy: NotificationPolicy, individual_id: st
                 event_tz_h: float | None = None) -> LocalPrefs:
     s = policy.settings
     file_prefs = policy.individuals.get(individual_id)
-    rows = list(store.db["individual_prefs"].rows_where("individual_id = ?", [individual_id]))
-    db = rows[0] if rows else {}
-    tz = db.get("tz_offset_h")
+    rows = list(store.db.table("individual_prefs").rows_where("individual_id = ?", [individual_id]))
+    row = rows[0] if rows else {}
+    tz = row.get("tz_offset_h")
     if tz is None:
         tz = file_prefs.tz_offset_h if file_prefs and file_prefs.tz_offset_h is not None else event_tz_h
     if tz is None:
         tz = s.default_tz_offset_h
     silenced = bool(file_prefs and file_prefs.silenced) or (
-        db.get("silenced_until") is not None and t < db["silenced_until"])
-    qs = db.get("quiet_start") or (file_prefs and file_prefs.quiet_start) or s.quiet_start
-    qe = db.get("quiet_end") or (file_prefs and file_prefs.quiet_end) or s.quiet_end
+        row.get("silenced_until") is not None and t < row["silenced_until"])
+    qs = row.get("quiet_start") or (file_prefs and file_prefs.quiet_start) or s.quiet_start
+    qe = row.get("quiet_end") or (file_prefs and file_prefs.quiet_end) or s.quiet_end
     return LocalPrefs(float(tz), silenced, qs, qe)
 
 
@@ -339,7 +339,7 @@ def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float
         args.append(individual_id)
     closed = 0
     with write_lock(store.db):
-        for inc in list(store.db["incidents"].rows_where(where, args)):
+        for inc in list(store.db.table("incidents").rows_where(where, args)):
             count = inc["notify_count"] or 0
             if count == 0:
                 close_at = inc["last_alert_at"] + max(s.incident_idle_close_s, 86400.0)
@@ -350,13 +350,13 @@ def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float
                     continue
                 close_at = max(close_at, inc["last_notified_at"] or 0.0)
             if close_at <= t:
-                store.db["incidents"].update(inc["incident_id"], {"closed_at": close_at})
+                store.db.table("incidents").update(inc["incident_id"], {"closed_at": close_at})
                 closed += 1
     return closed
 
 
 def open_incident(store: CloudStore, individual_id: str) -> dict[str, Any] | None:
-    rows = list(store.db["incidents"].rows_where(
+    rows = list(store.db.table("incidents").rows_where(
         "individual_id = ? AND closed_at IS NULL", [individual_id], order_by="opened_at DESC", limit=1))
     return rows[0] if rows else None
 
@@ -378,7 +378,7 @@ def _decision(row: dict[str, Any]) -> Decision:
 
 def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
     ensure_schema(store.db)
-    rows = list(store.db["alerts"].rows_where("alert_id = ?", [alert_id]))
+    rows = list(store.db.table("alerts").rows_where("alert_id = ?", [alert_id]))
     return _decision(rows[0]) if rows else None
 
 
@@ -396,7 +396,7 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
     if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
         if incident is None:
             incident_id = f"inc:{aid}"
-            store.db["incidents"].insert({
+            store.db.table("incidents").insert({
                 "incident_id": incident_id, "individual_id": ind, "opened_at": t,
                 "last_alert_at": t, "closed_at": None, "severity": ev.severity,
                 "notify_count": 1 if action == "notify" else 0,
@@ -412,8 +412,8 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
                 upd["notify_count"] = (incident["notify_count"] or 0) + 1
                 upd["last_notified_at"] = t
                 upd["answered"] = 0  # a new notification needs a new answer
-            store.db["incidents"].update(incident_id, upd)
-    store.db["alerts"].insert({
+            store.db.table("incidents").update(incident_id, upd)
+    store.db.table("alerts").insert({
         "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
         "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
         "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
@@ -496,7 +496,7 @@ def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decisi
     s = policy.settings
     close_idle_incidents(store, policy, t)
     out: list[Decision] = []
-    for inc in list(store.db["incidents"].rows_where("closed_at IS NULL AND answered = 0",
+    for inc in list(store.db.table("incidents").rows_where("closed_at IS NULL AND answered = 0",
                                                      order_by="opened_at")):
         prefs = local_prefs(store, policy, inc["individual_id"], t)
         if prefs.silenced:
@@ -517,11 +517,11 @@ def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decisi
             rule = "renotify"
             reason = (f"unanswered {inc['severity']} incident: reminder {count} of "
                       f"{s.max_notifications_per_incident - 1}")
-        rows = list(store.db["alerts"].rows_where("alert_id = ?", [inc["last_alert_id"]]))
+        rows = list(store.db.table("alerts").rows_where("alert_id = ?", [inc["last_alert_id"]]))
         if not rows:
             continue
         a = rows[0]
-        store.db["incidents"].update(inc["incident_id"], {"notify_count": count + 1,
+        store.db.table("incidents").update(inc["incident_id"], {"notify_count": count + 1,
                                                           "last_notified_at": t})
         if count == 0:
             store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "

@@ -14,10 +14,14 @@ from sqlite_utils import Database
 
 
 class _EventLike(Protocol):
-    metrics: tuple[str, ...]
-    directions: tuple[int, ...]
-    baseline: tuple[float, ...]
-    observed: tuple[float, ...]
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+    @property
+    def directions(self) -> tuple[int, ...]: ...
+    @property
+    def baseline(self) -> tuple[float, ...]: ...
+    @property
+    def observed(self) -> tuple[float, ...]: ...
 
 
 def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int], float]:

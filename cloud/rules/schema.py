@@ -28,7 +28,7 @@ _READY: weakref.WeakSet[Database] = weakref.WeakSet()
 
 @migrations()
 def m001_alerts_incidents_feedback(db: Database) -> None:
-    db["alerts"].create(
+    db.table("alerts").create(
         {"alert_id": str, "device_id": str, "seq": int, "individual_id": str, "ts": float,
          "start_ts": float, "action": str, "reason": str, "rule": str, "incident_id": str,
          "severity": str, "metrics": str, "score": float, "model_version": str,
@@ -36,32 +36,32 @@ def m001_alerts_incidents_feedback(db: Database) -> None:
          "directions": str, "baseline": str, "observed": str},
         pk="alert_id",
     )
-    db["alerts"].create_index(["individual_id", "ts"])
-    db["alerts"].create_index(["model_version", "ts"])
-    db["alerts"].create_index(["state", "notified_at"])
-    db["incidents"].create(
+    db.table("alerts").create_index(["individual_id", "ts"])
+    db.table("alerts").create_index(["model_version", "ts"])
+    db.table("alerts").create_index(["state", "notified_at"])
+    db.table("incidents").create(
         {"incident_id": str, "individual_id": str, "opened_at": float, "last_alert_at": float,
          "closed_at": float, "severity": str, "notify_count": int, "last_notified_at": float,
          "answered": int, "first_alert_id": str, "last_alert_id": str, "alert_count": int},
         pk="incident_id",
     )
-    db["incidents"].create_index(["individual_id", "closed_at"])
-    db["feedback"].create(
+    db.table("incidents").create_index(["individual_id", "closed_at"])
+    db.table("feedback").create(
         {"id": int, "alert_id": str, "individual_id": str, "device_id": str, "action": str,
          "label": str, "ts": float, "model_version": str, "received_at": float,
          "consumed_by": int},
         pk="id",
     )
-    db["feedback"].create_index(["alert_id", "action", "ts"], unique=True)
-    db["feedback"].create_index(["individual_id", "action", "ts"])
-    db["personalisation"].create(
+    db.table("feedback").create_index(["alert_id", "action", "ts"], unique=True)
+    db.table("feedback").create_index(["individual_id", "action", "ts"])
+    db.table("personalisation").create(
         {"id": int, "individual_id": str, "device_id": str, "metric": str, "action": str,
          "factor": float, "reason": str, "ts": float, "command_sent_at": float,
          "direction": int, "threshold": float, "alert_id": str},
         pk="id",
     )
-    db["personalisation"].create_index(["individual_id", "metric"])
-    db["individual_prefs"].create(
+    db.table("personalisation").create_index(["individual_id", "metric"])
+    db.table("individual_prefs").create(
         {"individual_id": str, "tz_offset_h": float, "silenced_until": float,
          "quiet_start": str, "quiet_end": str},
         pk="individual_id",
