@@ -106,6 +106,31 @@ def _baseline_kernel(cfg: np.ndarray, s: np.ndarray, h: int, t: float) -> tuple[
 
 
 @njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
+def _learn_kernel(
+    cfg: np.ndarray, s: np.ndarray, h: int, t: float, x: float, base: float, sd: float, u: float
+) -> None:
+    """Learn ``x`` (winsorised at ``base +- huber_c * sd``) with weight ``u`` into bin ``h``
+    and the global statistic of metric state ``s``."""
+    mem = cfg[C_MEM]
+    xw = x
+    wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+    if wg >= cfg[C_PRIOR]:
+        xw = _clip(x, base - cfg[C_HUBER] * sd, base + cfg[C_HUBER] * sd)
+    b = h * 4
+    wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
+    wb, mb, m2b = _update_kernel(wb, s[b + BIN_MEAN], m2b, xw, u)
+    s[b + BIN_W] = wb
+    s[b + BIN_MEAN] = mb
+    s[b + BIN_M2] = m2b
+    s[b + BIN_T] = t
+    wg, mg, m2g = _update_kernel(wg, s[G_MEAN], m2g, xw, u)
+    s[G_W] = wg
+    s[G_MEAN] = mg
+    s[G_M2] = m2g
+    s[G_T] = t
+
+
+@njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
 def _process_kernel(
     cfg: np.ndarray,
     st: np.ndarray,
@@ -212,23 +237,7 @@ def _process_kernel(
                 else:
                     s[M_PROT] = np.nan
                 u = u_time * (cfg[C_PROTW] if protected else 1.0)
-                xw = x
-                wg, _ = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
-                if wg >= cfg[C_PRIOR]:
-                    xw = _clip(x, base - cfg[C_HUBER] * sd, base + cfg[C_HUBER] * sd)
-                b = hh * 4
-                wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
-                wb, mb, m2b = _update_kernel(wb, s[b + BIN_MEAN], m2b, xw, u)
-                s[b + BIN_W] = wb
-                s[b + BIN_MEAN] = mb
-                s[b + BIN_M2] = m2b
-                s[b + BIN_T] = t
-                wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
-                wg, mg, m2g = _update_kernel(wg, s[G_MEAN], m2g, xw, u)
-                s[G_W] = wg
-                s[G_MEAN] = mg
-                s[G_M2] = m2g
-                s[G_T] = t
+                _learn_kernel(cfg, s, hh, t, x, base, sd, u)
                 ec = _clip(s[M_E], -cfg[C_HUBER] * rms, cfg[C_HUBER] * rms)
                 s[M_EW] = ew + u
                 s[M_EQ] = eq + u * ec * ec
