@@ -240,7 +240,10 @@ def test_feedback_from_mqtt(store):
         feedback_from_mqtt(store, topics.owner_feedback("rex"), b"{not json")
     with pytest.raises(InvalidFeedbackError):
         feedback_from_mqtt(store, "edgeloop/v1/elsewhere", encode(fb(d, "dismiss", NOON + 10)))
-    assert store.db["rejections"].count == 3
+    for junk in (b"[" * 100000, b'{"v":1,"type":[1]}', b'{"v":1,"type":{"a":1}}', b"\xff\xfe"):
+        with pytest.raises(InvalidFeedbackError):
+            feedback_from_mqtt(store, topics.owner_feedback("rex"), junk)
+    assert store.db["rejections"].count == 7
 
 
 # ----------------------------------------------------------------- HTTP endpoint
@@ -273,8 +276,9 @@ def test_http_endpoint(tmp_path):
         assert (code, body["error"]) == (403, "WrongIndividualError")
         code, body = _http(base + "/feedback", json.dumps(dict(ok, action="meh")).encode())
         assert (code, body["error"]) == (400, "InvalidFeedbackError") and "meh" in body["message"]
-        code, body = _http(base + "/feedback", b"[1, 2")
-        assert (code, body["error"]) == (400, "InvalidFeedbackError")
+        for junk in (b"[1, 2", b"[" * 50000, b'{"type": [1]}', b'{"ts": {"a": 1}}'):
+            code, body = _http(base + "/feedback", junk)
+            assert (code, body["error"]) == (400, "InvalidFeedbackError"), junk[:20]
         code, body = _http(base + "/alerts?individual_id=rex")
         assert code == 200 and [a["alert_id"] for a in body["alerts"]] == [d.alert_id]
         assert body["alerts"][0]["state"] == "confirmed" and body["alerts"][0]["metrics"] == ["activity", "hr_rest"]
@@ -284,7 +288,7 @@ def test_http_endpoint(tmp_path):
     finally:
         server.stop()
     s = CloudStore(path)
-    assert s.db["rejections"].count == 4
+    assert s.db["rejections"].count == 7
     assert list_alerts(s, "rex")[0]["state"] == "confirmed"
     s.close()
 

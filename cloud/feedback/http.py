@@ -127,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _parse(raw: bytes) -> Feedback:
     try:
         d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidFeedbackError("body is not JSON: POST a Feedback object") from None
     if not isinstance(d, dict):
         raise InvalidFeedbackError(f"body must be a JSON object, found {type(d).__name__}")
@@ -137,6 +137,9 @@ def _parse(raw: bytes) -> Feedback:
         msg = decode(json.dumps(d).encode())
     except SchemaError as exc:
         raise InvalidFeedbackError(str(exc)) from None
+    except (TypeError, ValueError, RecursionError) as exc:  # decoder defects must not escape
+        raise InvalidFeedbackError(f"body cannot be decoded ({type(exc).__name__}): "
+                                   "POST a Feedback object") from None
     if not isinstance(msg, Feedback):
         raise InvalidFeedbackError(f"expected a feedback message, found type {msg.type!r}")
     return msg

@@ -222,6 +222,9 @@ def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
             msg = decode(payload)
         except (SchemaError, TopicError) as exc:
             raise InvalidFeedbackError(str(exc)) from None
+        except (TypeError, ValueError, RecursionError) as exc:  # decoder defects must not escape
+            raise InvalidFeedbackError(f"payload cannot be decoded ({type(exc).__name__}): "
+                                       "publish JSON made by shared.schemas.encode") from None
         if not isinstance(msg, Feedback):
             raise InvalidFeedbackError(f"expected a feedback message on {topic}, found type {msg.type!r}")
         if msg.individual_id != topic_ind:
