@@ -34,7 +34,7 @@ class AgentConfig:
     baudrate: int = field(default=115200, metadata=doc("serial speed"))
     state_dir: str = field(default="edgeloop-state", metadata=doc("folder for the outbox, baselines and models"))
     cloud_public_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 key (commands and models)"))
-    budget_ms: float = field(default=5.0, metadata=doc("per-window processing budget (ms)"))
+    budget_ms: float = field(default=20.0, metadata=doc("per-window processing budget (ms)"))
     quiet_minutes: int = field(default=12, metadata=doc("resting heart rate: minutes with zero steps before"))
     exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
     drain_timeout: float = field(default=60.0, metadata=doc("at exit, wait this long for the cloud to ack everything"))

@@ -150,6 +150,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def _progress_thread(agent: Any, stop: threading.Event) -> None:
     def loop() -> None:
         while not stop.wait(0.5):
+            if getattr(agent, "_source", None) is None:
+                continue  # progress starts once the source is open (the demo waits for it)
             print(json.dumps({"device_id": agent.cfg.device_id, "ts": agent._last_ts,
                               "windows": agent.counts["windows"], "events": agent.counts["events"]}),
                   flush=True)

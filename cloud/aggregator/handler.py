@@ -48,8 +48,12 @@ class Aggregator:
 
     def _reject(self, topic: str, reason: str, size: int) -> None:
         self.counts["rejected"] += 1
-        self.store.reject(topic, reason, size)
         logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        try:
+            self.store.reject(topic, reason, size)
+        except Exception:  # the store itself failing must not stop the service
+            self.counts["reject_unrecorded"] += 1
+            logger.exception("aggregator.reject_unrecorded")
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")

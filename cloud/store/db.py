@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,10 @@ class CloudStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         if path is None:
-            self.db = Database(memory=True)
+            self.db = Database(sqlite3.connect(":memory:", check_same_thread=False))
         else:
-            self.db = Database(str(path))
+            # one connection, used by one thread at a time (the service hands it over at stop)
+            self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
