@@ -125,18 +125,19 @@ def test_stanford_evaluation_splits_alerts_around_onset() -> None:
     alerts = [
         "2020-01-10T21:00:00",  # healthy period: false
         "2020-01-20T21:00:00",  # healthy period: false, another day
+        "2020-02-15T21:00:00",  # 14.1 days before onset: grey, neither false nor a detection
         "2020-02-25T12:00:00",  # first in window: onset - 5.5 days
         "2020-03-02T09:00:00",
     ]
     out = evaluate_person("P", alerts, _label("2020-03-01"), data)
     assert out.first_alert_rel_days == pytest.approx(-4.5)
     assert out.caught_early is True
-    assert (out.false_alerts, out.false_alert_days, out.n_alerts) == (2, 2, 4)
+    assert (out.false_alerts, out.false_alert_days, out.grey_alerts, out.n_alerts) == (2, 2, 1, 5)
     # healthy days: 2020-01-01 .. 2020-02-08 (onset - 21 d, exclusive) = 39 days
     assert out.healthy_months == pytest.approx(39 / 30.4375)
     assert out.false_alerts_per_month == pytest.approx(2 / (39 / 30.4375))
 
-    epoch = np.array(alerts[3:], dtype="datetime64[s]").astype(np.int64).astype(float)
+    epoch = np.array(alerts[4:], dtype="datetime64[s]").astype(np.int64).astype(float)
     late = evaluate_person("P", epoch, _label("2020-03-01"), data)
     assert late.first_alert_rel_days == pytest.approx(1 + 9 / 24)
     assert late.caught_early is False

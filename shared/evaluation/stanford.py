@@ -4,9 +4,12 @@ For every person with a known onset (symptom date, else diagnosis date) the aler
 
 * *healthy period*: more than ``healthy_gap_days`` (21) before onset; every alert there is false;
   the rate is per person-month of days that have heart-rate data in that period;
-* *detection window*: ``[onset - healthy_gap_days, onset + late_days]``; the first alert there is
+* *detection window*: ``[onset - early_days, onset + late_days]`` (7 before, 21 after: LAAD's
+  window, whose per-person first anomaly is clipped at -7.0 days); the first alert there is
   "the" detection, reported in days relative to onset 00:00 (negative = before onset); it is
-  *caught early* when it falls on or before the onset date (before onset + 1 day).
+  *caught early* when it falls on or before the onset date (before onset + 1 day);
+* alerts between the two (21 to 7 days before onset) are counted apart ("grey"): neither false
+  nor a detection.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ def to_datetime64(times: Iterable[object] | np.ndarray) -> np.ndarray:
     if arr.size == 0:
         return np.array([], dtype="datetime64[s]")
     if np.issubdtype(arr.dtype, np.number):
-        return (arr.astype(np.float64) * 1e3).astype("int64").astype("datetime64[ms]").astype(
-            "datetime64[s]"
+        return (
+            (arr.astype(np.float64) * 1e3)
+            .astype("int64")
+            .astype("datetime64[ms]")
+            .astype("datetime64[s]")
         )
     try:
         return arr.astype("datetime64[s]")
@@ -58,6 +64,7 @@ class PersonOutcome:
     n_alerts: int
     first_alert_rel_days: float | None  # first alert in the detection window, rel. to onset
     caught_early: bool | None  # None when no onset is known
+    grey_alerts: int  # alerts between the healthy period and the detection window
     false_alerts: int  # alerts in the healthy period
     false_alert_days: int  # distinct days with an alert in the healthy period
     healthy_months: float  # months with heart-rate data in the healthy period
@@ -78,6 +85,7 @@ def evaluate_person(
     data_times: np.ndarray,
     *,
     healthy_gap_days: float = 21.0,
+    early_days: float = 7.0,
     late_days: float = 21.0,
     laad: LaadResult | None = None,
 ) -> PersonOutcome:
@@ -90,18 +98,24 @@ def evaluate_person(
     onset = label.onset if label is not None else None
     source = label.onset_source if label is not None else "none"
     if onset is None:
-        return PersonOutcome(person_id, None, source, len(alerts), None, None, 0, 0, 0.0, laad)
+        return PersonOutcome(person_id, None, source, len(alerts), None, None, 0, 0, 0, 0.0, laad)
     onset_s = np.datetime64(onset, "s")
     gap = np.timedelta64(int(round(healthy_gap_days * 86400)), "s")
+    early = np.timedelta64(int(round(early_days * 86400)), "s")
     late = np.timedelta64(int(round(late_days * 86400)), "s")
+    if early > gap:
+        raise ValueError(
+            f"early_days ({early_days}) must not exceed healthy_gap_days ({healthy_gap_days})"
+        )
     healthy_end = onset_s - gap
     healthy = alerts[alerts < healthy_end]
-    window = alerts[(alerts >= healthy_end) & (alerts <= onset_s + late)]
+    grey = alerts[(alerts >= healthy_end) & (alerts < onset_s - early)]
+    window = alerts[(alerts >= onset_s - early) & (alerts <= onset_s + late)]
     first = None
-    early = False
+    caught = False
     if len(window):
         first = float((window[0] - onset_s) / np.timedelta64(1, "s")) / 86400.0
-        early = bool(window[0] < onset_s + _DAY)
+        caught = bool(window[0] < onset_s + _DAY)
     days = np.unique(np.asarray(data_times).astype("datetime64[D]"))
     healthy_days = int(np.count_nonzero(days < np.datetime64(healthy_end, "D")))
     return PersonOutcome(
@@ -110,7 +124,8 @@ def evaluate_person(
         onset_source=source,
         n_alerts=len(alerts),
         first_alert_rel_days=first,
-        caught_early=early,
+        caught_early=caught,
+        grey_alerts=len(grey),
         false_alerts=len(healthy),
         false_alert_days=len(np.unique(healthy.astype("datetime64[D]"))),
         healthy_months=healthy_days / DAYS_PER_MONTH,
