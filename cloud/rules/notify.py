@@ -198,18 +198,18 @@ class Facts:
             return True
         if self.policy.settings.warmup_s <= 0:
             return False
-        first = self.db.execute("SELECT MIN(ts) FROM records WHERE device_id = ?",
-                                [self.device_id]).fetchone()[0]
-        first = self.record.ts if first is None else min(first, self.record.ts)
+        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? ORDER BY seq LIMIT 1",
+                              [self.device_id]).fetchone()  # first by seq: an index lookup
+        first = self.record.ts if row is None else min(row[0], self.record.ts)
         return self.record.ts - first < self.policy.settings.warmup_s
 
     @cached_property
     def stale(self) -> bool:
         """Decided long after it happened: by the decision clock, or by the device's own newest
         record (a backlog uploaded after a network cut is stale even when replayed)."""
-        newest = self.db.execute("SELECT MAX(ts) FROM records WHERE device_id = ?",
-                                 [self.device_id]).fetchone()[0]
-        latest = max(self.t, newest if newest is not None else self.t)
+        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
+                              [self.device_id]).fetchone()  # newest by seq: an index lookup
+        latest = max(self.t, row[0] if row is not None else self.t)
         return latest - self.record.ts > self.policy.settings.stale_after_s
 
     @cached_property

@@ -68,6 +68,15 @@ def m001_alerts_incidents_feedback(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_decision_indexes(db: Database) -> None:
+    """Indexes for the per-event queries (duplicate, cooldown, collecting) at fleet scale."""
+    db.table("alerts").create_index(["device_id", "start_ts"])
+    db.table("alerts").create_index(["individual_id", "notified_at"])
+    db.table("alerts").create_index(["device_id", "action", "decided_at"])
+    db.table("feedback").create_index(["consumed_by"])
+
+
 @contextlib.contextmanager
 def write_lock(db: Database) -> Iterator[None]:
     """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
