@@ -158,3 +158,20 @@ def test_falls_back_to_tflite_runtime(monkeypatch) -> None:  # noqa: ANN001
 def test_prefers_ai_edge_litert() -> None:
     _cls, module = runtime.interpreter_class()
     assert module == "ai_edge_litert.interpreter"
+
+
+@pytest.mark.parametrize("activity,expected", [("walk", "walk"), ("run", "run"),
+                                               ("sleep", "rest")])
+def test_numpy_rule_model_stands_in(activity: str, expected: str) -> None:
+    from device.inference.classifier import ScoreModel
+    from device.inference.fake import FixedModel, RuleModel
+
+    model: ScoreModel = RuleModel()
+    rng = np.random.default_rng(77)
+    labels = [model.predict(accel_window(activity, 100, 25.0, rng), 25.0).label
+              for _ in range(30)]
+    assert labels.count(expected) >= 24, labels
+    fixed: ScoreModel = FixedModel("play")
+    assert fixed.predict(accel_window("rest", 100, 25.0, rng), 25.0).label == "play"
+    with pytest.raises(InvalidWindow):
+        fixed.predict(np.zeros((3, 3)), 25.0)

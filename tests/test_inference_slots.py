@@ -232,3 +232,11 @@ def test_shadow_stats_reset_on_new_shadow(slots: ModelSlots) -> None:
     assert slots.shadow_stats.total == 1
     slots.install_shadow(make(3))
     assert slots.shadow_stats.total == 0
+
+
+def test_redelivered_active_bundle_is_a_no_op(slots: ModelSlots) -> None:
+    data = make(2)
+    slots.install_shadow(data)
+    slots.promote()
+    assert slots.install_shadow(data).version == 2
+    assert versions(slots) == (2, None, 1)

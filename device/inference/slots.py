@@ -63,6 +63,7 @@ class ShadowStats:
 
     def __init__(self, classes: tuple[str, ...] = CLASSES, max_disagreements: int = 20) -> None:
         self.classes = tuple(classes)
+        self._idx = {c: i for i, c in enumerate(self.classes)}
         self.max_disagreements = max_disagreements
         self.reset()
 
@@ -76,8 +77,10 @@ class ShadowStats:
     def record(self, ts: float, active: Prediction, shadow: Prediction) -> bool:
         """Count one window; return True when the models agree."""
         self.total += 1
-        self.confusion[active.index, shadow.index] += 1
-        if active.index == shadow.index:
+        i, j = self._idx.get(active.label), self._idx.get(shadow.label)
+        if i is not None and j is not None:
+            self.confusion[i, j] += 1
+        if active.label == shadow.label:
             self.agree += 1
             return True
         self.disagreements.append({
@@ -181,9 +184,13 @@ class ModelSlots:
         """Remove slot directories no role refers to (incl. leftovers of interrupted installs)."""
         keep = {v for v in self._index.values() if v}
         for p in self.slots_dir.iterdir():
-            if p.name not in keep:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                self._cache.pop(p.name, None)
+            if p.name in keep:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            self._cache.pop(p.name, None)
 
     def _manifest_of(self, name: str) -> Manifest:
         if name == FACTORY:
@@ -261,6 +268,9 @@ class ModelSlots:
                                   allow_rollback_to=allow_rollback_to)
             path = install_bundle(bundle, self.slots_dir)
             name = path.name
+            if name == self._index["active"]:
+                log.info("bundle %s is already the active model", name)
+                return bundle.manifest
             if name not in self._index.values():
                 try:
                     ActivityClassifier(path / "model.tflite", expected_sha256=bundle.manifest.sha256,
