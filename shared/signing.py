@@ -161,3 +161,23 @@ def is_valid(pub: PublicKeyLike, payload: bytes, sig: bytes) -> bool:
     except SignatureInvalid:
         return False
     return True
+
+
+def ensure_keypair(directory: str | Path, name: str = "cloud"
+                   ) -> tuple[Ed25519PrivateKey, Ed25519PublicKey]:
+    """Load ``<name>.key``/``<name>.pub`` (PEM) from ``directory``, or generate and save them.
+
+    The cloud calls this at start; devices get only the ``.pub`` file.
+    """
+    d = Path(directory)
+    priv_path, pub_path = d / f"{name}.key", d / f"{name}.pub"
+    if priv_path.exists():
+        priv = load_private_key(priv_path)
+        if not pub_path.exists():
+            save_public_key(pub_path, priv.public_key())
+        return priv, priv.public_key()
+    priv, pub = generate_keypair()
+    save_private_key(priv_path, priv)
+    save_public_key(pub_path, pub)
+    log.info("generated signing key pair %s in %s", key_id(pub), d)
+    return priv, pub

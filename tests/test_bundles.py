@@ -224,3 +224,13 @@ def test_all_errors_are_bundle_errors() -> None:
     for cls in (BundleSignatureError, BundleTampered, BundleDowngrade, BundleWrongDeviceClass,
                 BundleIncompatible):
         assert issubclass(cls, BundleError)
+
+
+def test_ensure_keypair_generates_once(tmp_path) -> None:  # noqa: ANN001
+    from shared.signing import ensure_keypair
+
+    priv, pub = ensure_keypair(tmp_path)
+    again, _ = ensure_keypair(tmp_path)
+    assert key_id(again) == key_id(pub)
+    assert (tmp_path / "cloud.key").stat().st_mode & 0o777 == 0o600
+    verify_message(tmp_path / "cloud.pub", b"x", sign_message(priv, b"x"))
