@@ -104,8 +104,18 @@ def test_uncertain(store, kw, rule):
     assert d.incident_id is None
 
 
-def test_suppress_info_and_stale(store):
-    assert event(store, severity="info").rule == "info-only"
+def test_info_events_are_held_or_make_the_device_collect(store):
+    d = event(store, severity="info", score=0.45)
+    assert (d.action, d.rule) == ("uncertain", "info-hold")
+    one = event(store, ind="bella", severity="info", score=0.45, metrics=["hr_rest"], directions=[1],
+                baseline=[60.0], observed=[70.0])
+    assert (one.action, one.rule) == ("collect_more", "single-weak-metric")
+    # and info is never deferred to be delivered after quiet hours
+    night = event(store, t=10 * DAY + 23 * 3600, ind="luna", severity="info", score=0.45)
+    assert night.rule == "info-hold"
+
+
+def test_suppress_stale(store):
     d = event(store, t=NOON, now=NOON + 2 * DAY, ind="bella")
     assert (d.action, d.rule) == ("suppress", "stale")
 
