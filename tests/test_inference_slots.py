@@ -240,3 +240,22 @@ def test_redelivered_active_bundle_is_a_no_op(slots: ModelSlots) -> None:
     slots.promote()
     assert slots.install_shadow(data).version == 2
     assert versions(slots) == (2, None, 1)
+
+
+@pytest.mark.parametrize("entry", ["../../etc", "/abs/path", 42, "activity-v2-zz"])
+def test_index_entries_are_validated(tmp_path: Path, entry: object) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "index.json").write_text(json.dumps({"active": entry}))
+    s = ModelSlots(tmp_path, PUB, device_class="collar")
+    assert s.slot("active") == FACTORY and s.load_errors
+    assert json.loads((tmp_path / "models" / "index.json").read_text())["active"] == FACTORY
+
+
+def test_repaired_index_is_saved(slots: ModelSlots, tmp_path: Path) -> None:
+    slots.install_shadow(make(2))
+    slots.promote()
+    (tmp_path / "models" / "slots" / slots.slot("active") / "manifest.sig").write_bytes(b"x" * 64)
+    first = ModelSlots(tmp_path, PUB, device_class="collar")
+    assert first.slot("active") == FACTORY and first.load_errors
+    second = ModelSlots(tmp_path, PUB, device_class="collar")
+    assert second.slot("active") == FACTORY and not second.load_errors

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections import deque
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 FACTORY = "factory"
 DEFAULT_DEVICE_CLASS = "collar"
 ROLES = ("active", "shadow", "previous")
+_SLOT_NAME = re.compile(r"^(factory|[A-Za-z0-9_-]{1,40}-v\d+-[0-9a-f]{12})$")
 
 
 class SlotError(RuntimeError):
@@ -153,12 +155,17 @@ class ModelSlots:
             raw = json.loads(self.index_path.read_text(encoding="utf-8"))
             for role in ROLES:
                 value = raw.get(role)
-                index[role] = value if isinstance(value, str) else index[role]
+                if value is None or (isinstance(value, str) and _SLOT_NAME.match(value)):
+                    index[role] = value
+                else:
+                    raise ValueError(f"bad {role} entry {value!r}")
         except FileNotFoundError:
             return index
         except (ValueError, AttributeError, OSError) as exc:
             self._error(f"model index unreadable ({exc}); starting from the factory model")
-            return {"active": FACTORY, "shadow": None, "previous": None}
+            self._index = {"active": FACTORY, "shadow": None, "previous": None}
+            self._save_index()
+            return dict(self._index)
         for role in ROLES:  # drop roles whose slot fails verification
             name = index[role]
             if name and name != FACTORY:
@@ -171,6 +178,9 @@ class ModelSlots:
             index["active"] = index["previous"] or FACTORY
             index["previous"] = None
             self._error(f"active model fell back to {index['active']}")
+        if self.load_errors:
+            self._index = index
+            self._save_index()
         return index
 
     def _error(self, msg: str) -> None:
