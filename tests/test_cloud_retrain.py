@@ -171,7 +171,7 @@ def test_new_cases_request_exists_iff_condition_holds(hist: list, count: int, ki
 _step = st.tuples(st.integers(0, 3), st.integers(0, 4), st.sampled_from([0.5, 1.0, 1.5, 2.5]))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(_step, min_size=1, max_size=10), cooldown=st.sampled_from([0.0, 1.0, 2.0]),
        min_new=st.integers(1, 5))
 def test_cooldown_fires_again_only_with_new_evidence(steps: list, cooldown: float, min_new: int) -> None:
@@ -320,3 +320,27 @@ def test_datasets_are_verified(tmp_path: Path) -> None:
     (ds / "manifest.json").unlink()
     with pytest.raises(DatasetError, match="no manifest.json"):
         train_detector_candidate(ds, {})
+
+
+def test_alerts_tagged_with_the_release_sha_prefix_count_for_its_version(tmp_path: Path) -> None:
+    store = CloudStore()
+    sha = "0123456789abcdef" * 4
+    register_release(store, ReleaseRef("collar", "3", sha), status="fleet", now=NOW - 5 * D)
+    _labelled_history(store, 2, 10, NOW - D, version=sha[:12])  # what the device agent reports
+    reqs = evaluate_retrain_rules(store, [PrecisionRule(name="p", model_name="collar", min_labelled=12)],
+                                  NOW, export_dir=tmp_path)
+    assert [r.model_version for r in reqs] == ["3"] and reqs[0].measured["labelled"] == 12
+
+
+def test_drift_reads_the_agents_summary_layout(tmp_path: Path) -> None:
+    store = CloudStore()
+    add_alert(store, "x", NOW - 40 * D)
+    rng = np.random.default_rng(3)
+    for dev in range(10):
+        recs = tuple(Record(k + 1, "summary", NOW - 35 * D + k * D + dev, f"ind-{dev}",
+                            {"day": "d", "metrics_mean": {"resting_hr": float(rng.normal(60 if k < 28 else 70, 3))},
+                             "steps": 4000, "warming_up": False, "shadow": {}})
+                     for k in range(35))
+        store.store_batch(UplinkBatch(f"dev-{dev}", recs))
+    reqs = evaluate_retrain_rules(store, load_retrain_config(), NOW, export_dir=tmp_path)
+    assert [r.rule for r in reqs] == ["summary-drift"] and "resting_hr (psi" in reqs[0].reason

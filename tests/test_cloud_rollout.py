@@ -20,13 +20,17 @@ from cloud.releases import (
     current_release,
     format_rollout_table,
     load_rollout_config,
+    parse_command_id,
     register_release,
+    release_check_cli,
     rollout_status,
     rollout_status_cli,
+    start_rollout_cli,
 )
 from cloud.releases.config import LimitsConfig
 from cloud.store.db import CloudStore
 from shared.config import ConfigError, load
+from shared.schemas import Reply
 
 H, D = 3600.0, 86400.0
 T0 = 1_800_000_000.0
@@ -281,3 +285,46 @@ def test_status_cli_and_config_errors(tmp_path) -> None:  # type: ignore[no-unty
     with pytest.raises(ConfigError, match="limits -> max_failed: unknown key"):
         load(RolloutConfig, bad)
     assert json.loads(json.dumps(rollout_status(CloudStore(db), rid)))["devices"] == 10
+
+
+def test_reply_messages_and_summary_hooks() -> None:
+    store, mgr = make()
+    rid = mgr.start(V2, DEVICES, T0)
+    acts = mgr.tick(T0)
+    a = acts[0]
+    assert a.command_id == f"rollout.{rid}.install_shadow.1"
+    assert parse_command_id(a.command_id) == (rid, "install_shadow")
+    assert parse_command_id("cfg-17") is None and parse_command_id("rollout.x.promote.1") is None
+    assert not mgr.handle_reply(Reply(a.device_id, "cfg-17", True), T0)
+    assert mgr.handle_reply(Reply(a.device_id, a.command_id, False, "sha256 mismatch"), T0 + 5)
+    st = rollout_status(store, rid)
+    assert st["device_states"]["failed"] == 1
+    assert any(e["reason"] == "install_shadow FAILED: sha256 mismatch" for e in st["events"])
+    mgr.on_summary(acts[1].device_id, {"day": "2027-01-15", "shadow": {"agree": 90, "disagree": 10}}, T0 + H)
+    mgr.on_summary(acts[2].device_id, {"day": "2027-01-15"}, T0 + H)
+    row = store.db.execute("SELECT device_id, windows, agree FROM shadow_stats").fetchall()
+    assert row == [(acts[1].device_id, 100, 90)]
+
+
+def test_start_rollout_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bundles = pytest.importorskip("shared.bundles")
+    signing = pytest.importorskip("shared.signing")
+    priv, pub = signing.generate_keypair()
+    path = tmp_path / "c.bundle"
+    path.write_bytes(bundles.build_bundle(b"m", {"min_score": 0.2}, name="collar", version=2,
+                                          private_key=priv, device_class="collar-v1"))
+    db = tmp_path / "cloud.db"
+    store = CloudStore(db)
+    for d in DEVICES[:20]:
+        store.set_device_state(d, "online", T0)
+    store.close()
+    out = io.StringIO()
+    assert start_rollout_cli(db, path, public_key=pub, now=T0, out=out) == 1
+    assert "no passed release check" in out.getvalue()
+    assert release_check_cli(db, path, public_key=pub, out=io.StringIO()) == 0
+    out = io.StringIO()
+    assert start_rollout_cli(db, path, public_key=pub, now=T0, out=out) == 0
+    assert out.getvalue().startswith("rollout 1: collar v2 to 20 devices")
+    assert start_rollout_cli(db, tmp_path / "nope.bundle", out=io.StringIO()) == 2
+    st = rollout_status(CloudStore(db), 1)
+    assert st["devices"] == 20 and st["state"] == "shadow"

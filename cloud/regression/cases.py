@@ -161,7 +161,9 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
                    "expected": "alert" if kind == "miss" else "no_alert",
                    "sensitive": int(bool(reasons)), "sensitive_reason": "; ".join(reasons),
                    "created": now, "source": json.dumps(source)}
-            new_ids.append(db["regression_cases"].insert(row).last_pk)
+            cur = db.execute(f"INSERT INTO regression_cases ({', '.join(row)}) VALUES "
+                             f"({', '.join('?' * len(row))})", list(row.values()))
+            new_ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
             known.add(key)
             logger.info("regression.case_captured", extra={
                 "case_kind": kind, "device_id": item.device_id,

@@ -154,7 +154,7 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
            "outcomes": json.dumps([asdict(o) for o in outcomes])}
     with store.db.conn:
         check_id = store.db["release_checks"].insert(row).last_pk
-    logger.info("release.check_%s" % ("passed" if passed else "blocked"), extra={
+    logger.info("release.check_passed" if passed else "release.check_blocked", extra={
         "check_id": check_id, "candidate": candidate_ref and asdict(candidate_ref),
         "cases": n, "score_candidate": s_cand, "score_current": s_cur, "reasons": reasons})
     return ReleaseCheck(check_id, passed, tuple(reasons), outcomes, s_cand, s_cur,

@@ -156,14 +156,26 @@ def load_feedback(db: Database, until: float, where: str = "", args: list[Any] |
     return [dict(r) for r in db.query(sql, [until, *(args or [])])]
 
 
+def _wanted(model_version: Any) -> frozenset[str] | None:
+    if model_version is None:
+        return None
+    if isinstance(model_version, str | int):
+        return frozenset({str(model_version)})
+    return frozenset(str(v) for v in model_version)
+
+
 def labelled(db: Database, now: float, model_version: Any = None, since: float | None = None
              ) -> list[Labelled]:
     """All labelled alerts and owner-reported misses as of ``now``.
 
-    ``model_version`` filters on the alert's (or the feedback's) model version; ``since`` keeps
-    alerts with ``ts >= since``. Feedback after ``now`` is ignored, so evaluation is reproducible.
+    ``model_version`` (one version or a collection of aliases, e.g. ``{"3", sha256[:12]}``)
+    filters on the alert's (or the feedback's) model version; ``since`` keeps alerts with
+    ``ts >= since``. Feedback after ``now`` is ignored, so evaluation is reproducible.
     """
-    alerts = {a["alert_id"]: a for a in load_alerts(db)}
+    if since is None:
+        alerts = {a["alert_id"]: a for a in load_alerts(db)}
+    else:
+        alerts = {a["alert_id"]: a for a in load_alerts(db, "ts >= ?", [since])}
     latest: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
     for fb in load_feedback(db, now, "action IN (?, ?, ?, ?)", list(EXPLICIT_ACTIONS)):
@@ -171,18 +183,19 @@ def labelled(db: Database, now: float, model_version: Any = None, since: float |
             latest[fb["alert_id"]] = fb  # ordered by ts, id: the last one wins
         else:
             orphans.append(fb)
-    want = version_key(model_version)
+    want = _wanted(model_version)
     out: list[Labelled] = []
     for alert_id, fb in latest.items():
         a = alerts.get(alert_id)
         if a is None:
-            logger.warning("evidence.feedback_without_alert", extra={"alert_id": alert_id,
-                                                                    "feedback_id": fb["id"]})
+            if since is None:
+                logger.warning("evidence.feedback_without_alert", extra={"alert_id": alert_id,
+                                                                        "feedback_id": fb["id"]})
             continue
         if a["ts"] > now:
             continue
         item = _from_alert(a, fb)
-        if want is not None and version_key(item.model_version) != want:
+        if want is not None and item.model_version not in want:
             continue
         if since is not None and item.ts < since:
             continue
@@ -190,7 +203,7 @@ def labelled(db: Database, now: float, model_version: Any = None, since: float |
     for fb in orphans:
         if classify(False, fb["action"], fb.get("label") or "") != "miss":
             continue
-        if want is not None and version_key(fb.get("model_version")) != want:
+        if want is not None and version_key(fb.get("model_version")) not in want:
             continue
         if since is not None and fb["ts"] < since:
             continue

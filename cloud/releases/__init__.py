@@ -1,7 +1,12 @@
 """Releases: the release check entry point and the staged rollout (shadow -> canary -> fleet)
 with automatic halt and rollback."""
 
-from cloud.releases.cli import load_bundle_for_check, release_check_cli, rollout_status_cli
+from cloud.releases.cli import (
+    load_bundle_for_check,
+    release_check_cli,
+    rollout_status_cli,
+    start_rollout_cli,
+)
 from cloud.releases.config import RolloutConfig, load_rollout_config
 from cloud.releases.errors import (
     BundleReadError,
@@ -18,6 +23,7 @@ from cloud.releases.rollout import (
     current_release,
     ensure_schema,
     group_metrics,
+    parse_command_id,
     register_release,
     rollout_ids,
 )
@@ -27,6 +33,6 @@ __all__ = [
     "BundleReadError", "DeviceAction", "GroupMetrics", "ReleaseError", "ReleaseNotCheckedError",
     "RolloutConfig", "RolloutConflictError", "RolloutManager", "RolloutNotFoundError", "cohort_of",
     "current_release", "ensure_schema", "format_rollout_table", "group_metrics",
-    "load_bundle_for_check", "load_rollout_config", "register_release", "release_check_cli",
-    "rollout_ids", "rollout_status", "rollout_status_cli",
+    "load_bundle_for_check", "load_rollout_config", "parse_command_id", "register_release", "release_check_cli",
+    "rollout_ids", "rollout_status", "rollout_status_cli", "start_rollout_cli",
 ]

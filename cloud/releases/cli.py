@@ -1,6 +1,8 @@
 """Entry points the CLI (``edgeloop release ...``) calls; they print and return exit codes.
 
 Exit codes of ``release_check_cli``: 0 passed, 1 blocked, 2 the bundle or store could not be read.
+``start_rollout_cli``: 0 started, 1 refused (no passed release check, another rollout active, no
+devices), 2 the bundle or config could not be read.
 """
 
 from __future__ import annotations
@@ -9,16 +11,21 @@ import io
 import json
 import logging
 import sys
+import time
 import zipfile
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from cloud.regression.check import ReleaseRef, check_release
 from cloud.regression.errors import RegressionError
+from cloud.releases.config import load_rollout_config
 from cloud.releases.errors import BundleReadError, ReleaseError
-from cloud.releases.rollout import current_release, rollout_ids
+from cloud.releases.rollout import RolloutManager, cohort_of, current_release, rollout_ids
 from cloud.releases.status import format_rollout_table, rollout_status
 from cloud.store.db import CloudStore
+from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +114,33 @@ def rollout_status_cli(store_path: str | Path, rollout_id: int | None = None, *,
         return 2
     finally:
         store.close()
+
+
+def start_rollout_cli(store_path: str | Path, bundle_path: str | Path, *,
+                      devices: Iterable[str] | None = None, config_path: str | Path | None = None,
+                      public_key: Any = None, now: float | None = None, out: TextIO | None = None) -> int:
+    """``edgeloop release rollout BUNDLE``: start the staged rollout of a checked bundle to
+    ``devices`` (default: every device the cloud has seen); prints the rollout id and cohorts."""
+    out = out or sys.stdout
+    try:
+        config = load_rollout_config(config_path)
+        ref, detector, _ = load_bundle_for_check(bundle_path, public_key)
+    except (ConfigError, ReleaseError) as exc:
+        out.write(f"error: {exc}\n")
+        return 2
+    store = CloudStore(store_path)
+    try:
+        devs = list(devices) if devices is not None else [
+            r[0] for r in store.db.execute("SELECT device_id FROM devices ORDER BY device_id")]
+        rid = RolloutManager(store, config).start(ref, devs, time.time() if now is None else now,
+                                                  detector_config=detector,
+                                                  bundle_path=str(Path(bundle_path).resolve()))
+    except (ReleaseError, ValueError) as exc:
+        out.write(f"refused: {exc}\n")
+        return 1
+    finally:
+        store.close()
+    cohorts = Counter(cohort_of(d, config) for d in devs)
+    out.write(f"rollout {rid}: {ref.name} v{ref.version} to {len(devs)} devices "
+              f"(canary {cohorts['canary']}, shadow {cohorts['shadow']}, fleet {cohorts['fleet']})\n")
+    return 0

@@ -39,6 +39,7 @@ from cloud.regression.evidence import DAY, is_notified, labelled, load_alerts, l
 from cloud.releases.config import LimitsConfig, RolloutConfig, StageConfig
 from cloud.releases.errors import ReleaseNotCheckedError, RolloutConflictError, RolloutNotFoundError
 from cloud.store.db import CloudStore
+from shared.schemas import Reply
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.releases")
@@ -96,6 +97,15 @@ class DeviceAction:
     device_id: str
     command_name: str
     args: dict[str, Any] = field(default_factory=dict)
+    command_id: str = ""  # "rollout.<id>.<command>.<attempt>": use it as Command.command_id
+
+
+def parse_command_id(command_id: str) -> tuple[int, str] | None:
+    """(rollout id, command name) from a command id made by the rollout, else None."""
+    parts = command_id.split(".")
+    if len(parts) != 4 or parts[0] != "rollout" or parts[2] not in COMMANDS or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]
 
 
 def cohort_fraction(device_id: str, salt: str) -> float:
@@ -343,15 +353,32 @@ class RolloutManager:
                                             "command": command_name, "ok": ok})
         return True
 
+    def handle_reply(self, reply: Reply, now: float) -> bool:
+        """A decoded ``Reply`` to a rollout command (``command_id`` from :class:`DeviceAction`);
+        False when the reply is not for a rollout command or matched nothing outstanding."""
+        parsed = parse_command_id(reply.command_id)
+        if parsed is None:
+            return False
+        return self.on_reply(reply.device_id, parsed[1], reply.ok, reply.detail, now, reply.data)
+
+    def on_summary(self, device_id: str, body: Mapping[str, Any], now: float) -> None:
+        """Hook for stored daily summaries: picks up the agent's ``shadow`` counters, if any."""
+        shadow = body.get("shadow")
+        if isinstance(shadow, Mapping) and shadow:
+            self.record_shadow_stats(device_id, shadow, now)
+
     def record_shadow_stats(self, device_id: str, summary: Mapping[str, Any], now: float) -> None:
-        """Store a device's ShadowStats summary (``windows``, ``agree``) for its active rollout."""
+        """Store a device's cumulative shadow agreement for its active rollout: a ShadowStats
+        summary (``windows``, ``agree``) or the agent's daily-summary ``shadow`` counter
+        (``agree``, ``disagree``)."""
         row = self.db.execute(
             "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
             "WHERE d.device_id = ? AND r.state IN ('shadow', 'canary', 'fleet') "
             "ORDER BY d.rollout_id DESC LIMIT 1", [device_id]).fetchone()
         if row is None:
             return
-        windows, agree = int(summary.get("windows", 0) or 0), int(summary.get("agree", 0) or 0)
+        agree = int(summary.get("agree", 0) or 0)
+        windows = int(summary.get("windows", agree + int(summary.get("disagree", 0) or 0)) or 0)
         with self.db.conn:
             self.db["shadow_stats"].upsert({"rollout_id": int(row[0]), "device_id": device_id,
                                             "windows": windows, "agree": min(agree, windows),
@@ -450,11 +477,13 @@ class RolloutManager:
 
     def _send(self, ro: dict[str, Any], d: dict[str, Any], command: str, now: float,
               **extra: Any) -> DeviceAction:
+        attempt = (d["attempts"] or 0) + 1
+        cid = f"rollout.{ro['id']}.{command}.{attempt}"
         self._set_device(ro["id"], d["device_id"], now, outstanding=command, sent_at=now,
-                         attempts=(d["attempts"] or 0) + 1)
+                         attempts=attempt)
         self._event(ro["id"], now, "command", f"{command} sent", device_id=d["device_id"],
-                    data={"command": command})
-        return DeviceAction(d["device_id"], command, self._args(ro, command, **extra))
+                    data={"command": command, "command_id": cid})
+        return DeviceAction(d["device_id"], command, self._args(ro, command, **extra), cid)
 
     def _forward(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> list[DeviceAction]:
         out = []

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def export_dataset(store: CloudStore, out_dir: str | Path, now: float,
                          "label": item.feedback_label, "ts": item.feedback_ts},
             "event": event,
         })
-    cases = [asdict(c) for c in list_cases(store)]
+    cases = [{f.name: getattr(c, f.name) for f in fields(c)} for c in list_cases(store)]  # shallow
     files = {"alerts.jsonl": _write_jsonl(out / "alerts.jsonl", alerts),
              "cases.jsonl": _write_jsonl(out / "cases.jsonl", cases)}
     manifest = {

@@ -40,12 +40,15 @@ def ks_pvalue(reference: Sequence[float], recent: Sequence[float]) -> tuple[floa
 
 
 def summary_values(body: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric metrics of a daily summary body (``body["metrics"]`` if present, else the body)."""
-    src = body.get("metrics") if isinstance(body.get("metrics"), Mapping) else body
+    """Numeric metrics of a daily summary body: its numeric top-level fields (``steps``,
+    ``minutes``, ...) overlaid with the per-metric means in ``metrics_mean`` (the device agent's
+    layout) or ``metrics``."""
     out: dict[str, float] = {}
-    for k, v in src.items():
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            continue
-        if math.isfinite(float(v)):
-            out[str(k)] = float(v)
+    nested = [body.get(k) for k in ("metrics", "metrics_mean") if isinstance(body.get(k), Mapping)]
+    for src in (body, *nested):
+        for k, v in src.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            if math.isfinite(float(v)):
+                out[str(k)] = float(v)
     return out

@@ -94,10 +94,23 @@ def current_model_version(store: CloudStore, model_name: str, now: float) -> str
     return None
 
 
+def model_aliases(store: CloudStore, model_name: str, version: str) -> frozenset[str]:
+    """The strings alerts may carry for this model version: the version itself and, for a
+    registered release, its sha256 and 12-character prefix (what the device agent reports)."""
+    out = {version}
+    if table_exists(store.db, "releases"):
+        row = store.db.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?",
+                               [model_name, version]).fetchone()
+        if row is not None and row[0]:
+            out |= {row[0], row[0][:12]}
+    return frozenset(out)
+
+
 def _precision(store: CloudStore, rule: PrecisionRule, version: str, now: float,
                last: float | None) -> _Eval:
     since = now - rule.window_days * DAY
-    items = [i for i in labelled(store.db, now, version, since) if i.outcome in ("tp", "fp")]
+    items = [i for i in labelled(store.db, now, model_aliases(store, rule.model_name, version), since)
+             if i.outcome in ("tp", "fp")]
     tp, fp = precision_counts(items)
     n = tp + fp
     prec = tp / n if n else None
@@ -114,7 +127,8 @@ def _precision(store: CloudStore, rule: PrecisionRule, version: str, now: float,
 
 def _new_cases(store: CloudStore, rule: NewCasesRule, version: str, now: float,
                last: float | None) -> _Eval:
-    items = [i for i in labelled(store.db, now, version) if i.case_kind in rule.case_kinds
+    items = [i for i in labelled(store.db, now, model_aliases(store, rule.model_name, version))
+             if i.case_kind in rule.case_kinds
              and (last is None or i.feedback_ts > last)]
     by_kind = {k: sum(1 for i in items if i.case_kind == k) for k in rule.case_kinds}
     n = len(items)
