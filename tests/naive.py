@@ -122,6 +122,8 @@ class NaiveEngine:
             var = a * m2b / wb + (1 - a) * m2g / wg
         else:
             base, var = s.g.mean, m2g / wg
+        if m2g / wg > 0:
+            floor = max(floor, c.bin_sd_floor * math.sqrt(m2g / wg))
         return base, max(math.sqrt(var) if var > 0 else 0.0, floor)
 
     def step(self, t: float, xs) -> dict:
@@ -188,7 +190,8 @@ class NaiveEngine:
                 u = u_time * (c.protect_weight if protected else 1.0)
                 wg, _ = decay(s.g.w, s.g.m2, t - s.g.t, c.memory_s)
                 xw = x
-                if wg >= c.bin_prior:
+                floor = c.sd_floor_rel * abs(s.g.mean) + c.sd_floor_abs
+                if wg >= c.bin_prior and sd > floor:
                     xw = _clip(x, base - c.huber_c * sd, base + c.huber_c * sd)
                 for st in (s.bins[h], s.g):
                     w, m2 = decay(st.w, st.m2, t - st.t, c.memory_s)

@@ -33,12 +33,12 @@ CFG_FIELDS: tuple[str, ...] = (
     "cusum_k", "cusum_h", "cusum_cap", "zs_clip", "spike_z0", "spike_scale", "warmup_s",
     "warmup_n", "protect_p", "protect_weight", "protect_max_s", "contrib_p", "event_sum",
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
-    "surprise_floor", "surprise_scale",
+    "surprise_floor", "surprise_scale", "bin_sd_floor",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
- C_SFLOOR, C_SURSCALE) = range(len(CFG_FIELDS))  # fmt: skip
+ C_SFLOOR, C_SURSCALE, C_BINSD) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -100,6 +100,8 @@ def _baseline_kernel(cfg: np.ndarray, s: np.ndarray, h: int, t: float) -> tuple[
         base = meang
         var = varg
     sd = math.sqrt(var) if var > 0.0 else 0.0
+    if varg > 0.0:
+        floor = max(floor, cfg[C_BINSD] * math.sqrt(varg))
     if sd < floor:
         sd = floor
     return base, sd
@@ -114,7 +116,8 @@ def _learn_kernel(
     mem = cfg[C_MEM]
     xw = x
     wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
-    if wg >= cfg[C_PRIOR]:
+    floor = cfg[C_SDREL] * abs(s[G_MEAN]) + cfg[C_SDABS]
+    if wg >= cfg[C_PRIOR] and sd > floor:  # a collapsed spread (all zeros so far) never clips
         xw = _clip(x, base - cfg[C_HUBER] * sd, base + cfg[C_HUBER] * sd)
     b = h * 4
     wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
