@@ -30,7 +30,7 @@ from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
 from shared import schemas, topics
-from shared.frames import FrameDecoder
+from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,10 @@ class Agent:
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Decode bytes and process every completed frame."""
-        for frame in self.decoder.feed(data):
+        self._frames(self.decoder.feed(data))
+
+    def _frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
             try:
                 reading = decode_payload(frame.sensor, frame.payload)
             except PayloadError as exc:
@@ -332,6 +335,7 @@ class Agent:
 
     def finish(self) -> None:
         """End of input: close the open window and write the partial day's summary."""
+        self._frames(self.decoder.flush())
         w = self.minutes.flush()
         if w is not None:
             self.process_window(w)

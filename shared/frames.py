@@ -93,7 +93,7 @@ class FrameDecoder:
             start = buf.find(SYNC, pos)
             if start < 0:
                 # keep a trailing 0xA5 (it may be the first half of a sync word)
-                keep = 1 if buf.endswith(SYNC[:1]) else 0
+                keep = 1 if len(buf) > pos and buf[-1] == SYNC[0] else 0
                 self._reject(len(buf) - pos - keep)
                 pos = len(buf) - keep
                 break
@@ -129,10 +129,16 @@ class FrameDecoder:
         del buf[:pos]
         return out
 
-    def flush(self) -> None:
-        """End of stream: whatever is left is an incomplete frame; count it as rejected."""
-        self._reject(len(self._buf))
-        self._buf.clear()
+    def flush(self) -> list[Frame]:
+        """End of stream: rescan what is buffered past any false header and return the frames
+        still recoverable; every byte that is not part of one is counted as rejected."""
+        out: list[Frame] = []
+        while self._buf:
+            rest = bytes(self._buf[1:])
+            self._buf.clear()
+            self._reject(1)
+            out += self.feed(rest)
+        return out
 
     @property
     def pending(self) -> int:

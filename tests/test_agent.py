@@ -1,0 +1,186 @@
+"""The agent offline (no broker): detection on simulated traces, bad input, commands, budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.agent import Agent
+from device.budget import LatencyBudget
+from device.commands import sign_command
+from device.config import AgentConfig
+from firmware_sim.collar import CollarSim
+from firmware_sim.scenario import DAY, Condition, default_fleet
+from shared import schemas
+from shared.cli import DEMO_START
+from shared.signing import generate_keypair, save_public_key
+
+
+def run_trace(tmp_path: Path, ind, days: float, **cfg) -> Agent:  # type: ignore[no-untyped-def]
+    trace = tmp_path / f"{ind.device_id}.bin"
+    sim = CollarSim(ind, DEMO_START, days)
+    trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
+    agent = Agent(AgentConfig(device_id=ind.device_id, source=str(trace), state_dir=str(tmp_path / ind.device_id),
+                              exit_on_eof=True, **cfg), connect=False)
+    agent.run()
+    return agent
+
+
+def events(agent: Agent) -> list:  # type: ignore[type-arg]
+    return [r for r in agent.outbox.due(10**6) if r.kind == "event"]
+
+
+@pytest.fixture(scope="module")
+def fleet():  # type: ignore[no-untyped-def]
+    return default_fleet(5, 8.0)
+
+
+def test_illness_alerts_with_resting_hr_and_excitement_does_not(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    ill = fleet[0]
+    cond = ill.conditions[0]
+    assert cond.kind == "illness"
+    a = run_trace(tmp_path, ill, 8.0)
+    evs = events(a)
+    onset = DEMO_START + cond.start
+    hits = [e for e in evs if onset <= e.ts <= onset + cond.duration]
+    assert hits, f"illness not detected; events at {[e.ts - onset for e in evs]} s from onset"
+    assert "resting_hr" in hits[0].body["metrics"]
+    assert all(e.ts >= onset for e in evs), "no alert before the illness"
+    assert hits[0].individual_id == "bella", "individual id comes from the device-info frame"
+
+    calm = fleet[4]
+    assert {c.kind for c in calm.conditions} == {"excitement"}
+    b = run_trace(tmp_path, calm, 8.0)
+    assert events(b) == [], "one-off excitement must not alert"
+
+
+def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    a = run_trace(tmp_path, fleet[4], 2.5)
+    sums = [r.body for r in a.outbox.due(1000) if r.kind == "summary"]
+    assert [s["day"] for s in sums] == ["2026-01-05", "2026-01-06", "2026-01-07"]
+    full = sums[1]
+    assert full["minutes"] == 1440 and full["latency"]["windows"] > 1440
+    assert full["latency"]["p99_ms"] >= full["latency"]["p50_ms"] > 0
+    assert len(full["hourly"]["resting_hr"]["baseline"]) == 24
+    assert full["ingest"]["frames_ok"] > 1440 * 3
+
+
+def test_sensor_faults_are_counted_and_never_crash(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    faulty = replace(fleet[3], conditions=(
+        Condition("garbage", 0.0, 2 * DAY, magnitude=0.01),
+        Condition("stuck", 0.5 * DAY, 3 * 3600.0),
+        Condition("saturation", 1.0 * DAY, 600.0),
+        Condition("clock_jump", 1.5 * DAY, 0.0, magnitude=-3600.0),
+    ))
+    a = run_trace(tmp_path, faulty, 2.0)
+    c = a.ingest_counts()
+    assert c["bytes_rejected"] > 1000 and c["crc_errors"] > 0 and c["resyncs"] > 0
+    assert c["hr_stuck"] >= 60 and c["hr_saturated"] == 10
+    assert c["clock_jump_back"] == 1
+    assert c["windows"] >= 2 * 1440 - 60, "garbage costs frames, not the stream"
+    assert a.outbox.integrity_ok()
+
+
+def test_state_survives_restart(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    a = run_trace(tmp_path, fleet[4], 2.0)
+    assert not a.engine.warming_up
+    b = Agent(a.cfg, connect=False)
+    assert b.counts["engine_restored"] == 1 and not b.engine.warming_up
+    assert b.engine.state() == a.engine.state()
+
+
+def _agent_with_key(tmp_path: Path):  # type: ignore[no-untyped-def]
+    priv, pub = generate_keypair()
+    save_public_key(tmp_path / "cloud.pub", pub)
+    a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s"),
+                          cloud_public_key=str(tmp_path / "cloud.pub")), connect=False)
+    return a, priv
+
+
+def test_signed_commands_accepted_and_bad_ones_refused_and_counted(tmp_path: Path) -> None:
+    a, priv = _agent_with_key(tmp_path)
+    good = sign_command(priv, schemas.Command("collar-009", "c1", "collect_more", 1, {"minutes": 30}))
+    a._on_command(schemas.encode(good))
+    assert a.raw_until > 0
+    other, _ = generate_keypair()
+    bad = [
+        schemas.encode(good),  # replayed (counter not above the last)
+        schemas.encode(replace(good, counter=2, args={"minutes": 999})),  # tampered after signing
+        schemas.encode(sign_command(other, replace(good, counter=3))),  # foreign key
+        schemas.encode(replace(good, counter=4, sig="")),  # unsigned
+        schemas.encode(sign_command(priv, replace(good, device_id="collar-010", counter=5))),  # other device
+        schemas.encode(sign_command(priv, replace(good, name="self_destruct", counter=6))),  # unknown
+        b"\x00not json",
+    ]
+    for payload in bad:
+        a._on_command(payload)
+    assert a.commands.counts["rejected"] == len(bad)
+    assert a.commands.counts["ok.collect_more"] == 1
+    reports = [r.body for r in a.outbox.due(100) if r.kind == "report"]
+    assert [r["ok"] for r in reports] == [True] + [False] * len(bad)
+    assert "replay" in reports[1]["detail"] and "signature invalid" in reports[2]["detail"]
+    ok = sign_command(priv, schemas.Command("collar-009", "c9", "config", 7,
+                                            {"action": "widen", "metric": "resting_hr", "factor": 2.0}))
+    a._on_command(schemas.encode(ok))
+    assert a.commands.counts["ok.config"] == 1
+
+
+def test_counter_persists_across_restart(tmp_path: Path) -> None:
+    a, priv = _agent_with_key(tmp_path)
+    cmd = sign_command(priv, schemas.Command("collar-009", "c1", "collect_more", 5, {"minutes": 1}))
+    a._on_command(schemas.encode(cmd))
+    b = Agent(a.cfg, connect=False)
+    b._on_command(schemas.encode(cmd))
+    assert b.commands.counts["rejected"] == 1, "a command replayed after a reboot is refused"
+
+
+def test_budget_sheds_optional_work_instead_of_lagging(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    class SlowShadow:
+        window_seconds = 4.0
+        calls = 0
+
+        def predict(self, window: np.ndarray, rate_hz: float):  # type: ignore[no-untyped-def]
+            SlowShadow.calls += 1
+            time.sleep(0.004)
+            raise ValueError("never reached in budget")
+
+    trace = tmp_path / "t.bin"
+    sim = CollarSim(fleet[4], DEMO_START, 0.5)
+    trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
+    a = Agent(AgentConfig(device_id="collar-004", source=str(trace), state_dir=str(tmp_path / "s"),
+                          exit_on_eof=True, budget_ms=1.0), connect=False)
+    a.shadow = SlowShadow()
+    a.raw_until = DEMO_START + 10 * DAY
+    a.run()
+    rep = a.budget.report()
+    assert rep["shed_shadow"] > 0.8 * 720, "the shadow model is shed once the budget is exceeded"
+    assert rep["shed_raw"] > 0, "then raw capture"
+    assert a.counts["windows"] == 720, "every window is still scored"
+    assert SlowShadow.calls < 20
+
+
+def test_budget_levels_rise_and_fall() -> None:
+    b = LatencyBudget(10.0, calm_windows=5)
+    for _ in range(20):
+        b.record(50.0)
+    assert b.level == 2 and b.overruns == 20
+    for _ in range(200):
+        b.record(0.1)
+    assert b.level == 0
+    assert b.report()["p99_ms"] == pytest.approx(50.0)
+
+
+def test_offline_replay_cli_writes_events(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    from shared.cli import main
+
+    trace = tmp_path / "t.bin"
+    sim = CollarSim(fleet[0], DEMO_START, 8.0)
+    trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
+    assert main(["replay", "trace", str(trace), "--out", str(tmp_path / "r")]) == 0
+    lines = (tmp_path / "r" / "events.jsonl").read_text().splitlines()
+    assert lines and json.loads(lines[0])["individual_id"] == "bella"

@@ -1,0 +1,132 @@
+"""Outbox: durable across reopen, nothing deleted before the cloud's ack, bounded with priorities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from device.outbox import BufferFullError, Outbox
+
+
+def test_rows_survive_reopen_and_seq_never_reused(tmp_path: Path) -> None:
+    p = tmp_path / "o.db"
+    o = Outbox(p)
+    s1 = o.append("event", "rex", 1.0, {"a": 1})
+    s2 = o.append("summary", "rex", 2.0, {"b": 2})
+    o.ack([s2])
+    o.close()
+    o = Outbox(p)
+    assert o.pending_seqs() == [s1]
+    assert o.due()[0].body == {"a": 1}
+    s3 = o.append("event", "rex", 3.0, {})
+    assert s3 > s2, "AUTOINCREMENT: a deleted seq is never handed out again"
+    assert o.integrity_ok()
+
+
+def test_published_is_not_acked() -> None:
+    o = Outbox(None, resend_after=30.0)
+    s = o.append("event", "rex", 1.0, {})
+    o.mark_published([s], now=100.0)
+    assert o.pending_seqs() == [s], "PUBACK must not delete: only the cloud's ack does"
+    assert o.due(now=110.0) == []
+    assert [r.seq for r in o.due(now=131.0)] == [s], "unacked rows are re-sent after resend_after"
+    o.unmark_published()
+    assert [r.seq for r in o.due(now=101.0)] == [s]
+    assert o.ack([s]) == 1 and o.pending_seqs() == []
+    assert o.ack([s]) == 0, "a duplicate ack is harmless"
+
+
+def test_eviction_order_raw_then_summaries_never_events() -> None:
+    o = Outbox(None, max_bytes=64 * 1024)
+    pad = "x" * 3000
+    evs = [o.append("event", "r", i, {"p": pad}) for i in range(5)]
+    for i in range(6):
+        o.append("summary", "r", i, {"p": pad})
+    for i in range(6):
+        o.append("raw", "r", i, {"p": pad})
+    for i in range(15):
+        o.append("event", "r", 100 + i, {"p": pad})
+    c = o.counters()
+    assert c.get("evicted.raw", 0) == 6 and c.get("evicted.summary", 0) >= 1
+    assert set(evs) <= set(o.pending_seqs()), "events are never evicted"
+    assert o.bytes_used <= 64 * 1024
+    with pytest.raises(BufferFullError, match="outbox full"):
+        for i in range(40):
+            o.append("event", "r", 200 + i, {"p": pad})
+    assert o.counters()["refused.full.event"] == 1
+    assert set(evs) <= set(o.pending_seqs())
+
+
+def test_raw_ttl_expiry_is_counted() -> None:
+    o = Outbox(None, raw_ttl=10.0)
+    o.append("raw", "r", 1.0, {})
+    o.append("event", "r", 1.0, {})
+    import time
+
+    assert o.expire(now=time.time() + 11) == 1
+    assert o.counters()["expired.raw"] == 1 and len(o.pending_seqs()) == 1
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """enqueue / publish / ack / reopen / crash: nothing acked is resent, nothing unacked is lost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.mkdtemp()
+        self.path = Path(self.dir) / "o.db"
+        self.o = Outbox(self.path)
+        self.unacked: set[int] = set()
+        self.acked: set[int] = set()
+        self.now = 1000.0
+
+    @rule(kind=st.sampled_from(["event", "summary", "report"]))
+    def enqueue(self, kind: str) -> None:
+        s = self.o.append(kind, "rex", self.now, {"k": kind})
+        assert s not in self.unacked | self.acked
+        self.unacked.add(s)
+
+    @precondition(lambda self: self.unacked)
+    @rule(data=st.data())
+    def publish(self, data: st.DataObject) -> None:
+        due = [r.seq for r in self.o.due(10_000, now=self.now)]
+        if due:
+            self.o.mark_published(data.draw(st.lists(st.sampled_from(due), unique=True)), now=self.now)
+
+    @precondition(lambda self: self.unacked)
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        chosen = data.draw(st.lists(st.sampled_from(sorted(self.unacked)), unique=True))
+        self.o.ack(chosen)
+        self.unacked -= set(chosen)
+        self.acked |= set(chosen)
+
+    @rule()
+    def reopen(self) -> None:
+        self.o.close()
+        self.o = Outbox(self.path)
+
+    @rule()
+    def crash(self) -> None:
+        # drop the connection without closing (as SIGKILL would); WAL recovers on open
+        self.o = Outbox(self.path)
+
+    @rule()
+    def time_passes(self) -> None:
+        self.now += 31.0
+
+    @invariant()
+    def nothing_lost_nothing_resent(self) -> None:
+        pending = set(self.o.pending_seqs())
+        assert pending == self.unacked
+        due = {r.seq for r in self.o.due(10_000, now=self.now + 31.0)}
+        assert due == self.unacked and not (due & self.acked)
+
+
+TestOutboxMachine = OutboxMachine.TestCase
+TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)

@@ -1,0 +1,109 @@
+"""Message schemas round-trip and reject with named reasons; topic builders and filters."""
+
+from __future__ import annotations
+
+import json
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared import schemas, topics
+from shared.schemas import Ack, Command, Feedback, Record, Reply, SchemaError, Status, UplinkBatch
+
+ids = st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                           max_leaves=8)
+bodies = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+records = st.builds(Record, seq=st.integers(1, 2**63 - 1), kind=st.sampled_from(schemas.RECORD_KINDS), ts=finite,
+                    individual_id=ids, body=bodies)
+messages = st.one_of(
+    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=4).map(tuple)),
+    st.builds(Ack, device_id=ids, seqs=st.lists(st.integers(1, 2**63 - 1), max_size=5).map(tuple)),
+    st.builds(Status, device_id=ids, state=st.sampled_from(schemas.STATES), ts=finite),
+    st.builds(Command, device_id=ids, command_id=st.text(max_size=10), name=st.text(max_size=10),
+              counter=st.integers(0, 2**62), args=bodies, sig=st.text(max_size=10)),
+    st.builds(Reply, device_id=ids, command_id=st.text(max_size=8), ok=st.booleans(), detail=st.text(max_size=8),
+              data=bodies),
+    st.builds(Feedback, alert_id=st.text(max_size=10), individual_id=ids,
+              action=st.sampled_from(schemas.FEEDBACK_ACTIONS), ts=finite, label=st.text(max_size=8)),
+)
+
+
+@given(messages)
+def test_round_trip(m: schemas.Message) -> None:
+    assert schemas.decode(schemas.encode(m)) == m
+
+
+BASE = {"v": 1, "type": "ack", "device_id": "d1", "seqs": [1, 2]}
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"v": 2}, r"schema version v=2 is not supported"),
+    ({"v": None}, "schema version"),
+    ({"type": "nope"}, "type 'nope' is unknown"),
+    ({"seqs": [1, "2"]}, r"ack.seqs: expected a list of integers"),
+    ({"device_id": "a/b"}, "device id 'a/b' is invalid"),
+    ({"device_id": "+"}, "invalid"),
+    ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
+])
+def test_bad_messages_name_the_problem(change: dict, match: str) -> None:
+    with pytest.raises(SchemaError, match=match):
+        schemas.decode(json.dumps({**BASE, **change}).encode())
+
+
+@pytest.mark.parametrize("payload,match", [
+    (b"\xff\x00", "not UTF-8 JSON"),
+    (b"[1,2]", "must be a JSON object"),
+    (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":NaN}', "not UTF-8 JSON"),
+    (b'{"v":1,"type":"status","device_id":"d","state":"zombie","ts":1}', "status.state"),
+    (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":0,"kind":"event","ts":1,'
+     b'"individual_id":"x","body":{}}]}', "seq: must be 1"),
+    (b'{"v":1,"type":"status","device_id":"d","state":"online"}', "status.ts: missing required field"),
+    (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":true}', "expected float"),
+    (b" " * (schemas.MAX_MESSAGE_BYTES + 1), "max"),
+])
+def test_malformed_payloads(payload: bytes, match: str) -> None:
+    with pytest.raises(SchemaError, match=match):
+        schemas.decode(payload)
+
+
+# Paired tables, as paho's matcher tests do: each subscription filter we rely on.
+MATCHING = [
+    (topics.cloud_uplink_filter(shared=False), topics.uplink("collar-001")),
+    (topics.STATUS_FILTER, topics.status("pi-9")),
+    (topics.FEEDBACK_FILTER, topics.owner_feedback("bella")),
+    ("edgeloop/v1/dev/collar-001/#", topics.commands("collar-001")),
+    ("#", topics.uplink("x")),
+]
+NOT_MATCHING = [
+    (topics.cloud_uplink_filter(shared=False), topics.status("collar-001")),
+    (topics.cloud_uplink_filter(shared=False), "edgeloop/v1/dev/a/b/up"),
+    (topics.STATUS_FILTER, topics.owner_alerts("bella")),
+    ("edgeloop/v1/dev/collar-001/#", topics.uplink("collar-0011")),
+    ("#", "$SYS/broker/uptime"),
+    ("+/v1/dev/+/up", "$SYS/v1/dev/x/up"),
+]
+
+
+@pytest.mark.parametrize("sub,topic", MATCHING)
+def test_filters_match(sub: str, topic: str) -> None:
+    assert mqtt.topic_matches_sub(sub, topic)
+
+
+@pytest.mark.parametrize("sub,topic", NOT_MATCHING)
+def test_filters_do_not_match(sub: str, topic: str) -> None:
+    assert not mqtt.topic_matches_sub(sub, topic)
+
+
+def test_shared_subscription_filter_and_parsing() -> None:
+    assert topics.cloud_uplink_filter() == "$share/edgeloop-cloud/edgeloop/v1/dev/+/up"
+    assert topics.device_id_from_topic(topics.uplink("collar-7")) == "collar-7"
+    with pytest.raises(topics.TopicError, match="not a per-device topic"):
+        topics.device_id_from_topic("edgeloop/v1/owner/bella/feedback")
+    for bad in ("", "a/b", "x+", "#", "$SYS", "a" * 65):
+        with pytest.raises(topics.TopicError):
+            topics.uplink(bad)
