@@ -33,20 +33,20 @@ MAX_RAW_RECORDS = 500
 
 @migrations()
 def m001_regression_cases(db: Database) -> None:
-    db["regression_cases"].create(
+    db.table("regression_cases").create(
         {"id": int, "kind": str, "individual_id": str, "device_id": str, "seq": int,
          "alert_id": str, "feedback_id": int, "source_key": str, "model_version": str,
          "window": str, "expected": str, "sensitive": int, "sensitive_reason": str,
          "created": float, "source": str},
         pk="id",
     )
-    db["regression_cases"].create_index(["source_key"], unique=True)
+    db.table("regression_cases").create_index(["source_key"], unique=True)
     db.execute(
         "CREATE TRIGGER regression_cases_keep_forever BEFORE DELETE ON regression_cases "
         "BEGIN SELECT RAISE(ABORT, 'regression cases are kept forever: mark a case instead of "
         "deleting it'); END"
     )
-    db["release_checks"].create(
+    db.table("release_checks").create(
         {"id": int, "created": float, "candidate_name": str, "candidate_version": str,
          "candidate_sha256": str, "current_name": str, "current_version": str, "passed": int,
          "score_candidate": float, "score_current": float, "n_cases": int, "reasons": str,
@@ -112,7 +112,7 @@ def _window(store: CloudStore, item: Labelled, pad: float) -> dict[str, Any]:
         row = db.execute("SELECT * FROM records WHERE device_id = ? AND seq = ?",
                          [item.device_id, item.seq]).fetchone()
         if row is not None:
-            cols = [c.name for c in db["records"].columns]
+            cols = [c.name for c in db.table("records").columns]
             event = dict(zip(cols, row, strict=True))
             event["body"] = json.loads(event["body"])
     start = item.alert.get("start_ts") or item.ts

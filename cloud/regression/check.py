@@ -153,7 +153,7 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
            "n_cases": n, "reasons": json.dumps(reasons),
            "outcomes": json.dumps([asdict(o) for o in outcomes])}
     with store.db.conn:
-        check_id = store.db["release_checks"].insert(row).last_pk
+        check_id = int(store.db.table("release_checks").insert(row).last_pk)  # type: ignore[arg-type]
     logger.info("release.check_passed" if passed else "release.check_blocked", extra={
         "check_id": check_id, "candidate": candidate_ref and asdict(candidate_ref),
         "cases": n, "score_candidate": s_cand, "score_current": s_cur, "reasons": reasons})

@@ -93,14 +93,14 @@ def ensure_evidence_tables(db: Database) -> None:
     try:
         from cloud.rules.schema import ensure_schema
     except ImportError:
-        ensure_schema = None
-    if ensure_schema is not None:
+        pass
+    else:
         ensure_schema(db)
         return
     if not table_exists(db, "alerts"):
-        db["alerts"].create(ALERT_COLUMNS, pk="alert_id")
+        db.table("alerts").create(ALERT_COLUMNS, pk="alert_id")
     if not table_exists(db, "feedback"):
-        db["feedback"].create(FEEDBACK_COLUMNS, pk="id")
+        db.table("feedback").create(FEEDBACK_COLUMNS, pk="id")
 
 
 def version_key(v: Any) -> str | None:

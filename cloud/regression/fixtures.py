@@ -21,7 +21,7 @@ def add_alert(store: CloudStore, alert_id: str, ts: float, *, device_id: str = "
     """Insert one decided alert; ``metrics`` maps name -> (observed, baseline)."""
     ensure_evidence_tables(store.db)
     m = dict(metrics or {"resting_hr": (70.0, 60.0)})
-    store.db["alerts"].insert({
+    store.db.table("alerts").insert({
         "alert_id": alert_id, "device_id": device_id, "seq": seq, "individual_id": individual_id,
         "ts": ts, "start_ts": ts - 3600, "action": action, "reason": "test", "rule": "test",
         "incident_id": None, "severity": severity, "metrics": json.dumps(sorted(m)),
@@ -41,7 +41,7 @@ def add_feedback(store: CloudStore, alert_id: str | None, action: str, ts: float
                  model_version: str | int | None = None) -> int:
     """Insert one feedback row (explicit or implicit); returns its id."""
     ensure_evidence_tables(store.db)
-    table = store.db["feedback"]
+    table = store.db.table("feedback")
     table.insert({"alert_id": alert_id, "individual_id": individual_id, "device_id": device_id,
                   "action": action, "label": label, "ts": ts,
                   "model_version": None if model_version is None else str(model_version),

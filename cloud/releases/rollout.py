@@ -50,31 +50,31 @@ COMMANDS = ("install_shadow", "promote", "rollback")
 
 @migrations()
 def m001_releases_rollouts(db: Database) -> None:
-    db["releases"].create(
+    db.table("releases").create(
         {"name": str, "version": str, "sha256": str, "detector_config": str, "bundle_path": str,
          "status": str, "updated": float, "rollout_id": int},
         pk=("name", "version"),
     )
-    db["rollouts"].create(
+    db.table("rollouts").create(
         {"id": int, "model_name": str, "version": str, "sha256": str, "bundle_path": str,
          "detector_config": str, "current_version": str, "state": str, "stage_started": float,
          "canary_started": float, "created": float, "updated": float, "release_check_id": int,
          "reason": str, "last_metrics": str, "control_snapshot": str},
         pk="id",
     )
-    db["rollout_devices"].create(
+    db.table("rollout_devices").create(
         {"rollout_id": int, "device_id": str, "cohort": str, "state": str, "outstanding": str,
          "sent_at": float, "installed_at": float, "promoted_at": float, "updated": float,
          "detail": str, "attempts": int},
         pk=("rollout_id", "device_id"),
     )
-    db["rollout_events"].create(
+    db.table("rollout_events").create(
         {"id": int, "rollout_id": int, "ts": float, "kind": str, "device_id": str,
          "from_state": str, "to_state": str, "reason": str, "data": str},
         pk="id",
     )
-    db["rollout_events"].create_index(["rollout_id", "id"])
-    db["shadow_stats"].create(
+    db.table("rollout_events").create_index(["rollout_id", "id"])
+    db.table("shadow_stats").create(
         {"rollout_id": int, "device_id": str, "windows": int, "agree": int, "updated": float},
         pk=("rollout_id", "device_id"),
     )
@@ -203,7 +203,7 @@ def register_release(store: CloudStore, ref: ReleaseRef, *, status: str, now: fl
                      rollout_id: int | None = None) -> None:
     """Record a release (``candidate``, ``fleet``, ``superseded``, ``rolled_back``)."""
     ensure_schema(store)
-    store.db["releases"].upsert({
+    store.db.table("releases").upsert({
         "name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
         "detector_config": json.dumps(dict(detector_config or {})), "bundle_path": bundle_path,
         "status": status, "updated": now, "rollout_id": rollout_id}, pk=("name", "version"))
@@ -237,7 +237,7 @@ class RolloutManager:
     def _event(self, rid: int, now: float, kind: str, reason: str, *, device_id: str | None = None,
                from_state: str | None = None, to_state: str | None = None,
                data: Mapping[str, Any] | None = None) -> None:
-        self.db["rollout_events"].insert({
+        self.db.table("rollout_events").insert({
             "rollout_id": rid, "ts": now, "kind": kind, "device_id": device_id,
             "from_state": from_state, "to_state": to_state, "reason": reason,
             "data": json.dumps(dict(data or {}), default=str)})
@@ -253,14 +253,14 @@ class RolloutManager:
             "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id", [rid])]
 
     def _set_device(self, rid: int, device_id: str, now: float, **cols: Any) -> None:
-        self.db["rollout_devices"].update((rid, device_id), {**cols, "updated": now})
+        self.db.table("rollout_devices").update((rid, device_id), {**cols, "updated": now})
 
     def _transition(self, ro: dict[str, Any], to: str, now: float, reason: str,
                     data: Mapping[str, Any] | None = None) -> None:
         upd: dict[str, Any] = {"state": to, "stage_started": now, "updated": now, "reason": reason}
         if to == "canary":
             upd["canary_started"] = now
-        self.db["rollouts"].update(ro["id"], upd)
+        self.db.table("rollouts").update(ro["id"], upd)
         self._event(ro["id"], now, "transition", reason, from_state=ro["state"], to_state=to, data=data)
         logger.info("rollout.transition", extra={"rollout_id": ro["id"], "from_state": ro["state"],
                                                  "to_state": to, "reason": reason})
@@ -290,14 +290,14 @@ class RolloutManager:
             raise ValueError("a rollout needs at least one device: pass the fleet's device ids")
         cur = current_release(self.store, ref.name)
         with self.db.conn:
-            rid = int(self.db["rollouts"].insert({
+            rid = int(self.db.table("rollouts").insert({
                 "model_name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
                 "bundle_path": bundle_path, "detector_config": json.dumps(dict(detector_config or {})),
                 "current_version": cur["version"] if cur else None, "state": "shadow",
                 "stage_started": now, "canary_started": None, "created": now, "updated": now,
                 "release_check_id": check, "reason": "started", "last_metrics": "{}",
-                "control_snapshot": None}).last_pk)
-            self.db["rollout_devices"].insert_all(
+                "control_snapshot": None}).last_pk)  # type: ignore[arg-type]
+            self.db.table("rollout_devices").insert_all(
                 [{"rollout_id": rid, "device_id": d, "cohort": cohort_of(d, self.config),
                   "state": "pending", "outstanding": None, "sent_at": None, "installed_at": None,
                   "promoted_at": None, "updated": now, "detail": "", "attempts": 0} for d in devs])
@@ -380,7 +380,7 @@ class RolloutManager:
         agree = int(summary.get("agree", 0) or 0)
         windows = int(summary.get("windows", agree + int(summary.get("disagree", 0) or 0)) or 0)
         with self.db.conn:
-            self.db["shadow_stats"].upsert({"rollout_id": int(row[0]), "device_id": device_id,
+            self.db.table("shadow_stats").upsert({"rollout_id": int(row[0]), "device_id": device_id,
                                             "windows": windows, "agree": min(agree, windows),
                                             "updated": now}, pk=("rollout_id", "device_id"))
 
@@ -407,7 +407,7 @@ class RolloutManager:
         devices = self._devices(rid)
         if ro["state"] != "halted":
             metrics = self._metrics(ro, devices, now)
-            self.db["rollouts"].update(rid, {"last_metrics": json.dumps(metrics, default=str),
+            self.db.table("rollouts").update(rid, {"last_metrics": json.dumps(metrics, default=str),
                                              "updated": now})
             reasons = self._breaches(ro, metrics)
             if reasons:
@@ -526,7 +526,7 @@ class RolloutManager:
                     f"{cfg.min_device_days:g}, {alerts} alerts >= {cfg.min_alerts}, no limit breached")
         nxt = {"shadow": "canary", "canary": "fleet", "fleet": "completed"}[stage]
         if stage == "canary" and "control" in m:
-            self.db["rollouts"].update(ro["id"], {"control_snapshot": json.dumps(m["control"])})
+            self.db.table("rollouts").update(ro["id"], {"control_snapshot": json.dumps(m["control"])})
             ro["control_snapshot"] = json.dumps(m["control"])
         self._transition(ro, nxt, now, f"{stage} stage passed: {evidence}", {"metrics": m})
         if nxt == "completed":

@@ -140,7 +140,7 @@ def parse_config(data: dict[str, Any]) -> RetrainConfig:
         kind = r.get("kind")
         if kind not in _KINDS:
             raise ConfigError(f"{path} -> kind: {kind!r} is not one of {sorted(_KINDS)}")
-        rule = from_dict(_KINDS[kind], r, path)
+        rule: Rule = from_dict(_KINDS[kind], r, path)
         if not rule.model_name:
             rule = replace(rule, model_name=model_name)
         rules.append(rule)

@@ -44,7 +44,8 @@ def summary_values(body: Mapping[str, Any]) -> dict[str, float]:
     ``minutes``, ...) overlaid with the per-metric means in ``metrics_mean`` (the device agent's
     layout) or ``metrics``."""
     out: dict[str, float] = {}
-    nested = [body.get(k) for k in ("metrics", "metrics_mean") if isinstance(body.get(k), Mapping)]
+    nested: list[Mapping[str, Any]] = [v for k in ("metrics", "metrics_mean")
+                                       if isinstance(v := body.get(k), Mapping)]
     for src in (body, *nested):
         for k, v in src.items():
             if isinstance(v, bool) or not isinstance(v, int | float):

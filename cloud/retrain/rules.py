@@ -37,13 +37,13 @@ migrations = Migrations("edgeloop.cloud.retrain")
 
 @migrations()
 def m001_retrain(db: Database) -> None:
-    db["retrain_requests"].create(
+    db.table("retrain_requests").create(
         {"id": int, "model_name": str, "model_version": str, "rule": str, "kind": str,
          "reason": str, "measured": str, "created": float, "dataset_path": str, "status": str},
         pk="id",
     )
-    db["retrain_requests"].create_index(["model_name", "model_version", "rule", "created"])
-    db["retrain_evaluations"].create(
+    db.table("retrain_requests").create_index(["model_name", "model_version", "rule", "created"])
+    db.table("retrain_evaluations").create(
         {"id": int, "ts": float, "rule": str, "model_name": str, "model_version": str,
          "outcome": str, "reason": str, "measured": str, "request_id": int},
         pk="id",
@@ -191,7 +191,7 @@ def _last_request(db: Database, rule: Rule, version: str) -> float | None:
 
 def _log_eval(db: Database, now: float, rule: Rule, version: str | None, outcome: str, reason: str,
               measured: dict[str, Any], request_id: int | None = None) -> None:
-    db["retrain_evaluations"].insert({
+    db.table("retrain_evaluations").insert({
         "ts": now, "rule": rule.name, "model_name": rule.model_name, "model_version": version,
         "outcome": outcome, "reason": reason, "measured": json.dumps(measured, default=str),
         "request_id": request_id})
@@ -258,9 +258,9 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
                         "kind": rule.kind, "reason": reason, "measured": ev.measured, "created": now}
         export_dataset(store, path, now, request_info)
         with db.conn:
-            rid = db["retrain_requests"].insert({
+            rid = int(db.table("retrain_requests").insert({  # type: ignore[arg-type]
                 **request_info, "measured": json.dumps(ev.measured, default=str),
-                "dataset_path": str(path), "status": "open"}).last_pk
+                "dataset_path": str(path), "status": "open"}).last_pk)
             _log_eval(db, now, rule, version, "fired", reason, ev.measured, rid)
         logger.info("retrain.request_recorded", extra={"request_id": rid, "rule": rule.name,
                                                        "model_version": version, "reason": reason})
