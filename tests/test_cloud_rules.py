@@ -458,3 +458,12 @@ def test_count_condition_escalates_persistent_weak_signals():
     got = [event(s, t=NOON + h * 3600, policy=p, score=0.3).rule for h in (0, 1, 2)]
     assert got == ["hold", "hold", "persistent"]
     assert event(s, t=NOON + 3 * DAY, policy=p, score=0.3).rule == "hold"  # window moved on
+
+
+def test_describe_lists_rules_in_evaluation_order():
+    text = POLICY.describe()
+    lines = text.splitlines()
+    assert lines[0] == "cloud/default_rules.toml: 15 rules, first match wins"
+    assert [ln.split()[1] for ln in lines[1:]] == [r.name for r in POLICY.rules]
+    assert "quiet-hours" in text and "suppress (deferred)  quiet_hours=true" in text
+    assert lines[-1].split()[-1] == "always"

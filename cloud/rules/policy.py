@@ -292,8 +292,27 @@ class NotificationPolicy:
         rules.sort(key=lambda r: (r[0], r[1]))
         return cls(tuple(r for _, _, r in rules), settings, individuals, source)
 
+    def describe(self) -> str:
+        """The rules in evaluation order, one line each (for ``--validate-config`` and the CLI)."""
+        lines = [f"{self.source}: {len(self.rules)} rules, first match wins"]
+        for r in self.rules:
+            conds = [f"{k}={_show(v)}" for k, v in vars(r.when).items()
+                     if v is not None and not (k == "recent_window_s" and r.when.recent_alerts_at_least is None)]
+            action = r.action + (" (deferred)" if r.defer else "")
+            lines.append(f"{r.priority:>5}  {r.name:<22} {action:<20} "
+                         f"{' and '.join(conds) if conds else 'always'}")
+        return "\n".join(lines)
+
     def rule(self, name: str) -> Rule:
         for r in self.rules:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ",".join(map(str, v)) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
