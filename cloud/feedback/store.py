@@ -196,8 +196,8 @@ def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None =
     ensure_schema(store.db)
     after = default_policy().settings.ignore_after_s if ignore_after_s is None else ignore_after_s
     rows = list(store.db.table("alerts").rows_where(
-        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at + ? <= ?",
-        [after, now]))
+        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at <= ?",
+        [now - after]))
     n = 0
     for a in rows:
         fb = Feedback(alert_id=a["alert_id"], individual_id=a["individual_id"], action="ignored",
