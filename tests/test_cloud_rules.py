@@ -467,3 +467,18 @@ def test_describe_lists_rules_in_evaluation_order():
     assert [ln.split()[1] for ln in lines[1:]] == [r.name for r in POLICY.rules]
     assert "quiet-hours" in text and "suppress (deferred)  quiet_hours=true" in text
     assert lines[-1].split()[-1] == "always"
+
+
+def test_every_condition_is_documented_in_the_docstring_and_the_default_file():
+    from dataclasses import fields
+    from importlib import resources
+
+    import cloud.rules.policy as policy_mod
+    from cloud.rules.policy import Settings, When
+
+    toml_text = resources.files("cloud").joinpath("default_rules.toml").read_text()
+    for f in fields(When):
+        assert f.name in policy_mod.__doc__, f.name
+        assert f.name in toml_text, f.name
+    for f in fields(Settings):
+        assert f"{f.name} =" in toml_text, f.name
