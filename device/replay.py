@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 WEARABLE_METRICS: tuple[str, ...] = ("resting_hr", "steps")
 WEARABLE_DIRECTIONS: dict[str, int] = {"resting_hr": 1, "steps": -1}
 MIN_REST_MINUTES = 5  # hours with fewer resting minutes give no resting-HR value
+SMOOTH_HOURS = 1  # trailing hours averaged into each resting-HR value (1: the hour alone)
 
 
 class ReplayInputError(ValueError):
@@ -85,8 +86,9 @@ def hourly_metrics(
     ts_steps: np.ndarray,
     steps: np.ndarray,
     min_rest_minutes: int = MIN_REST_MINUTES,
+    smooth_hours: int = SMOOTH_HOURS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly grid ``(hour_start_ts, values (n, 2))``: mean resting HR and step sum.
+    """Hourly grid ``(hour_end_ts, values (n, 2))``: mean resting HR and step sum.
 
     Resting HR is NaN in hours with fewer than ``min_rest_minutes`` resting minutes (a mean of
     one or two minutes is mostly noise). Hours without any heart-rate sample are "not worn":
@@ -97,7 +99,7 @@ def hourly_metrics(
     h0 = np.floor(np.min(ts_hr[ok]) / 3600.0)
     h1 = np.floor(np.max(ts_hr[ok]) / 3600.0)
     n = int(h1 - h0) + 1
-    grid = (h0 + np.arange(n)) * 3600.0
+    grid = (h0 + 1 + np.arange(n)) * 3600.0  # end of each hour: when its data is complete
 
     def _bin(t: np.ndarray) -> np.ndarray:
         return (np.floor(t / 3600.0) - h0).astype(np.int64)
@@ -115,8 +117,14 @@ def hourly_metrics(
     ss, _ = _sum(ts_steps, steps)
     _, hc = _sum(ts_hr, hr)
     vals = np.full((n, 2), np.nan)
+    if smooth_hours > 1:  # trailing sums over the last smooth_hours hours (causal)
+        k = np.ones(int(smooth_hours))
+        rs_w, rc_w = np.convolve(rs, k)[:n], np.convolve(rc, k)[:n]
+    else:
+        rs_w, rc_w = rs, rc
+    ok_hour = (rc > 0) & (rc_w >= max(1, min_rest_minutes))
     with np.errstate(invalid="ignore", divide="ignore"):
-        vals[:, 0] = np.where(rc >= max(1, min_rest_minutes), rs / np.maximum(rc, 1), np.nan)
+        vals[:, 0] = np.where(ok_hour, rs_w / np.maximum(rc_w, 1), np.nan)
     vals[:, 1] = np.where(hc > 0, ss, np.nan)
     return grid, vals
 

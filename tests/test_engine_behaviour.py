@@ -148,3 +148,16 @@ def test_restore_rejects_foreign_bytes() -> None:
         Engine.from_state(b"garbage", METRICS)
     with pytest.raises(EngineStateError, match="expected"):
         Engine.from_state(eng.state(), METRICS[:2])
+
+
+def test_zero_inflated_metric_learns_a_nonzero_baseline() -> None:
+    """Regression: hours of exact zeros must not freeze the baseline at 0 (collapsed spread)."""
+    rng = np.random.default_rng(2)
+    n = 4 * 1440
+    ts = T0 + 60.0 * np.arange(n)
+    hour = (np.arange(n) // 60) % 24
+    steps = np.where((hour >= 8) & (hour < 20) & (rng.random(n) < 0.3), rng.integers(20, 100, n), 0)
+    out = Engine(("steps",)).process(ts, steps.astype(float).reshape(-1, 1))
+    day_hours = (hour >= 8) & (hour < 20)
+    assert out.baseline[-1440:, 0][day_hours[-1440:]].mean() > 5.0
+    assert out.spread[-1440:, 0].min() > 1.0

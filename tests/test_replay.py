@@ -95,5 +95,5 @@ def test_hourly_metrics_marks_unworn_hours() -> None:
     hr = np.full(t.size, 60.0)
     hr[60:120] = np.nan  # hour 1 not worn
     grid, vals = hourly_metrics(t, hr, t, np.zeros(t.size))
-    assert grid.tolist() == [0.0, 3600.0, 7200.0]
+    assert grid.tolist() == [3600.0, 7200.0, 10800.0]  # hour ends
     assert np.isnan(vals[1]).all() and vals[2, 1] == 0.0 and vals[2, 0] == 60.0
