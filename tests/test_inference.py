@@ -107,6 +107,28 @@ def test_features_do_not_depend_on_collar_orientation(q: list[float], seed: int)
     assert np.allclose(features(x), features(rotated), atol=2e-4)
 
 
+@settings(max_examples=60, deadline=None)
+@given(activity=st.sampled_from(["rest", "walk", "run", "eat", "play", "sleep"]),
+       rate=st.floats(8.0, 100.0), seconds=st.floats(2.0, 8.0), seed=st.integers(0, 10_000))
+def test_fused_kernel_matches_reference(activity: str, rate: float, seconds: float,
+                                        seed: int) -> None:
+    from device.inference.prep import prep_kernel
+
+    n = max(2, int(seconds * rate))
+    w = accel_window(activity, n, rate, np.random.default_rng(seed))
+    ref = features(resample(w, rate))
+    got = prep_kernel(w.astype(np.float64), rate, 20.0, 80)
+    assert np.allclose(ref, got, atol=2e-5), float(np.abs(ref - got).max())
+
+
+def test_predict_equals_reference_path(clf: ActivityClassifier) -> None:
+    rng = np.random.default_rng(3)
+    for act in ("walk", "eat", "play"):
+        w = accel_window(act, 100, 25.0, rng)
+        ref = clf.predict_features(features(resample(w, 25.0))[None])[0]
+        assert np.allclose(clf.predict(w, 25.0).probs, ref, atol=1e-4)
+
+
 def test_wrong_pinned_hash_refused() -> None:
     with pytest.raises(ModelIntegrityError, match="does not match the pinned"):
         ActivityClassifier(FACTORY_MODEL, expected_sha256="0" * 64)

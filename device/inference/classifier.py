@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from device.inference.prep import prep_kernel
 from device.inference.runtime import load_interpreter
 
 log = logging.getLogger(__name__)
@@ -58,24 +59,31 @@ class ScoreModel(Protocol):
     def predict(self, window: np.ndarray, rate_hz: float) -> Prediction: ...
 
 
+def check_window(window: np.ndarray, rate_hz: float, seconds: float = WINDOW_SECONDS
+                 ) -> np.ndarray:
+    """The window as float64 (n, 3), or ``InvalidWindow`` saying what is wrong with it."""
+    x = np.asarray(window, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise InvalidWindow(f"expected an (n, 3) window, got shape {x.shape}")
+    if not np.isfinite(rate_hz) or rate_hz <= 0:
+        raise InvalidWindow(f"rate_hz must be a positive number, got {rate_hz}")
+    if x.shape[0] < max(2, int(0.5 * seconds * rate_hz)):
+        raise InvalidWindow(
+            f"window has {x.shape[0]} samples; need at least half of {seconds:g} s at {rate_hz:g} Hz"
+        )
+    if not np.isfinite(x).all():
+        raise InvalidWindow("window contains NaN or inf samples")
+    return x
+
+
 def resample(window: np.ndarray, rate_hz: float, *, rate_out: float = MODEL_RATE_HZ,
              seconds: float = WINDOW_SECONDS) -> np.ndarray:
     """The last ``seconds`` of ``window`` (n, 3) at ``rate_hz``, linearly resampled to ``rate_out``.
 
     A window shorter than ``seconds`` is padded by holding its first sample (np.interp clamps).
     """
-    x = np.asarray(window, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != 3:
-        raise InvalidWindow(f"expected an (n, 3) window, got shape {x.shape}")
-    if not np.isfinite(rate_hz) or rate_hz <= 0:
-        raise InvalidWindow(f"rate_hz must be a positive number, got {rate_hz}")
+    x = check_window(window, rate_hz, seconds)
     n_out = int(round(seconds * rate_out))
-    if x.shape[0] < max(2, int(0.5 * seconds * rate_hz)):
-        raise InvalidWindow(
-            f"window has {x.shape[0]} samples; need at least half of {seconds:g} s at {rate_hz:g} Hz"
-        )
-    if not np.all(np.isfinite(x)):
-        raise InvalidWindow("window contains NaN or inf samples")
     if x.shape[0] == n_out and abs(rate_hz - rate_out) < 1e-9:
         return x.astype(np.float32)
     t_in = np.arange(x.shape[0]) / rate_hz
@@ -160,9 +168,13 @@ class ActivityClassifier:
             )
 
     def predict(self, window: np.ndarray, rate_hz: float) -> Prediction:
-        """Classify the last ``window_seconds`` of ``window`` ((n, 3) in g at ``rate_hz``)."""
-        x = features(resample(window, rate_hz, rate_out=self.rate_hz, seconds=self.window_seconds))
-        probs = self.predict_features(x[None])[0]
+        """Classify the last ``window_seconds`` of ``window`` ((n, 3) in g at ``rate_hz``).
+
+        Same result as ``features(resample(window, rate_hz))`` through the model, computed by the
+        fused kernel in ``prep``. Raises ``InvalidWindow`` for a window that cannot be classified.
+        """
+        x = check_window(window, rate_hz, self.window_seconds)
+        probs = self.predict_features(prep_kernel(x, float(rate_hz), self.rate_hz, self._n)[None])[0]
         i = int(np.argmax(probs))
         return Prediction(self.classes[i], i, float(probs[i]), probs)
 
