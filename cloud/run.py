@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
+from cloud.commands import Commander
 from cloud.config import CloudConfig
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
@@ -29,11 +31,18 @@ class LogNotifier:
             print(f"ALERT {decision.individual_id}: {decision.reason} [{decision.rule}]", flush=True)
 
 
-def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None) -> AggregatorService:  # type: ignore[type-arg]
+def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None,  # type: ignore[type-arg]
+          sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)
-    agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()])
-    return AggregatorService(agg, cfg.mqtt, f"edgeloop-{cfg.instance}{client_suffix}", cfg.shared_subscription)
+    agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()],
+                     sim_clock=sim_clock)
+    svc = AggregatorService(agg, cfg.mqtt, f"edgeloop-{cfg.instance}{client_suffix}", cfg.shared_subscription)
+    if cfg.signing_key:
+        from shared.signing import load_private_key
+
+        agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
+    return svc
 
 
 def serve_forever(cfg: CloudConfig, stop: threading.Event) -> None:

@@ -11,31 +11,17 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.errors import CommandError
-from shared.schemas import Command, SchemaError, canonical, decode
-from shared.signing import SigningError, sign_message, verify_message
+from shared.command_signing import signed_bytes
+from shared.schemas import Command, SchemaError, decode
+from shared.signing import SigningError, verify_message
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def signed_bytes(cmd: Command) -> bytes:
-    d = asdict(cmd)
-    d.pop("sig")
-    d["type"] = cmd.type
-    return canonical(d)
-
-
-def sign_command(priv: Ed25519PrivateKey, cmd: Command) -> Command:
-    """Cloud side: return the command with its signature filled in."""
-    from dataclasses import replace
-
-    return replace(cmd, sig=sign_message(priv, signed_bytes(cmd)).hex())
 
 
 class CommandHandler:

@@ -68,9 +68,10 @@ def run_demo(args: argparse.Namespace) -> int:
     write_ground_truth(fleet, DEMO_START, out / "ground_truth.json")
 
     mqtt_cfg = MqttConfig(url=url, protocol=protocol)
-    cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg)
+    cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg,
+                            signing_key=str(out / "cloud.key"))
     notifier = CollectNotifier()
-    svc = build(cloud_cfg, notifiers=[notifier])
+    svc = build(cloud_cfg, notifiers=[notifier], sim_clock=True)
     svc.start()
     if not svc.connected.wait(15):
         raise RuntimeError(f"cloud could not connect to the broker at {url}")

@@ -12,12 +12,12 @@ import pytest
 
 from device.agent import Agent
 from device.budget import LatencyBudget
-from device.commands import sign_command
 from device.config import AgentConfig
 from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DAY, Condition, default_fleet
 from shared import schemas
 from shared.cli import DEMO_START
+from shared.command_signing import sign_command
 from shared.signing import generate_keypair, save_public_key
 
 

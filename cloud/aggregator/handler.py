@@ -7,11 +7,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from cloud.rules.notify import Decision, NotificationPolicy, RulesError, handle_event
+from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
+from cloud.rules.notify import (
+    Decision,
+    NotificationPolicy,
+    RulesError,
+    collect_more_command,
+    handle_event,
+)
 from cloud.store.db import CloudStore
 from shared import schemas, topics
 
@@ -28,8 +36,14 @@ class Aggregator:
 
     def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
                  notifiers: Sequence[Notifier] = (),
-                 on_report: Callable[[str, schemas.Record], None] | None = None) -> None:
+                 on_report: Callable[[str, schemas.Record], None] | None = None,
+                 commander: Any = None, sim_clock: bool = False) -> None:
+        """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
+        in seconds); otherwise the wall clock."""
         self.store = store
+        self.commander = commander
+        self.sim_clock = sim_clock
+        self.latest_ts = 0.0
         self.policy = policy
         self.publish = publish
         self.notifiers = list(notifiers)
@@ -40,7 +54,7 @@ class Aggregator:
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
             self._dispatch(topic, payload)
-        except (schemas.SchemaError, topics.TopicError, RulesError) as exc:
+        except (schemas.SchemaError, topics.TopicError, RulesError, FeedbackError) as exc:
             self._reject(topic, str(exc), len(payload))
         except Exception as exc:  # last line of defence: count, log, keep serving
             logger.exception("aggregator.unexpected_error", extra={"topic": topic})
@@ -58,10 +72,8 @@ class Aggregator:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
         if topic.startswith(f"{topics.ROOT}/owner/"):
-            msg = schemas.decode(payload)
-            if not isinstance(msg, schemas.Feedback):
-                raise schemas.SchemaError(f"{topic}: expected a feedback message, got {msg.type!r}")
-            self._feedback(topic, msg)
+            feedback_from_mqtt(self.store, topic, payload, policy=self.policy)
+            self.counts["feedback"] += 1
             return
         device_id = topics.device_id_from_topic(topic)
         kind = parts[-1]
@@ -87,6 +99,7 @@ class Aggregator:
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
         for rec in result.new:
+            self.latest_ts = max(self.latest_ts, rec.ts)
             if rec.kind == "event":
                 self._event(batch.device_id, rec)
             elif rec.kind == "report" and self.on_report is not None:
@@ -107,12 +120,24 @@ class Aggregator:
         if decision.action == "notify":
             for n in self.notifiers:
                 n.send(decision, rec.body)
+        elif decision.action == "collect_more" and self.commander is not None:
+            dev, name, args = collect_more_command(self.policy, decision, metrics=rec.body.get("metrics"))
+            self.commander.send(dev, name, args, reason=f"{decision.rule}: {decision.reason}")
 
-    def _feedback(self, topic: str, msg: schemas.Feedback) -> None:
-        if topics.individual_id_from_topic(topic) != msg.individual_id:
-            raise schemas.SchemaError(f"feedback for {msg.individual_id!r} on another individual's topic")
-        from cloud.feedback import record_feedback  # owned by the feedback module
+    def now(self) -> float:
+        return self.latest_ts if self.sim_clock else time.time()
 
-        record_feedback(self.store, msg)
-        self.counts["feedback"] += 1
+    def tick(self) -> None:
+        """Timed work (reminders, deferred notifications, ignore sweep, personalisation commands)."""
+        if self.sim_clock and not self.latest_ts:
+            return
+        try:
+            result = periodic(self.store, self.policy, self.now(), self.notifiers)
+            for dev, name, args in result.commands:
+                if self.commander is not None:
+                    self.commander.send(dev, name, args, reason="personalisation")
+                    self.counts["commands." + name] += 1
+        except Exception:  # timed work failing must not stop message handling
+            self.counts["tick_failed"] += 1
+            logger.exception("aggregator.tick_failed")
 

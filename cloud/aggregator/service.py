@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -49,9 +50,14 @@ class AggregatorService:
         connect_async(self.client, self.cfg)
         self.client.loop_start()
 
-    def serve(self, stop: threading.Event, idle: float = 0.05) -> None:
-        """Handle messages until ``stop`` is set (all SQLite work happens on this thread)."""
+    def serve(self, stop: threading.Event, idle: float = 0.05, tick_every: float = 1.0) -> None:
+        """Handle messages until ``stop`` is set (all SQLite work happens on this thread);
+        run the aggregator's timed work every ``tick_every`` seconds."""
+        last_tick = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - last_tick >= tick_every:
+                self.agg.tick()
+                last_tick = time.monotonic()
             try:
                 topic, payload = self.inbox.get(timeout=idle)
             except queue.Empty:
