@@ -27,6 +27,13 @@ _MAGIC = b"ELE1"
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
 
 
+def _as_float(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 class EngineInputError(ValueError):
     """Input arrays or arguments do not have the expected shape, dtype or values."""
 
@@ -203,7 +210,10 @@ class Engine:
                 f"expected {self._m} values for metrics {self.metrics}, found {len(values)}"
             )
         self._ts1[0] = ts
-        self._v1row[:] = values
+        try:
+            self._v1row[:] = values
+        except (TypeError, ValueError):  # None or non-numbers: missing (flag 1), never a crash
+            self._v1row[:] = [_as_float(v) for v in values]
         self._step(self._work)
         out, rows = self._out1.copy(), self._rows1.copy()
         flags = self._flags1.astype(np.uint8)
