@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device.inference.prep import prep_kernel
 from device.inference.runtime import load_interpreter
 
 log = logging.getLogger(__name__)
@@ -152,6 +151,9 @@ class ActivityClassifier:
             raise ModelIntegrityError(
                 f"model input {feature_set!r} is not supported by this agent (knows {FEATURE_SET!r})"
             )
+        from device.inference.prep import prep_kernel  # Numba: not needed by training code
+
+        self._prep = prep_kernel
         self._interp = load_interpreter(data, num_threads=1)
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]
@@ -174,7 +176,7 @@ class ActivityClassifier:
         fused kernel in ``prep``. Raises ``InvalidWindow`` for a window that cannot be classified.
         """
         x = check_window(window, rate_hz, self.window_seconds)
-        probs = self.predict_features(prep_kernel(x, float(rate_hz), self.rate_hz, self._n)[None])[0]
+        probs = self.predict_features(self._prep(x, float(rate_hz), self.rate_hz, self._n)[None])[0]
         i = int(np.argmax(probs))
         return Prediction(self.classes[i], i, float(probs[i]), probs)
 
