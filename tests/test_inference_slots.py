@@ -259,3 +259,50 @@ def test_repaired_index_is_saved(slots: ModelSlots, tmp_path: Path) -> None:
     assert first.slot("active") == FACTORY and first.load_errors
     second = ModelSlots(tmp_path, PUB, device_class="collar")
     assert second.slot("active") == FACTORY and not second.load_errors
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from device.inference.slots import ModelSlots
+state, pub, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bundles = [Path(state).parent.joinpath(f"b{v}.bundle").read_bytes() for v in range(2, 2 + n)]
+slots = ModelSlots(state, Path(pub), device_class="collar")
+print("ready", flush=True)
+while True:
+    for data in bundles:
+        slots.install_shadow(data)
+        slots.promote()
+        slots.rollback()
+        print("cycle", flush=True)
+"""
+
+
+def test_sigkill_during_installs_leaves_a_loadable_model(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from shared.signing import save_public_key
+
+    state = tmp_path / "state"
+    pub = save_public_key(tmp_path / "cloud.pub", PUB)
+    n = 4
+    for v in range(2, 2 + n):
+        (tmp_path / f"b{v}.bundle").write_bytes(make(v))
+    rng = np.random.default_rng(0)
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(state), str(pub), str(n)],
+                                cwd=root, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stdout.readline().strip() == "cycle"  # installs are under way
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        s = ModelSlots(state, PUB, device_class="collar")
+        assert not s.load_errors, s.load_errors
+        assert s.classify(walk_window(), 25.0).label in CLASSES
+        assert not [p for p in (state / "models" / "slots").iterdir() if p.name.startswith(".")]
