@@ -149,7 +149,7 @@ class NaiveEngine:
         res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs")}
         raw, any_warm, warm = 0.0, False, []
         for s, x in zip(self.ms, xs, strict=True):
-            finite = math.isfinite(x)
+            finite = math.isfinite(x) and abs(x) <= c.max_abs_value
             if not finite:
                 flags |= 1
             h_eff = c.cusum_h * 1.0

@@ -57,6 +57,7 @@ class EngineConfig:
     huber_c: float = 3.0  # samples are winsorised at baseline +- huber_c * spread before learning
     sd_floor_rel: float = 0.01  # spread floor relative to |global mean|
     sd_floor_abs: float = 1e-6  # absolute spread floor
+    max_abs_value: float = 1e12  # |value| beyond this is garbage: treated as missing (flag 1)
     bin_sd_floor: float = 0.1  # an hour bin's spread is at least this share of the global spread
     z_clip: float = 4.0  # instantaneous z is clipped here before smoothing (spikes count little)
     smooth_s: float = 3600.0  # time constant of the smoothed deviation and the observed level

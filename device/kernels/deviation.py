@@ -33,12 +33,12 @@ CFG_FIELDS: tuple[str, ...] = (
     "cusum_k", "cusum_h", "cusum_cap", "zs_clip", "spike_z0", "spike_scale", "warmup_s",
     "warmup_n", "protect_p", "protect_weight", "protect_max_s", "contrib_p", "event_sum",
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
-    "surprise_floor", "surprise_scale", "bin_sd_floor",
+    "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
- C_SFLOOR, C_SURSCALE, C_BINSD) = range(len(CFG_FIELDS))  # fmt: skip
+ C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -187,7 +187,7 @@ def _process_kernel(
         for j in range(m):
             s = st[j]
             x = vals[i, j]
-            finite = np.isfinite(x)
+            finite = np.isfinite(x) and abs(x) <= cfg[C_MAXABS]
             if not finite:
                 flags |= FLAG_MISSING
             d = s[M_DIR]
