@@ -147,8 +147,10 @@ class LoadDevice:
         return self.agent.outbox.pending_count()
 
     def run(self, n: int, rate: float, stop: threading.Event | None = None,
-            drain_timeout: float = 60.0) -> dict[str, Any]:
-        """Produce n records at `rate`/s while pumping, then pump until drained (or timeout)."""
+            drain_timeout: float = 60.0, release: threading.Event | None = None
+            ) -> dict[str, Any]:
+        """Produce n records at `rate`/s while pumping, then pump until drained (or timeout);
+        with `release`, keep pumping (staying online) until it is set, then drain."""
         stop = stop or threading.Event()
         self.start()
         t0 = time.monotonic()
@@ -160,6 +162,9 @@ class LoadDevice:
                 done = due
             self.pump()
             time.sleep(0.002)
+        while release is not None and not release.is_set() and not stop.is_set():
+            self.pump()
+            time.sleep(0.005)
         deadline = time.monotonic() + drain_timeout
         while self.pending() and time.monotonic() < deadline and not stop.is_set():
             self.pump()
@@ -183,14 +188,18 @@ class LoadDevice:
 
 def device_thread(spec: DeviceSpec, n: int, rate: float, results: list[dict[str, Any]],
                   drain_timeout: float = 60.0, stop: threading.Event | None = None,
-                  **kw: Any) -> threading.Thread:
+                  holder: list[LoadDevice] | None = None,
+                  release: threading.Event | None = None, **kw: Any) -> threading.Thread:
     """Start a thread that builds a LoadDevice (SQLite objects stay on their own thread), runs
-    it, closes it and appends its report to `results`."""
+    it, closes it and appends its report to `results` (and the device itself to `holder`, so
+    other threads can read its connect/disconnect times)."""
 
     def body() -> None:
         dev = LoadDevice(spec, **kw)
+        if holder is not None:
+            holder.append(dev)
         try:
-            results.append(dev.run(n, rate, stop, drain_timeout))
+            results.append(dev.run(n, rate, stop, drain_timeout, release))
         finally:
             dev.close()
 
