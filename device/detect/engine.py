@@ -24,6 +24,8 @@ from device.kernels import deviation as K
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"ELE1"
+_O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = K.O_SCORE, K.O_PERS, K.O_BASE, K.O_SD, K.O_LEVEL
+_R_COMB, _R_EVENT = K.R_COMB, K.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
 
 
@@ -179,6 +181,7 @@ class Engine:
             if d not in (-1, 0, 1):
                 raise EngineInputError(f"direction of {name!r} must be -1, 0 or +1, found {d!r}")
             self._st[self.metrics.index(name), K.M_DIR] = float(d)
+
     # ------------------------------------------------------------------ scoring
     def process(self, ts: np.ndarray, values: np.ndarray) -> EngineOutput:
         """Batch: ``ts`` float64 (n,), ``values`` float64 (n, n_metrics), NaN = missing.
@@ -186,8 +189,13 @@ class Engine:
         Rows are seen in order, each only after the previous ones (causal), so any chunking of a
         stream gives identical output.
         """
-        ts_a = np.ascontiguousarray(ts, dtype=np.float64)
-        v_a = np.asarray(values, dtype=np.float64)
+        try:
+            ts_a = np.ascontiguousarray(ts, dtype=np.float64)
+            v_a = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise EngineInputError(
+                f"ts and values must be numeric arrays (float64, NaN for missing): {exc}"
+            ) from exc
         m = len(self.metrics)
         if v_a.ndim == 1 and m == 1:
             v_a = v_a.reshape(-1, 1)
@@ -218,10 +226,10 @@ class Engine:
         self._step(self._work)
         out, rows = self._out1.copy(), self._rows1.copy()
         flags = self._flags1.astype(np.uint8)
-        if rows[K.R_EVENT, 0] > 0.0:
+        if rows[_R_EVENT, 0] > 0.0:
             return self._output(self._ts1.copy(), out, rows, flags)
-        return EngineOutput(out[K.O_SCORE], out[K.O_PERS], rows[K.R_COMB], flags, [],
-                            out[K.O_BASE], out[K.O_SD], out[K.O_LEVEL])  # fmt: skip
+        return EngineOutput(out[_O_SCORE], out[_O_PERS], rows[_R_COMB], flags, [],
+                            out[_O_BASE], out[_O_SD], out[_O_LEVEL])  # fmt: skip
 
     def _output(
         self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray, flags: np.ndarray
