@@ -34,7 +34,8 @@ class Commander:
         self.store, self.key, self.publish, self.clock = store, key, publish, clock
         migrations.apply(store.db)
 
-    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "") -> schemas.Command:
+    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
+             command_id: str = "") -> schemas.Command:
         import json
 
         with self.store.db.conn:
@@ -42,12 +43,12 @@ class Commander:
                                         [device_id]).fetchone()
             counter = (row[0] if row else 0) + 1
             self.store.db.execute("INSERT OR REPLACE INTO command_counters VALUES (?, ?)", [device_id, counter])
-            cmd = sign_command(self.key, schemas.Command(device_id, f"c-{uuid.uuid4().hex[:12]}", name,
-                                                         counter, args))
-            self.store.db["commands"].insert({"command_id": cmd.command_id, "device_id": device_id,
+            cmd = sign_command(self.key, schemas.Command(device_id, command_id or f"c-{uuid.uuid4().hex[:12]}",
+                                                         name, counter, args))
+            self.store.db["commands"].upsert({"command_id": cmd.command_id, "device_id": device_id,
                                               "name": name, "counter": counter,
-                                              "args": json.dumps(args), "sent_at": self.clock(),
-                                              "reason": reason})
+                                              "args": json.dumps(args)[:2000], "sent_at": self.clock(),
+                                              "reason": reason}, pk="command_id")
         self.publish(topics.commands(device_id), schemas.encode(cmd))
         logger.info("cloud.command_sent", extra={"device_id": device_id, "command": name})
         return cmd

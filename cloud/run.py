@@ -11,6 +11,7 @@ from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
+from cloud.releases.rollout import RolloutManager
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
 
@@ -42,6 +43,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
         from shared.signing import load_private_key
 
         agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
+        agg.rollouts = RolloutManager(store)
     return svc
 
 

@@ -7,6 +7,7 @@ never raised: the agent keeps serving.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
+from device.inference.slots import ModelSlots, ShadowStats
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
@@ -53,10 +55,17 @@ class Agent:
         self.minutes = MinuteAggregator()
         self.features = CollarMetrics(cfg.quiet_minutes) if cfg.kind == "collar" else PerceptionMetrics()
         self.individual_id = cfg.individual_id
-        self.classifier = _load_classifier(classifier) if cfg.kind == "collar" else None
+        public_key = _load_public_key(cfg.cloud_public_key)
+        # signed model releases need the cloud's key; without it the shipped model runs alone
+        self.slots = (ModelSlots(self.state_dir, public_key, device_class=cfg.kind, agent_version=AGENT_VERSION)
+                      if public_key is not None and cfg.kind == "collar" and classifier == "factory" else None)
+        if self.slots is not None:
+            self.classifier: Any = self.slots.active_classifier()
+        else:
+            self.classifier = _load_classifier(classifier) if cfg.kind == "collar" else None
         self.model_version = getattr(self.classifier, "sha256", "none")[:12]
-        self.shadow: Any = None
-        self.shadow_stats: Counter[str] = Counter()
+        self.shadow: Any = None  # a shadow model outside slots (tests); slots keep their own
+        self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
         self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
@@ -69,10 +78,12 @@ class Agent:
         self._last_state_wall = -math.inf
         self.day: dict[str, Any] = {}
         self.uplink = Uplink(cfg.mqtt, cfg.device_id) if connect else None
-        self.commands = CommandHandler(cfg.device_id, _load_public_key(cfg.cloud_public_key),
-                                       self._load_counter, self._save_counter)
+        self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
+        self.commands.register("install_shadow", self._cmd_install_shadow)
+        self.commands.register("promote", self._cmd_promote)
+        self.commands.register("rollback", self._cmd_rollback)
 
     # ---- state ---------------------------------------------------------------------------------
     def _restore_engine(self) -> Engine:
@@ -140,9 +151,9 @@ class Agent:
             try:
                 pred = self.classifier.predict(accel, float(w.accel_rate))
                 label = pred.label
-                if self.shadow is not None and self.budget.allows(SHED_SHADOW):
-                    s = self.shadow.predict(accel, float(w.accel_rate))
-                    self.shadow_stats["agree" if s.label == label else "disagree"] += 1
+                shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
+                if shadow is not None and self.budget.allows(SHED_SHADOW):
+                    self.shadow_stats.record(w.minute_ts, pred, shadow.predict(accel, float(w.accel_rate)))
             except ValueError as exc:
                 self.counts["window_unclassifiable"] += 1
                 logger.debug("features.unclassifiable", extra={"reason": str(exc)})
@@ -223,7 +234,8 @@ class Agent:
             "latency": self.budget.report(), "ingest": self.ingest_counts(),
             "warming_up": self.engine.warming_up, "model_version": self.model_version,
             "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
-            "shadow": dict(self.shadow_stats), "outbox": self.outbox.counters(),
+            "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
+            "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
             "hourly": {m: {"mean": _clean([h[0] / h[1] if h[1] else math.nan for h in hs]),
                            "baseline": _clean([h[2] for h in hs]), "spread": _clean([h[3] for h in hs])}
                        for m, hs in d.get("hourly", {}).items()},
@@ -251,6 +263,42 @@ class Agent:
             raise ValueError(f"collect_more minutes={minutes} must be in (0, 1440]")
         self.raw_until = max(self.raw_until, (self._last_ts or time.time()) + minutes * 60.0)
         return {"raw_until": self.raw_until}
+
+    def _need_slots(self) -> ModelSlots:
+        if self.slots is None:
+            raise ValueError("model releases need cloud_public_key (and a collar agent with its factory model)")
+        return self.slots
+
+    def _use_active(self) -> dict[str, Any]:
+        slots = self._need_slots()
+        self.classifier = slots.active_classifier()
+        self.model_version = self.classifier.sha256[:12]
+        self.shadow_stats.reset()
+        return {"model_version": self.model_version, "models": slots.status()}
+
+    def _cmd_install_shadow(self, args: dict[str, Any]) -> dict[str, Any]:
+        slots = self._need_slots()
+        data = base64.b64decode(str(args.get("bundle_b64", "")), validate=True)
+        if not data:
+            raise ValueError("install_shadow needs bundle_b64 (the signed bundle)")
+        m = slots.install_shadow(data)
+        if args.get("sha256") and args["sha256"] != m.sha256:
+            slots.discard_shadow()
+            raise ValueError(f"bundle model sha256 {m.sha256[:12]} is not the announced {str(args['sha256'])[:12]}")
+        self.shadow_stats.reset()
+        return {"installed": m.name, "version": m.version, "models": slots.status()}
+
+    def _cmd_promote(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._need_slots().promote()
+        return self._use_active()
+
+    def _cmd_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        slots = self._need_slots()
+        if args.get("promoted", True):
+            slots.rollback()
+        else:
+            slots.discard_shadow()
+        return self._use_active()
 
     def _on_command(self, payload: bytes) -> None:
         cid, ok, detail, data = self.commands.handle(payload)

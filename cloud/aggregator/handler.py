@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
@@ -37,11 +39,12 @@ class Aggregator:
     def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
-                 commander: Any = None, sim_clock: bool = False) -> None:
+                 commander: Any = None, sim_clock: bool = False, rollouts: Any = None) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
         in seconds); otherwise the wall clock."""
         self.store = store
         self.commander = commander
+        self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
         self.sim_clock = sim_clock
         self.latest_ts = 0.0
         self.policy = policy
@@ -102,8 +105,10 @@ class Aggregator:
             self.latest_ts = max(self.latest_ts, rec.ts)
             if rec.kind == "event":
                 self._event(batch.device_id, rec)
-            elif rec.kind == "report" and self.on_report is not None:
-                self.on_report(batch.device_id, rec)
+            elif rec.kind == "report":
+                self._report(batch.device_id, rec)
+            elif rec.kind == "summary" and self.rollouts is not None:
+                self.rollouts.on_summary(batch.device_id, rec.body, self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
             ack = schemas.Ack(batch.device_id, tuple(r.seq for r in batch.records))
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
@@ -124,6 +129,27 @@ class Aggregator:
             dev, name, args = collect_more_command(self.policy, decision, metrics=rec.body.get("metrics"))
             self.commander.send(dev, name, args, reason=f"{decision.rule}: {decision.reason}")
 
+    def _report(self, device_id: str, rec: schemas.Record) -> None:
+        """A command's result from the device: hand it to the rollout (if it is one of its steps)."""
+        b = rec.body
+        self.counts["reports.ok" if b.get("ok") else "reports.failed"] += 1
+        if self.rollouts is not None and isinstance(b.get("command_id"), str):
+            reply = schemas.Reply(device_id, b["command_id"], bool(b.get("ok")), str(b.get("detail", "")),
+                                  b.get("data") if isinstance(b.get("data"), dict) else {})
+            self.rollouts.handle_reply(reply, self.now())
+        if self.on_report is not None:
+            self.on_report(device_id, rec)
+
+    def _send_rollout_actions(self) -> None:
+        for a in self.rollouts.tick(self.now()):
+            args = dict(a.args)
+            path = args.pop("bundle_path", None)
+            if a.command_name == "install_shadow" and path:
+                args["bundle_b64"] = base64.b64encode(Path(path).read_bytes()).decode()
+            self.commander.send(a.device_id, a.command_name, args, reason=f"rollout {args.get('rollout_id')}",
+                                command_id=a.command_id)
+            self.counts["commands." + a.command_name] += 1
+
     def now(self) -> float:
         return self.latest_ts if self.sim_clock else time.time()
 
@@ -137,6 +163,8 @@ class Aggregator:
                 if self.commander is not None:
                     self.commander.send(dev, name, args, reason="personalisation")
                     self.counts["commands." + name] += 1
+            if self.rollouts is not None and self.commander is not None:
+                self._send_rollout_actions()
         except Exception:  # timed work failing must not stop message handling
             self.counts["tick_failed"] += 1
             logger.exception("aggregator.tick_failed")

@@ -1,0 +1,106 @@
+"""Model releases on a simulated device over real mosquitto: a signed bundle pushed from the cloud
+runs in shadow, is promoted and rolled back; tampered or foreign bundles are refused and reported."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud.config import CloudConfig
+from cloud.run import build
+from device.agent import Agent
+from device.config import AgentConfig
+from device.inference.classifier import FACTORY_MODEL, load_manifest
+from firmware_sim.collar import CollarSim
+from firmware_sim.scenario import default_fleet
+from shared.bundles import build_bundle
+from shared.cli import DEMO_START
+from shared.mqtt import MqttConfig
+from shared.signing import generate_keypair, save_private_key, save_public_key
+
+
+def wait_for(pred, timeout: float = 20.0, pump=None) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pump:
+            pump()
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    priv, pub = generate_keypair()
+    save_private_key(tmp_path / "cloud.key", priv)
+    save_public_key(tmp_path / "cloud.pub", pub)
+    mq = MqttConfig(url=mosquitto.url)
+    svc = build(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=mq, signing_key=str(tmp_path / "cloud.key")),
+                notifiers=[])
+    svc.start()
+    assert svc.connected.wait(10)
+    stop = threading.Event()
+    threading.Thread(target=svc.serve, args=(stop,), daemon=True).start()
+
+    agent = Agent(AgentConfig(device_id="collar-000", individual_id="bella", state_dir=str(tmp_path / "dev"),
+                              cloud_public_key=str(tmp_path / "cloud.pub"), mqtt=mq))
+    assert agent.slots is not None
+    factory_sha = agent.classifier.sha256
+    agent.uplink.start()  # type: ignore[union-attr]
+    assert wait_for(lambda: agent.uplink.connected, pump=agent.pump)  # type: ignore[union-attr]
+
+    meta = load_manifest()["model"]
+    model = FACTORY_MODEL.read_bytes() + b""  # same weights, a new signed version
+    bundle = build_bundle(model, {"threshold": 1.0}, name="activity", version=2, private_key=priv,
+                          device_class="collar", model_meta=meta)
+    cmd = svc.agg.commander
+    sim = CollarSim(default_fleet(1, 1.0)[0], DEMO_START, 1.0)
+    chunks = iter(sim.chunks())
+
+    def reports() -> list[dict]:  # type: ignore[type-arg]
+        return [r["body"] for r in svc.agg.store.records("report")]
+
+    def step() -> None:  # the device keeps working while commands arrive
+        for _ in range(5):
+            t, data = next(chunks)
+            agent.feed(data)
+        agent.pump()
+
+    cmd.send("collar-000", "install_shadow", {"bundle_b64": base64.b64encode(bundle).decode()})
+    assert wait_for(lambda: len(reports()) == 1, pump=step), reports()
+    assert reports()[0]["ok"], reports()[0]
+    assert agent.slots.status()["shadow"]["version"] == 2
+    assert agent.shadow_stats.total > 0 or wait_for(lambda: agent.shadow_stats.total > 0, pump=step)
+    assert agent.shadow_stats.agreement == 1.0, "identical weights agree on every window"
+
+    cmd.send("collar-000", "promote", {})
+    assert wait_for(lambda: len(reports()) == 2, pump=step)
+    assert reports()[1]["ok"] and agent.slots.status()["active"]["version"] == 2
+    assert agent.model_version == agent.classifier.sha256[:12]
+
+    cmd.send("collar-000", "rollback", {"promoted": True})
+    assert wait_for(lambda: len(reports()) == 3, pump=step)
+    assert reports()[2]["ok"] and agent.slots.status()["active"]["slot"] == "factory"
+    assert agent.classifier.sha256 == factory_sha
+
+    # refused: tampered bundle, a bundle signed by another key, and a downgrade below the active
+    other, _ = generate_keypair()
+    tampered = bytearray(bundle)
+    tampered[len(tampered) // 2] ^= 0x40
+    foreign = build_bundle(model, {}, name="activity", version=3, private_key=other, device_class="collar",
+                           model_meta=meta)
+    for b in (bytes(tampered), foreign):
+        cmd.send("collar-000", "install_shadow", {"bundle_b64": base64.b64encode(b).decode()})
+    assert wait_for(lambda: len(reports()) == 5, pump=step)
+    assert [r["ok"] for r in reports()[3:]] == [False, False]
+    assert agent.slots.status()["shadow"] is None and agent.slots.status()["active"]["slot"] == "factory"
+    assert svc.agg.counts["reports.failed"] == 2
+
+    agent.uplink.stop()  # type: ignore[union-attr]
+    stop.set()
+    svc.stop()
