@@ -99,7 +99,7 @@ def evaluate_person(
     source = label.onset_source if label is not None else "none"
     if onset is None:
         return PersonOutcome(person_id, None, source, len(alerts), None, None, 0, 0, 0, 0.0, laad)
-    onset_s = np.datetime64(onset, "s")
+    onset_s = np.asarray(onset).astype("datetime64[s]")[()]
     gap = np.timedelta64(int(round(healthy_gap_days * 86400)), "s")
     early = np.timedelta64(int(round(early_days * 86400)), "s")
     late = np.timedelta64(int(round(late_days * 86400)), "s")
@@ -117,7 +117,7 @@ def evaluate_person(
         first = float((window[0] - onset_s) / np.timedelta64(1, "s")) / 86400.0
         caught = bool(window[0] < onset_s + _DAY)
     days = np.unique(np.asarray(data_times).astype("datetime64[D]"))
-    healthy_days = int(np.count_nonzero(days < np.datetime64(healthy_end, "D")))
+    healthy_days = int(np.count_nonzero(days < np.asarray(healthy_end).astype("datetime64[D]")))
     return PersonOutcome(
         person_id=person_id,
         onset=onset,
