@@ -209,7 +209,10 @@ def device_thread(spec: DeviceSpec, n: int, rate: float, results: list[dict[str,
 
 
 def device_main(spec: DeviceSpec, n: int, rate: float, drain_timeout: float) -> None:
-    """Entry point of a device process (multiprocessing target, or ``scripts/chaos device``)."""
+    """Entry point of a device process (a multiprocessing target)."""
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
     dev = LoadDevice(spec)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
