@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
     r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events JSON lines")
     r.add_argument("trace")
     r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl)")
+
+    p = sub.add_parser("feedback", help="record an owner's answer to an alert (confirm, dismiss, normal_for_her, label)",
+                       description="Explicit feedback through the CLI (the same path as the HTTP endpoint and the "
+                       "owner_feedback MQTT topic).")
+    p.add_argument("--db", default="edgeloop-cloud.db", help="the cloud store")
+    p.add_argument("alert_id", help="e.g. collar-000:17 (edgeloop alerts lists them)")
+    p.add_argument("action", choices=["confirm", "dismiss", "normal_for_her", "label", "opened", "acted"])
+    p.add_argument("--individual", required=True, help="the individual the alert is about")
+    p.add_argument("--label", default="", help="free label (with action 'label')")
+
+    p = sub.add_parser("alerts", help="list an individual's alerts with their decisions and reasons",
+                       description="Every decision the cloud made for one individual, newest first.")
+    p.add_argument("--db", default="edgeloop-cloud.db")
+    p.add_argument("--individual", required=True)
+    p.add_argument("--limit", type=int, default=20)
+
+    p = sub.add_parser("quality", help="alert quality per model version: precision, alerts/individual-week, ...",
+                       description="Precision from feedback, alerts per individual-week, ignored rate, time to "
+                       "act and detection delay, per model version and optionally per time window.")
+    p.add_argument("--db", default="edgeloop-cloud.db")
+    p.add_argument("--window-days", type=float, help="one row per model version per window of this many days")
+
+    p = sub.add_parser("release", help="release checks and staged rollouts of model bundles",
+                       description="check: replay every inherited regression case through a candidate bundle; "
+                       "rollout: start shadow -> canary -> fleet; status: where every rollout stands.")
+    rs = p.add_subparsers(dest="what", required=True, metavar="ACTION")
+    r = rs.add_parser("check", help="block a candidate that regresses on any past failure")
+    r.add_argument("bundle")
+    r.add_argument("--db", default="edgeloop-cloud.db")
+    r.add_argument("--public-key", help="verify the bundle's signature with this key")
+    r = rs.add_parser("rollout", help="start the staged rollout of a checked bundle")
+    r.add_argument("bundle")
+    r.add_argument("--db", default="edgeloop-cloud.db")
+    r.add_argument("--config", help="rollout TOML (stages, limits)")
+    r.add_argument("--device", action="append", help="limit to these devices (repeatable)")
+    r = rs.add_parser("status", help="the table of rollouts, or one rollout's history")
+    r.add_argument("rollout_id", nargs="?", type=int)
+    r.add_argument("--db", default="edgeloop-cloud.db")
 
     p = sub.add_parser("demo", help="the whole loop: simulated collars -> pty -> agents -> broker -> cloud -> report",
                        description="Runs N simulated collars for D simulated days, each through a real pty "
@@ -218,6 +257,51 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from cloud.feedback import FeedbackError, record_feedback
+    from cloud.store.db import CloudStore
+    from shared.schemas import Feedback
+
+    store = CloudStore(args.db)
+    try:
+        res = record_feedback(store, Feedback(args.alert_id, args.individual, args.action, time.time(),
+                                              args.label), source="cli")
+    except FeedbackError as exc:
+        print(f"edgeloop feedback: refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"recorded: {res}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from cloud.feedback import list_alerts
+    from cloud.store.db import CloudStore
+
+    for a in list_alerts(CloudStore(args.db), args.individual, limit=args.limit):
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["ts"]))
+        print(f"{a['alert_id']:<18} {when}  {a['action']:<12} {a.get('state') or '':<10} {a['reason']}")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from cloud.quality import format_quality_table, quality_by_model_version
+    from cloud.store.db import CloudStore
+
+    window = args.window_days * 86400.0 if args.window_days else None
+    print(format_quality_table(quality_by_model_version(CloudStore(args.db), window_s=window)))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from cloud.releases.cli import release_check_cli, rollout_status_cli, start_rollout_cli
+
+    if args.what == "check":
+        return release_check_cli(args.db, args.bundle, public_key=args.public_key)
+    if args.what == "rollout":
+        return start_rollout_cli(args.db, args.bundle, devices=args.device, config_path=args.config)
+    return rollout_status_cli(args.db, args.rollout_id)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.demo import run_demo
 
@@ -226,6 +310,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
+    "feedback": cmd_feedback, "alerts": cmd_alerts, "quality": cmd_quality, "release": cmd_release,
 }
 
 
