@@ -299,3 +299,70 @@ def test_acl_file_is_minimal() -> None:
         ("read", f"{ROOT}/dev/%u/{k}") for k in DEVICE_READ}
     assert not any("#" in t and a != "read" for a, t in patterns)
 
+
+
+# --------------------------------------------------------------------------- the documented set-up
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "mosquitto"
+
+
+def test_documented_production_config(tmp_path: Path) -> None:
+    """docs/mosquitto/mosquitto.conf + acl + make-certs.sh, with paths and ports rewritten."""
+    import os
+    import shutil
+    import subprocess
+
+    from brokers import CertPair, free_port
+    from conftest import require_mosquitto
+
+    require_mosquitto()
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: docs/mosquitto/make-certs.sh needs it")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    script = DOCS / "make-certs.sh"
+    for args in (["ca"], ["server", "localhost"], ["device", "dev-001"], ["device", "dev-002"]):
+        subprocess.run(["bash", str(script), *args], cwd=etc, check=True, capture_output=True)
+    broker = MosquittoBroker(tmp_path / "run", users={CLOUD: "cloud-pw"}, acl=_acl_text())
+    (etc / "passwd").write_text((broker.dir / "passwd").read_text())
+    (etc / "acl").write_text(_acl_text())
+    tls_port = free_port()
+    conf = (DOCS / "mosquitto.conf").read_text()
+    conf = conf.replace("/etc/mosquitto/edgeloop/", f"{etc}/")
+    conf = conf.replace("/var/lib/mosquitto/", f"{broker.persist_dir}/")
+    conf = conf.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n")
+    conf = conf.replace("listener 1883 127.0.0.1\n", f"listener {broker.port} 127.0.0.1\n")
+    assert str(tls_port) in conf and str(broker.port) in conf
+    broker.persist_dir.mkdir(exist_ok=True)
+    header = ("user root\n" if os.geteuid() == 0 else "") + "log_dest stderr\n"
+    broker.conf_path.write_text(header + conf)
+    broker.tls_port = tls_port
+
+    class _CA:  # what Collector.connect needs from broker.ca
+        cert_path = etc / "device-ca.crt"
+
+    broker.ca = _CA()  # type: ignore[assignment]
+    broker.host = "localhost"  # the name in the server certificate (make-certs.sh server)
+    broker.start()
+    try:
+        dev1 = CertPair(etc / "dev-001.crt", etc / "dev-001.key")
+        with _observer_pw(broker) as obs, Collector.connect(broker, "dev-001", tls=dev1) as dev:
+            ok = dev.publish_many([(_own("dev-001", "up"), b"prod-own")])
+            bad = dev.publish_many([(_own("dev-002", "up"), b"prod-foreign")])
+            assert not ok[0].is_failure and bad[0].is_failure  # type: ignore[attr-defined]
+            assert obs.wait_for(1, 5)
+            time.sleep(0.3)
+            assert {p for _, p, _, _ in obs.messages} == {b"prod-own"}
+        assert _tls_handshake_refused(broker, None), "no client certificate was accepted"
+        assert _refused(broker).is_failure  # type: ignore[attr-defined]  # anonymous, plain port
+        rc = _refused(broker, username="dev-001", password="x")
+        assert rc.is_failure  # type: ignore[attr-defined]
+    finally:
+        broker.stop()
+
+
+def _observer_pw(broker: MosquittoBroker) -> Collector:
+    """The cloud user (password, plain private listener) watching device uplinks."""
+    c = Collector.connect(broker, "cloud-watch", username=CLOUD, password="cloud-pw")
+    assert not c.subscribe(f"{ROOT}/dev/+/up")[0].is_failure  # type: ignore[attr-defined]
+    return c
