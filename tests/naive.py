@@ -188,13 +188,16 @@ class NaiveEngine:
                 else:
                     s.prot = math.nan
                 u = u_time * (c.protect_weight if protected else 1.0)
-                wg, _ = decay(s.g.w, s.g.m2, t - s.g.t, c.memory_s)
-                xw = x
                 floor = c.sd_floor_rel * abs(s.g.mean) + c.sd_floor_abs
-                if wg >= c.bin_prior and sd > floor:
-                    xw = _clip(x, base - c.huber_c * sd, base + c.huber_c * sd)
-                for st in (s.bins[h], s.g):
+                for st, is_bin in ((s.bins[h], True), (s.g, False)):
                     w, m2 = decay(st.w, st.m2, t - st.t, c.memory_s)
+                    xw = x
+                    if is_bin and w >= c.bin_prior and sd > floor:
+                        xw = _clip(x, base - c.huber_c * sd, base + c.huber_c * sd)
+                    if not is_bin and w >= c.bin_prior:
+                        sdg = math.sqrt(m2 / w) if m2 > 0 else 0.0
+                        if sdg > floor:
+                            xw = _clip(x, st.mean - c.huber_c * sdg, st.mean + c.huber_c * sdg)
                     st.w, st.mean, st.m2 = welford_update(w, st.mean, m2, xw, u)
                     st.t = t
                 ec = _clip(s.e, -c.huber_c * rms, c.huber_c * rms)

@@ -111,22 +111,32 @@ def _baseline_kernel(cfg: np.ndarray, s: np.ndarray, h: int, t: float) -> tuple[
 def _learn_kernel(
     cfg: np.ndarray, s: np.ndarray, h: int, t: float, x: float, base: float, sd: float, u: float
 ) -> None:
-    """Learn ``x`` (winsorised at ``base +- huber_c * sd``) with weight ``u`` into bin ``h``
-    and the global statistic of metric state ``s``."""
+    """Learn ``x`` with weight ``u`` into bin ``h`` and the global statistic of state ``s``.
+
+    Winsorised at ``base +- huber_c * sd`` for the bin once the bin itself is mature (weight >=
+    bin_prior; a young bin that differs from the global level must be free to learn it), and at
+    the global mean +- huber_c global spreads for the global statistic. A collapsed spread (all
+    zeros so far) never clips."""
     mem = cfg[C_MEM]
-    xw = x
-    wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+    c = cfg[C_HUBER]
     floor = cfg[C_SDREL] * abs(s[G_MEAN]) + cfg[C_SDABS]
-    if wg >= cfg[C_PRIOR] and sd > floor:  # a collapsed spread (all zeros so far) never clips
-        xw = _clip(x, base - cfg[C_HUBER] * sd, base + cfg[C_HUBER] * sd)
     b = h * 4
     wb, m2b = _decay_kernel(s[b + BIN_W], s[b + BIN_M2], t - s[b + BIN_T], mem)
-    wb, mb, m2b = _update_kernel(wb, s[b + BIN_MEAN], m2b, xw, u)
+    xb = x
+    if wb >= cfg[C_PRIOR] and sd > floor:
+        xb = _clip(x, base - c * sd, base + c * sd)
+    wb, mb, m2b = _update_kernel(wb, s[b + BIN_MEAN], m2b, xb, u)
     s[b + BIN_W] = wb
     s[b + BIN_MEAN] = mb
     s[b + BIN_M2] = m2b
     s[b + BIN_T] = t
-    wg, mg, m2g = _update_kernel(wg, s[G_MEAN], m2g, xw, u)
+    wg, m2g = _decay_kernel(s[G_W], s[G_M2], t - s[G_T], mem)
+    xg = x
+    if wg >= cfg[C_PRIOR]:
+        sdg = math.sqrt(m2g / wg) if m2g > 0.0 else 0.0
+        if sdg > floor:
+            xg = _clip(x, s[G_MEAN] - c * sdg, s[G_MEAN] + c * sdg)
+    wg, mg, m2g = _update_kernel(wg, s[G_MEAN], m2g, xg, u)
     s[G_W] = wg
     s[G_MEAN] = mg
     s[G_M2] = m2g
