@@ -161,3 +161,16 @@ def test_zero_inflated_metric_learns_a_nonzero_baseline() -> None:
     day_hours = (hour >= 8) & (hour < 20)
     assert out.baseline[-1440:, 0][day_hours[-1440:]].mean() > 5.0
     assert out.spread[-1440:, 0].min() > 1.0
+
+
+def test_from_state_keeps_widen_and_applies_given_directions() -> None:
+    ts, v = dog_minutes(seed=0, days=3, illness=None)
+    eng = Engine(METRICS, directions=DIRS)
+    eng.widen("activity", 2.0)
+    eng.process(ts, v)
+    again = Engine.from_state(eng.state(), METRICS, directions={"activity": 0})
+    assert again.state() != eng.state()
+    same = Engine.from_state(eng.state(), METRICS)
+    assert same.state() == eng.state()
+    eng.accept_new_normal()  # all metrics at once
+    assert not eng.warming_up

@@ -291,7 +291,8 @@ class Engine:
         config: EngineConfig | None = None,
         directions: Mapping[str, int] | None = None,
     ) -> Engine:
-        """Rebuild an engine from :meth:`state`; directions come from the saved state."""
+        """Rebuild an engine from :meth:`state`; ``directions``, when given, override the saved
+        ones for the metrics they name (the saved widen factors are kept)."""
         eng = cls(metrics, config, directions)
         m = len(eng.metrics)
         expected = _HEADER.size + 8 * (m * K.N_STATE + K.N_ENG)
@@ -309,6 +310,8 @@ class Engine:
         body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
         eng._st[:] = body[: m * K.N_STATE].reshape(m, K.N_STATE)
         eng._eng[:] = body[m * K.N_STATE :]
+        for name, d in (directions or {}).items():
+            eng._st[eng.metrics.index(name), K.M_DIR] = float(d)
         return eng
 
     # ------------------------------------------------------------------ personalisation
