@@ -25,6 +25,7 @@ from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine
+from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.inference.slots import ModelSlots, ShadowStats
@@ -40,6 +41,15 @@ AGENT_VERSION = "0.1.0"
 BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
+
+
+def _utc_day(ts: float, _cache: dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate memo
+    """UTC day of a timestamp, memoised per day number (called once per window)."""
+    k = int(ts // 86400)
+    s = _cache.get(k)
+    if s is None:
+        s = _cache[k] = time.strftime("%Y-%m-%d", time.gmtime(k * 86400))
+    return s
 
 
 class Agent:
@@ -76,7 +86,7 @@ class Agent:
         self._last_ts: float | None = None
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
-        self.day: dict[str, Any] = {}
+        self.day: DayAccumulator | None = None
         self.uplink = Uplink(cfg.mqtt, cfg.device_id) if connect else None
         self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
@@ -162,7 +172,7 @@ class Agent:
         for ev in out.events:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
-            self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": _clean(vec),
+            self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": json_floats(vec),
                                                "label": label, "accel": None if accel is None else
                                                np.round(accel, 3).tolist()})
         self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
@@ -176,8 +186,8 @@ class Agent:
 
     def _emit_event(self, ev: DeviationEvent) -> None:
         body = asdict(ev)
-        body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=_clean(ev.baseline),
-                    observed=_clean(ev.observed), model_version=self.model_version,
+        body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
+                    observed=json_floats(ev.observed), model_version=self.model_version,
                     detector_version=self.detector_version)
         self._append("event", ev.ts, body)
         self.counts["events"] += 1
@@ -192,55 +202,28 @@ class Agent:
 
     # ---- daily summary -----------------------------------------------------------------------
     def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: Any) -> None:
-        day = time.strftime("%Y-%m-%d", time.gmtime(w.minute_ts))
-        if self.day.get("day") not in (None, day):
+        day = _utc_day(w.minute_ts)
+        if self.day is not None and self.day.day != day:
             self.write_summary()
-        d = self.day
-        d.setdefault("day", day)
-        d.setdefault("ts", w.minute_ts)
-        d["minutes"] = d.get("minutes", 0) + 1
-        for name, v in zip(self.features.metrics, vec, strict=True):
-            if math.isfinite(v):
-                d[f"sum.{name}"] = d.get(f"sum.{name}", 0.0) + v
-                d[f"n.{name}"] = d.get(f"n.{name}", 0) + 1
-        if w.steps:
-            d["steps"] = d.get("steps", 0) + w.steps
-        if label:
-            d[f"class.{label}"] = d.get(f"class.{label}", 0) + 1
-        if math.isfinite(w.temp):
-            d["temp_max"] = max(d.get("temp_max", -math.inf), w.temp)
-        if w.battery is not None:
-            d["battery"] = w.battery
-        # hourly points for operators' plots: mean value, baseline and spread per metric
-        hour = int((w.minute_ts % 86400) // 3600)
-        hourly = d.setdefault("hourly", {})
-        for j, name in enumerate(self.features.metrics):
-            h = hourly.setdefault(name, [[0.0, 0, math.nan, math.nan] for _ in range(24)])[hour]
-            if math.isfinite(vec[j]):
-                h[0] += vec[j]
-                h[1] += 1
-            if out.baseline.size:
-                h[2], h[3] = float(out.baseline[0, j]), float(out.spread[0, j])
+        if self.day is None:
+            self.day = DayAccumulator(day, w.minute_ts, tuple(self.features.metrics))
+        self.day.add(w.minute_ts, np.asarray(vec, dtype=np.float64), w.steps, label, w.temp, w.battery,
+                     out.baseline[0] if out.baseline.size else out.baseline,
+                     out.spread[0] if out.spread.size else out.spread)
 
     def write_summary(self) -> None:
-        d, self.day = self.day, {}
-        if not d:
+        d, self.day = self.day, None
+        if d is None:
             return
-        metrics = {k[4:]: round(v / d["n." + k[4:]], 3) for k, v in d.items() if k.startswith("sum.")}
-        body = {
-            "day": d["day"], "minutes": d["minutes"], "metrics_mean": metrics, "steps": d.get("steps", 0),
-            "classes": {k[6:]: v for k, v in d.items() if k.startswith("class.")},
-            "temp_max": d.get("temp_max"), "battery": d.get("battery"),
+        body = d.body()
+        body.update({
             "latency": self.budget.report(), "ingest": self.ingest_counts(),
             "warming_up": self.engine.warming_up, "model_version": self.model_version,
             "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
             "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
             "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
-            "hourly": {m: {"mean": _clean([h[0] / h[1] if h[1] else math.nan for h in hs]),
-                           "baseline": _clean([h[2] for h in hs]), "spread": _clean([h[3] for h in hs])}
-                       for m, hs in d.get("hourly", {}).items()},
-        }
-        self._append("summary", d["ts"], body)
+        })
+        self._append("summary", d.ts, body)
 
     def ingest_counts(self) -> dict[str, int]:
         return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
@@ -404,10 +387,6 @@ class Agent:
                 "pending": self.outbox.pending_count(), "outbox": self.outbox.counters(),
                 "ingest": self.ingest_counts(), "latency": self.budget.report(),
                 "commands": dict(self.commands.counts)}
-
-
-def _clean(xs: Any) -> list[float | None]:
-    return [None if (x is None or not math.isfinite(float(x))) else round(float(x), 4) for x in xs]
 
 
 def _load_classifier(spec: Any) -> Any:

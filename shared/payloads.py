@@ -105,12 +105,14 @@ def encode_payload(reading: Reading) -> tuple[int, bytes]:
     raise PayloadError(f"unknown reading type {type(reading).__name__}")
 
 
+_KINDS = {int(k): k for k in SensorId}
+
+
 def decode_payload(sensor: int, payload: bytes) -> Reading:
     """Decode a payload; raises PayloadError naming the sensor and what was wrong."""
-    try:
-        kind = SensorId(sensor)
-    except ValueError:
-        raise PayloadError(f"unknown sensor id 0x{sensor:02x}: update the agent or fix the firmware") from None
+    kind = _KINDS.get(sensor)
+    if kind is None:
+        raise PayloadError(f"unknown sensor id 0x{sensor:02x}: update the agent or fix the firmware")
     try:
         if kind is SensorId.ACCEL:
             rate, n = _U16U16.unpack_from(payload)
