@@ -47,7 +47,8 @@ class CircadianBaseline:
 
     def predict(self, ts: float) -> tuple[float, float]:
         """Baseline ``(mean, spread)`` at epoch seconds ``ts`` (NaN mean before any data)."""
-        return K._baseline_kernel(self._cfg, self._s, self._hour(ts), float(ts))
+        base, sd = K._baseline_kernel(self._cfg, self._s, self._hour(ts), float(ts))
+        return float(base), float(sd)
 
     def learn_one(self, ts: float, x: float) -> None:
         """Learn one sample; its weight is the time since the previous one (capped)."""
@@ -67,7 +68,7 @@ class CircadianBaseline:
         base, sd = self.predict(ts)
         if not (math.isfinite(base) and math.isfinite(x)):
             return 0.0
-        return (x - base) / sd
+        return float((x - base) / sd)
 
     def bin(self, hour: int) -> RunningStats:
         """The statistic of one hour-of-day bin (as stored, before forgetting to now)."""

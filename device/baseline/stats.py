@@ -33,27 +33,28 @@ class RunningStats:
     def update(self, x: float, weight: float = 1.0) -> RunningStats:
         """Add ``x`` with ``weight`` (NaN is ignored); returns self for chaining."""
         if math.isfinite(x):
-            self.n, self.mean, self.m2 = _update_kernel(self.n, self.mean, self.m2, x, weight)
+            n, mean, m2 = _update_kernel(self.n, self.mean, self.m2, x, weight)
+            self.n, self.mean, self.m2 = float(n), float(mean), float(m2)
         return self
 
     def decay(self, dt: float, memory: float) -> RunningStats:
         """Forget: weights and m2 shrink by ``exp(-dt / memory)``."""
-        self.n, self.m2 = _decay_kernel(self.n, self.m2, dt, memory)
+        n, m2 = _decay_kernel(self.n, self.m2, dt, memory)
+        self.n, self.m2 = float(n), float(m2)
         return self
 
     @property
     def var(self) -> float:
         """Population variance (0 when empty)."""
-        return self.m2 / self.n if self.n > 0 else 0.0
+        return float(self.m2 / self.n) if self.n > 0 else 0.0
 
     def get(self) -> float:
         """The mean (River's ``get``)."""
         return self.mean
 
     def __iadd__(self, other: RunningStats) -> RunningStats:
-        self.n, self.mean, self.m2 = _merge_kernel(
-            self.n, self.mean, self.m2, other.n, other.mean, other.m2
-        )
+        n, mean, m2 = _merge_kernel(self.n, self.mean, self.m2, other.n, other.mean, other.m2)
+        self.n, self.mean, self.m2 = float(n), float(mean), float(m2)
         return self
 
     def __add__(self, other: RunningStats) -> RunningStats:
