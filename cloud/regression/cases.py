@@ -137,7 +137,7 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
     db = store.db
     known = {r[0] for r in db.execute("SELECT source_key FROM regression_cases")}
     new_ids: list[int] = []
-    with db.conn:
+    with db.atomic():
         for item in labelled(db, now):
             kind = item.case_kind
             key = _source_key(item)
@@ -199,7 +199,7 @@ def mark_sensitive(store: CloudStore, case_id: int, reason: str, now: float | No
     """Mark a case sensitive (never the reverse: a sensitive case stays sensitive)."""
     case = get_case(store, case_id)
     why = "; ".join(x for x in (case.sensitive_reason, f"marked: {reason}") if x)
-    with store.db.conn:
+    with store.db.atomic():
         store.db.execute("UPDATE regression_cases SET sensitive = 1, sensitive_reason = ? WHERE id = ?",
                          [why, case_id])
     logger.info("regression.case_marked_sensitive", extra={"case_id": case_id, "reason": reason,

@@ -152,7 +152,7 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
            "passed": int(passed), "score_candidate": s_cand, "score_current": s_cur,
            "n_cases": n, "reasons": json.dumps(reasons),
            "outcomes": json.dumps([asdict(o) for o in outcomes])}
-    with store.db.conn:
+    with store.db.atomic():
         check_id = int(store.db.table("release_checks").insert(row).last_pk)  # type: ignore[arg-type]
     logger.info("release.check_passed" if passed else "release.check_blocked", extra={
         "check_id": check_id, "candidate": candidate_ref and asdict(candidate_ref),

@@ -136,16 +136,22 @@ def classify(notified: bool, action: str, label: str) -> Outcome | None:
     return None
 
 
-def load_alerts(db: Database, where: str = "", args: list[Any] | None = None) -> list[dict[str, Any]]:
+def parse_alert(r: dict[str, Any]) -> dict[str, Any]:
+    """Decode an alert row's JSON columns (metrics, directions, baseline, observed) in place."""
+    for k in JSON_ALERT_COLUMNS:
+        if k in r:
+            r[k] = _json(r[k])
+    return r
+
+
+def load_alerts(db: Database, where: str = "", args: list[Any] | None = None, *,
+                parse: bool = True) -> list[dict[str, Any]]:
+    """Alert rows (optionally filtered), oldest first; ``parse=False`` leaves JSON columns as text."""
     if not table_exists(db, "alerts"):
         return []
     sql = "SELECT * FROM alerts" + (f" WHERE {where}" if where else "") + " ORDER BY ts, alert_id"
     rows = [dict(r) for r in db.query(sql, args or [])]
-    for r in rows:
-        for k in JSON_ALERT_COLUMNS:
-            if k in r:
-                r[k] = _json(r[k])
-    return rows
+    return [parse_alert(r) for r in rows] if parse else rows
 
 
 def load_feedback(db: Database, until: float, where: str = "", args: list[Any] | None = None
@@ -173,12 +179,14 @@ def labelled(db: Database, now: float, model_version: Any = None, since: float |
     ``ts >= since``. Feedback after ``now`` is ignored, so evaluation is reproducible.
     """
     if since is None:
-        alerts = {a["alert_id"]: a for a in load_alerts(db)}
-    else:
-        alerts = {a["alert_id"]: a for a in load_alerts(db, "ts >= ?", [since])}
+        alerts = {a["alert_id"]: a for a in load_alerts(db, parse=False)}
+        fbs = load_feedback(db, now, "action IN (?, ?, ?, ?)", list(EXPLICIT_ACTIONS))
+    else:  # feedback on an alert never precedes it
+        alerts = {a["alert_id"]: a for a in load_alerts(db, "ts >= ?", [since], parse=False)}
+        fbs = load_feedback(db, now, "action IN (?, ?, ?, ?) AND ts >= ?", [*EXPLICIT_ACTIONS, since])
     latest: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
-    for fb in load_feedback(db, now, "action IN (?, ?, ?, ?)", list(EXPLICIT_ACTIONS)):
+    for fb in fbs:
         if fb.get("alert_id"):
             latest[fb["alert_id"]] = fb  # ordered by ts, id: the last one wins
         else:
@@ -194,7 +202,7 @@ def labelled(db: Database, now: float, model_version: Any = None, since: float |
             continue
         if a["ts"] > now:
             continue
-        item = _from_alert(a, fb)
+        item = _from_alert(parse_alert(a), fb)
         if want is not None and item.model_version not in want:
             continue
         if since is not None and item.ts < since:

@@ -35,7 +35,14 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from cloud.regression.check import ReleaseRef, passed_check_id
-from cloud.regression.evidence import DAY, is_notified, labelled, load_alerts, load_feedback
+from cloud.regression.evidence import (
+    DAY,
+    EXPLICIT_ACTIONS,
+    classify,
+    is_notified,
+    load_alerts,
+    load_feedback,
+)
 from cloud.releases.config import LimitsConfig, RolloutConfig, StageConfig
 from cloud.releases.errors import ReleaseNotCheckedError, RolloutConflictError, RolloutNotFoundError
 from cloud.store.db import CloudStore
@@ -159,20 +166,27 @@ class GroupMetrics:
 
 
 def group_metrics(store: CloudStore, since: Mapping[str, float], now: float) -> GroupMetrics:
-    """Quality of a group of devices, each counted from its own start time up to ``now``."""
+    """Quality of a group of devices, each counted from its own start time up to ``now``:
+    notified alerts, their outcomes by the latest explicit feedback (as in
+    ``cloud.regression.evidence``) and how many were ignored."""
     if not since:
         return GroupMetrics(0, 0.0, 0, 0, 0, 0)
     lo = min(since.values())
-    alerts = [a for a in load_alerts(store.db, "ts >= ? AND ts <= ?", [lo, now])
-              if a["device_id"] in since and a["ts"] >= since[a["device_id"]]]
-    notified = {a["alert_id"] for a in alerts if is_notified(a)}
-    items = [i for i in labelled(store.db, now, since=lo)
-             if i.alert_id in notified and i.outcome in ("tp", "fp")]
-    ignored = {f["alert_id"] for f in load_feedback(store.db, now, "action = 'ignored'")
-               if f["alert_id"] in notified}
+    notified = {a["alert_id"] for a in load_alerts(store.db, "ts >= ? AND ts <= ?", [lo, now], parse=False)
+                if a["device_id"] in since and a["ts"] >= since[a["device_id"]] and is_notified(a)}
+    latest: dict[str, dict[str, Any]] = {}
+    ignored: set[str] = set()
+    for f in load_feedback(store.db, now, "ts >= ?", [lo]):
+        if f["alert_id"] not in notified:
+            continue
+        if f["action"] == "ignored":
+            ignored.add(f["alert_id"])
+        elif f["action"] in EXPLICIT_ACTIONS:
+            latest[f["alert_id"]] = f  # ordered by ts, id: the last one wins
+    outcomes = [classify(True, f["action"], f.get("label") or "") for f in latest.values()]
     days = sum(max(0.0, now - t) for t in since.values()) / DAY
-    return GroupMetrics(len(since), days, len(notified), sum(1 for i in items if i.outcome == "tp"),
-                        sum(1 for i in items if i.outcome == "fp"), len(ignored))
+    return GroupMetrics(len(since), days, len(notified), outcomes.count("tp"), outcomes.count("fp"),
+                        len(ignored))
 
 
 def quality_breaches(cand: GroupMetrics, ctrl: GroupMetrics, lim: LimitsConfig) -> list[str]:
@@ -289,7 +303,7 @@ class RolloutManager:
         if not devs:
             raise ValueError("a rollout needs at least one device: pass the fleet's device ids")
         cur = current_release(self.store, ref.name)
-        with self.db.conn:
+        with self.db.atomic():
             rid = int(self.db.table("rollouts").insert({
                 "model_name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
                 "bundle_path": bundle_path, "detector_config": json.dumps(dict(detector_config or {})),
@@ -316,7 +330,7 @@ class RolloutManager:
         ro = self._rollout(rollout_id)
         if ro["state"] not in ("shadow", "canary", "fleet"):
             return
-        with self.db.conn:
+        with self.db.atomic():
             self._halt(ro, [f"operator: {reason}"], now, {})
 
     def _halt(self, ro: dict[str, Any], reasons: list[str], now: float, metrics: Mapping[str, Any]) -> None:
@@ -345,7 +359,7 @@ class RolloutManager:
             cols["installed_at"] = now
         if ok and command_name == "promote":
             cols["promoted_at"] = now
-        with self.db.conn:
+        with self.db.atomic():
             self._set_device(rid, device_id, now, **cols)
             self._event(rid, now, "reply", f"{command_name} {'ok' if ok else 'FAILED'}: {detail}"[:500],
                         device_id=device_id, to_state=to, data=dict(data or {}))
@@ -379,7 +393,7 @@ class RolloutManager:
             return
         agree = int(summary.get("agree", 0) or 0)
         windows = int(summary.get("windows", agree + int(summary.get("disagree", 0) or 0)) or 0)
-        with self.db.conn:
+        with self.db.atomic():
             self.db.table("shadow_stats").upsert({"rollout_id": int(row[0]), "device_id": device_id,
                                             "windows": windows, "agree": min(agree, windows),
                                             "updated": now}, pk=("rollout_id", "device_id"))
@@ -392,7 +406,7 @@ class RolloutManager:
             f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(ACTIVE))}) ORDER BY id",
             list(ACTIVE)).fetchall()]
         for rid in rids:
-            with self.db.conn:
+            with self.db.atomic():
                 actions += self._tick_one(self._rollout(rid), now)
         return actions
 

@@ -96,13 +96,17 @@ def current_model_version(store: CloudStore, model_name: str, now: float) -> str
 
 def model_aliases(store: CloudStore, model_name: str, version: str) -> frozenset[str]:
     """The strings alerts may carry for this model version: the version itself and, for a
-    registered release, its sha256 and 12-character prefix (what the device agent reports)."""
+    registered release, its model sha256 and 12-character prefix (what the device agent reports),
+    unless another release of the model has the same model file (then the hash is ambiguous)."""
     out = {version}
     if table_exists(store.db, "releases"):
         row = store.db.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?",
                                [model_name, version]).fetchone()
         if row is not None and row[0]:
-            out |= {row[0], row[0][:12]}
+            shared = store.db.execute("SELECT COUNT(*) FROM releases WHERE name = ? AND sha256 = ? "
+                                      "AND version != ?", [model_name, row[0], version]).fetchone()[0]
+            if not shared:
+                out |= {row[0], row[0][:12]}
     return frozenset(out)
 
 
@@ -229,7 +233,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
     for rule in cfg_rules:
         version = version_key(model_version) or current_model_version(store, rule.model_name, now)
         if version is None:
-            with db.conn:
+            with db.atomic():
                 _log_eval(db, now, rule, None, "no_model",
                           f"no current version of model {rule.model_name!r} (no fleet release, no alerts)", {})
             continue
@@ -248,7 +252,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
             reason += (f"; suppressed: {ev.new_evidence} new items since the previous request, "
                        f"need {ev.needed}")
         if outcome != "fired":
-            with db.conn:
+            with db.atomic():
                 _log_eval(db, now, rule, version, outcome, reason, ev.measured)
             logger.debug("retrain.rule_%s", outcome, extra={"rule": rule.name, "reason": reason})
             continue
@@ -257,7 +261,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
         request_info = {"model_name": rule.model_name, "model_version": version, "rule": rule.name,
                         "kind": rule.kind, "reason": reason, "measured": ev.measured, "created": now}
         export_dataset(store, path, now, request_info)
-        with db.conn:
+        with db.atomic():
             rid = int(db.table("retrain_requests").insert({  # type: ignore[arg-type]
                 **request_info, "measured": json.dumps(ev.measured, default=str),
                 "dataset_path": str(path), "status": "open"}).last_pk)
