@@ -1,0 +1,318 @@
+"""Measure a simulation run against its ground truth and format the table, checks and plot.
+
+Ground truth (``cloud.simulation.fleet``): a *notified* alert (``alerts.notified_at`` set, now or
+after quiet hours) is a true alert when its ``ts`` falls in one of the individual's alert
+conditions (illness, injury, heat; up to 12 h after it ended), else a false alert. Recall: the
+share of conditions starting in a phase with a notified alert inside them; detection delay:
+first such alert minus the condition's onset. Alerts per individual-week count every notified
+alert of the phase over (individuals x weeks of the phase).
+
+``invariants`` checks what must hold regardless of tuning: every event stored exactly once;
+each retraining request's condition recomputed independently from the store; worse candidates
+blocked by the release check or stopped before any device outside the canary cohort promoted
+them; rollout device states consistent with their rollout's state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cloud.quality.report import format_quality_table, quality_by_model_version
+from cloud.retrain import evaluations, list_requests
+from cloud.simulation.fleet import GRACE_S
+from cloud.simulation.loop import DAY, SimResult
+
+logger = logging.getLogger(__name__)
+WEEK = 7 * DAY
+HOUR = 3600.0
+
+
+def phase_metrics(res: SimResult) -> list[dict[str, Any]]:
+    """Per phase: alerts/ind-week, false alerts/ind-week, precision, recall, detection delay."""
+    t0, split, end = res.start_ts, res.start_ts + res.cfg.split_day * DAY, res.start_ts + res.cfg.days * DAY
+    by_ind = {s.individual_id: s for s in res.fleet}
+    alerts = [dict(r) for r in res.store.db.query(
+        "SELECT alert_id, individual_id, ts, start_ts, action, rule, notified_at, state, model_version "
+        "FROM alerts ORDER BY ts")]
+    n = len(res.fleet)
+    out = []
+    for name, lo, hi in (("phase 1", t0, split), ("phase 2", split, end)):
+        weeks = (hi - lo) / WEEK
+        mine = [a for a in alerts if lo <= a["ts"] < hi]
+        notified = [a for a in mine if a["notified_at"] is not None]
+        true = [a for a in notified if by_ind[a["individual_id"]].condition_at(a["ts"] - t0)]
+        false = [a for a in notified if a not in true]
+        quirky_false = [a for a in false if by_ind[a["individual_id"]].quirk_at(a["ts"] - t0)]
+        conds = [(s, c) for s in res.fleet for c in s.alert_conditions() if lo <= t0 + c.start < hi]
+        detected, delays = 0, []
+        per_kind: dict[str, list[int]] = {}
+        for s, c in conds:
+            hits = [a["ts"] for a in alerts if a["individual_id"] == s.individual_id and a["notified_at"] is not None
+                    and t0 + c.start <= a["ts"] <= t0 + c.end + GRACE_S]
+            per_kind.setdefault(c.kind, [0, 0])[1] += 1
+            if hits:
+                detected += 1
+                per_kind[c.kind][0] += 1
+                delays.append(min(hits) - (t0 + c.start))
+        decided = Counter(a["action"] for a in mine)
+        rules = Counter(a["rule"] for a in mine)
+        out.append({
+            "phase": name, "days": (hi - lo) / DAY, "events": len(mine), "notified": len(notified),
+            "true": len(true), "false": len(false), "false_quirk": len(quirky_false),
+            "alerts_per_ind_week": len(notified) / (n * weeks) if weeks else 0.0,
+            "false_per_ind_week": len(false) / (n * weeks) if weeks else 0.0,
+            "precision": len(true) / len(notified) if notified else None,
+            "conditions": len(conds), "detected": detected,
+            "recall": detected / len(conds) if conds else None,
+            "delay_median_h": statistics.median(delays) / HOUR if delays else None,
+            "per_kind": per_kind, "decided": dict(decided), "suppressed_personalised": rules.get("personalised", 0),
+        })
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _f(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def invariants(res: SimResult) -> dict[str, tuple[bool, str]]:
+    """Named checks -> (holds, detail)."""
+    db = res.store.db
+    out: dict[str, tuple[bool, str]] = {}
+    # 1. every record the agents appended is stored exactly once (seqs 1..n per device)
+    bad = []
+    for dev, n in res.appended.items():
+        seqs = [r[0] for r in db.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", [dev])]
+        if seqs != list(range(1, n + 1)):
+            bad.append(f"{dev}: {len(seqs)} stored vs {n} appended")
+    dup = db.execute("SELECT COUNT(*) FROM (SELECT device_id, seq FROM records GROUP BY device_id, seq "
+                     "HAVING COUNT(*) > 1)").fetchone()[0]
+    ev_dec = db.execute("SELECT COUNT(*) FROM records r LEFT JOIN alerts a ON a.alert_id = r.device_id || ':' || r.seq "
+                        "WHERE r.kind = 'event' AND a.alert_id IS NULL").fetchone()[0]
+    pending = sum(r.get("pending", 0) for r in res.device_reports.values())
+    out["every record stored exactly once"] = (
+        not bad and dup == 0 and pending == 0,
+        f"{sum(res.appended.values())} appended, {db.execute('SELECT COUNT(*) FROM records').fetchone()[0]} stored, "
+        f"{dup} duplicates, {pending} left in outboxes" + (f"; {bad[:3]}" if bad else ""))
+    out["every event decided once"] = (ev_dec == 0, f"{ev_dec} stored events without a decision")
+    # 2. retraining requests: recompute each condition from the store
+    wrong = []
+    reqs = list_requests(res.store)
+    for r in reqs:
+        ok, why = _recheck_request(res, r)
+        if not ok:
+            wrong.append(f"request {r.id} ({r.rule}): {why}")
+    out["no retraining request without its condition"] = (
+        not wrong, f"{len(reqs)} requests re-checked" + (f"; {wrong[:3]}" if wrong else ""))
+    # 3. worse candidates never promoted outside the canary cohort
+    rows = res.pipeline.rollout_rows()
+    leak = []
+    for row in rows:
+        if not row["kind"].startswith("worse"):
+            continue
+        if row["check"] is False:
+            continue
+        prom = row.get("ever_promoted") or {}
+        if prom.get("shadow", 0) or prom.get("fleet", 0) or row.get("state") in ("completed", "fleet"):
+            leak.append(f"{row['kind']} v{row['version']}: state {row.get('state')}, promoted {prom}")
+    out["worse candidates blocked or stopped at canary"] = (
+        not leak, f"{sum(1 for r in rows if r['kind'].startswith('worse'))} worse candidates" +
+        (f"; LEAKED: {leak}" if leak else ""))
+    # 4. rollout states consistent
+    incons = []
+    for ro in db.query("SELECT id, state FROM rollouts"):
+        states = Counter(r[0] for r in db.execute("SELECT state FROM rollout_devices WHERE rollout_id = ?", [ro["id"]]))
+        outstanding = db.execute("SELECT COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND outstanding IS NOT NULL",
+                                 [ro["id"]]).fetchone()[0]
+        if ro["state"] == "completed" and (set(states) - {"promoted", "failed"} or outstanding):
+            incons.append(f"rollout {ro['id']} completed with devices {dict(states)}")
+        if ro["state"] == "rolled_back" and (states.get("promoted") or states.get("installed_shadow") or outstanding):
+            incons.append(f"rollout {ro['id']} rolled back with devices {dict(states)}")
+    fleet_rel = db.execute("SELECT COUNT(*) FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()[0]
+    if fleet_rel != 1:
+        incons.append(f"{fleet_rel} releases with status fleet")
+    # what the devices run at the end matches the fleet release (or an active rollout's stage)
+    active_ro = db.execute("SELECT COUNT(*) FROM rollouts WHERE state IN ('shadow','canary','fleet','halted')").fetchone()[0]
+    fleet_v = db.execute("SELECT version FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()
+    if not active_ro and fleet_v is not None:
+        off = [d for d, r in res.device_reports.items() if str(r.get("active_version")) != str(fleet_v[0])]
+        if off:
+            incons.append(f"{len(off)} devices do not run fleet release v{fleet_v[0]}: {off[:3]}")
+    out["rollout states consistent"] = (not incons, "; ".join(incons) or
+                                        f"{db.execute('SELECT COUNT(*) FROM rollouts').fetchone()[0]} rollouts")
+    return out
+
+
+def _recheck_request(res: SimResult, r: Any) -> tuple[bool, str]:
+    """Recompute a request's condition with plain SQL over alerts/feedback (not the rule code)."""
+    db = res.store.db
+    rule = next((x for x in load_rules(res) if x.name == r.rule), None)
+    if rule is None:
+        return False, "rule unknown"
+    sha = db.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?", [rule.model_name, r.model_version]).fetchone()
+    aliases = {r.model_version} | ({sha[0], sha[0][:12]} if sha and sha[0] else set())
+    now = r.created
+
+    def labelled(since: float | None) -> list[tuple[str, bool, str, float]]:
+        rows = db.execute(
+            "SELECT a.alert_id, a.notified_at IS NOT NULL OR a.action = 'notify', f.action, f.label, f.ts, a.model_version, a.ts "
+            "FROM feedback f JOIN alerts a ON a.alert_id = f.alert_id WHERE f.ts <= ? AND f.action IN "
+            "('confirm','dismiss','normal_for_her','label') ORDER BY f.ts, f.id", [now]).fetchall()
+        latest: dict[str, tuple[bool, str, str, float, str, float]] = {}
+        for aid, notified, action, label, fts, mv, ats in rows:
+            latest[aid] = (bool(notified), action, label or "", fts, mv, ats)
+        out = []
+        for aid, (notified, action, label, fts, mv, ats) in latest.items():
+            if mv not in aliases or ats > now or (since is not None and ats < since):
+                continue
+            if action == "confirm":
+                outcome = "tp" if notified else "miss"
+            elif action in ("dismiss", "normal_for_her") or label.lower() in ("false_alarm", "false_positive", "normal"):
+                outcome = "fp" if notified else ""
+            elif label.lower() in ("miss", "missed", "missed_event", "missed_alert"):
+                outcome = "miss"
+            else:
+                outcome = ""
+            out.append((aid, notified, outcome, fts))
+        return out
+
+    if r.kind == "precision":
+        items = [x for x in labelled(now - rule.window_days * DAY) if x[2] in ("tp", "fp")]
+        tp = sum(1 for x in items if x[2] == "tp")
+        n = len(items)
+        ok = n >= rule.min_labelled and tp / n < rule.min_precision
+        return ok, f"recomputed precision {tp}/{n}"
+    if r.kind == "new_cases":
+        prev = db.execute("SELECT MAX(created) FROM retrain_requests WHERE rule = ? AND model_version = ? AND id < ?",
+                          [r.rule, r.model_version, r.id]).fetchone()[0]
+        kinds = {"miss": "miss", "fp": "false_alarm"}
+        items = [x for x in labelled(None) if kinds.get(x[2]) in rule.case_kinds and (prev is None or x[3] > prev)]
+        orphans = db.execute("SELECT COUNT(*) FROM feedback WHERE alert_id = '' AND action = 'label' AND ts <= ? "
+                             "AND lower(label) IN ('miss','missed','missed_event','missed_alert') AND model_version IN "
+                             f"({','.join('?' * len(aliases))})" + (" AND ts > ?" if prev is not None else ""),
+                             [now, *aliases, *([prev] if prev is not None else [])]).fetchone()[0]
+        n = len(items) + (orphans if "miss" in rule.case_kinds else 0)
+        return n >= rule.count, f"recomputed {n} new cases (threshold {rule.count})"
+    if r.kind == "drift":
+        per = (r.measured or {}).get("metrics", {})
+        flagged = [m for m, v in per.items() if v.get("tested") and (
+            (v.get("psi") or 0) >= rule.psi_threshold or (v.get("ks_p") if v.get("ks_p") is not None else 1) < rule.ks_alpha)]
+        return bool(flagged), f"metrics over threshold in the recorded statistics: {flagged}"
+    return False, f"unknown kind {r.kind}"
+
+
+def load_rules(res: SimResult) -> list[Any]:
+    return list(res.pipeline.retrain.rules)
+
+
+def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, tuple[bool, str]]) -> str:
+    cfg = res.cfg
+    L: list[str] = []
+    L.append(f"edgeloop feedback loop: {len(res.fleet)} individuals x {cfg.days:g} days (seed {cfg.seed}), "
+             f"{res.windows:,} minute windows through the real agent, {res.elapsed_s / 60:.1f} min wall")
+    quirks = Counter(s.quirk or "none" for s in res.fleet)
+    L.append(f"fleet: quirks {dict(quirks)}; owners: {cfg.owners.p_wrong:.0%} wrong answers, "
+             f"{cfg.owners.p_ignore:.0%} ignored, {cfg.owners.p_open_only:.0%} opened only")
+    L.append(f"phase 1 = days 0-{cfg.split_day:g} without personalisation (no 'personalised' rule, config "
+             f"commands held); phase 2 = days {cfg.split_day:g}-{cfg.days:g} with it")
+    L.append("")
+    head = f"{'':<10}{'alerts/ind-wk':>14}{'false/ind-wk':>13}{'precision':>10}{'recall':>12}{'delay(med)':>11}" \
+           f"{'notified':>9}{'true':>6}{'false':>6}{'quirk-FP':>9}{'suppr.pers':>11}"
+    L.append(head)
+    L.append("-" * len(head))
+    for p in phases:
+        rec = f"{_pct(p['recall'])} ({p['detected']}/{p['conditions']})"
+        L.append(f"{p['phase']:<10}{p['alerts_per_ind_week']:>14.3f}{p['false_per_ind_week']:>13.3f}"
+                 f"{_pct(p['precision']):>10}{rec:>12}{_f(p['delay_median_h'], '.1f') + ' h':>11}"
+                 f"{p['notified']:>9}{p['true']:>6}{p['false']:>6}{p['false_quirk']:>9}{p['suppressed_personalised']:>11}")
+    for p in phases:
+        kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(p["per_kind"].items()))
+        L.append(f"  {p['phase']}: detected by kind: {kinds or '-'}; decisions {p['decided']}")
+    p1, p2 = phases
+    L.append("")
+    L.append("targets:")
+    cut = None if not p1["false_per_ind_week"] else 1 - p2["false_per_ind_week"] / p1["false_per_ind_week"]
+    L.append(f"  false alerts per individual-week cut by >= 50%: {_pct(cut)} "
+             f"({p1['false_per_ind_week']:.3f} -> {p2['false_per_ind_week']:.3f}) "
+             f"{'MET' if cut is not None and cut >= 0.5 else 'MISSED'}")
+    if p1["recall"] is not None and p2["recall"] is not None:
+        drop = p1["recall"] - p2["recall"]
+        L.append(f"  recall within 5 points of before: {_pct(p1['recall'])} -> {_pct(p2['recall'])} "
+                 f"{'MET' if drop <= 0.05 else 'MISSED'}")
+    for name, (ok, detail) in inv.items():
+        L.append(f"  {name}: {'MET' if ok else 'MISSED'} ({detail})")
+    L.append("")
+    L.append("owner feedback as the cloud measures it (cloud.quality, per model version):")
+    for p_name, lo, hi in (("phase 1", 0, cfg.split_day), ("phase 2", cfg.split_day, cfg.days)):
+        rows = quality_by_model_version(res.store, res.start_ts + lo * DAY, res.start_ts + hi * DAY)
+        L.append(f"  {p_name}:")
+        L += ["    " + x for x in format_quality_table(rows).splitlines()]
+    L.append("")
+    L.append("retraining (cloud.retrain rules evaluated at every simulated midnight):")
+    ev = Counter((e["rule"], e["outcome"]) for e in evaluations(res.store))
+    for rule in sorted({k[0] for k in ev}):
+        L.append(f"  {rule}: " + ", ".join(f"{o} {n}" for (r, o), n in sorted(ev.items()) if r == rule))
+    for r in list_requests(res.store):
+        L.append(f"  day {(r.created - res.start_ts) / DAY:5.1f}  request {r.id}  v{r.model_version}  {r.reason}")
+    L.append("")
+    L.append("candidates (release check = cloud.regression.check_release against the fleet's release):")
+    for row in res.pipeline.rollout_rows():
+        verdict = {True: "PASSED", False: "BLOCKED", None: "-"}[row["check"]]
+        L.append(f"  v{row['version']} {row['kind']:<20} check {verdict}: {row['check_summary']}  [{row['note']}]")
+        for reason in row["reasons"][:3]:
+            L.append(f"      - {reason[:160]}")
+        if row.get("rollout_id") is not None:
+            path = " -> ".join(["shadow"] + [t["to_state"] for t in row["transitions"] if t["from_state"]])
+            L.append(f"      rollout {row['rollout_id']}: {path}; final {row['state']}; promoted by cohort "
+                     f"{row['ever_promoted']}; shadow-installed {row['ever_installed']}")
+            halts = [t for t in row["transitions"] if t["to_state"] == "halted"]
+            for t in halts:
+                L.append(f"      halted day {(t['ts'] - res.start_ts) / DAY:.1f}: {t['reason'][:200]}")
+        elif row["check"]:
+            L.append("      not started (sim ended or another rollout was active)")
+    L.append("")
+    L.append(f"cloud counters: {json.dumps({k: v for k, v in sorted(res.counts.items())})}")
+    L.append(f"commands: {dict(res.commands)}; device replies to config commands: {dict(res.config_replies)}")
+    L.append(f"owners: {dict(res.owners.counts)}")
+    return "\n".join(L)
+
+
+def plot(phases: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    names = [p["phase"] for p in phases]
+    x = range(len(names))
+    true_rate = [p["alerts_per_ind_week"] - p["false_per_ind_week"] for p in phases]
+    false_rate = [p["false_per_ind_week"] for p in phases]
+    a1.bar(x, true_rate, color="tab:green", label="true")
+    a1.bar(x, false_rate, bottom=true_rate, color="tab:red", label="false")
+    a1.set_xticks(list(x), names)
+    a1.set_ylabel("alerts per individual-week")
+    a1.legend()
+    a1.set_title("alerts (ground truth)")
+    prec = [100 * (p["precision"] or 0) for p in phases]
+    rec = [100 * (p["recall"] or 0) for p in phases]
+    w = 0.38
+    a2.bar([i - w / 2 for i in x], prec, w, label="precision", color="tab:blue")
+    a2.bar([i + w / 2 for i in x], rec, w, label="recall", color="tab:orange")
+    a2.set_xticks(list(x), names)
+    a2.set_ylim(0, 100)
+    a2.set_ylabel("%")
+    a2.legend()
+    a2.set_title("precision and recall")
+    fig.suptitle("phase 1: no personalisation; phase 2: personalisation on")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
