@@ -344,3 +344,14 @@ def test_drift_reads_the_agents_summary_layout(tmp_path: Path) -> None:
         store.store_batch(UplinkBatch(f"dev-{dev}", recs))
     reqs = evaluate_retrain_rules(store, load_retrain_config(), NOW, export_dir=tmp_path)
     assert [r.rule for r in reqs] == ["summary-drift"] and "resting_hr (psi" in reqs[0].reason
+
+
+def test_a_model_hash_shared_by_two_releases_is_not_an_alias(tmp_path: Path) -> None:
+    store = CloudStore()
+    sha = "fedcba9876543210" * 4
+    register_release(store, ReleaseRef("collar", "3", sha), status="superseded", now=NOW - 9 * D)
+    register_release(store, ReleaseRef("collar", "4", sha), status="fleet", now=NOW - 5 * D)  # detector-only change
+    _labelled_history(store, 2, 10, NOW - D, version=sha[:12])
+    rule = PrecisionRule(name="p", model_name="collar", min_labelled=12)
+    assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
+    assert evaluations(store)[-1]["measured"]["labelled"] == 0
