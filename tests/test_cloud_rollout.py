@@ -207,7 +207,8 @@ def test_failed_installs_beyond_the_limit_halt_in_shadow() -> None:
     st = rollout_status(store, rid)
     assert st["state"] == "rolled_back"
     assert "4 devices failed a step" in st["transitions"][-2]["reason"]
-    assert {a.device_id for a in back} == set(shadow) - bad
+    # the failed ones too: an install that reported failure (or timed out) may have left a shadow
+    assert {a.device_id for a in back} == set(shadow) and not any(a.args["promoted"] for a in back)
     assert not [a for a in sim.sent if a.command_name == "promote"]
 
 
@@ -328,3 +329,21 @@ def test_start_rollout_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert start_rollout_cli(db, tmp_path / "nope.bundle", out=io.StringIO()) == 2
     st = rollout_status(CloudStore(db), 1)
     assert st["devices"] == 20 and st["state"] == "shadow"
+
+
+def test_an_unanswered_promote_is_rolled_back_as_promoted() -> None:
+    store, mgr = make()
+    rid = mgr.start(V2, DEVICES, T0)
+    sim = Sim(mgr)
+    sim.tick(T0)
+    promotes = sim.tick(T0 + 25 * H, reply=False)
+    lost = promotes[0]
+    for a in promotes[1:]:
+        mgr.on_reply(a.device_id, a.command_name, True, "ok", T0 + 26 * H)
+    sim.tick(T0 + 50 * H)  # the lost promote times out: failed, but it may have happened
+    row = store.db.execute("SELECT state, failed_step FROM rollout_devices WHERE device_id = ?",
+                           [lost.device_id]).fetchone()
+    assert row == ("failed", "promote")
+    mgr.halt(rid, "test", T0 + 51 * H)
+    back = {a.device_id: a.args["promoted"] for a in sim.tick(T0 + 52 * H)}
+    assert back[lost.device_id] is True

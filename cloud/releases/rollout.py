@@ -87,6 +87,11 @@ def m001_releases_rollouts(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_failed_step(db: Database) -> None:
+    db.table("rollout_devices").add_column("failed_step", str)
+
+
 def ensure_schema(store: CloudStore) -> None:
     """Apply this package's migrations (idempotent)."""
     migrations.apply(store.db)
@@ -314,7 +319,8 @@ class RolloutManager:
             self.db.table("rollout_devices").insert_all(
                 [{"rollout_id": rid, "device_id": d, "cohort": cohort_of(d, self.config),
                   "state": "pending", "outstanding": None, "sent_at": None, "installed_at": None,
-                  "promoted_at": None, "updated": now, "detail": "", "attempts": 0} for d in devs])
+                  "promoted_at": None, "updated": now, "detail": "", "attempts": 0, "failed_step": None}
+                 for d in devs])
             register_release(self.store, ref, status="candidate", now=now,
                              detector_config=detector_config, bundle_path=bundle_path, rollout_id=rid)
             counts = {c: sum(1 for d in devs if cohort_of(d, self.config) == c)
@@ -354,7 +360,8 @@ class RolloutManager:
         rid = int(row[0])
         to = {"install_shadow": "installed_shadow", "promote": "promoted",
               "rollback": "rolled_back"}[command_name] if ok else "failed"
-        cols: dict[str, Any] = {"state": to, "outstanding": None, "detail": detail[:500]}
+        cols: dict[str, Any] = {"state": to, "outstanding": None, "detail": detail[:500],
+                                "failed_step": None if ok else command_name}
         if ok and command_name == "install_shadow":
             cols["installed_at"] = now
         if ok and command_name == "promote":
@@ -394,9 +401,9 @@ class RolloutManager:
         agree = int(summary.get("agree", 0) or 0)
         windows = int(summary.get("windows", agree + int(summary.get("disagree", 0) or 0)) or 0)
         with self.db.atomic():
-            self.db.table("shadow_stats").upsert({"rollout_id": int(row[0]), "device_id": device_id,
-                                            "windows": windows, "agree": min(agree, windows),
-                                            "updated": now}, pk=("rollout_id", "device_id"))
+            self.db.table("shadow_stats").upsert(
+                {"rollout_id": int(row[0]), "device_id": device_id, "windows": windows,
+                 "agree": min(agree, windows), "updated": now}, pk=("rollout_id", "device_id"))
 
     # ------------------------------------------------------------------ tick
     def tick(self, now: float) -> list[DeviceAction]:
@@ -416,13 +423,14 @@ class RolloutManager:
         for d in self._devices(rid):
             if d["outstanding"] and now - (d["sent_at"] or now) > lim.ack_timeout_hours * HOUR:
                 why = f"no reply to {d['outstanding']} within {lim.ack_timeout_hours:g} h"
-                self._set_device(rid, d["device_id"], now, state="failed", outstanding=None, detail=why)
+                self._set_device(rid, d["device_id"], now, state="failed", outstanding=None, detail=why,
+                                 failed_step=d["outstanding"])
                 self._event(rid, now, "timeout", why, device_id=d["device_id"], to_state="failed")
         devices = self._devices(rid)
         if ro["state"] != "halted":
             metrics = self._metrics(ro, devices, now)
-            self.db.table("rollouts").update(rid, {"last_metrics": json.dumps(metrics, default=str),
-                                             "updated": now})
+            self.db.table("rollouts").update(
+                rid, {"last_metrics": json.dumps(metrics, default=str), "updated": now})
             reasons = self._breaches(ro, metrics)
             if reasons:
                 self._halt(ro, reasons, now, metrics)
@@ -556,10 +564,12 @@ class RolloutManager:
         for d in devices:
             if d["outstanding"] == "rollback":
                 continue
+            # a failed or unanswered install/promote may still have happened on the device
             touched = d["state"] in ("installed_shadow", "promoted") or d["outstanding"] in (
-                "install_shadow", "promote")
+                "install_shadow", "promote") or (d["state"] == "failed" and d["failed_step"] in (
+                    "install_shadow", "promote"))
             if touched:
-                promoted = d["state"] == "promoted" or d["outstanding"] == "promote"
+                promoted = d["state"] == "promoted" or "promote" in (d["outstanding"], d["failed_step"])
                 out.append(self._send(ro, d, "rollback", now, promoted=promoted))
         if not out and not any(d["outstanding"] == "rollback" for d in devices):
             n = sum(1 for d in devices if d["state"] == "rolled_back")
