@@ -52,6 +52,25 @@ def test_process_one_equals_process(s: tuple) -> None:
     _assert_same(_cat([whole]), _cat(outs))
 
 
+@settings(max_examples=15, deadline=None)
+@given(streams(max_rows=60))
+def test_process_one_reuse_gives_the_same_values(s: tuple) -> None:
+    ts, vals, dirs = s
+    d = dict(zip(METRICS, dirs, strict=True))
+    whole = Engine(METRICS, FAST, d).process(ts, vals)
+    eng = Engine(METRICS, FAST, d)
+    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level")
+    got: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    events = []
+    for t, v in zip(ts, vals, strict=True):
+        o = eng.process_one(float(t), list(v), reuse=True)
+        for k in keys:
+            got[k].append(getattr(o, k).copy())
+        events += o.events
+    _assert_same(_cat([whole]), {k: np.concatenate(v) for k, v in got.items()})
+    assert events == whole.events
+
+
 @settings(max_examples=40, deadline=None)
 @given(streams(), st.integers(0, 120))
 def test_save_restore_continue(s: tuple, cut: int) -> None:

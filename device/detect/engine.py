@@ -167,9 +167,13 @@ class Engine:
         self._cfg[:] = self.config.vector()
         self._st[:], self._eng[:] = K.new_state(m)
         self._ts1, self._v1row = w["ts"], w["vals"][0]
-        self._out1, self._rows1, self._flags1 = w["out"], w["rows"], w["flags"]
+        self._out1, self._rows1 = w["out"], w["rows"]
+        self._flags1 = np.zeros(1, dtype=np.uint8)
         self._m = m
         self._step = K._step_kernel
+        o1, r1 = self._out1, self._rows1
+        self._shared = EngineOutput(o1[_O_SCORE], o1[_O_PERS], r1[_R_COMB], self._flags1, [],
+                                    o1[_O_BASE], o1[_O_SD], o1[_O_LEVEL])  # fmt: skip
         directions = dict(directions or {})
         unknown = set(directions) - set(self.metrics)
         if unknown:
@@ -212,8 +216,14 @@ class Engine:
         K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows, flags)
         return self._output(ts_a, out, rows, flags)
 
-    def process_one(self, ts: float, values: Sequence[float]) -> EngineOutput:
-        """One row; the same result as :meth:`process` on that row (preallocated buffers)."""
+    def process_one(
+        self, ts: float, values: Sequence[float], *, reuse: bool = False
+    ) -> EngineOutput:
+        """One row; the same result as :meth:`process` on that row (preallocated buffers).
+
+        ``reuse=True`` skips the copies: the returned output's arrays are the engine's own
+        buffers, overwritten by the next call (copy what you keep). Events are always fresh.
+        """
         if len(values) != self._m:
             raise EngineInputError(
                 f"expected {self._m} values for metrics {self.metrics}, found {len(values)}"
@@ -223,9 +233,16 @@ class Engine:
             self._v1row[:] = values
         except (TypeError, ValueError):  # None or non-numbers: missing (flag 1), never a crash
             self._v1row[:] = [_as_float(v) for v in values]
-        self._step(self._work)
-        out, rows = self._out1.copy(), self._rows1.copy()
-        flags = self._flags1.astype(np.uint8)
+        self._step(self._work, self._flags1)
+        if reuse:
+            shared = self._shared
+            shared.events = (
+                self._output(self._ts1, self._out1, self._rows1, self._flags1).events
+                if self._rows1[_R_EVENT, 0] > 0.0
+                else []
+            )
+            return shared
+        out, rows, flags = self._out1.copy(), self._rows1.copy(), self._flags1.copy()
         if rows[_R_EVENT, 0] > 0.0:
             return self._output(self._ts1.copy(), out, rows, flags)
         return EngineOutput(out[_O_SCORE], out[_O_PERS], rows[_R_COMB], flags, [],

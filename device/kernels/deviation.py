@@ -346,15 +346,16 @@ def work_views(work: np.ndarray, n_metrics: int) -> dict[str, np.ndarray]:
         "vals": work[c + 1 : c + 1 + m].reshape(1, m),
         "out": work[c + 1 + m : c + 1 + m + N_OUT * m].reshape(N_OUT, 1, m),
         "rows": work[c + 1 + m + N_OUT * m : c + 1 + m + N_OUT * m + N_ROW].reshape(N_ROW, 1),
-        "flags": work[-1:],
+        "spare": work[-1:],
     }
 
 
 @njit(cache=True, fastmath=config.EDGELOOP_FASTMATH)
-def _step_kernel(work: np.ndarray) -> None:
-    """One row through :func:`_process_kernel`, everything packed in one array (one-arg call).
+def _step_kernel(work: np.ndarray, flags: np.ndarray) -> None:
+    """One row through :func:`_process_kernel`, everything packed in one array (two-arg call).
 
-    Layout: ``[m, cfg, eng, state (m x N_STATE), ts, values (m), out (N_OUT x m), rows, flags]``.
+    Layout: ``[m, cfg, eng, state (m x N_STATE), ts, values (m), out (N_OUT x m), rows, spare]``;
+    ``flags`` is a preallocated (1,) uint8 array.
     """
     m = int(work[0])
     a = 1 + N_CFG
@@ -362,7 +363,6 @@ def _step_kernel(work: np.ndarray) -> None:
     c = b + m * N_STATE
     d = c + 1 + m
     e = d + N_OUT * m
-    flags = np.empty(1, dtype=np.uint8)
     _process_kernel(
         work[1:a],
         work[b:c].reshape((m, N_STATE)),
@@ -373,4 +373,3 @@ def _step_kernel(work: np.ndarray) -> None:
         work[e : e + N_ROW].reshape((N_ROW, 1)),
         flags,
     )
-    work[e + N_ROW] = flags[0]
