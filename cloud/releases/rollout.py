@@ -102,8 +102,10 @@ class DeviceAction:
     """One command for the aggregator to sign and publish: ``(device_id, command_name, args)``.
 
     ``args``: ``rollout_id``, ``name``, ``version``; ``install_shadow`` adds ``sha256`` and
-    ``bundle_path`` (the aggregator delivers those bytes); ``rollback`` adds ``promoted`` (true:
-    restore the previous active model; false: discard the shadow slot).
+    ``bundle_path`` (the aggregator delivers those bytes); ``rollback`` adds ``promoted`` (a
+    hint: true when the device was told to promote). A rollback is also sent to devices whose
+    install/promote failed or went unanswered, so the device must undo only what holds this
+    name/version: active -> restore the previous model, shadow -> discard it, neither -> reply ok.
     """
 
     device_id: str
