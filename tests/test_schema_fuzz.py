@@ -298,12 +298,10 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     topic_choices = [topics.uplink("dev-1"), topics.status("dev-1"), topics.owner_feedback("rex"),
                      topics.replies("dev-1"), "edgeloop/v1/dev/bad id/up", "x", "",
                      "edgeloop/v1/dev/dev-1/up/extra", "$SYS/x"]
-    n_bad = known = 0
+    n_bad = 0
     for _, p in bad:
-        topic = rng.choice(topic_choices)
-        agg.handle_message(topic, p)
+        agg.handle_message(rng.choice(topic_choices), p)
         n_bad += 1
-        known += _reaches_decode(topic) and _raises_known_defect(p)
     # well-formed but wrong: spoofed device id, wrong message type for the topic, bad topic
     good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1.0, "rex", {"day": "x"}),))
     wrong = [
@@ -319,9 +317,11 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     assert agg.counts["rejected"] == n_bad, dict(agg.counts)
     assert agg.counts["spoofed"] == 1
     assert store.count() == 0 and published == []
-    internal = store.db.execute(
-        "SELECT COUNT(*) FROM rejections WHERE reason LIKE 'internal error%'").fetchone()[0]
-    assert internal == known, (internal, known)
+    # the last-line-of-defence path ("internal error") may only carry the known decode defects
+    internal = [r for (r,) in store.db.execute(
+        "SELECT reason FROM rejections WHERE reason LIKE 'internal error%'")]
+    known = [r for r in internal if "RecursionError" in r or "unhashable" in r]
+    assert internal == known, sorted(set(internal) - set(known))[:5]
     # still serving: a good batch is stored once and acked, a redelivery is a duplicate
     agg.handle_message(topics.uplink("dev-2"), encode(good_batch))
     agg.handle_message(topics.uplink("dev-2"), encode(good_batch))
@@ -330,18 +330,7 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     assert [decode(p) for _, p in published] == [Ack("dev-2", (1,))] * 2
     assert agg.counts["rejected"] == n_bad
     print(f"\naggregator: {n_bad} bad messages -> rejected {agg.counts['rejected']} "
-          f"(internal-error path {internal}, from known decode defects {known})")
-
-
-def _reaches_decode(topic: str) -> bool:
-    """Whether the aggregator decodes a payload on this topic (else the topic is refused first)."""
-    if topic.startswith(f"{topics.ROOT}/owner/"):
-        return True
-    try:
-        topics.device_id_from_topic(topic)
-    except topics.TopicError:
-        return False
-    return True
+          f"({len(internal)} through the internal-error path, all known decode defects)")
 
 
 def _raises_known_defect(p: bytes) -> bool:
@@ -358,7 +347,8 @@ def _raises_known_defect(p: bytes) -> bool:
 
 
 def test_command_handler_counts_every_refusal_and_still_obeys_signed_commands() -> None:
-    from device.commands import CommandHandler, sign_command
+    from device.commands import CommandHandler
+    from shared.command_signing import sign_command
     from shared.signing import generate_keypair
 
     priv, pub = generate_keypair()
@@ -369,9 +359,11 @@ def test_command_handler_counts_every_refusal_and_still_obeys_signed_commands() 
                        lambda n: state.__setitem__("counter", n))
     h.register("config", lambda args: ran.append(args) or {"done": True})
 
-    # payloads hitting the known decode defects are left out here: they escape handle()
+    # payloads hitting the known decode defects are left out here (deep nesting raises or not
+    # depending on the stack depth it is decoded at): they escape handle()
     # (pinned by test_command_handler_survives_deeply_nested_json below)
-    bad = [p for _, p in _bad_payloads(3000, seed=13) if not _raises_known_defect(p)]
+    bad = [p for c, p in _bad_payloads(3000, seed=13)
+           if not c.startswith("deep") and not _raises_known_defect(p)]
     good = sign_command(priv, Command("dev-1", "c1", "config", 5, {"action": "widen"}))
     bad += [
         encode(Command("dev-1", "c0", "config", 3, {"action": "widen"})),  # unsigned
