@@ -17,13 +17,15 @@ REST_LABELS = ("rest", "sleep", None)
 class CollarMetrics:
     """heart_rate (minute mean), resting_hr (Mishra et al. 2020: heart rate in minutes with zero
     steps over the preceding ``quiet_minutes`` and no movement class), activity (steps per minute,
-    mean over the last hour)."""
+    mean over the trailing ``window_s``, a day by default: daily activity, which a walk's timing does
+    not move but an injury does; 1 h and 12 h windows missed the simulated injury)."""
 
     metrics = COLLAR_METRICS
     directions = COLLAR_DIRECTIONS
 
-    def __init__(self, quiet_minutes: int = 12) -> None:
+    def __init__(self, quiet_minutes: int = 12, window_s: float = 86400.0) -> None:
         self.quiet_minutes = quiet_minutes
+        self.window_s = window_s
         self._last_steps_ts = -math.inf
         self._hour: deque[tuple[float, int]] = deque()
         self._hour_sum = 0
@@ -35,7 +37,7 @@ class CollarMetrics:
         if steps is not None:
             self._hour.append((w.minute_ts, steps))
             self._hour_sum += steps
-        while self._hour and self._hour[0][0] <= w.minute_ts - 3600.0:
+        while self._hour and self._hour[0][0] <= w.minute_ts - self.window_s:
             self._hour_sum -= self._hour.popleft()[1]
         hr = w.heart_rate
         quiet = (steps == 0 and w.minute_ts - self._last_steps_ts >= self.quiet_minutes * 60.0
