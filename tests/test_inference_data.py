@@ -57,7 +57,7 @@ def test_windows_are_split_by_subject(segments: list) -> None:
     assert set(train.source.tolist()) == set(WISDM_ACTIVITIES)
 
 
-def test_segments_never_cross_gaps_or_labels(segments: list) -> None:
+def test_segments_hold_a_window_and_a_known_label(segments: list) -> None:
     for seg in segments:
         assert seg.xyz.shape[0] >= WINDOW_N and seg.code in WISDM_ACTIVITIES
 

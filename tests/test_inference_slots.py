@@ -271,9 +271,10 @@ slots = ModelSlots(state, Path(pub), device_class="collar")
 print("ready", flush=True)
 while True:
     for data in bundles:
+        while slots.slot("active") != "factory":  # undo whatever a kill left half-way
+            slots.rollback()
         slots.install_shadow(data)
         slots.promote()
-        slots.rollback()
         print("cycle", flush=True)
 """
 
@@ -293,16 +294,34 @@ def test_sigkill_during_installs_leaves_a_loadable_model(tmp_path: Path) -> None
         (tmp_path / f"b{v}.bundle").write_bytes(make(v))
     rng = np.random.default_rng(0)
     root = Path(__file__).resolve().parent.parent
-    for _ in range(2):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(state), str(pub), str(n)],
-                                cwd=root, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        assert proc.stdout.readline().strip() == "cycle"  # installs are under way
-        time.sleep(float(rng.uniform(0.0, 0.3)))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+    for k in range(3):
+        err = tmp_path / f"child{k}.err"
+        with open(err, "w") as err_f:
+            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(state), str(pub), str(n)],
+                                    cwd=root, stdout=subprocess.PIPE, stderr=err_f, text=True)
+            try:
+                assert proc.stdout is not None
+                lines = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+                assert lines == ["ready", "cycle"], err.read_text()  # installs are under way
+                time.sleep(float(rng.uniform(0.0, 0.3)))
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
         s = ModelSlots(state, PUB, device_class="collar")
         assert not s.load_errors, s.load_errors
         assert s.classify(walk_window(), 25.0).label in CLASSES
         assert not [p for p in (state / "models" / "slots").iterdir() if p.name.startswith(".")]
+
+
+def test_shadow_stats_survive_restart_for_the_same_shadow(slots: ModelSlots, tmp_path: Path) -> None:
+    slots.install_shadow(make(2))
+    for i in range(3):
+        slots.classify(walk_window(i), 25.0, ts=float(i))
+    slots.save_shadow_stats()
+    again = ModelSlots(tmp_path, PUB, device_class="collar")
+    assert again.shadow_stats.total == 3
+    again.install_shadow(make(3))  # a new shadow starts from zero, also after a restart
+    again.save_shadow_stats()
+    assert ModelSlots(tmp_path, PUB, device_class="collar").shadow_stats.total == 0

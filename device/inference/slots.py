@@ -147,6 +147,7 @@ class ModelSlots:
         self.slots_dir.mkdir(parents=True, exist_ok=True)
         self._index = self._load_index()
         self._gc()
+        self._load_shadow_stats()
 
     # ---- index -------------------------------------------------------------------------------
     def _load_index(self) -> dict[str, str | None]:
@@ -213,6 +214,24 @@ class ModelSlots:
             path = self.factory_model if name == FACTORY else self.slots_dir / name / "model.tflite"
             self._cache[name] = ActivityClassifier(path, expected_sha256=m.sha256, meta=m.model)
         return self._cache[name]
+
+    def save_shadow_stats(self) -> None:
+        """Persist the shadow statistics (call with the agent's periodic state save)."""
+        with self._lock:
+            atomic_write_json(self.root / "shadow_stats.json",
+                              {"shadow": self._index["shadow"], **self.shadow_stats.summary()})
+
+    def _load_shadow_stats(self) -> None:
+        try:
+            raw = json.loads((self.root / "shadow_stats.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(raw, dict) and raw.get("shadow") and raw.get("shadow") == self._index["shadow"]:
+            try:
+                self.shadow_stats = ShadowStats.from_summary(
+                    raw, max_disagreements=self.shadow_stats.max_disagreements)
+            except (TypeError, ValueError, AttributeError) as exc:
+                self._error(f"shadow stats unreadable, starting again: {exc}")
 
     # ---- queries -----------------------------------------------------------------------------
     def slot(self, role: str) -> str | None:
