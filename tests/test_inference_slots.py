@@ -325,3 +325,11 @@ def test_shadow_stats_survive_restart_for_the_same_shadow(slots: ModelSlots, tmp
     again.install_shadow(make(3))  # a new shadow starts from zero, also after a restart
     again.save_shadow_stats()
     assert ModelSlots(tmp_path, PUB, device_class="collar").shadow_stats.total == 0
+
+
+def test_detector_config_travels_with_the_model(slots: ModelSlots) -> None:
+    assert slots.detector_config() == {}
+    slots.install_shadow(make(2))
+    assert slots.detector_config("shadow") == {"v": 2}
+    slots.promote()
+    assert slots.detector_config() == {"v": 2} and slots.detector_config("previous") == {}

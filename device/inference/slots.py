@@ -241,6 +241,16 @@ class ModelSlots:
         name = self._index[role]
         return None if name is None else self._manifest_of(name)
 
+    def detector_config(self, role: str = "active") -> dict[str, Any]:
+        """The detector config shipped with the model in ``role`` ({} for the factory model)."""
+        with self._lock:
+            name = self._index[role]
+            if name is None or name == FACTORY:
+                return {}
+            self._manifest_of(name)  # re-verified: the file matches its signed sha256
+            cfg = json.loads((self.slots_dir / name / "detector.json").read_text(encoding="utf-8"))
+            return cfg if isinstance(cfg, dict) else {}
+
     def active_classifier(self) -> ActivityClassifier:
         """The active model; a corrupt active slot falls back to previous, then factory."""
         with self._lock:
