@@ -124,13 +124,13 @@ def _window(store: CloudStore, item: Labelled, pad: float) -> dict[str, Any]:
     return {"alert": item.alert or None, "event": event, "raw": raw, "numbers": numbers.to_json()}
 
 
-def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None = None
-                  ) -> list[RegressionCase]:
+def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None = None, *,
+                  items: list[Labelled] | None = None) -> list[RegressionCase]:
     """Turn every confirmed miss and false alarm (feedback up to ``now``) into a case, once.
 
     Idempotent: an alert (or alert-less miss report) yields at most one case. The case keeps the
     label it had when captured; later feedback on the same alert does not rewrite history.
-    Returns the newly created cases.
+    Returns the newly created cases. ``items``: ``labelled(store.db, now)`` if already computed.
     """
     cfg = config or RegressionConfig()
     ensure_schema(store)
@@ -138,7 +138,7 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
     known = {r[0] for r in db.execute("SELECT source_key FROM regression_cases")}
     new_ids: list[int] = []
     with db.atomic():
-        for item in labelled(db, now):
+        for item in labelled(db, now) if items is None else items:
             kind = item.case_kind
             key = _source_key(item)
             if kind is None or key in known:

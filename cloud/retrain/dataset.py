@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.regression.cases import list_cases
-from cloud.regression.evidence import labelled
+from cloud.regression.evidence import Labelled, labelled
 from cloud.regression.replay import event_numbers
 from cloud.retrain.errors import DatasetError
 from cloud.store.db import CloudStore
@@ -40,15 +40,16 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def export_dataset(store: CloudStore, out_dir: str | Path, now: float,
-                   request: dict[str, Any] | None = None) -> Path:
-    """Write alerts.jsonl, cases.jsonl and manifest.json (last) into ``out_dir``; returns it."""
+                   request: dict[str, Any] | None = None, *, items: list[Labelled] | None = None) -> Path:
+    """Write alerts.jsonl, cases.jsonl and manifest.json (last) into ``out_dir``; returns it.
+    ``items``: ``labelled(store.db, now)`` if already computed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=False)
     events = {}
     for r in store.db.query("SELECT device_id, seq, body FROM records WHERE kind = 'event'"):
         events[(r["device_id"], r["seq"])] = json.loads(r["body"])
     alerts = []
-    for item in labelled(store.db, now):
+    for item in labelled(store.db, now) if items is None else items:
         event = events.get((item.device_id, item.seq))
         alerts.append({
             "alert_id": item.alert_id, "device_id": item.device_id,

@@ -25,7 +25,14 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from cloud.regression.cases import RegressionConfig, capture_cases
-from cloud.regression.evidence import DAY, labelled, precision_counts, table_exists, version_key
+from cloud.regression.evidence import (
+    DAY,
+    Labelled,
+    labelled,
+    precision_counts,
+    table_exists,
+    version_key,
+)
 from cloud.retrain.config import DriftRule, NewCasesRule, PrecisionRule, RetrainConfig, Rule
 from cloud.retrain.dataset import export_dataset
 from cloud.retrain.drift import ks_pvalue, psi, summary_values
@@ -111,10 +118,11 @@ def model_aliases(store: CloudStore, model_name: str, version: str) -> frozenset
 
 
 def _precision(store: CloudStore, rule: PrecisionRule, version: str, now: float,
-               last: float | None) -> _Eval:
+               last: float | None, evidence: list[Labelled]) -> _Eval:
     since = now - rule.window_days * DAY
-    items = [i for i in labelled(store.db, now, model_aliases(store, rule.model_name, version), since)
-             if i.outcome in ("tp", "fp")]
+    aliases = model_aliases(store, rule.model_name, version)
+    items = [i for i in evidence if i.outcome in ("tp", "fp") and i.model_version in aliases
+             and i.ts >= since]
     tp, fp = precision_counts(items)
     n = tp + fp
     prec = tp / n if n else None
@@ -130,9 +138,9 @@ def _precision(store: CloudStore, rule: PrecisionRule, version: str, now: float,
 
 
 def _new_cases(store: CloudStore, rule: NewCasesRule, version: str, now: float,
-               last: float | None) -> _Eval:
-    items = [i for i in labelled(store.db, now, model_aliases(store, rule.model_name, version))
-             if i.case_kind in rule.case_kinds
+               last: float | None, evidence: list[Labelled]) -> _Eval:
+    aliases = model_aliases(store, rule.model_name, version)
+    items = [i for i in evidence if i.case_kind in rule.case_kinds and i.model_version in aliases
              and (last is None or i.feedback_ts > last)]
     by_kind = {k: sum(1 for i in items if i.case_kind == k) for k in rule.case_kinds}
     n = len(items)
@@ -150,7 +158,8 @@ def _summaries(store: CloudStore, lo: float, hi: float) -> list[tuple[float, dic
     return [(r["ts"], summary_values(json.loads(r["body"]))) for r in rows]
 
 
-def _drift(store: CloudStore, rule: DriftRule, version: str, now: float, last: float | None) -> _Eval:
+def _drift(store: CloudStore, rule: DriftRule, version: str, now: float, last: float | None,
+           evidence: list[Labelled]) -> _Eval:
     split = now - rule.window_days * DAY
     ref_rows = [v for ts, v in _summaries(store, split - rule.reference_days * DAY, split) if ts < split]
     cur_rows = _summaries(store, split, now)
@@ -227,7 +236,8 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
     else:
         cfg_rules = rules
         root = Path(export_dir) if export_dir is not None else Path("var/retrain")
-    capture_cases(store, now, regression)
+    evidence = labelled(store.db, now)  # once per evaluation; each rule filters it
+    capture_cases(store, now, regression, items=evidence)
     db = store.db
     fired: list[RetrainRequest] = []
     for rule in cfg_rules:
@@ -238,7 +248,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
                           f"no current version of model {rule.model_name!r} (no fleet release, no alerts)", {})
             continue
         last = _last_request(db, rule, version)
-        ev = _EVALUATORS[rule.kind](store, rule, version, now, last)  # type: ignore[operator]
+        ev = _EVALUATORS[rule.kind](store, rule, version, now, last, evidence)  # type: ignore[operator]
         outcome = "fired"
         reason = ev.reason
         if not ev.holds:
@@ -260,7 +270,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
         path = _dataset_dir(root, rule, version, now)
         request_info = {"model_name": rule.model_name, "model_version": version, "rule": rule.name,
                         "kind": rule.kind, "reason": reason, "measured": ev.measured, "created": now}
-        export_dataset(store, path, now, request_info)
+        export_dataset(store, path, now, request_info, items=evidence)
         with db.atomic():
             rid = int(db.table("retrain_requests").insert({  # type: ignore[arg-type]
                 **request_info, "measured": json.dumps(ev.measured, default=str),
