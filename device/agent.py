@@ -168,7 +168,7 @@ class Agent:
                 self.counts["window_unclassifiable"] += 1
                 logger.debug("features.unclassifiable", extra={"reason": str(exc)})
         vec = self.features.vector(w, label)
-        out = self.engine.process_one(w.minute_ts, vec)
+        out = self.engine.process_one(w.minute_ts, vec, reuse=True)
         for ev in out.events:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
