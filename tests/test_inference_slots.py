@@ -333,3 +333,22 @@ def test_detector_config_travels_with_the_model(slots: ModelSlots) -> None:
     assert slots.detector_config("shadow") == {"v": 2}
     slots.promote()
     assert slots.detector_config() == {"v": 2} and slots.detector_config("previous") == {}
+
+
+def test_signed_model_with_mismatched_shape_is_refused(slots: ModelSlots) -> None:
+    bad_meta = dict(META, window_seconds=2.0)  # says 40 samples; the model takes 80
+    data = build_bundle(MODEL, {}, name="activity", version=2, private_key=PRIV,
+                        device_class="collar", model_meta=bad_meta)
+    with pytest.raises(BundleIncompatible, match="do not match"):
+        slots.install_shadow(data)
+    assert versions(slots) == (1, None, None)
+
+
+def test_signed_model_with_nan_output_is_refused(slots: ModelSlots, monkeypatch) -> None:  # noqa: ANN001
+    from device.inference.classifier import ActivityClassifier
+
+    monkeypatch.setattr(ActivityClassifier, "predict_features",
+                        lambda self, batch: np.full((len(batch), len(CLASSES)), np.nan, np.float32))
+    with pytest.raises(BundleIncompatible, match="smoke test"):
+        slots.install_shadow(make(2))
+    assert versions(slots) == (1, None, None)

@@ -177,6 +177,8 @@ class ActivityClassifier:
         """
         x = check_window(window, rate_hz, self.window_seconds)
         probs = self.predict_features(self._prep(x, float(rate_hz), self.rate_hz, self._n)[None])[0]
+        if not np.isfinite(probs).all():
+            raise InvalidWindow(f"model {self.sha256[:12]} gave non-finite output for this window")
         i = int(np.argmax(probs))
         return Prediction(self.classes[i], i, float(probs[i]), probs)
 
@@ -197,6 +199,20 @@ class ActivityClassifier:
                 y = (y.astype(np.float32) - zero) * scale
             out[i] = y
         return out
+
+
+def smoke_test(clf: ActivityClassifier) -> None:
+    """Raise ``ModelIntegrityError`` unless the model gives probabilities for a still window."""
+    n = int(round(clf.window_seconds * clf.rate_hz))
+    still = np.zeros((n, 3), dtype=np.float32)
+    still[:, 2] = 1.0
+    still[::2, 0] += 0.01
+    try:
+        probs = clf.predict(still, clf.rate_hz).probs
+    except InvalidWindow as exc:
+        raise ModelIntegrityError(f"model fails its smoke test: {exc}") from None
+    if abs(float(probs.sum()) - 1.0) > 0.05 or float(probs.min()) < -1e-3:
+        raise ModelIntegrityError(f"model output is not a probability vector: {probs}")
 
 
 def load_manifest(path: Path | str = FACTORY_MANIFEST) -> dict[str, Any]:

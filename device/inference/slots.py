@@ -40,6 +40,7 @@ from device.inference.classifier import (
     ActivityClassifier,
     ModelIntegrityError,
     Prediction,
+    smoke_test,
 )
 from shared.bundles import BundleError, BundleIncompatible, Manifest
 from shared.signing import PublicKeyLike, load_public_key
@@ -312,8 +313,9 @@ class ModelSlots:
                 return bundle.manifest
             if name not in self._index.values():
                 try:
-                    ActivityClassifier(path / "model.tflite", expected_sha256=bundle.manifest.sha256,
-                                       meta=bundle.manifest.model)
+                    smoke_test(ActivityClassifier(path / "model.tflite",
+                                                  expected_sha256=bundle.manifest.sha256,
+                                                  meta=bundle.manifest.model))
                 except (ModelIntegrityError, ValueError, RuntimeError) as exc:
                     shutil.rmtree(path, ignore_errors=True)
                     raise BundleIncompatible(
