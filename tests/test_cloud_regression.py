@@ -288,3 +288,15 @@ def test_release_check_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert release_check_cli(db, tmp_path / "missing.bundle", out=io.StringIO()) == 2
     assert passed_check_id(CloudStore(db), ReleaseRef("collar", "2", bundles.read_bundle(
         good.read_bytes(), pub, running_version=0, device_class="collar-v1").manifest.sha256))
+
+
+def test_without_a_current_release_sensitive_cases_must_pass() -> None:
+    store = CloudStore()
+    _history(store)
+    capture_cases(store, NOW)
+    res = check_release(store, {"min_score": 0.35}, None)  # silences miss1 (sensitive)
+    miss1 = next(c.id for c in list_cases(store) if c.alert_id == "miss1")
+    assert not res.passed
+    assert any(r.startswith(f"sensitive case {miss1} (miss) fails and there is no current release")
+               for r in res.reasons)
+    assert {o.status for o in res.outcomes} <= {"pass", "fail"}

@@ -2,7 +2,8 @@
 
 A candidate is BLOCKED when
 
-* a *sensitive* case regresses (the current detector got it right, the candidate does not), or
+* a *sensitive* case regresses (the current detector got it right, the candidate does not), or,
+  when there is no current release to compare with, a sensitive case fails, or
 * its overall score (the fraction of cases it gets right) is below the current one's, or
 * ``strict=True`` and it gets any case wrong.
 
@@ -108,7 +109,9 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
     """Replay all regression cases through ``candidate`` and ``current`` and decide.
 
     ``candidate``/``current`` are Replayers or detector configs (see ``cloud.regression.replay``);
-    ``current=None`` means there is no release yet (nothing can regress). The verdict is stored.
+    ``current=None`` means there is no release yet: then every sensitive case must pass (register
+    the factory bundle with ``cloud.releases.register_release`` to compare with it instead).
+    The verdict is stored.
     """
     ensure_schema(store)
     now = time.time() if now is None else now
@@ -127,6 +130,9 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
     for o in outcomes:
         if o.sensitive and o.status == "regression":
             blocks.append(f"sensitive case {o.case_id} ({o.kind}) regresses: {o.reason}")
+        elif o.sensitive and o.status == "fail":  # no current release: sensitive cases must pass
+            blocks.append(f"sensitive case {o.case_id} ({o.kind}) fails and there is no current "
+                          f"release to compare with: {o.reason}")
     if s_cur is not None and s_cand < s_cur:
         blocks.append(f"candidate gets {good_cand}/{n} cases right ({s_cand:.3f}), below current "
                       f"{good_cur}/{n} ({s_cur:.3f})")
