@@ -42,3 +42,28 @@ def test_kill_and_restart_same_port(mosquitto: MosquittoBroker) -> None:
     assert mosquitto.port == port and mosquitto.pid != pid
     assert wait_port("127.0.0.1", port, 5)
     assert "running" in mosquitto.log_path.read_text()
+
+
+def test_missing_mosquitto_skips_or_fails_in_ci(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import conftest
+    import pytest
+
+    monkeypatch.setattr(conftest, "mosquitto_binary", lambda: None)
+    monkeypatch.delenv("EDGELOOP_REQUIRE_MOSQUITTO", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Debian package 'mosquitto'"):
+        conftest.require_mosquitto()
+    monkeypatch.setenv("EDGELOOP_REQUIRE_MOSQUITTO", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install mosquitto"):
+        conftest.require_mosquitto()
+
+
+def test_broker_tests_are_marked(request, mosquitto_factory) -> None:  # type: ignore[no-untyped-def]
+    """pytest_collection_modifyitems marks every test that uses a broker fixture (this one too:
+    it asks for mosquitto_factory and starts nothing)."""
+    assert request.node.get_closest_marker("mosquitto") is not None
+    from conftest import BROKER_FIXTURES
+
+    items = [i for i in request.session.items
+             if BROKER_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    assert request.node in items
+    assert all(i.get_closest_marker("mosquitto") for i in items)
