@@ -347,3 +347,24 @@ def test_an_unanswered_promote_is_rolled_back_as_promoted() -> None:
     mgr.halt(rid, "test", T0 + 51 * H)
     back = {a.device_id: a.args["promoted"] for a in sim.tick(T0 + 52 * H)}
     assert back[lost.device_id] is True
+
+
+@pytest.mark.parametrize(("cand", "ctrl", "expect"), [
+    # devices, device_days, notified, tp, fp, ignored
+    ((5, 10.0, 20, 18, 2, 0), (50, 100.0, 150, 120, 30, 0), []),  # better precision, same rate
+    ((5, 10.0, 20, 10, 10, 0), (50, 100.0, 150, 120, 30, 0), ["precision 0.500"]),
+    ((5, 10.0, 20, 4, 4, 0), (50, 100.0, 150, 120, 30, 0), []),  # 8 labels < min_labelled 10
+    ((5, 10.0, 40, 36, 4, 0), (50, 100.0, 150, 120, 30, 0), ["alert rate 4.000/device-day"]),
+    ((5, 4.0, 40, 36, 4, 0), (50, 100.0, 150, 120, 30, 0), []),  # 4 device-days < 5
+    ((5, 10.0, 0, 0, 0, 0), (50, 100.0, 0, 0, 0, 0), []),
+    ((5, 10.0, 1, 0, 0, 0), (50, 100.0, 0, 0, 0, 0), []),  # one alert is no rate evidence
+    ((5, 10.0, 5, 0, 0, 0), (50, 100.0, 0, 0, 0, 0), ["alert rate 0.500/device-day"]),  # vs floor 0.05
+    ((5, 10.0, 20, 18, 2, 8), (50, 100.0, 150, 120, 30, 30), ["ignore rate 0.400"]),
+    ((5, 10.0, 20, 18, 2, 7), (50, 100.0, 150, 120, 30, 30), []),  # rise 0.15 is not > 0.15
+])
+def test_quality_breaches(cand: tuple, ctrl: tuple, expect: list[str]) -> None:
+    from cloud.releases import GroupMetrics
+    from cloud.releases.rollout import quality_breaches
+
+    out = quality_breaches(GroupMetrics(*cand), GroupMetrics(*ctrl), LimitsConfig())
+    assert [o.split(" (")[0].split(" vs")[0] for o in out] == expect

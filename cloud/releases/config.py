@@ -49,6 +49,7 @@ class LimitsConfig:
     min_labelled: int = field(default=10, metadata=doc("labelled alerts per group before precision is compared"))
     max_precision_drop: float = field(default=0.10, metadata=doc("halt when control precision - candidate precision exceeds this"))
     min_device_days_for_rates: float = field(default=5.0, metadata=doc("device-days per group before alert rates are compared"))
+    min_alerts_for_rates: int = field(default=5, metadata=doc("candidate alerts needed before alert rates are compared"))
     max_alert_rate_ratio: float = field(default=1.5, metadata=doc("halt when the candidate's alert rate exceeds control's x this"))
     alert_rate_floor: float = field(default=0.05, metadata=doc("alerts/device-day: control rates below this count as this"))
     min_notified_for_ignore: int = field(default=10, metadata=doc("notified alerts per group before ignore rates are compared"))

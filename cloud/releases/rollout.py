@@ -206,7 +206,8 @@ def quality_breaches(cand: GroupMetrics, ctrl: GroupMetrics, lim: LimitsConfig) 
                        f"{ctrl.precision:.3f} ({ctrl.tp}/{ctrl.labelled}): drop {drop:.3f} > "
                        f"{lim.max_precision_drop}")
     if (cand.device_days >= lim.min_device_days_for_rates
-            and ctrl.device_days >= lim.min_device_days_for_rates):
+            and ctrl.device_days >= lim.min_device_days_for_rates
+            and cand.notified >= lim.min_alerts_for_rates):
         cr, kr = cand.alert_rate or 0.0, max(ctrl.alert_rate or 0.0, lim.alert_rate_floor)
         if cr > lim.max_alert_rate_ratio * kr:
             out.append(f"alert rate {cr:.3f}/device-day vs control {kr:.3f}: ratio {cr / kr:.2f} > "
