@@ -184,3 +184,25 @@ def test_offline_replay_cli_writes_events(tmp_path: Path, fleet) -> None:  # typ
     assert main(["replay", "trace", str(trace), "--out", str(tmp_path / "r")]) == 0
     lines = (tmp_path / "r" / "events.jsonl").read_text().splitlines()
     assert lines and json.loads(lines[0])["individual_id"] == "bella"
+
+
+def test_perception_unit_drifts_detected_and_frozen_camera_counted(tmp_path: Path) -> None:
+    from firmware_sim.perception import PerceptionSim, default_unit
+
+    unit = default_unit(14.0)
+    sim = PerceptionSim(unit, DEMO_START, 14.0)
+    trace = tmp_path / "pi.bin"
+    trace.write_bytes(b"".join(c for _, c in sim.chunks()) + sim.end_frame())
+    a = Agent(AgentConfig(device_id="pi-000", kind="perception", source=str(trace),
+                          state_dir=str(tmp_path / "pi"), exit_on_eof=True), connect=False)
+    a.run()
+    evs = events(a)
+    cond = {c.kind: c for c in unit.conditions}
+    drift, novel = cond["conf_drift"], cond["novel_class"]
+    assert any(DEMO_START + drift.start <= e.ts <= DEMO_START + drift.end and "confidence" in e.body["metrics"]
+               for e in evs), [e.body for e in evs]
+    assert any(DEMO_START + novel.start <= e.ts <= DEMO_START + novel.end + 6 * 3600 and "novel" in e.body["metrics"]
+               for e in evs)
+    assert all(e.ts >= DEMO_START + drift.start for e in evs), "no alert before the first condition"
+    frozen_minutes = cond["frozen"].duration / 60
+    assert frozen_minutes - 25 <= a.ingest_counts()["detections_frozen"] <= frozen_minutes

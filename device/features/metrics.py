@@ -9,8 +9,8 @@ from device.features.minute import MinuteWindow
 
 COLLAR_METRICS = ("heart_rate", "resting_hr", "activity")
 COLLAR_DIRECTIONS = {"heart_rate": 1, "resting_hr": 1, "activity": -1}
-PERCEPTION_METRICS = ("confidence", "brightness", "objects", "novel")
-PERCEPTION_DIRECTIONS = {"confidence": -1, "brightness": 0, "objects": 0, "novel": 1}
+PERCEPTION_METRICS = ("confidence", "brightness", "objects", "novel", "scene_change")
+PERCEPTION_DIRECTIONS = {"confidence": -1, "brightness": 0, "objects": 0, "novel": 1, "scene_change": -1}
 REST_LABELS = ("rest", "sleep", None)
 
 
@@ -48,8 +48,10 @@ class CollarMetrics:
 
 
 class PerceptionMetrics:
-    """Mean detection confidence, scene brightness, objects per frame, and 'novel': 1 when a class
-    never seen during the first ``learn_days`` at this site shows up in the minute."""
+    """Mean detection confidence, scene brightness, objects per frame, 'novel' (1 when a class
+    never seen during the first ``learn_days`` at this site shows up in the minute) and
+    'scene_change' (absolute change of brightness plus object count since the previous minute:
+    a frozen camera repeats one frame and drives it to zero)."""
 
     metrics = PERCEPTION_METRICS
     directions = PERCEPTION_DIRECTIONS
@@ -58,10 +60,11 @@ class PerceptionMetrics:
         self.learn_s = learn_days * 86400.0
         self._first: float | None = None
         self.seen: set[int] = set()
+        self._prev: tuple[float, float] | None = None
 
     def vector(self, w: MinuteWindow, label: str | None = None) -> list[float]:
         if w.det_n == 0:
-            return [math.nan] * 4
+            return [math.nan] * len(self.metrics)
         if self._first is None:
             self._first = w.minute_ts
         learning = w.minute_ts - self._first < self.learn_s
@@ -71,4 +74,7 @@ class PerceptionMetrics:
         elif w.det_classes - self.seen:
             novel = 1.0
         n = w.det_n
-        return [w.det_conf / n, w.det_bright / n, w.det_objects / n, novel]
+        bright, objects = w.det_bright / n, w.det_objects / n
+        change = math.nan if self._prev is None else abs(bright - self._prev[0]) + abs(objects - self._prev[1])
+        self._prev = (bright, objects)
+        return [w.det_conf / n, bright, objects, novel, change]

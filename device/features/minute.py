@@ -60,6 +60,8 @@ class MinuteAggregator:
         self.stuck_after_s = stuck_after_s
         self._last_hr: float | None = None
         self._same_since = 0.0
+        self._last_det: Detections | None = None
+        self._det_since = 0.0
 
     def add(self, ts: float, reading: Reading) -> MinuteWindow | None:
         """Add a reading; returns the window it closed, if any."""
@@ -96,6 +98,11 @@ class MinuteAggregator:
             vals = (reading.mean_confidence, reading.brightness, reading.latency_ms)
             if not all(math.isfinite(v) for v in vals):
                 self.counts["detections_nonfinite"] += 1
+                return closed
+            if reading != self._last_det:
+                self._last_det, self._det_since = reading, ts
+            if ts - self._det_since >= self.stuck_after_s:
+                self.counts["detections_frozen"] += 1  # a frozen camera repeats one frame exactly
                 return closed
             w.det_n += 1
             w.det_conf += reading.mean_confidence
