@@ -134,4 +134,4 @@ def test_mqtt_client_notices_blackhole_through_keepalive(mosquitto: MosquittoBro
     print(f"\nblackholed link noticed after {took:.2f}s with keepalive {keepalive}s "
           f"({took / keepalive:.2f}x)")
     # paho 2.2 sends PINGREQ after K of silence and gives up K after that: at most 2K
-    assert took <= 2 * keepalive + 0.5
+    assert took <= 2 * keepalive + 1.2  # + paho's 1 s loop tick

@@ -21,7 +21,6 @@ from test_reliability_harness import (
     random_kill_times,
 )
 
-
 MIX = ("event", "summary", "summary", "summary")
 
 

@@ -262,6 +262,8 @@ class CloudProcess:
         if not self.shared:
             args.append("--no-shared")
         with open(self.log_path, "ab") as log:
+            log.write(b"--- start\n")  # wait_serving() looks for "serving" after the last one
+            log.flush()
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True, cwd=str(REPO))
         self.starts += 1
@@ -296,8 +298,6 @@ class CloudProcess:
         self.proc = None
 
     def restart(self, down_for: float = 0.0) -> None:
-        with open(self.log_path, "ab") as log:
-            log.write(b"--- start\n")
         self.kill()
         time.sleep(down_for)
         self.start()
