@@ -136,6 +136,7 @@ class WorkerSetup:
     factory_bundle_path: str
     state_root: str
     pump_every_min: int = 60
+    accel: bool = False
 
 
 def _pump_until(agents: list[SimAgent], done: Any, timeout: float, what: str) -> None:
@@ -161,12 +162,12 @@ def worker_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup,
                           state_dir=str(Path(setup.state_root) / s.device_id),
                           cloud_public_key=setup.public_key_path,
                           mqtt=MqttConfig(url=setup.broker_url),
-                          outbox=OutboxConfig(resend_after=60.0))
+                          outbox=OutboxConfig(resend_after=60.0, batch_size=20 if setup.accel else 50))
         a = SimAgent(cfg, factory)
         assert a.uplink is not None
         a.uplink.start()
         agents[s.device_id] = a
-        streams[s.device_id] = iter(QuirkCollarSim(s, setup.start_ts, setup.days).chunks())
+        streams[s.device_id] = iter(QuirkCollarSim(s, setup.start_ts, setup.days, setup.accel).chunks())
         pending[s.device_id] = None
     alist = list(agents.values())
     _pump_until(alist, lambda: all(a.uplink is not None and a.uplink.connected for a in alist), 30,

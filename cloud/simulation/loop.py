@@ -68,6 +68,7 @@ class SimConfig:
     broker_url: str = ""  # empty: start a private mosquitto on a free port
     personalise_from_day: float | None = None  # None: half way
     owners: OwnerConfig = field(default_factory=OwnerConfig)
+    accel: bool = False  # accelerometer bursts in the collar stream (unused without the classifier)
     progress: Callable[[str], None] | None = None
 
     @property
@@ -220,7 +221,8 @@ def run_simulation(cfg: SimConfig) -> SimResult:
         retrain_cfg = dataclasses.replace(load_retrain_config(),
                                           export=dataclasses.replace(load_retrain_config().export, dir=out / "retrain"))
         pipeline = ReleasePipeline(cloud.store, cloud.key, out, [s.device_id for s in fleet], retrain_cfg,
-                                   sim_rollout_config(len(fleet)), START_TS)
+                                   sim_rollout_config(len(fleet)), START_TS,
+                                       max_stage_days=max(4.0, cfg.days / 6))
         config_replies: Counter[str] = Counter()
 
         def on_report(device_id: str, rec: schemas.Record) -> None:
@@ -238,7 +240,7 @@ def run_simulation(cfg: SimConfig) -> SimResult:
         # workers first (spawned: no threads are forked), then the cloud's MQTT client
         nw = max(1, min(cfg.workers, len(fleet)))
         setup = WorkerSetup(START_TS, cfg.days, url, str(out / "cloud.pub"), pipeline.factory.bundle_path,
-                            str(out / "devices"))
+                            str(out / "devices"), accel=cfg.accel)
         ctx = mp.get_context("spawn")
         conns: list[Any] = []
         for w in range(nw):

@@ -77,7 +77,8 @@ class ReleasePipeline:
     """Owns the model versions of one simulated fleet (name ``collar``)."""
 
     def __init__(self, store: CloudStore, key: Any, out: Path, devices: list[str],
-                 retrain: RetrainConfig, rollout: RolloutConfig, start_ts: float) -> None:
+                 retrain: RetrainConfig, rollout: RolloutConfig, start_ts: float,
+                 max_stage_days: float = 10.0) -> None:
         self.store, self.key, self.out = store, key, out
         self.devices = sorted(devices)
         self.retrain = retrain
@@ -92,6 +93,7 @@ class ReleasePipeline:
         register_release(store, ReleaseRef(MODEL, "1", self.factory.sha256), status="fleet", now=start_ts,
                          detector_config=FACTORY_DETECTOR, bundle_path=self.factory.bundle_path)
         self.tuning_attempts = 0
+        self.max_stage_s = max_stage_days * DAY
 
     def _build(self, kind: str, config: dict[str, Any], now: float) -> Candidate:
         v = self.next_version
@@ -131,7 +133,7 @@ class ReleasePipeline:
         kinds = {c.kind for c in self.candidates}
         ref, cur_cfg = self.current()
         if reqs and "better" not in {c.kind for c in self.candidates if c.check_passed} \
-                and self.tuning_attempts < 5 and not self._busy():
+                and self.tuning_attempts < 5:
             self.tuning_attempts += 1
             req = reqs[0]
             cand_cfg = train_detector_candidate(req.dataset_path, cur_cfg)
@@ -167,6 +169,13 @@ class ReleasePipeline:
 
     # ---- rollout -------------------------------------------------------------------------------
     def tick(self, now: float) -> list[DeviceAction]:
+        for c in self.candidates:  # an operator halts a rollout stuck in one stage for too long
+            if c.rollout_id is not None and self._state(c.rollout_id) in ("shadow", "canary", "fleet"):
+                since = self.store.db.execute("SELECT stage_started, state FROM rollouts WHERE id = ?",
+                                              [c.rollout_id]).fetchone()
+                if now - since[0] > self.max_stage_s:
+                    self.mgr.halt(c.rollout_id, f"stalled in {since[1]} for {(now - since[0]) / DAY:.1f} days "
+                                  f"(limit {self.max_stage_s / DAY:g}): not enough evidence to advance", now)
         if self.queue and not self._busy():
             c = self.queue.pop(0)
             try:

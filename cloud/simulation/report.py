@@ -49,12 +49,15 @@ def phase_metrics(res: SimResult) -> list[dict[str, Any]]:
         false = [a for a in notified if a not in true]
         quirky_false = [a for a in false if by_ind[a["individual_id"]].quirk_at(a["ts"] - t0)]
         conds = [(s, c) for s in res.fleet for c in s.alert_conditions() if lo <= t0 + c.start < hi]
-        detected, delays = 0, []
+        detected, delays, seen_any = 0, [], 0
         per_kind: dict[str, list[int]] = {}
         for s, c in conds:
             hits = [a["ts"] for a in alerts if a["individual_id"] == s.individual_id and a["notified_at"] is not None
                     and t0 + c.start <= a["ts"] <= t0 + c.end + GRACE_S]
             per_kind.setdefault(c.kind, [0, 0])[1] += 1
+            if any(a["individual_id"] == s.individual_id and t0 + c.start <= a["ts"] <= t0 + c.end + GRACE_S
+                   for a in alerts):
+                seen_any += 1
             if hits:
                 detected += 1
                 per_kind[c.kind][0] += 1
@@ -68,7 +71,7 @@ def phase_metrics(res: SimResult) -> list[dict[str, Any]]:
             "false_per_ind_week": len(false) / (n * weeks) if weeks else 0.0,
             "precision": len(true) / len(notified) if notified else None,
             "conditions": len(conds), "detected": detected,
-            "recall": detected / len(conds) if conds else None,
+            "recall": detected / len(conds) if conds else None, "device_detected": seen_any,
             "delay_median_h": statistics.median(delays) / HOUR if delays else None,
             "per_kind": per_kind, "decided": dict(decided), "suppressed_personalised": rules.get("personalised", 0),
         })
@@ -235,7 +238,8 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
                  f"{p['notified']:>9}{p['true']:>6}{p['false']:>6}{p['false_quirk']:>9}{p['suppressed_personalised']:>11}")
     for p in phases:
         kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(p["per_kind"].items()))
-        L.append(f"  {p['phase']}: detected by kind: {kinds or '-'}; decisions {p['decided']}")
+        L.append(f"  {p['phase']}: notified by kind: {kinds or '-'}; conditions with any device event "
+                 f"(any decision) {p['device_detected']}/{p['conditions']}; decisions {p['decided']}")
     p1, p2 = phases
     L.append("")
     L.append("targets:")
