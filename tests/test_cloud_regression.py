@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import cloud.regression as reg
@@ -300,3 +300,31 @@ def test_without_a_current_release_sensitive_cases_must_pass() -> None:
     assert any(r.startswith(f"sensitive case {miss1} (miss) fails and there is no current release")
                for r in res.reasons)
     assert {o.status for o in res.outcomes} <= {"pass", "fail"}
+
+
+_ids = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(device=_ids, individual=_ids, seq=st.integers(1, 2**63 - 1), label=st.text(max_size=40),
+       score=st.floats(0, 1), obs=st.floats(allow_nan=False, allow_infinity=False),
+       base=st.floats(allow_nan=False, allow_infinity=False), metric=st.text(min_size=1, max_size=20))
+@example(device="d", individual="i", seq=1, label="", score=0.5, obs=1e12, base=1e-300, metric="hr")
+def test_cases_round_trip_type_edges(device: str, individual: str, seq: int, label: str, score: float,
+                                     obs: float, base: float, metric: str) -> None:
+    store = CloudStore()
+    store.store_batch(UplinkBatch(device, (Record(seq, "event", NOW - D, individual, {"label": label}),)))
+    add_alert(store, "a", NOW - D, device_id=device, individual_id=individual, seq=seq, score=score,
+              metrics={metric: (obs, base)})
+    add_feedback(store, "a", "label", NOW - 10, label="missed", device_id=device, individual_id=individual)
+    add_alert(store, "b", NOW - D + 1)
+    add_feedback(store, "b", "label", NOW - 5, label=label)  # free text: a case only if it says so
+    (case, *others) = capture_cases(store, NOW)
+    assert (case.device_id, case.individual_id, case.seq) == (device, individual, seq)
+    assert case.window["event"]["body"] == {"label": label}
+    assert case.window["alert"]["metrics"] == [metric]
+    assert list_cases(store)[0] == case  # what was stored is what is read
+    dev = EventNumbers.from_json(case.window["numbers"]).devs[metric]
+    assert dev is not None and 0 <= dev <= 1e9
+    assert len(others) == int(label.strip().lower() in {"missed", "miss", "missed_event", "missed_alert",
+                                                        "false_alarm", "false_positive", "normal"})

@@ -12,6 +12,7 @@ from cloud.regression import ReleaseRef, check_release
 from cloud.regression.fixtures import add_alert, add_feedback
 from cloud.releases import (
     DeviceAction,
+    NoDevicesError,
     ReleaseNotCheckedError,
     RolloutConfig,
     RolloutConflictError,
@@ -368,3 +369,9 @@ def test_quality_breaches(cand: tuple, ctrl: tuple, expect: list[str]) -> None:
 
     out = quality_breaches(GroupMetrics(*cand), GroupMetrics(*ctrl), LimitsConfig())
     assert [o.split(" (")[0].split(" vs")[0] for o in out] == expect
+
+
+def test_a_rollout_needs_devices() -> None:
+    _, mgr = make()
+    with pytest.raises(NoDevicesError, match="at least one device"):
+        mgr.start(V2, [], T0)

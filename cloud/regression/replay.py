@@ -58,11 +58,15 @@ def _obj(x: Any) -> Any:
     return x
 
 
+MAX_DEVIATION = 1e9  # caps |o - b| / |b| for tiny baselines (keeps datasets finite JSON)
+
+
 def rel_deviation(observed: Any, baseline: Any) -> float | None:
     o, b = _num(observed), _num(baseline)
     if o is None or b is None:
         return None
-    return abs(o - b) / abs(b) if b != 0 else abs(o - b)
+    d = abs(o - b) / abs(b) if b != 0 else abs(o - b)
+    return min(d, MAX_DEVIATION) if math.isfinite(d) else MAX_DEVIATION
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from cloud.releases.cli import (
 from cloud.releases.config import RolloutConfig, load_rollout_config
 from cloud.releases.errors import (
     BundleReadError,
+    NoDevicesError,
     ReleaseError,
     ReleaseNotCheckedError,
     RolloutConflictError,
@@ -30,7 +31,7 @@ from cloud.releases.rollout import (
 from cloud.releases.status import format_rollout_table, rollout_status
 
 __all__ = [
-    "BundleReadError", "DeviceAction", "GroupMetrics", "ReleaseError", "ReleaseNotCheckedError",
+    "BundleReadError", "DeviceAction", "NoDevicesError", "GroupMetrics", "ReleaseError", "ReleaseNotCheckedError",
     "RolloutConfig", "RolloutConflictError", "RolloutManager", "RolloutNotFoundError", "cohort_of",
     "current_release", "ensure_schema", "format_rollout_table", "group_metrics",
     "load_bundle_for_check", "load_rollout_config", "parse_command_id", "register_release", "release_check_cli",

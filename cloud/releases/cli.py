@@ -135,7 +135,7 @@ def start_rollout_cli(store_path: str | Path, bundle_path: str | Path, *,
         rid = RolloutManager(store, config).start(ref, devs, time.time() if now is None else now,
                                                   detector_config=detector,
                                                   bundle_path=str(Path(bundle_path).resolve()))
-    except (ReleaseError, ValueError) as exc:
+    except ReleaseError as exc:
         out.write(f"refused: {exc}\n")
         return 1
     finally:

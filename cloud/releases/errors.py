@@ -15,6 +15,10 @@ class RolloutConflictError(ReleaseError):
     """Another rollout of the same model is still active."""
 
 
+class NoDevicesError(ReleaseError, ValueError):
+    """A rollout was started without any device."""
+
+
 class RolloutNotFoundError(ReleaseError, LookupError):
     """No rollout with that id."""
 

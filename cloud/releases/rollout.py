@@ -44,7 +44,12 @@ from cloud.regression.evidence import (
     load_feedback,
 )
 from cloud.releases.config import LimitsConfig, RolloutConfig, StageConfig
-from cloud.releases.errors import ReleaseNotCheckedError, RolloutConflictError, RolloutNotFoundError
+from cloud.releases.errors import (
+    NoDevicesError,
+    ReleaseNotCheckedError,
+    RolloutConflictError,
+    RolloutNotFoundError,
+)
 from cloud.store.db import CloudStore
 from shared.schemas import Reply
 
@@ -309,7 +314,8 @@ class RolloutManager:
                 "complete or halt it before starting another")
         devs = sorted(set(devices))
         if not devs:
-            raise ValueError("a rollout needs at least one device: pass the fleet's device ids")
+            raise NoDevicesError("a rollout needs at least one device, found none: pass the fleet's "
+                                 "device ids (or let devices connect once so the cloud knows them)")
         cur = current_release(self.store, ref.name)
         with self.db.atomic():
             rid = int(self.db.table("rollouts").insert({

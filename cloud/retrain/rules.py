@@ -264,7 +264,8 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
         if outcome != "fired":
             with db.atomic():
                 _log_eval(db, now, rule, version, outcome, reason, ev.measured)
-            logger.debug("retrain.rule_%s", outcome, extra={"rule": rule.name, "reason": reason})
+            logger.debug("retrain.rule_not_fired", extra={"rule": rule.name, "outcome": outcome,
+                                                          "reason": reason})
             continue
         reason = f"rule {rule.name} ({rule.kind}) on {rule.model_name} v{version}: {reason}"
         path = _dataset_dir(root, rule, version, now)
