@@ -58,6 +58,13 @@ def _alerts_tx(store: CloudStore, t0: float, devices: list[str], version: str, t
                          individual_id=f"pet-{d}")
 
 
+def _open(db: Path) -> CloudStore:
+    """The file store the CLI uses, without fsync per commit (this test makes thousands)."""
+    store = CloudStore(db)
+    store.db.execute("PRAGMA synchronous=OFF")
+    return store
+
+
 def _bundle(tmp: Path, priv: object, version: int, detector: dict) -> tuple[Path, str]:
     data = bundles.build_bundle(f"tflite-{version}".encode(), detector, name="collar", version=version,
                                 private_key=priv, device_class="collar-v1")
@@ -71,7 +78,7 @@ def _bundle(tmp: Path, priv: object, version: int, detector: dict) -> tuple[Path
 def test_feedback_to_fleet(tmp_path: Path) -> None:
     priv, pub = signing.generate_keypair()
     db = tmp_path / "cloud.db"
-    store = CloudStore(db)
+    store = _open(db)
     v1_detector = {"min_score": 0.0, "cusum_h": 12.0}
     v1_path, v1_sha = _bundle(tmp_path, priv, 1, v1_detector)
     register_release(store, ReleaseRef("collar", "1", v1_sha), status="fleet", now=T0 - 30 * D,
@@ -99,7 +106,7 @@ def test_feedback_to_fleet(tmp_path: Path) -> None:
 
     # 3. a candidate that would silence real problems is blocked and cannot be rolled out
     v3_path, _ = _bundle(tmp_path, priv, 3, {"min_score": 0.0, "metric_thresholds": {"resting_hr": 0.5}})
-    store = CloudStore(db)
+    store = _open(db)
     _alerts(store, T0 - 6 * D, DEVICES[:2], v1_sha[:12], "miss")  # nothing; then a confirmed miss:
     add_alert(store, "held-1", T0 - 2 * D, action="suppress", severity="critical",
               metrics={"resting_hr": (130.0, 100.0)}, model_version=v1_sha[:12])
@@ -115,7 +122,7 @@ def test_feedback_to_fleet(tmp_path: Path) -> None:
     assert release_check_cli(db, v2_path, public_key=pub, out=io.StringIO()) == 0
     out = io.StringIO()
     assert start_rollout_cli(db, v2_path, public_key=pub, now=T0 + 3 * H, out=out) == 0
-    store = CloudStore(db)
+    store = _open(db)
     mgr = RolloutManager(store, load_rollout_config())
     rid = 1
     t = T0 + 3 * H
