@@ -71,3 +71,14 @@ def test_collar_windows_and_baseline() -> None:
     assert set(rep["per_class"]) == set(CLASSES)
     with pytest.raises(RuntimeError):
         MagnitudeBaseline().predict(te.x)
+
+
+def test_knn_peer_learns_collar_windows() -> None:
+    from device.inference.datasets import HandFeatureKNN, hand_features
+
+    tr, te = collar_windows(30, seed=1), collar_windows(20, seed=2)
+    assert hand_features(te.x).shape == (len(te.y), 8)
+    acc = float(np.mean(HandFeatureKNN(k=5).fit(tr.x, tr.y).predict(te.x, chunk=7) == te.y))
+    assert acc > 0.7
+    with pytest.raises(RuntimeError):
+        HandFeatureKNN().predict(te.x)

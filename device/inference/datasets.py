@@ -166,6 +166,56 @@ class MagnitudeBaseline:
         return np.argmin(d, axis=1)
 
 
+def hand_features(x: np.ndarray) -> np.ndarray:
+    """Eight classic per-window features on the orientation-invariant channels: magnitude mean
+    and log std, log std of the vertical and log mean of the horizontal dynamic part, dominant
+    cadence (0.5-5 Hz) and its peak share, log std of the tilt change, log mean |jerk|."""
+    from device.inference.classifier import features
+
+    f = features(x)
+    mag, v, h, tilt = f[..., 0], f[..., 1], f[..., 2], f[..., 3]
+    spec = np.abs(np.fft.rfft(mag - mag.mean(axis=1, keepdims=True), axis=1))
+    freqs = np.fft.rfftfreq(mag.shape[1], 1.0 / MODEL_RATE_HZ)
+    band = (freqs >= 0.5) & (freqs <= 5.0)
+    peak = freqs[band][np.argmax(spec[:, band], axis=1)]
+    share = spec[:, band].max(axis=1) / (spec[:, band].sum(axis=1) + 1e-9)
+    return np.stack([mag.mean(axis=1), np.log(mag.std(axis=1) + 1e-3),
+                     np.log(v.std(axis=1) + 1e-3), np.log(h.mean(axis=1) + 1e-3), peak, share,
+                     np.log(tilt.std(axis=1) + 1e-4),
+                     np.log(np.abs(np.diff(mag, axis=1)).mean(axis=1) + 1e-4)], axis=1)
+
+
+class HandFeatureKNN:
+    """A stronger non-neural peer: k-nearest neighbours (k=15, fixed, not tuned) on the eight
+    standardised ``hand_features``. It keeps every training window, so it is a reference for
+    the benchmark, not something to ship on a collar."""
+
+    def __init__(self, k: int = 15) -> None:
+        self.k = k
+        self._z: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> HandFeatureKNN:
+        f = hand_features(x)
+        self._mu, self._sd = f.mean(axis=0), f.std(axis=0) + 1e-9
+        self._z, self._y = (f - self._mu) / self._sd, np.asarray(y)
+        return self
+
+    def predict(self, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+        if self._z is None or self._y is None:
+            raise RuntimeError("fit() first")
+        zt = (hand_features(x) - self._mu) / self._sd
+        out = np.empty(len(zt), dtype=int)
+        sq = (self._z**2).sum(axis=1)
+        for s in range(0, len(zt), chunk):
+            q = zt[s : s + chunk]
+            d = sq[None, :] - 2.0 * q @ self._z.T
+            idx = np.argpartition(d, self.k, axis=1)[:, : self.k]
+            out[s : s + chunk] = [np.bincount(self._y[i], minlength=len(CLASSES)).argmax()
+                                  for i in idx]
+        return out
+
+
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
     """Accuracy, balanced accuracy, per-class precision/recall/support and the confusion matrix."""
     k = len(CLASSES)
