@@ -375,3 +375,22 @@ def test_a_rollout_needs_devices() -> None:
     _, mgr = make()
     with pytest.raises(NoDevicesError, match="at least one device"):
         mgr.start(V2, [], T0)
+
+
+def test_the_checked_detector_config_is_the_one_rolled_out() -> None:
+    store, mgr = make()  # checked: {"min_score": 0.3}
+    with pytest.raises(ReleaseNotCheckedError, match="this detector config"):
+        mgr.start(V2, DEVICES, T0, detector_config={"min_score": 0.0})
+    assert mgr.start(V2, DEVICES, T0, detector_config={"min_score": 0.3})
+
+
+def test_detector_hash_equals_the_bundle_manifest() -> None:
+    bundles = pytest.importorskip("shared.bundles")
+    signing = pytest.importorskip("shared.signing")
+    from cloud.regression import detector_sha256
+
+    priv, pub = signing.generate_keypair()
+    cfg = {"min_score": 0.25, "metric_thresholds": {"résting_hr": 0.1}, "cusum_h": 12}
+    data = bundles.build_bundle(b"m", cfg, name="collar", version=2, private_key=priv, device_class="c")
+    b = bundles.read_bundle(data, pub, running_version=0, device_class="c")
+    assert b.manifest.detector_sha256 == detector_sha256(b.detector_config) == detector_sha256(cfg)

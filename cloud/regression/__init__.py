@@ -15,6 +15,7 @@ from cloud.regression.check import (
     ReleaseCheck,
     ReleaseRef,
     check_release,
+    detector_sha256,
     passed_check_id,
 )
 from cloud.regression.errors import (
@@ -36,6 +37,6 @@ __all__ = [
     "AlertGate", "CaseNotFoundError", "CaseOutcome", "EventNumbers",
     "RegressionCase", "RegressionConfig", "RegressionError", "ReleaseCheck", "ReleaseRef",
     "Replayer", "ReplayError", "ThresholdReplayer", "as_replayer", "capture_cases",
-    "case_numbers", "check_release", "event_numbers", "ensure_schema", "get_case", "list_cases",
+    "case_numbers", "check_release", "detector_sha256", "event_numbers", "ensure_schema", "get_case", "list_cases",
     "mark_sensitive", "passed_check_id",
 ]

@@ -55,6 +55,11 @@ def m001_regression_cases(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_check_detector_hash(db: Database) -> None:
+    db.table("release_checks").add_column("candidate_detector_sha256", str)
+
+
 def ensure_schema(store: CloudStore) -> None:
     """Apply this package's migrations (idempotent)."""
     migrations.apply(store.db)

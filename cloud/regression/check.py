@@ -12,6 +12,7 @@ Every verdict is stored in ``release_checks`` with its reasons and each case's o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -77,6 +78,12 @@ class ReleaseCheck:
         lines.append(("PASSED" if self.passed else "BLOCKED") + f" (check {self.id})")
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
+
+
+def detector_sha256(config: Mapping[str, Any]) -> str:
+    """sha256 of a detector config's canonical JSON (equals a bundle manifest's detector_sha256)."""
+    data = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _ok(alerted: bool, case: RegressionCase) -> bool:
@@ -153,6 +160,7 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
     row = {"created": now, "candidate_name": candidate_ref.name if candidate_ref else None,
            "candidate_version": str(candidate_ref.version) if candidate_ref else None,
            "candidate_sha256": candidate_ref.sha256 if candidate_ref else None,
+           "candidate_detector_sha256": detector_sha256(candidate) if isinstance(candidate, Mapping) else "",
            "current_name": current_ref.name if current_ref else None,
            "current_version": str(current_ref.version) if current_ref else None,
            "passed": int(passed), "score_candidate": s_cand, "score_current": s_cur,
@@ -167,11 +175,17 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
                         candidate_ref, current_ref)
 
 
-def passed_check_id(store: CloudStore, ref: ReleaseRef) -> int | None:
-    """The latest passed release check for exactly this release (name, version, sha256), if any."""
+def passed_check_id(store: CloudStore, ref: ReleaseRef,
+                    detector_config: Mapping[str, Any] | None = None) -> int | None:
+    """The latest passed release check for exactly this release (name, version, model sha256
+    and, when ``detector_config`` is given, the same detector config), if any. A check made with
+    a custom Replayer (no config to hash) matches any detector config."""
     ensure_schema(store)
-    row = store.db.execute(
-        "SELECT id FROM release_checks WHERE passed = 1 AND candidate_name = ? AND candidate_version = ? "
-        "AND COALESCE(candidate_sha256, '') = ? ORDER BY id DESC LIMIT 1",
-        [ref.name, str(ref.version), ref.sha256 or ""]).fetchone()
+    sql = ("SELECT id FROM release_checks WHERE passed = 1 AND candidate_name = ? AND candidate_version = ? "
+           "AND COALESCE(candidate_sha256, '') = ?")
+    args: list[Any] = [ref.name, str(ref.version), ref.sha256 or ""]
+    if detector_config is not None:
+        sql += " AND COALESCE(candidate_detector_sha256, '') IN ('', ?)"
+        args.append(detector_sha256(detector_config))
+    row = store.db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
     return None if row is None else int(row[0])

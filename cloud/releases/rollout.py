@@ -298,13 +298,15 @@ class RolloutManager:
               detector_config: Mapping[str, Any] | None = None, bundle_path: str = "") -> int:
         """Start a rollout of a release that passed its release check; returns the rollout id.
 
-        Raises ReleaseNotCheckedError without a passed check for exactly (name, version, sha256),
+        Raises ReleaseNotCheckedError without a passed check for exactly (name, version, sha256,
+        ``detector_config``),
         RolloutConflictError while another rollout of the same model is active.
         """
-        check = passed_check_id(self.store, ref)
+        check = passed_check_id(self.store, ref, detector_config)
         if check is None:
             raise ReleaseNotCheckedError(
-                f"release {ref.name} v{ref.version} (sha256 {ref.sha256[:12] or '-'}) has no passed "
+                f"release {ref.name} v{ref.version} (sha256 {ref.sha256[:12] or '-'}"
+                f"{', this detector config' if detector_config is not None else ''}) has no passed "
                 "release check: run `edgeloop release check BUNDLE` and fix what it blocks on")
         busy = self.db.execute("SELECT id, version FROM rollouts WHERE model_name = ? AND state IN "
                                f"({', '.join('?' * len(ACTIVE))})", [ref.name, *ACTIVE]).fetchone()
