@@ -190,7 +190,7 @@ def _unpack(data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     try:
         with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
             names = [i.filename for i in zf.infolist()]
-            if "manifest.sig" not in names and "manifest.json" in names:
+            if sorted(names) == sorted(n for n in MEMBERS if n != "manifest.sig"):
                 raise BundleSignatureError(
                     "bundle is unsigned (no manifest.sig); only bundles signed by the cloud key "
                     "are installed"
