@@ -166,10 +166,13 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
                    "expected": "alert" if kind == "miss" else "no_alert",
                    "sensitive": int(bool(reasons)), "sensitive_reason": "; ".join(reasons),
                    "created": now, "source": json.dumps(source)}
-            cur = db.execute(f"INSERT INTO regression_cases ({', '.join(row)}) VALUES "
+            # OR IGNORE: another process may have captured the same case meanwhile (unique key)
+            cur = db.execute(f"INSERT OR IGNORE INTO regression_cases ({', '.join(row)}) VALUES "
                              f"({', '.join('?' * len(row))})", list(row.values()))
-            new_ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
             known.add(key)
+            if cur.rowcount != 1:
+                continue
+            new_ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
             logger.info("regression.case_captured", extra={
                 "case_kind": kind, "device_id": item.device_id,
                 "individual_id": item.individual_id, "alert_id": item.alert_id})
