@@ -394,3 +394,14 @@ def test_detector_hash_equals_the_bundle_manifest() -> None:
     data = bundles.build_bundle(b"m", cfg, name="collar", version=2, private_key=priv, device_class="c")
     b = bundles.read_bundle(data, pub, running_version=0, device_class="c")
     assert b.manifest.detector_sha256 == detector_sha256(b.detector_config) == detector_sha256(cfg)
+
+
+def test_two_aggregators_on_one_store_do_not_resend(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "cloud.db"
+    store, mgr = make(CloudStore(db))
+    mgr.start(V2, DEVICES, T0)
+    other = RolloutManager(CloudStore(db), load_rollout_config())
+    first = mgr.tick(T0)
+    assert first and other.tick(T0 + 1) == []  # state lives in the store, not in the manager
+    assert other.on_reply(first[0].device_id, "install_shadow", True, "ok", T0 + 2)
+    assert not mgr.on_reply(first[0].device_id, "install_shadow", True, "dup", T0 + 3)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,24 @@ def parse_command_id(command_id: str) -> tuple[int, str] | None:
     if len(parts) != 4 or parts[0] != "rollout" or parts[2] not in COMMANDS or not parts[1].isdigit():
         return None
     return int(parts[1]), parts[2]
+
+
+@contextmanager
+def _exclusive(db: Database) -> Iterator[None]:
+    """A write transaction taken up front (BEGIN IMMEDIATE), so two aggregators ticking the same
+    store serialise instead of both reading "nothing sent yet"; a savepoint when already inside one."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
 
 
 def cohort_fraction(device_id: str, salt: str) -> float:
@@ -359,16 +378,10 @@ class RolloutManager:
     # ------------------------------------------------------------------ replies
     def on_reply(self, device_id: str, command_name: str, ok: bool, detail: str, now: float,
                  data: Mapping[str, Any] | None = None) -> bool:
-        """Apply a device's reply to its outstanding rollout command; False when none matched."""
-        row = self.db.execute(
-            "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
-            f"WHERE d.device_id = ? AND d.outstanding = ? AND r.state IN ({', '.join('?' * len(ACTIVE))}) "
-            "ORDER BY d.rollout_id DESC LIMIT 1", [device_id, command_name, *ACTIVE]).fetchone()
-        if row is None:
-            logger.warning("rollout.reply_unmatched", extra={"device_id": device_id,
-                                                             "command": command_name, "ok": ok})
+        """Apply a device's reply to its outstanding rollout command; False when none matched
+        (a duplicate, a late reply after a timeout, or not a rollout command)."""
+        if command_name not in COMMANDS:
             return False
-        rid = int(row[0])
         to = {"install_shadow": "installed_shadow", "promote": "promoted",
               "rollback": "rolled_back"}[command_name] if ok else "failed"
         cols: dict[str, Any] = {"state": to, "outstanding": None, "detail": detail[:500],
@@ -377,10 +390,20 @@ class RolloutManager:
             cols["installed_at"] = now
         if ok and command_name == "promote":
             cols["promoted_at"] = now
-        with self.db.atomic():
-            self._set_device(rid, device_id, now, **cols)
-            self._event(rid, now, "reply", f"{command_name} {'ok' if ok else 'FAILED'}: {detail}"[:500],
-                        device_id=device_id, to_state=to, data=dict(data or {}))
+        with _exclusive(self.db):
+            row = self.db.execute(
+                "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
+                f"WHERE d.device_id = ? AND d.outstanding = ? AND r.state IN ({', '.join('?' * len(ACTIVE))}) "
+                "ORDER BY d.rollout_id DESC LIMIT 1", [device_id, command_name, *ACTIVE]).fetchone()
+            if row is not None:
+                rid = int(row[0])
+                self._set_device(rid, device_id, now, **cols)
+                self._event(rid, now, "reply", f"{command_name} {'ok' if ok else 'FAILED'}: {detail}"[:500],
+                            device_id=device_id, to_state=to, data=dict(data or {}))
+        if row is None:
+            logger.warning("rollout.reply_unmatched", extra={"device_id": device_id,
+                                                             "command": command_name, "ok": ok})
+            return False
         logger.info("rollout.reply", extra={"rollout_id": rid, "device_id": device_id,
                                             "command": command_name, "ok": ok})
         return True
@@ -424,7 +447,7 @@ class RolloutManager:
             f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(ACTIVE))}) ORDER BY id",
             list(ACTIVE)).fetchall()]
         for rid in rids:
-            with self.db.atomic():
+            with _exclusive(self.db):
                 actions += self._tick_one(self._rollout(rid), now)
         return actions
 
