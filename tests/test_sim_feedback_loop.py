@@ -16,7 +16,7 @@ from cloud.simulation.report import format_report, invariants, phase_metrics
 
 @pytest.mark.timeout(300)
 def test_quick_simulation_invariants(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
-    cfg = SimConfig(individuals=12, days=12.0, seed=3, step_hours=12.0, workers=2, out=tmp_path / "sim",
+    cfg = SimConfig(individuals=10, days=12.0, seed=3, step_hours=12.0, workers=2, out=tmp_path / "sim",
                     broker_url=mosquitto.url)
     res = run_simulation(cfg)
     inv = invariants(res)
@@ -24,9 +24,10 @@ def test_quick_simulation_invariants(tmp_path: Path, mosquitto) -> None:  # type
     text = format_report(res, phases, inv)
     failed = {k: v for k, v in inv.items() if not v[0]}
     assert not failed, text
-    assert res.windows >= 12 * 12 * 1440 - 12, "every simulated minute went through an agent"
+    assert res.windows >= 10 * 12 * 1440 - 10, "every simulated minute went through an agent"
     assert res.counts.get("rejected", 0) == 0, text
-    assert res.counts["decision.notify"] > 0 and res.counts["feedback"] > 0, text
+    decided = sum(v for k, v in res.counts.items() if k.startswith("decision."))
+    assert decided > 0 and res.counts.get("feedback", 0) > 0, text  # the loop ran: events and owners
     worse = [r for r in res.pipeline.rollout_rows() if r["kind"].startswith("worse")]
     for r in worse:
         assert r["check"] is False or not (r.get("ever_promoted") or {}).get("fleet"), r

@@ -358,3 +358,32 @@ def stderr_progress(msg: str) -> None:
     """Progress lines for the script (stderr)."""
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
+
+
+def save_result(res: SimResult) -> Path:
+    """Pickle what the report needs besides cloud.db (``result.pkl`` in the output directory)."""
+    import pickle
+
+    state = {"cfg": dataclasses.replace(res.cfg, progress=None), "fleet": res.fleet, "counts": res.counts,
+             "commands": res.commands, "device_reports": res.device_reports, "appended": res.appended,
+             "config_replies": res.config_replies, "elapsed_s": res.elapsed_s, "windows": res.windows,
+             "owner_counts": res.owners.counts, "candidates": res.pipeline.candidates,
+             "retrain": res.pipeline.retrain, "start_ts": res.start_ts}
+    path = res.cfg.out / "result.pkl"
+    path.write_bytes(pickle.dumps(state))
+    return path
+
+
+def load_result(out: Path) -> SimResult:
+    """A finished run from its output directory (for re-reporting without re-running)."""
+    import pickle
+
+    st = pickle.loads((out / "result.pkl").read_bytes())  # noqa: S301 - our own file
+    store = CloudStore(str(out / "cloud.db"))
+    pipe = ReleasePipeline.__new__(ReleasePipeline)
+    pipe.store, pipe.candidates, pipe.retrain = store, st["candidates"], st["retrain"]
+    owners = OwnerSim(st["fleet"], st["start_ts"], st["cfg"].owners, st["cfg"].seed)
+    owners.counts = st["owner_counts"]
+    cfg = dataclasses.replace(st["cfg"], out=out)
+    return SimResult(cfg, st["fleet"], store, pipe, owners, st["counts"], st["commands"], st["device_reports"],
+                     st["appended"], st["config_replies"], st["elapsed_s"], st["windows"], st["start_ts"])

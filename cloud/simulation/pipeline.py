@@ -51,9 +51,9 @@ DAY = 86400.0
 def sim_rollout_config(n_devices: int) -> RolloutConfig:
     """Rollout settings for a small simulated fleet (the defaults assume thousands of devices)."""
     return RolloutConfig(
-        cohorts=CohortConfig(shadow_percent=30.0, canary_percent=15.0, salt="edgeloop-sim"),
+        cohorts=CohortConfig(shadow_percent=35.0, canary_percent=20.0, salt="edgeloop-sim"),
         stages=StagesConfig(shadow=StageConfig(24.0, min(5.0, n_devices * 0.1), 0),
-                            canary=StageConfig(72.0, min(10.0, n_devices * 0.3), max(2, n_devices // 25)),
+                            canary=StageConfig(72.0, min(10.0, n_devices * 0.3), 2),
                             fleet=StageConfig(24.0, 0.0, 0)),
         limits=LimitsConfig(min_device_days_for_rates=min(5.0, n_devices * 0.25)))
 

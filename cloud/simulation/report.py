@@ -32,23 +32,54 @@ WEEK = 7 * DAY
 HOUR = 3600.0
 
 
-def phase_metrics(res: SimResult) -> list[dict[str, Any]]:
-    """Per phase: alerts/ind-week, false alerts/ind-week, precision, recall, detection delay."""
+def trial_intervals(res: SimResult) -> dict[str, list[tuple[float, float]]]:
+    """device id -> intervals in which it ran a candidate that was not (yet) the fleet release:
+    from its promote reply to its rollback reply, the rollout's completion, or the end."""
+    db = res.store.db
+    end = res.start_ts + res.cfg.days * DAY
+    out: dict[str, list[tuple[float, float]]] = {}
+    for (rid,) in db.execute("SELECT id FROM rollouts").fetchall():
+        done = db.execute("SELECT MIN(ts) FROM rollout_events WHERE rollout_id = ? AND kind = 'transition' "
+                          "AND to_state = 'completed'", [rid]).fetchone()[0]
+        start: dict[str, float] = {}
+        for dev, to, ts in db.execute("SELECT device_id, to_state, ts FROM rollout_events WHERE rollout_id = ? "
+                                      "AND kind = 'reply' ORDER BY id", [rid]).fetchall():
+            if to == "promoted":
+                start[dev] = ts
+            elif to == "rolled_back" and dev in start:
+                out.setdefault(dev, []).append((start.pop(dev), ts))
+        for dev, ts in start.items():
+            out.setdefault(dev, []).append((ts, done if done is not None else end))
+    return out
+
+
+def phase_metrics(res: SimResult, exclude_trials: bool = False) -> list[dict[str, Any]]:
+    """Per phase: alerts/ind-week, false alerts/ind-week, precision, recall, detection delay.
+    ``exclude_trials``: leave out device-time spent on a candidate release (canary trials)."""
     t0, split, end = res.start_ts, res.start_ts + res.cfg.split_day * DAY, res.start_ts + res.cfg.days * DAY
     by_ind = {s.individual_id: s for s in res.fleet}
+    dev_of = {s.individual_id: s.device_id for s in res.fleet}
+    trials = trial_intervals(res) if exclude_trials else {}
+
+    def in_trial(ind: str, ts: float) -> bool:
+        return any(a <= ts < b for a, b in trials.get(dev_of.get(ind, ""), []))
+
     alerts = [dict(r) for r in res.store.db.query(
         "SELECT alert_id, individual_id, ts, start_ts, action, rule, notified_at, state, model_version "
         "FROM alerts ORDER BY ts")]
+    alerts = [a for a in alerts if not in_trial(a["individual_id"], a["ts"])]
     n = len(res.fleet)
     out = []
     for name, lo, hi in (("phase 1", t0, split), ("phase 2", split, end)):
-        weeks = (hi - lo) / WEEK
+        trial_s = sum(max(0.0, min(b, hi) - max(a, lo)) for iv in trials.values() for a, b in iv)
+        weeks = (hi - lo) / WEEK - trial_s / WEEK / n
         mine = [a for a in alerts if lo <= a["ts"] < hi]
         notified = [a for a in mine if a["notified_at"] is not None]
         true = [a for a in notified if by_ind[a["individual_id"]].condition_at(a["ts"] - t0)]
         false = [a for a in notified if a not in true]
         quirky_false = [a for a in false if by_ind[a["individual_id"]].quirk_at(a["ts"] - t0)]
-        conds = [(s, c) for s in res.fleet for c in s.alert_conditions() if lo <= t0 + c.start < hi]
+        conds = [(s, c) for s in res.fleet for c in s.alert_conditions() if lo <= t0 + c.start < hi
+                 and not in_trial(s.individual_id, t0 + c.start)]
         detected, delays, seen_any = 0, [], 0
         per_kind: dict[str, list[int]] = {}
         for s, c in conds:
@@ -216,7 +247,8 @@ def load_rules(res: SimResult) -> list[Any]:
     return list(res.pipeline.retrain.rules)
 
 
-def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, tuple[bool, str]]) -> str:
+def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, tuple[bool, str]],
+                  phases_fleet: list[dict[str, Any]] | None = None) -> str:
     cfg = res.cfg
     L: list[str] = []
     L.append(f"edgeloop feedback loop: {len(res.fleet)} individuals x {cfg.days:g} days (seed {cfg.seed}), "
@@ -231,11 +263,14 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
            f"{'notified':>9}{'true':>6}{'false':>6}{'quirk-FP':>9}{'suppr.pers':>11}"
     L.append(head)
     L.append("-" * len(head))
-    for p in phases:
+    rows = [(p, p["phase"]) for p in phases] + [(p, p["phase"] + "*") for p in phases_fleet or []]
+    for p, label in rows:
         rec = f"{_pct(p['recall'])} ({p['detected']}/{p['conditions']})"
-        L.append(f"{p['phase']:<10}{p['alerts_per_ind_week']:>14.3f}{p['false_per_ind_week']:>13.3f}"
+        L.append(f"{label:<10}{p['alerts_per_ind_week']:>14.3f}{p['false_per_ind_week']:>13.3f}"
                  f"{_pct(p['precision']):>10}{rec:>12}{_f(p['delay_median_h'], '.1f') + ' h':>11}"
                  f"{p['notified']:>9}{p['true']:>6}{p['false']:>6}{p['false_quirk']:>9}{p['suppressed_personalised']:>11}")
+    if phases_fleet:
+        L.append("  * = without device-time on candidate releases (canary trials; weeks and conditions excluded too)")
     for p in phases:
         kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(p["per_kind"].items()))
         L.append(f"  {p['phase']}: notified by kind: {kinds or '-'}; conditions with any device event "
