@@ -107,6 +107,7 @@ class NaiveEngine:
         self.short = 0.0
         self.lw = self.lmean = self.lm2 = 0.0
         self.lastcomb = 0.0
+        self.peak = 0.0
 
     def _baseline(self, s: _Metric, h: int, t: float) -> tuple[float, float]:
         c = self.c
@@ -149,6 +150,7 @@ class NaiveEngine:
         res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs")}
         raw, any_warm, warm = 0.0, False, []
         for s, x in zip(self.ms, xs, strict=True):
+            ev = 0.0
             finite = math.isfinite(x) and abs(x) <= c.max_abs_value
             if not finite:
                 flags |= 1
@@ -178,6 +180,8 @@ class NaiveEngine:
                         s.rsn = t
                     s.sp, s.sn = min(sp, h_eff * c.cusum_cap), min(sn, h_eff * c.cusum_cap)
                     zd = abs(z) if s.dir == 0 else (z if s.dir > 0 else -z)
+                    if zd > 0:
+                        ev = min(zd, c.surprise_z_clip)
                     if zd - c.spike_z0 > 0:
                         score = 1 - math.exp(-(zd - c.spike_z0) / c.spike_scale)
                 protected = False
@@ -218,7 +222,10 @@ class NaiveEngine:
             warm.append(s.warm)
             if s.warm:
                 any_warm = True
-                raw = max(raw, score, p)
+                zsd = abs(s.zs) if s.dir == 0 else (s.zs if s.dir > 0 else -s.zs)
+                if zsd > 0:
+                    ev += min(zsd, c.surprise_z_clip)
+                raw = max(raw, ev)
         if not any_warm:
             flags |= 8
         res["flags"], res["event"], res["contrib"] = flags, False, [False] * len(self.ms)
@@ -240,6 +247,12 @@ class NaiveEngine:
             zl = (self.short - self.lmean) / max(math.sqrt(lm2 / lw), c.surprise_floor)
             if zl > 0:
                 comb = 1 - math.exp(-zl / c.surprise_scale)
+        peak = self.peak * math.exp(-dt / c.refractory_s)
+        if comb > peak:
+            peak = comb
+        else:
+            comb *= c.refractory_factor
+        self.peak = peak
         if any_warm:
             lw, self.lmean, lm2 = welford_update(lw, self.lmean, lm2, raw, u_time)
         self.lw, self.lm2, self.lastcomb = lw, lm2, comb

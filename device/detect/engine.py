@@ -23,7 +23,7 @@ from device.kernels import deviation as K
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"ELE1"
+_MAGIC = b"ELE2"  # ELE2: combined evidence in z units, refractory peak
 _O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = K.O_SCORE, K.O_PERS, K.O_BASE, K.O_SD, K.O_LEVEL
 _R_COMB, _R_EVENT = K.R_COMB, K.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
@@ -86,6 +86,9 @@ class EngineConfig:
     surprise_long_s: float = 2 * 86400.0  # ... against its long-run mean and spread (memory)
     surprise_floor: float = 0.1  # floor of that long-run spread
     surprise_scale: float = 5.0  # combined = 1 - exp(-z / surprise_scale), z = standardised excess
+    surprise_z_clip: float = 20.0  # evidence = min(|z|, clip) + min(|zs|, clip) (z units)
+    refractory_s: float = 6 * 3600.0  # combined below its recent peak (decaying over this) ...
+    refractory_factor: float = 0.5  # ... is multiplied by this (one high score per episode)
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 
@@ -101,7 +104,15 @@ class EngineConfig:
                     f"EngineConfig.{f.name} must be a finite number >= 0, found {v!r}; "
                     "use the default or a non-negative value"
                 )
-        for name in ("weight_unit_s", "smooth_s", "cusum_h", "spike_scale", "surprise_short_s", "surprise_scale"):
+        for name in (
+            "weight_unit_s",
+            "smooth_s",
+            "cusum_h",
+            "spike_scale",
+            "surprise_short_s",
+            "surprise_scale",
+            "refractory_s",
+        ):
             if getattr(self, name) == 0:
                 raise EngineInputError(f"EngineConfig.{name} must be > 0, found 0")
 
@@ -355,7 +366,9 @@ class Engine:
             s[K.M_E] = 0.0
             s[K.M_SPOS] = s[K.M_SNEG] = 0.0
             s[K.M_PROT] = np.nan
-            logger.info("detect.accept_new_normal", extra={"metric": self.metrics[j], "shift": delta})
+            logger.info(
+                "detect.accept_new_normal", extra={"metric": self.metrics[j], "shift": delta}
+            )
         self._eng[K.E_ARMED] = 1.0
 
     def widen(self, metric: str, factor: float) -> None:

@@ -33,12 +33,13 @@ CFG_FIELDS: tuple[str, ...] = (
     "cusum_k", "cusum_h", "cusum_cap", "zs_clip", "spike_z0", "spike_scale", "warmup_s",
     "warmup_n", "protect_p", "protect_weight", "protect_max_s", "contrib_p", "event_sum",
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
-    "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value",
+    "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value", "surprise_z_clip",
+    "refractory_s", "refractory_factor",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
- C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS) = range(len(CFG_FIELDS))  # fmt: skip
+ C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -52,7 +53,7 @@ M_PROT, M_LEVEL, M_ZS, M_WARM = 112, 113, 114, 115  # protected-since, observed 
 N_STATE = 116
 
 # ---- engine state ----
-E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB = range(9)
+E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB, E_PEAK = range(10)
 N_ENG = 12
 
 # ---- outputs: per metric (N_OUT, n, m), per row (N_ROW, n) and flags (n,) uint8 ----
@@ -195,6 +196,7 @@ def _process_kernel(
         raw = 0.0
         any_warm = False
         for j in range(m):
+            ev = 0.0
             s = st[j]
             x = vals[i, j]
             finite = np.isfinite(x) and abs(x) <= cfg[C_MAXABS]
@@ -237,6 +239,8 @@ def _process_kernel(
                     s[M_SPOS] = min(sp, h_eff * cfg[C_CAP])
                     s[M_SNEG] = min(sn, h_eff * cfg[C_CAP])
                     zd = abs(z) if d == 0.0 else (z if d > 0.0 else -z)
+                    if zd > 0.0:
+                        ev = min(zd, cfg[C_SZCLIP])
                     zd = zd / scale - cfg[C_Z0]
                     if zd > 0.0:
                         score = 1.0 - math.exp(-zd / cfg[C_SSCALE])
@@ -276,9 +280,16 @@ def _process_kernel(
             out[O_ZS, i, j] = s[M_ZS]
             if s[M_WARM] != 0.0:
                 any_warm = True
-                r = max(score, p)
-                if r > raw:
-                    raw = r
+                # evidence for the combined score: instantaneous |z| (this row's sample) plus the
+                # standardised smoothed deviation |zs| (carried over missing samples), direction
+                # aware, in z units (not saturating, so a second shift on top of a first shows)
+                zsd = s[M_ZS]
+                zsd = abs(zsd) if d == 0.0 else (zsd if d > 0.0 else -zsd)
+                if zsd > 0.0:
+                    ev += min(zsd, cfg[C_SZCLIP])
+                ev /= scale
+                if ev > raw:
+                    raw = ev
         if not any_warm:
             flags |= FLAG_WARMUP
         flags_out[i] = flags
@@ -318,6 +329,14 @@ def _process_kernel(
             zl = (eng[E_SHORT] - eng[E_LMEAN]) / sdl
             if zl > 0.0:
                 comb = 1.0 - math.exp(-zl / cfg[C_SURSCALE])
+        # refractory: a score below the recent peak (decaying over refractory_s) is damped, so one
+        # episode gives one high score, not a run of them
+        peak = eng[E_PEAK] * math.exp(-dt / cfg[C_REFR])
+        if comb > peak:
+            peak = comb
+        else:
+            comb *= cfg[C_REFRF]
+        eng[E_PEAK] = peak
         if any_warm:
             lw, lmean, lm2 = _update_kernel(lw, eng[E_LMEAN], lm2, raw, u_time)
             eng[E_LMEAN] = lmean
