@@ -38,7 +38,7 @@ class Commander:
              command_id: str = "") -> schemas.Command:
         import json
 
-        with self.store.db.conn:
+        with self.store.db.atomic():
             row = self.store.db.execute("SELECT counter FROM command_counters WHERE device_id = ?",
                                         [device_id]).fetchone()
             counter = (row[0] if row else 0) + 1

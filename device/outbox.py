@@ -78,7 +78,7 @@ class Outbox:
         size = len(data) + 64
         prio = PRIORITY[kind]
         try:
-            with self.db.conn:
+            with self.db.atomic():
                 self._make_room(size, prio)
                 cur = self.db.execute(
                 "INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
@@ -123,17 +123,17 @@ class Outbox:
     def mark_published(self, seqs: list[int], now: float | None = None) -> None:
         """The broker acknowledged (PUBACK) these rows: not due again until resend_after."""
         now = time.time() if now is None else now
-        with self.db.conn:
+        with self.db.atomic():
             self.db.conn.executemany("UPDATE outbox SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs])
 
     def unmark_published(self) -> None:
         """After a reconnect: everything unacked is due at once (the session may be gone)."""
-        with self.db.conn:
+        with self.db.atomic():
             self.db.execute("UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL")
 
     def ack(self, seqs: list[int]) -> int:
         """The cloud stored these rows: delete them. Returns how many were still here."""
-        with self.db.conn:
+        with self.db.atomic():
             n = 0
             for s in seqs:
                 row = self.db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", [s]).fetchone()
@@ -146,7 +146,7 @@ class Outbox:
     def expire(self, now: float | None = None) -> int:
         """Drop raw windows older than raw_ttl (counted)."""
         now = time.time() if now is None else now
-        with self.db.conn:
+        with self.db.atomic():
             rows = self.db.execute("DELETE FROM outbox WHERE kind = 'raw' AND created < ? RETURNING size",
                                    [now - self.raw_ttl]).fetchall()
             if rows:
@@ -171,14 +171,14 @@ class Outbox:
                             "DO UPDATE SET value = value + excluded.value", [name, by])
 
     def bump(self, name: str, by: int = 1) -> None:
-        with self.db.conn:
+        with self.db.atomic():
             self._bump(name, by)
 
     def counters(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")}
 
     def put(self, key: str, value: bytes) -> None:
-        with self.db.conn:
+        with self.db.atomic():
             self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
 
     def get(self, key: str) -> bytes | None:

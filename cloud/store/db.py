@@ -65,7 +65,7 @@ class CloudStore:
         now = time.time()
         new: list[Record] = []
         dup = 0
-        with self.db.conn:
+        with self.db.atomic():
             for r in batch.records:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO records (device_id, seq, kind, ts, individual_id, body, "
@@ -87,7 +87,7 @@ class CloudStore:
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
-        with self.db.conn:
+        with self.db.atomic():
             self.db["rejections"].insert({"at": time.time(), "source": source[:200],
                                           "reason": reason[:500], "size": size})
             self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
