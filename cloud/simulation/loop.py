@@ -19,7 +19,6 @@ the held commands are sent (phase 2). All SQLite work of the cloud happens on th
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
@@ -123,14 +122,14 @@ class GatedCommander:
         self.held: list[tuple[str, str, dict[str, Any], str]] = []
         self.sent: Counter[str] = Counter()
         self.by_name: Counter[str] = Counter()
-        self.release_cmds: dict[str, tuple[str, str]] = {}  # command id -> (device, rollout command)
 
-    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "") -> schemas.Command | None:
+    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
+             command_id: str = "") -> schemas.Command | None:
         if name == "config" and not self.personalise:
             self.held.append((device_id, name, args, reason))
             self.by_name["config_held"] += 1
             return None
-        cmd = self.inner.send(device_id, name, args, reason)
+        cmd = self.inner.send(device_id, name, args, reason, command_id=command_id)
         self.sent[device_id] += 1
         self.by_name[name] += 1
         return cmd
@@ -225,14 +224,11 @@ def run_simulation(cfg: SimConfig) -> SimResult:
                                        max_stage_days=max(4.0, cfg.days / 6))
         config_replies: Counter[str] = Counter()
 
+        cloud.agg.rollouts = pipeline.mgr  # the aggregator routes replies/summaries to it and ticks it
+
         def on_report(device_id: str, rec: schemas.Record) -> None:
             body = rec.body if isinstance(rec.body, dict) else {}
-            cid = str(body.get("command_id", ""))
-            if cid in cloud.commander.release_cmds:
-                _, name = cloud.commander.release_cmds[cid]
-                pipeline.mgr.on_reply(device_id, name, bool(body.get("ok")), str(body.get("detail", "")), rec.ts,
-                                      body.get("data") if isinstance(body.get("data"), dict) else None)
-            else:
+            if not str(body.get("command_id", "")).startswith("rollout."):
                 config_replies["ok" if body.get("ok") else "failed: " + str(body.get("detail", ""))[:80]] += 1
 
         cloud.agg.on_report = on_report
@@ -311,15 +307,8 @@ def run_simulation(cfg: SimConfig) -> SimResult:
                 n = cloud.commander.release_held()
                 say(f"day {until / DAY:g}: personalisation ON (rule 'personalised' in force, {n} held "
                     "config commands sent)")
-            cloud.agg.tick()
-            for a in pipeline.tick(now):
-                args = dict(a.args)
-                if a.command_name == "install_shadow":
-                    args["bundle_b64"] = base64.b64encode(Path(a.args["bundle_path"]).read_bytes()).decode()
-                cmd = cloud.commander.send(a.device_id, a.command_name, args,
-                                           reason=f"rollout {a.args.get('rollout_id')}: {a.command_id}")
-                if cmd is not None:
-                    cloud.commander.release_cmds[cmd.command_id] = (a.device_id, a.command_name)
+            pipeline.tick(now)  # start a queued rollout, halt a stalled one
+            cloud.agg.tick()  # reminders, ignore sweep, personalisation, rollout tick -> signed commands
             if until % DAY == 0:
                 for r in pipeline.daily(now):
                     say(f"day {until / DAY:g}: RETRAIN request {r.id} ({r.rule}): {r.reason[:150]}")

@@ -12,8 +12,8 @@ request it tunes a detector candidate on the request's exported dataset
 
 Every candidate goes through ``cloud.regression.check_release`` against the fleet's current
 release; those that pass are queued, and one at a time started with ``RolloutManager.start``.
-``tick(now)`` drives the rollout and returns its ``DeviceAction`` list for the caller to sign and
-publish; ``on_report`` feeds the devices' replies back.
+``tick(now)`` starts queued rollouts; the aggregator (``Aggregator(rollouts=mgr)``) ticks the
+``RolloutManager``, signs and publishes its commands and routes the devices' replies back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import Any
 
 from cloud.regression import ReleaseRef, check_release
 from cloud.releases import (
-    DeviceAction,
     RolloutConfig,
     RolloutManager,
     current_release,
@@ -168,7 +167,9 @@ class ReleasePipeline:
         return str(row[0]) if row else "?"
 
     # ---- rollout -------------------------------------------------------------------------------
-    def tick(self, now: float) -> list[DeviceAction]:
+    def tick(self, now: float) -> None:
+        """Start the next queued rollout when none is active; halt one stalled in a stage. The
+        aggregator ticks the ``RolloutManager`` itself (``Aggregator(rollouts=...)``)."""
         for c in self.candidates:  # an operator halts a rollout stuck in one stage for too long
             if c.rollout_id is not None and self._state(c.rollout_id) in ("shadow", "canary", "fleet"):
                 since = self.store.db.execute("SELECT stage_started, state FROM rollouts WHERE id = ?",
@@ -184,7 +185,6 @@ class ReleasePipeline:
             except Exception as exc:  # conflict or not checked: recorded, never fatal for the sim
                 c.note += f"; rollout refused: {exc}"
                 logger.warning("sim.rollout_refused", extra={"version": c.version, "reason": str(exc)})
-        return self.mgr.tick(now)
 
     def rollout_rows(self) -> list[dict[str, Any]]:
         """Per candidate: how far it went (cohort x state counts, transitions)."""
