@@ -276,8 +276,24 @@ class Agent:
         return self._use_active()
 
     def _cmd_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Undo a release. With ``name``/``version`` only the slot holding that release is touched
+        (active: restore the previous model; shadow: discard it; neither: nothing to undo), so a
+        rollback sent to a device whose install never happened cannot downgrade it."""
         slots = self._need_slots()
-        if args.get("promoted", True):
+        if "version" in args:
+            want = (str(args.get("name", "")), str(args["version"]))
+
+            def holds(role: str) -> bool:
+                m = slots.manifest(role)
+                return m is not None and (m.name, str(m.version)) == want
+
+            if holds("active"):
+                slots.rollback()
+            elif holds("shadow"):
+                slots.discard_shadow()
+            else:
+                return {**self._use_active(), "undone": None}
+        elif args.get("promoted", True):
             slots.rollback()
         else:
             slots.discard_shadow()

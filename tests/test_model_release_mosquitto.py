@@ -104,3 +104,20 @@ def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> No
     agent.uplink.stop()  # type: ignore[union-attr]
     stop.set()
     svc.stop()
+
+
+def test_targeted_rollback_never_downgrades_an_uninvolved_device(tmp_path: Path) -> None:
+    priv, pub = generate_keypair()
+    save_public_key(tmp_path / "cloud.pub", pub)
+    agent = Agent(AgentConfig(device_id="collar-000", state_dir=str(tmp_path / "dev"),
+                              cloud_public_key=str(tmp_path / "cloud.pub")), connect=False)
+    meta = load_manifest()["model"]
+    model = FACTORY_MODEL.read_bytes()
+    v2 = build_bundle(model, {}, name="activity", version=2, private_key=priv, device_class="collar", model_meta=meta)
+    agent._cmd_install_shadow({"bundle_b64": base64.b64encode(v2).decode()})
+    agent._cmd_promote({})
+    # a rollback of release v3 (which this device never installed) must leave v2 active
+    out = agent._cmd_rollback({"name": "activity", "version": 3, "promoted": True})
+    assert out["undone"] is None and agent.slots.status()["active"]["version"] == 2  # type: ignore[union-attr]
+    agent._cmd_rollback({"name": "activity", "version": 2})
+    assert agent.slots.status()["active"]["slot"] == "factory"  # type: ignore[union-attr]
