@@ -12,6 +12,7 @@ from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
 from cloud.releases.rollout import RolloutManager
+from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
 
@@ -45,6 +46,8 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
         agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
         _register_factory_release(store)
+    agg.retrain = load_retrain_config(None)
+    agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
     return svc
 
 

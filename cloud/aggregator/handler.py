@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
+from cloud.retrain import evaluate_retrain_rules
 from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
@@ -39,12 +40,16 @@ class Aggregator:
     def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
-                 commander: Any = None, sim_clock: bool = False, rollouts: Any = None) -> None:
+                 commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
+                 retrain: Any = None, export_dir: str | None = None) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
         in seconds); otherwise the wall clock."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
+        self.retrain = retrain  # a cloud.retrain RetrainConfig, evaluated once per (device) hour
+        self.export_dir = export_dir
+        self._retrain_at = 0.0
         self.sim_clock = sim_clock
         self.latest_ts = 0.0
         self.policy = policy
@@ -165,6 +170,11 @@ class Aggregator:
                     self.counts["commands." + name] += 1
             if self.rollouts is not None and self.commander is not None:
                 self._send_rollout_actions()
+            if self.retrain is not None and self.now() - self._retrain_at >= 3600.0:
+                self._retrain_at = self.now()
+                for req in evaluate_retrain_rules(self.store, self.retrain, self.now(), export_dir=self.export_dir):
+                    self.counts["retrain_requests"] += 1
+                    logger.warning("aggregator.retrain_requested", extra={"request": str(req)})
         except Exception:  # timed work failing must not stop message handling
             self.counts["tick_failed"] += 1
             logger.exception("aggregator.tick_failed")
