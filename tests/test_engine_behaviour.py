@@ -174,3 +174,34 @@ def test_from_state_keeps_widen_and_applies_given_directions() -> None:
     assert same.state() == eng.state()
     eng.accept_new_normal()  # all metrics at once
     assert not eng.warming_up
+
+
+def _five_minute_series(days: float = 12.0, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = int(days * 288)
+    return T0 + 300.0 * np.arange(n), 10.0 + rng.normal(0.0, 1.0, n)
+
+
+def test_combined_sees_a_second_shift_inside_the_protection_week() -> None:
+    """A first level shift saturates persistence (baseline protected for a week); a second,
+    larger shift two days later must still score high (the evidence is in z units, not capped)."""
+    ts, x = _five_minute_series()
+    day = (ts - T0) / DAY
+    x[day >= 8.0] += 5.0
+    x[day >= 10.0] += 25.0
+    out = Engine(("value",)).process(ts, x.reshape(-1, 1))
+    assert out.persistence[(day >= 9.5) & (day < 10.0), 0].min() == 1.0  # still protected
+    quiet = out.combined[(day >= 9.5) & (day < 10.0)].max()
+    second = out.combined[(day >= 10.0) & (day < 10.1)].max()
+    assert second > 0.4 and second > 2 * quiet  # ELE1 (max(spike, persistence) = 1): ~0
+
+
+def test_combined_refractory_one_high_score_per_episode() -> None:
+    """After a spike, the following rows of the same episode are damped below half the peak."""
+    ts, x = _five_minute_series(days=6.0)
+    i = 5 * 288
+    x[i : i + 3] += 12.0
+    c = Engine(("value",)).process(ts, x.reshape(-1, 1)).combined
+    peak = int(np.argmax(c[i : i + 12])) + i
+    assert c[peak] > 0.5
+    assert c[peak + 1 : peak + 36].max() <= 0.5 * c[peak] + 1e-12
