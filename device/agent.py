@@ -196,9 +196,9 @@ class Agent:
     def _append(self, kind: str, ts: float, body: dict[str, Any]) -> None:
         try:
             self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, body)
-        except BufferFullError as exc:
+        except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
-            logger.error("outbox.refused", extra={"reason": str(exc)})
+            logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
 
     # ---- daily summary -----------------------------------------------------------------------
     def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,11 @@ class Outbox:
         except BufferFullError:
             self.bump("refused.full." + kind)
             raise
+        except sqlite3.OperationalError as exc:  # SQLITE_FULL: the disk ran out before max_bytes
+            if "full" not in str(exc) or not self._evict_for_disk(prio):
+                raise BufferFullError(f"disk full ({exc}) and nothing evictable: free disk space or "
+                                      "lower outbox.max_bytes below the partition size") from None
+            return self.append(kind, individual_id, ts, body)
         self._bytes += size
         return int(cur.lastrowid or 0)
 
@@ -112,12 +118,29 @@ class Outbox:
         self._bytes -= freed
         logger.warning("outbox.evicted", extra={"rows": len(victims), "bytes": freed})
 
+    def _evict_for_disk(self, prio: int, n: int = 32) -> int:
+        """The file system is full: drop up to ``n`` evictable rows (same order as the byte bound)."""
+        try:
+            with self.db.atomic():
+                rows = self.db.execute(
+                    "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
+                    "ORDER BY priority DESC, seq ASC LIMIT ?", [NEVER_EVICT, prio, n]).fetchall()
+                self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
+                for _, _, k in rows:
+                    self._bump("evicted.disk_full." + k)
+        except sqlite3.OperationalError:
+            return 0
+        self._bytes -= sum(r[1] for r in rows)
+        return len(rows)
+
     def due(self, limit: int = 100, now: float | None = None) -> list[Row]:
-        """Rows to (re)send: never published, or published and not acked for resend_after s."""
+        """Rows to (re)send: never published, or published and not acked for resend_after s (or
+        'published in the future': the wall clock went back, so the row is due at once)."""
         now = time.time() if now is None else now
         cur = self.db.execute(
             "SELECT seq, kind, individual_id, ts, body FROM outbox WHERE published_at IS NULL "
-            "OR published_at < ? ORDER BY priority ASC, seq ASC LIMIT ?", [now - self.resend_after, limit])
+            "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
+            [now - self.resend_after, now + 1.0, limit])
         return [Row(s, k, i, t, json.loads(b)) for s, k, i, t, b in cur.fetchall()]
 
     def mark_published(self, seqs: list[int], now: float | None = None) -> None:

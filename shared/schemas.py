@@ -125,13 +125,16 @@ def decode(payload: bytes) -> Message:
         d = json.loads(payload, parse_constant=_no_nan)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SchemaError(f"payload is not UTF-8 JSON ({exc}): publish JSON made by shared.schemas.encode") from None
+    except RecursionError:
+        raise SchemaError("payload JSON is nested too deeply: publish JSON made by shared.schemas.encode") from None
     if not isinstance(d, dict):
         raise SchemaError(f"payload must be a JSON object, found {type(d).__name__}")
     v = d.get("v")
     if v != SCHEMA_VERSION:
         raise SchemaError(f"schema version v={v!r} is not supported (this side speaks v={SCHEMA_VERSION}): "
                           "upgrade the older side")
-    cls = _TYPES.get(d.get("type"))  # type: ignore[arg-type]
+    t = d.get("type")
+    cls = _TYPES.get(t) if isinstance(t, str) else None
     if cls is None:
         raise SchemaError(f"type {d.get('type')!r} is unknown: expected one of {sorted(_TYPES)}")
     return _build(cls, d, cls.type)

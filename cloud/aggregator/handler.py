@@ -20,7 +20,9 @@ from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
     RulesError,
+    alert_id_for,
     collect_more_command,
+    get_decision,
     handle_event,
 )
 from cloud.store.db import CloudStore
@@ -106,11 +108,13 @@ class Aggregator:
         result = self.store.store_batch(batch)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
+        for rec in batch.records:
+            # an event stored earlier but never decided (the process died in between) is decided now
+            if rec.kind == "event" and get_decision(self.store, alert_id_for(batch.device_id, rec.seq)) is None:
+                self._event(batch.device_id, rec)
         for rec in result.new:
             self.latest_ts = max(self.latest_ts, rec.ts)
-            if rec.kind == "event":
-                self._event(batch.device_id, rec)
-            elif rec.kind == "report":
+            if rec.kind == "report":
                 self._report(batch.device_id, rec)
             elif rec.kind == "summary" and self.rollouts is not None:
                 self.rollouts.on_summary(batch.device_id, rec.body, self.now())
