@@ -72,9 +72,7 @@ def test_cloud_sigkilled_3_times(mosquitto: MosquittoBroker) -> None:
     assert out.pending == 0 and out.stored == 6000
     assert out.evicted == 0
     assert out.decisions_per_event_max == 1, "an event was decided (counted) twice"
-    # out.events_without_decision is printed, not asserted: a kill between the store commit and
-    # the decision loses the decision for good (pinned deterministically by the xfail below;
-    # typically 0-3 of 2,000 events here)
+    assert out.events_without_decision == 0, "a stored event never got its decision"
 
 
 class _Crash(Exception):
@@ -82,13 +80,8 @@ class _Crash(Exception):
     (sqlite 'database is locked', a bug in a rule, or the process dying there)."""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cloud/aggregator/handler.py _batch: store_batch commits the records, then handle_event "
-    "decides on result.new only. If anything fails (or the process dies) between the two, the "
-    "batch is not acked, the device resends it, the records are now duplicates and no decision "
-    "is ever made: the event's alert is lost. Fix: decide on stored events that have no decision "
-    "yet (handle_event is already idempotent by alert id), or commit decision and record together."))
 def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored, then the process fails before deciding: the redelivery gets the decision made."""
     import cloud.aggregator.handler as handler
     from cloud.rules.notify import NotificationPolicy
     from cloud.store.db import CloudStore
@@ -116,7 +109,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
 
 def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     """A writer process SIGKILLed while storing batches leaves a database that passes
-    integrity_check (whole batches are not guaranteed: see the xfail below)."""
+    integrity_check and holds whole batches only."""
     import subprocess
     import sys
 
@@ -136,19 +129,14 @@ def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     con = sqlite3.connect(str(db))
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert con.execute("SELECT COUNT(*) FROM records").fetchone()[0] > 0
+        n = con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        assert n > 0 and n % 10 == 0, f"{n} rows: a partial batch was committed"
     finally:
         con.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sqlite-utils 4.x Database.execute() COMMITs each write statement that it runs outside an "
-    "open transaction, and `with db.conn:` opens none, so `with self.db.conn:` blocks built on "
-    "db.execute are not atomic: CloudStore.store_batch commits record by record (a SIGKILL "
-    "mid-batch leaves part of it; seen: 102 rows of 10-row batches), Outbox.append commits the "
-    "row and its counter separately, and the rules' alert/incident writes likewise. Fix: use "
-    "`with self.db.atomic():` (sqlite-utils' transaction context manager)."))
 def test_store_batch_is_atomic() -> None:
+    """A batch that fails half-way leaves nothing behind (db.atomic(), not `with db.conn:`)."""
     from cloud.store.db import CloudStore
     from shared.schemas import Record, UplinkBatch
 
