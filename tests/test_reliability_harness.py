@@ -334,6 +334,7 @@ class Outcome:
     def ok(self) -> bool:
         return (not self.lost and not self.duplicates and not self.unexpected
                 and self.evicted <= self.evicted_counted
+                and self.events_without_decision == 0 and self.decisions_per_event_max <= 1
                 and all(v == "ok" for v in self.integrity.values())
                 and self.seq_strictly_increasing)
 
