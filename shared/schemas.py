@@ -16,6 +16,7 @@ from shared.topics import TopicError, check_id
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
+MAX_DEPTH = 64  # JSON nesting accepted by decode (deeper bodies could not be re-encoded)
 RECORD_KINDS = ("event", "summary", "raw", "report")
 STATES = ("online", "offline", "stopped")
 FEEDBACK_ACTIONS = ("confirm", "dismiss", "normal_for_her", "label", "delivered", "opened",
@@ -129,6 +130,8 @@ def decode(payload: bytes) -> Message:
         raise SchemaError("payload JSON is nested too deeply: publish JSON made by shared.schemas.encode") from None
     if not isinstance(d, dict):
         raise SchemaError(f"payload must be a JSON object, found {type(d).__name__}")
+    if _too_deep(d, MAX_DEPTH):
+        raise SchemaError(f"payload JSON is nested deeper than {MAX_DEPTH} levels: flatten the body")
     v = d.get("v")
     if v != SCHEMA_VERSION:
         raise SchemaError(f"schema version v={v!r} is not supported (this side speaks v={SCHEMA_VERSION}): "
@@ -138,6 +141,20 @@ def decode(payload: bytes) -> Message:
     if cls is None:
         raise SchemaError(f"type {d.get('type')!r} is unknown: expected one of {sorted(_TYPES)}")
     return _build(cls, d, cls.type)
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """True when containers nest deeper than ``limit`` (iterative: no recursion of our own)."""
+    stack = [(obj, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(x, dict):
+            stack.extend((v, depth + 1) for v in x.values() if isinstance(v, dict | list))
+        elif isinstance(x, list):
+            stack.extend((v, depth + 1) for v in x if isinstance(v, dict | list))
+    return False
 
 
 def _no_nan(name: str) -> None:
