@@ -66,6 +66,7 @@ class SimConfig:
     out: Path = Path("out/feedback_loop")
     broker_url: str = ""  # empty: start a private mosquitto on a free port
     personalise_from_day: float | None = None  # None: half way
+    personalise: bool = True  # False: a control run, personalisation never switched on
     owners: OwnerConfig = field(default_factory=OwnerConfig)
     accel: bool = False  # accelerometer bursts in the collar stream (unused without the classifier)
     progress: Callable[[str], None] | None = None
@@ -302,7 +303,7 @@ def run_simulation(cfg: SimConfig) -> SimResult:
             while cloud.feedback_handled < fb_published and time.monotonic() < deadline:
                 if not cloud.drain():
                     time.sleep(0.002)
-            if until >= split_s and not cloud.commander.personalise:
+            if cfg.personalise and until >= split_s and not cloud.commander.personalise:
                 cloud.agg.policy = cloud.full_policy
                 n = cloud.commander.release_held()
                 say(f"day {until / DAY:g}: personalisation ON (rule 'personalised' in force, {n} held "

@@ -257,7 +257,8 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
     L.append(f"fleet: quirks {dict(quirks)}; owners: {cfg.owners.p_wrong:.0%} wrong answers, "
              f"{cfg.owners.p_ignore:.0%} ignored, {cfg.owners.p_open_only:.0%} opened only")
     L.append(f"phase 1 = days 0-{cfg.split_day:g} without personalisation (no 'personalised' rule, config "
-             f"commands held); phase 2 = days {cfg.split_day:g}-{cfg.days:g} with it")
+             f"commands held); phase 2 = days {cfg.split_day:g}-{cfg.days:g} "
+             + ("with it" if getattr(cfg, "personalise", True) else "STILL WITHOUT it (control run)"))
     L.append("")
     head = f"{'':<10}{'alerts/ind-wk':>14}{'false/ind-wk':>13}{'precision':>10}{'recall':>12}{'delay(med)':>11}" \
            f"{'notified':>9}{'true':>6}{'false':>6}{'quirk-FP':>9}{'suppr.pers':>11}"
