@@ -292,9 +292,9 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
     L.append("")
     L.append("owner feedback as the cloud measures it (cloud.quality, per model version):")
     for p_name, lo, hi in (("phase 1", 0, cfg.split_day), ("phase 2", cfg.split_day, cfg.days)):
-        rows = quality_by_model_version(res.store, res.start_ts + lo * DAY, res.start_ts + hi * DAY)
+        qrows = quality_by_model_version(res.store, res.start_ts + lo * DAY, res.start_ts + hi * DAY)
         L.append(f"  {p_name}:")
-        L += ["    " + x for x in format_quality_table(rows).splitlines()]
+        L += ["    " + x for x in format_quality_table(qrows).splitlines()]
     L.append("")
     L.append("retraining (cloud.retrain rules evaluated at every simulated midnight):")
     ev = Counter((e["rule"], e["outcome"]) for e in evaluations(res.store))
@@ -325,7 +325,26 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
     return "\n".join(L)
 
 
-def plot(phases: list[dict[str, Any]], path: Path) -> None:
+def compare_with_control(phases: list[dict[str, Any]], control: list[dict[str, Any]]) -> str:
+    """Phase 2 of this run against phase 2 of a control run (same fleet and seed, personalisation
+    never switched on): the personalisation effect without the change of time and release."""
+    p, c = phases[1], control[1]
+    L = ["personalisation against a control run (same fleet, seed and owners; personalisation never on):",
+         f"{'phase 2':<22}{'alerts/ind-wk':>14}{'false/ind-wk':>13}{'precision':>10}{'recall':>12}{'delay(med)':>11}"]
+    for name, x in (("control (off)", c), ("this run (on)", p)):
+        rec = f"{_pct(x['recall'])} ({x['detected']}/{x['conditions']})"
+        L.append(f"{name:<22}{x['alerts_per_ind_week']:>14.3f}{x['false_per_ind_week']:>13.3f}"
+                 f"{_pct(x['precision']):>10}{rec:>12}{_f(x['delay_median_h'], '.1f') + ' h':>11}")
+    cut = None if not c["false_per_ind_week"] else 1 - p["false_per_ind_week"] / c["false_per_ind_week"]
+    L.append(f"  false alerts per individual-week cut by >= 50% vs control: {_pct(cut)} "
+             f"{'MET' if cut is not None and cut >= 0.5 else 'MISSED'}")
+    if p["recall"] is not None and c["recall"] is not None:
+        L.append(f"  recall within 5 points of control: {_pct(c['recall'])} -> {_pct(p['recall'])} "
+                 f"{'MET' if c['recall'] - p['recall'] <= 0.05 else 'MISSED'}")
+    return "\n".join(L)
+
+
+def plot(phases: list[dict[str, Any]], path: Path, personalised: bool = True) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,7 +371,7 @@ def plot(phases: list[dict[str, Any]], path: Path) -> None:
     a2.set_ylabel("%")
     a2.legend()
     a2.set_title("precision and recall")
-    fig.suptitle("phase 1: no personalisation; phase 2: personalisation on")
+    fig.suptitle("phase 1: no personalisation; phase 2: personalisation " + ("on" if personalised else "still off"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
