@@ -289,6 +289,9 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
                  f"{'MET' if drop <= 0.05 else 'MISSED'}")
     for name, (ok, detail) in inv.items():
         L.append(f"  {name}: {'MET' if ok else 'MISSED'} ({detail})")
+    gaps = personalisation_gaps(res)
+    if gaps:
+        L.append(f"  phase-2 false alerts personalisation did not stop: {dict(gaps)}")
     L.append("")
     L.append("owner feedback as the cloud measures it (cloud.quality, per model version):")
     for p_name, lo, hi in (("phase 1", 0, cfg.split_day), ("phase 2", cfg.split_day, cfg.days)):
@@ -323,6 +326,34 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
     L.append(f"commands: {dict(res.commands)}; device replies to config commands: {dict(res.config_replies)}")
     L.append(f"owners: {dict(res.owners.counts)}")
     return "\n".join(L)
+
+
+def personalisation_gaps(res: SimResult) -> Counter[str]:
+    """Why phase-2 false alerts were not caught by personalisation: no personalisation row for
+    the individual yet, a metric of the event without a row, or a deviation beyond the accepted
+    threshold (rows as of the alert's time)."""
+    db = res.store.db
+    t0, split = res.start_ts, res.start_ts + res.cfg.split_day * DAY
+    by_ind = {s.individual_id: s for s in res.fleet}
+    out: Counter[str] = Counter()
+    for ind, ts, metrics, base, obs in db.execute(
+            "SELECT individual_id, ts, metrics, baseline, observed FROM alerts WHERE notified_at IS NOT NULL "
+            "AND ts >= ?", [split]).fetchall():
+        if by_ind[ind].condition_at(ts - t0):
+            continue
+        rows = {r[0]: r[1] for r in db.execute(
+            "SELECT metric, MAX(threshold) FROM personalisation WHERE individual_id = ? AND ts < ? GROUP BY metric",
+            [ind, ts]).fetchall()}
+        m, b, o = json.loads(metrics or "[]"), json.loads(base or "{}"), json.loads(obs or "{}")
+        if not rows:
+            out["no personalisation for the individual yet"] += 1
+        elif any(k not in rows for k in m):
+            out["a metric of the event has no personalisation"] += 1
+        elif any(k in b and k in o and rows[k] is not None and abs(o[k] - b[k]) > rows[k] for k in m):
+            out["deviation beyond the accepted threshold"] += 1
+        else:
+            out["within the accepted range (device-side config changed the event)"] += 1
+    return out
 
 
 def compare_with_control(phases: list[dict[str, Any]], control: list[dict[str, Any]]) -> str:
