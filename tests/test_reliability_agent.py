@@ -32,9 +32,9 @@ def agent_kill_run(broker: MosquittoBroker, *, kills: int = 50, rate: float = 40
     rng = random.Random(seed)
     work = fast_dir()
     ctx = forkserver_context()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
     try:
-        cloud = CloudProcess(work / "cloud.db", broker.url).start()
-        cloud.wait_serving()
+        cloud.start().wait_serving()
         spec = DeviceSpec("chaos-a0", work / "dev", broker.url,
                           kinds=("event", "summary", "summary", "summary"))
         bad: list[tuple[int, str]] = []
@@ -65,6 +65,7 @@ def agent_kill_run(broker: MosquittoBroker, *, kills: int = 50, rate: float = 40
         row["_bad"] = bad
         return row
     finally:
+        cloud.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

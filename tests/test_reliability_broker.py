@@ -30,9 +30,9 @@ def broker_kill_run(broker: MosquittoBroker, *, devices: int = 2, events: int = 
     """Run the scenario on a started broker; returns the measured row (see Outcome.row)."""
     rng = random.Random(seed)
     work = fast_dir()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
     try:
-        cloud = CloudProcess(work / "cloud.db", broker.url).start()
-        cloud.wait_serving()
+        cloud.start().wait_serving()
         per = events // devices
         # a quarter events (each gets a notification decision in the cloud), the rest summaries
         specs = [DeviceSpec(f"chaos-b{i}", work / f"dev{i}", broker.url, kinds=MIX)
@@ -55,6 +55,7 @@ def broker_kill_run(broker: MosquittoBroker, *, devices: int = 2, events: int = 
         row["_outcome"] = out
         return row
     finally:
+        cloud.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

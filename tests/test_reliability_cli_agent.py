@@ -37,13 +37,14 @@ def _agent(trace: Path, state: Path, url: str, log: Path) -> subprocess.Popen[by
 def test_edgeloop_agent_process_sigkilled(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     rng = random.Random(6)
     work = fast_dir()
+    cloud = CloudProcess(work / "cloud.db", mosquitto.url)
+    p: subprocess.Popen[bytes] | None = None
     try:
         # not under /dev/shm: device/reader.open_source takes any /dev/ path for a serial port
         trace = tmp_path / "collar.bin"
         subprocess.run([str(EDGELOOP), "sim", "--trace", str(trace), "--days", "3", "--seed", "3"],
                        check=True, capture_output=True, cwd=str(REPO), timeout=120)
-        cloud = CloudProcess(work / "cloud.db", mosquitto.url).start()
-        cloud.wait_serving()
+        cloud.start().wait_serving()
         state = work / "state"
         log = work / "agent.log"
         bad = []
@@ -70,4 +71,8 @@ def test_edgeloop_agent_process_sigkilled(mosquitto: MosquittoBroker, tmp_path: 
         assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
         assert out.pending == 0 and out.stored == out.accepted
     finally:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait(10)
+        cloud.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -33,9 +33,9 @@ def cloud_kill_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 
                    kills: int = 3, rate: float = 600.0, seed: int = 3) -> dict[str, Any]:
     rng = random.Random(seed)
     work = fast_dir()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
     try:
-        cloud = CloudProcess(work / "cloud.db", broker.url).start()
-        cloud.wait_serving()
+        cloud.start().wait_serving()
         specs = [DeviceSpec(f"chaos-c{i}", work / f"dev{i}", broker.url, kinds=MIX)
                  for i in range(devices)]
         results: list[dict[str, Any]] = []
@@ -59,6 +59,7 @@ def cloud_kill_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 
         row["_outcome"] = out
         return row
     finally:
+        cloud.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

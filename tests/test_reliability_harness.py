@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import multiprocessing
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +269,7 @@ class CloudProcess:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True, cwd=str(REPO))
         self.starts += 1
+        _CLOUDS.add(self)
         return self
 
     def wait_serving(self, timeout: float = 30.0) -> None:
@@ -307,6 +310,16 @@ class CloudProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+_CLOUDS: weakref.WeakSet[CloudProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_clouds() -> None:  # pragma: no cover - safety net (they run in their own session)
+    for c in list(_CLOUDS):
+        with contextlib.suppress(Exception):
+            c.kill()
 
 
 # --------------------------------------------------------------------------- checker

@@ -45,9 +45,9 @@ def network_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 400
     rng = random.Random(seed)
     work = fast_dir()
     proxy = FaultProxy(broker.port).start()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
     try:
-        cloud = CloudProcess(work / "cloud.db", broker.url).start()
-        cloud.wait_serving()
+        cloud.start().wait_serving()
         specs = [DeviceSpec(f"chaos-n{i}", work / f"dev{i}", proxy.url, keepalive=KEEPALIVE,
                             reconnect_max=1.0, kinds=("event", "summary", "summary"))
                  for i in range(devices)]
@@ -90,6 +90,7 @@ def network_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 400
         row["_detect"] = detect
         return row
     finally:
+        cloud.stop()
         proxy.stop()
         shutil.rmtree(work, ignore_errors=True)
 
