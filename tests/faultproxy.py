@@ -84,7 +84,10 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         self._abort_all()
-        await asyncio.sleep(0)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:  # connection handlers still holding a blackholed link
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def __enter__(self) -> FaultProxy:
         return self.start()

@@ -37,15 +37,11 @@ from shared.schemas import (
 
 N_MUTATIONS = 100_000
 
-# Defects found by this file in shared/schemas, each pinned by a strict xfail test below. The
-# volume test tolerates exactly these (and reports how often it hit them); delete an entry when
-# its xfail test starts passing. (Fixed since: RecursionError out of json.loads on deep nesting,
-# TypeError on a non-string "type".)
-_KNOWN_DEFECTS: dict[str, Callable[[BaseException], bool]] = {
-    # decode accepts JSON nested ~600+ levels deep that encode (dataclasses.asdict) cannot
-    # serialise again: RecursionError on the round trip
-    "accepted but not re-encodable -> RecursionError": lambda e: isinstance(e, RecursionError),
-}
+# Defects this file found in shared/schemas (all fixed since, each kept as a plain test below):
+# RecursionError out of json.loads on deep nesting, TypeError on a non-string "type", and
+# bodies nested too deep to re-encode. The volume test tolerates the entries of this table,
+# now none; add one (with a strict xfail pinning it) only while a found defect is open.
+_KNOWN_DEFECTS: dict[str, Callable[[BaseException], bool]] = {}
 
 
 def _known(exc: BaseException) -> str | None:
@@ -388,12 +384,8 @@ def test_command_handler_survives_decode_defects(payload: bytes) -> None:
     assert h.handle(payload)[1] is False
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "shared/schemas.py: decode accepts a record body nested 600 levels deep (json.loads copes), "
-    "but encode() of the decoded message raises RecursionError in dataclasses.asdict, so "
-    "decode(encode(m)) == m breaks and any code re-encoding it (forwarding, reports) raises. "
-    "Fix: bound nesting depth in decode (e.g. 64 levels) with a SchemaError."))
 def test_decoded_message_always_re_encodes() -> None:
+    """A body nested 600 levels deep once decoded but could not be encoded again."""
     inner = b"[" * 600 + b"1" + b"]" * 600
     payload = (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":1,"kind":"event",'
                b'"ts":1,"individual_id":"x","body":{"a":' + inner + b"}}]}")
