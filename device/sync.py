@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 from device.outbox import Row
 from shared import schemas, topics
-from shared.mqtt import MqttConfig, connect_async, make_client
+from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Uplink:
         self.events.put(SyncEvent("connected", detail=str(getattr(flags, "session_present", ""))))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        rearm_backoff(client, self.cfg)
         self.events.put(SyncEvent("disconnected", detail=str(rc)))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:

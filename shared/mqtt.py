@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import ssl
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,7 +28,7 @@ class MqttConfig:
     tls_cert: str = field(default="", metadata=doc("client certificate file for TLS"))
     tls_key: str = field(default="", metadata=doc("client key file for TLS"))
     session_expiry: int = field(default=7 * 86400, metadata=doc("persistent session lifetime (s, MQTT 5)"))
-    reconnect_min: float = field(default=0.5, metadata=doc("first reconnect delay (s)"))
+    reconnect_min: float = field(default=1.0, metadata=doc("first reconnect delay (s), x uniform(0.5, 1.5) jitter"))
     reconnect_max: float = field(default=30.0, metadata=doc("longest reconnect delay (s)"))
 
     def validate(self) -> None:
@@ -64,8 +65,16 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
                            keyfile=cfg.tls_key or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt -> tls: cannot load certificates: {exc}") from None
-    client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min)), max_delay=int(cfg.reconnect_max))
+    rearm_backoff(client, cfg)
     return client
+
+
+def rearm_backoff(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """Exponential reconnect backoff with jitter: paho doubles the delay from ``min_delay`` on each
+    failed attempt; a fresh random ``min_delay`` after every disconnect keeps a fleet that lost the
+    same broker from reconnecting in the same instant."""
+    client.reconnect_delay_set(min_delay=cfg.reconnect_min * random.uniform(0.5, 1.5),  # type: ignore[arg-type]
+                               max_delay=int(cfg.reconnect_max))
 
 
 def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 
 from cloud.aggregator.handler import Aggregator
 from shared import topics
-from shared.mqtt import MqttConfig, connect_async, make_client
+from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class AggregatorService:
         self.client.max_inflight_messages_set(64)
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
         self.cfg = mqtt_cfg
         aggregator.publish = self.publish
 
@@ -42,6 +42,10 @@ class AggregatorService:
                           (topics.FEEDBACK_FILTER, 1)])
         self.connected.set()
         logger.info("cloud.connected", extra={"shared": self.shared})
+
+    def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
+        self.connected.clear()
+        rearm_backoff(client, self.cfg)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
