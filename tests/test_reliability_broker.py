@@ -10,7 +10,6 @@ import shutil
 import time
 from typing import Any
 
-import pytest
 from brokers import MosquittoBroker
 from test_reliability_harness import (
     CloudProcess,
