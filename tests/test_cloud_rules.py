@@ -95,7 +95,8 @@ def test_collect_more_for_a_single_moderate_metric(store):
 @pytest.mark.parametrize(("kw", "rule"), [
     ({"score": 0.2}, "low-score"),
     ({"warming_up": True}, "warming-up"),
-    ({"score": 0.45, "severity": "warning"}, "catch-all"),
+    ({"score": 0.65, "severity": "info", "metrics": ["hr_rest"], "directions": [1], "baseline": [60.0],
+      "observed": [70.0]}, "info-hold"),
 ])
 def test_uncertain(store, kw, rule):
     d = event(store, **kw)
@@ -105,14 +106,19 @@ def test_uncertain(store, kw, rule):
 
 
 def test_info_events_are_held_or_make_the_device_collect(store):
+    # several metrics deviating together are notified even at info severity ...
     d = event(store, severity="info", score=0.45)
-    assert (d.action, d.rule) == ("uncertain", "info-hold")
+    assert (d.action, d.rule) == ("notify", "multi-metric-evidence")
+    # ... a single weak metric makes the device collect more data instead
     one = event(store, ind="bella", severity="info", score=0.45, metrics=["hr_rest"], directions=[1],
                 baseline=[60.0], observed=[70.0])
     assert (one.action, one.rule) == ("collect_more", "single-weak-metric")
-    # and info is never deferred to be delivered after quiet hours
+    strong_one = event(store, ind="max", severity="info", score=0.65, metrics=["hr_rest"], directions=[1],
+                       baseline=[60.0], observed=[70.0])
+    assert (strong_one.action, strong_one.rule) == ("uncertain", "info-hold")
+    # and multi-metric evidence at night waits for the end of quiet hours
     night = event(store, t=10 * DAY + 23 * 3600, ind="luna", severity="info", score=0.45)
-    assert night.rule == "info-hold"
+    assert (night.action, night.rule) == ("suppress", "quiet-hours")
 
 
 def test_suppress_stale(store):
@@ -463,7 +469,7 @@ def test_count_condition_escalates_persistent_weak_signals():
 def test_describe_lists_rules_in_evaluation_order():
     text = POLICY.describe()
     lines = text.splitlines()
-    assert lines[0] == "cloud/default_rules.toml: 15 rules, first match wins"
+    assert lines[0] == "cloud/default_rules.toml: 16 rules, first match wins"
     assert [ln.split()[1] for ln in lines[1:]] == [r.name for r in POLICY.rules]
     assert "quiet-hours" in text and "suppress (deferred)  quiet_hours=true" in text
     assert lines[-1].split()[-1] == "always"
