@@ -356,7 +356,30 @@ def personalisation_gaps(res: SimResult) -> Counter[str]:
     return out
 
 
-def compare_with_control(phases: list[dict[str, Any]], control: list[dict[str, Any]]) -> str:
+def lost_conditions(res: SimResult, control: SimResult) -> list[str]:
+    """Phase-2 conditions notified in the control run but not in this one, with what happened here."""
+    t0 = res.start_ts
+    split = res.cfg.split_day * DAY
+    out = []
+    q = "SELECT rule FROM alerts WHERE individual_id = ? AND ts >= ? AND ts <= ?"
+    for s in res.fleet:
+        for c in s.alert_conditions():
+            if c.start < split:
+                continue
+            lo, hi = t0 + c.start, t0 + c.end + GRACE_S
+
+            def notified(r: SimResult, ind: str = s.individual_id, lo: float = lo, hi: float = hi) -> bool:
+                return r.store.db.execute(q + " AND notified_at IS NOT NULL LIMIT 1", [ind, lo, hi]).fetchone() is not None
+
+            if notified(control) and not notified(res):
+                rules = [r[0] for r in res.store.db.execute(q, [s.individual_id, lo, hi]).fetchall()]
+                out.append(f"{s.individual_id} ({s.quirk or 'no quirk'}) {c.kind} +{c.magnitude:.0f}: "
+                           + (f"decided {rules}" if rules else "no device event"))
+    return out
+
+
+def compare_with_control(phases: list[dict[str, Any]], control: list[dict[str, Any]],
+                         lost: list[str] | None = None) -> str:
     """Phase 2 of this run against phase 2 of a control run (same fleet and seed, personalisation
     never switched on): the personalisation effect without the change of time and release."""
     p, c = phases[1], control[1]
@@ -372,6 +395,9 @@ def compare_with_control(phases: list[dict[str, Any]], control: list[dict[str, A
     if p["recall"] is not None and c["recall"] is not None:
         L.append(f"  recall within 5 points of control: {_pct(c['recall'])} -> {_pct(p['recall'])} "
                  f"{'MET' if c['recall'] - p['recall'] <= 0.05 else 'MISSED'}")
+    if lost:
+        L.append(f"  conditions notified in the control but not with personalisation ({len(lost)}):")
+        L += [f"    {x}" for x in lost]
     return "\n".join(L)
 
 
