@@ -39,6 +39,8 @@ from shared.payloads import DeviceInfo, PayloadError, decode_payload
 logger = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
 BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
+MAX_BATCH_BYTES = 192 * 1024  # below the cloud's 256 KiB message cap, with room for the envelope
+FORWARD_JUMP_S = 1800.0  # a frame this far ahead of the previous one: a gap or a clock jump
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
 
@@ -148,6 +150,9 @@ class Agent:
                 self.clock_offset += self._last_ts - ts
                 ts = self._last_ts
                 logger.warning("ingest.clock_jump", extra={"device_id": self.cfg.device_id})
+            elif self._last_ts is not None and ts > self._last_ts + FORWARD_JUMP_S:
+                # a gap or a forward clock jump: the two look alike from here; flagged either way
+                self.counts["gap_or_clock_jump_forward"] += 1
             self._last_ts = max(ts, self._last_ts or ts)
             closed = self.minutes.add(ts, reading)
             if closed is not None:
@@ -325,7 +330,7 @@ class Agent:
         while self.uplink.can_send():
             busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
             rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]
-            rows = rows[: self.cfg.outbox.batch_size]
+            rows = _fit_batch(rows, self.cfg.outbox.batch_size, MAX_BATCH_BYTES)
             if not rows or self.uplink.send(rows) is None:
                 break
 
@@ -403,6 +408,17 @@ class Agent:
                 "pending": self.outbox.pending_count(), "outbox": self.outbox.counters(),
                 "ingest": self.ingest_counts(), "latency": self.budget.report(),
                 "commands": dict(self.commands.counts)}
+
+
+def _fit_batch(rows: list[Any], max_rows: int, max_bytes: int) -> list[Any]:
+    """The leading rows that fit one MQTT message (always at least one: rows are capped smaller)."""
+    out, total = [], 0
+    for r in rows[:max_rows]:
+        if out and total + r.size > max_bytes:
+            break
+        out.append(r)
+        total += r.size
+    return out
 
 
 def _load_classifier(spec: Any) -> Any:

@@ -29,6 +29,7 @@ migrations = Migrations("edgeloop.device.outbox")
 
 PRIORITY = {"event": 0, "report": 1, "summary": 2, "raw": 3}  # lower = more important
 NEVER_EVICT = 0
+MAX_ROW_BYTES = 128 * 1024  # half the cloud's message cap: any row fits in a batch
 
 
 class BufferFullError(RuntimeError):
@@ -55,6 +56,7 @@ class Row:
     individual_id: str
     ts: float
     body: dict[str, Any]
+    size: int = 0  # stored bytes (JSON body + overhead): batches are bounded by it
 
 
 class Outbox:
@@ -77,6 +79,10 @@ class Outbox:
         """Durably add a row (committed before returning); returns its sequence number."""
         data = json.dumps(body, separators=(",", ":"), allow_nan=False)
         size = len(data) + 64
+        if size > MAX_ROW_BYTES:
+            self.bump("refused.too_large." + kind)
+            raise BufferFullError(f"{kind} row of {size} bytes exceeds {MAX_ROW_BYTES}: it could never be sent "
+                                  "(MQTT messages are capped); send less per record")
         prio = PRIORITY[kind]
         try:
             with self.db.atomic():
@@ -138,10 +144,10 @@ class Outbox:
         'published in the future': the wall clock went back, so the row is due at once)."""
         now = time.time() if now is None else now
         cur = self.db.execute(
-            "SELECT seq, kind, individual_id, ts, body FROM outbox WHERE published_at IS NULL "
+            "SELECT seq, kind, individual_id, ts, body, size FROM outbox WHERE published_at IS NULL "
             "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
             [now - self.resend_after, now + 1.0, limit])
-        return [Row(s, k, i, t, json.loads(b)) for s, k, i, t, b in cur.fetchall()]
+        return [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()]
 
     def mark_published(self, seqs: list[int], now: float | None = None) -> None:
         """The broker acknowledged (PUBACK) these rows: not due again until resend_after."""

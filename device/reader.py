@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
@@ -11,7 +13,7 @@ import serial
 from device.errors import SourceError
 
 logger = logging.getLogger(__name__)
-SERIAL_PREFIXES = ("/dev/", "loop://", "socket://", "rfc2217://", "spy://", "COM")
+SERIAL_URLS = ("loop://", "socket://", "rfc2217://", "spy://", "alt://", "hwgrep://")
 
 
 class ByteSource(Protocol):
@@ -81,7 +83,15 @@ class TraceSource:
 
 
 def open_source(spec: str, baudrate: int = 115200) -> ByteSource:
-    """A serial URL or device path opens with pyserial; anything else is read as a trace file."""
-    if spec.startswith(SERIAL_PREFIXES):
+    """A pyserial URL or a character device (a tty, a pty) opens with pyserial; a regular file
+    (even one under /dev/shm) is read as a trace."""
+    if spec.startswith(SERIAL_URLS) or _is_char_device(spec):
         return SerialSource(spec, baudrate)
     return TraceSource(spec)
+
+
+def _is_char_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return path.startswith(("/dev/tty", "/dev/pts/", "COM"))  # let pyserial name the problem

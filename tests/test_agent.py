@@ -76,13 +76,14 @@ def test_sensor_faults_are_counted_and_never_crash(tmp_path: Path, fleet) -> Non
         Condition("stuck", 0.5 * DAY, 3 * 3600.0),
         Condition("saturation", 1.0 * DAY, 600.0),
         Condition("clock_jump", 1.5 * DAY, 0.0, magnitude=-3600.0),
+        Condition("clock_jump", 1.8 * DAY, 0.0, magnitude=7200.0),
     ))
     a = run_trace(tmp_path, faulty, 2.0)
     c = a.ingest_counts()
     assert c["bytes_rejected"] > 1000 and c["crc_errors"] > 0 and c["resyncs"] > 0
     assert c["hr_stuck"] >= 60 and c["hr_saturated"] == 10
-    assert c["clock_jump_back"] == 1
-    assert c["windows"] >= 2 * 1440 - 60, "garbage costs frames, not the stream"
+    assert c["clock_jump_back"] == 1 and c["gap_or_clock_jump_forward"] == 1
+    assert c["windows"] >= 2 * 1440 - 60 - 120, "garbage costs frames, not the stream"
     assert a.outbox.integrity_ok()
 
 
