@@ -328,3 +328,18 @@ def test_cases_round_trip_type_edges(device: str, individual: str, seq: int, lab
     assert dev is not None and 0 <= dev <= 1e9
     assert len(others) == int(label.strip().lower() in {"missed", "miss", "missed_event", "missed_alert",
                                                         "false_alarm", "false_positive", "normal"})
+
+
+def test_a_candidate_that_never_alerts_is_blocked_by_confirmed_cases() -> None:
+    """Confirmed true positives are cases too: otherwise silence would pass every false-alarm case."""
+    store = CloudStore()
+    for i in range(5):
+        add_alert(store, f"ok{i}", NOW - (9 - i) * D, score=0.8, metrics={"resting_hr": (80, 60)}, seq=10 + i)
+        add_feedback(store, f"ok{i}", "confirm", NOW - (8 - i) * D)
+    for i in range(3):
+        add_alert(store, f"fa{i}", NOW - (5 - i) * D, score=0.5, metrics={"resting_hr": (64, 60)}, seq=20 + i)
+        add_feedback(store, f"fa{i}", "dismiss", NOW - (4 - i) * D)
+    capture_cases(store, NOW, RegressionConfig(sensitive_kinds=("miss", "confirmed"), capture_confirmed=True))
+    silent = check_release(store, {"min_score": 0.99, "default_metric_threshold": 1.0}, {"min_score": 0.0})
+    assert not silent.passed
+    assert sum(o.kind == "confirmed" and not o.candidate_alerted for o in silent.outcomes) == 5

@@ -70,16 +70,19 @@ class RegressionConfig:
     """Which cases become sensitive and how much trace each case keeps."""
 
     sensitive_kinds: tuple[str, ...] = field(
-        default=("miss",), metadata=doc("case kinds that are always sensitive (miss, false_alarm)"))
+        default=("miss",), metadata=doc("case kinds that are always sensitive (miss, false_alarm, confirmed)"))
+    capture_confirmed: bool = field(
+        default=False, metadata=doc("also keep confirmed true positives as cases (expected: alert), so a "
+                                    "candidate that stays silent cannot pass on false-alarm cases alone"))
     sensitive_severities: tuple[str, ...] = field(
         default=("critical",), metadata=doc("alert severities whose cases are sensitive"))
     raw_pad_seconds: float = field(
         default=3600.0, metadata=doc("raw records kept this long before the event start and after it"))
 
     def validate(self) -> None:
-        bad = set(self.sensitive_kinds) - {"miss", "false_alarm"}
+        bad = set(self.sensitive_kinds) - {"miss", "false_alarm", "confirmed"}
         if bad:
-            raise ValueError(f"sensitive_kinds: {sorted(bad)} unknown, use miss and/or false_alarm")
+            raise ValueError(f"sensitive_kinds: {sorted(bad)} unknown, use miss, false_alarm, confirmed")
         if self.raw_pad_seconds < 0:
             raise ValueError(f"raw_pad_seconds must be >= 0, found {self.raw_pad_seconds}")
 
@@ -146,7 +149,7 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
         for item in labelled(db, now) if items is None else items:
             kind = item.case_kind
             key = _source_key(item)
-            if kind is None or key in known:
+            if kind is None or key in known or (kind == "confirmed" and not cfg.capture_confirmed):
                 continue
             reasons = []
             if kind in cfg.sensitive_kinds:
@@ -163,7 +166,7 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
                    "seq": item.seq, "alert_id": item.alert_id, "feedback_id": item.feedback_id,
                    "source_key": key, "model_version": item.model_version,
                    "window": json.dumps(_window(store, item, cfg.raw_pad_seconds), default=str),
-                   "expected": "alert" if kind == "miss" else "no_alert",
+                   "expected": "alert" if kind in ("miss", "confirmed") else "no_alert",
                    "sensitive": int(bool(reasons)), "sensitive_reason": "; ".join(reasons),
                    "created": now, "source": json.dumps(source)}
             # OR IGNORE: another process may have captured the same case meanwhile (unique key)

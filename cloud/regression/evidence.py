@@ -79,8 +79,9 @@ class Labelled:
 
     @property
     def case_kind(self) -> str | None:
-        """Regression-case kind: ``miss``, ``false_alarm`` or None (a true positive is no case)."""
-        return {"miss": "miss", "fp": "false_alarm"}.get(self.outcome or "")
+        """Regression-case kind: ``miss``, ``false_alarm``, ``confirmed`` (a true positive the owner
+        confirmed: without these a candidate that never alerts would pass every false-alarm case)."""
+        return {"miss": "miss", "fp": "false_alarm", "tp": "confirmed"}.get(self.outcome or "")
 
 
 def table_exists(db: Database, name: str) -> bool:
