@@ -405,3 +405,15 @@ def test_two_aggregators_on_one_store_do_not_resend(tmp_path) -> None:  # type: 
     assert first and other.tick(T0 + 1) == []  # state lives in the store, not in the manager
     assert other.on_reply(first[0].device_id, "install_shadow", True, "ok", T0 + 2)
     assert not mgr.on_reply(first[0].device_id, "install_shadow", True, "dup", T0 + 3)
+
+
+def test_a_check_against_an_older_fleet_release_does_not_start_a_rollout() -> None:
+    """A candidate checked while v1 ran may not roll out over v3: the check must be redone."""
+    store, mgr = make()
+    register_release(store, ReleaseRef("collar", "3", "c" * 64), status="fleet", now=T0 + D,
+                     detector_config={"min_score": 0.5})
+    with pytest.raises(ReleaseNotCheckedError, match="checked against v1, but the fleet now runs v3"):
+        mgr.start(V2, DEVICES, T0 + 2 * D)
+    check_release(store, {"min_score": 0.3}, {"min_score": 0.5}, candidate_ref=V2,
+                  current_ref=ReleaseRef("collar", "3", "c" * 64), now=T0 + 2 * D)
+    assert mgr.start(V2, DEVICES, T0 + 2 * D) > 0

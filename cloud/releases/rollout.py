@@ -318,7 +318,7 @@ class RolloutManager:
         """Start a rollout of a release that passed its release check; returns the rollout id.
 
         Raises ReleaseNotCheckedError without a passed check for exactly (name, version, sha256,
-        ``detector_config``),
+        ``detector_config``) against the release the fleet runs now,
         RolloutConflictError while another rollout of the same model is active.
         """
         check = passed_check_id(self.store, ref, detector_config)
@@ -327,6 +327,13 @@ class RolloutManager:
                 f"release {ref.name} v{ref.version} (sha256 {ref.sha256[:12] or '-'}"
                 f"{', this detector config' if detector_config is not None else ''}) has no passed "
                 "release check: run `edgeloop release check BUNDLE` and fix what it blocks on")
+        cur = current_release(self.store, ref.name)
+        checked_against = self.db.execute("SELECT current_version FROM release_checks WHERE id = ?",
+                                          [check]).fetchone()[0]
+        if cur is not None and checked_against != str(cur["version"]):
+            raise ReleaseNotCheckedError(
+                f"release {ref.name} v{ref.version} was checked against v{checked_against or '-'}, but the "
+                f"fleet now runs v{cur['version']}: run `edgeloop release check BUNDLE` again")
         busy = self.db.execute("SELECT id, version FROM rollouts WHERE model_name = ? AND state IN "
                                f"({', '.join('?' * len(ACTIVE))})", [ref.name, *ACTIVE]).fetchone()
         if busy is not None:
@@ -337,7 +344,6 @@ class RolloutManager:
         if not devs:
             raise NoDevicesError("a rollout needs at least one device, found none: pass the fleet's "
                                  "device ids (or let devices connect once so the cloud knows them)")
-        cur = current_release(self.store, ref.name)
         with self.db.atomic():
             rid = int(self.db.table("rollouts").insert({
                 "model_name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
