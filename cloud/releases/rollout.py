@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +50,7 @@ from cloud.releases.errors import (
     RolloutConflictError,
     RolloutNotFoundError,
 )
-from cloud.store.db import CloudStore
+from cloud.store.db import CloudStore, write_lock
 from shared.schemas import Reply
 
 logger = logging.getLogger(__name__)
@@ -126,24 +125,6 @@ def parse_command_id(command_id: str) -> tuple[int, str] | None:
     if len(parts) != 4 or parts[0] != "rollout" or parts[2] not in COMMANDS or not parts[1].isdigit():
         return None
     return int(parts[1]), parts[2]
-
-
-@contextmanager
-def _exclusive(db: Database) -> Iterator[None]:
-    """A write transaction taken up front (BEGIN IMMEDIATE), so two aggregators ticking the same
-    store serialise instead of both reading "nothing sent yet"; a savepoint when already inside one."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if db.conn.in_transaction:
-            db.conn.execute("ROLLBACK")
-        raise
-    db.conn.execute("COMMIT")
 
 
 def cohort_fraction(device_id: str, salt: str) -> float:
@@ -396,7 +377,7 @@ class RolloutManager:
             cols["installed_at"] = now
         if ok and command_name == "promote":
             cols["promoted_at"] = now
-        with _exclusive(self.db):
+        with write_lock(self.db):
             row = self.db.execute(
                 "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
                 f"WHERE d.device_id = ? AND d.outstanding = ? AND r.state IN ({', '.join('?' * len(ACTIVE))}) "
@@ -453,7 +434,7 @@ class RolloutManager:
             f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(ACTIVE))}) ORDER BY id",
             list(ACTIVE)).fetchall()]
         for rid in rids:
-            with _exclusive(self.db):
+            with write_lock(self.db):
                 actions += self._tick_one(self._rollout(rid), now)
         return actions
 

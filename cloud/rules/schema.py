@@ -15,12 +15,12 @@ keep their columns (add new ones only in new migrations).
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Iterator
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from cloud.store.db import write_lock  # noqa: F401 - re-exported for the rules and feedback
 
 migrations = Migrations("edgeloop.cloud.rules")
 _READY: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -75,24 +75,6 @@ def m002_decision_indexes(db: Database) -> None:
     db.table("alerts").create_index(["individual_id", "notified_at"])
     db.table("alerts").create_index(["device_id", "action", "decided_at"])
     db.table("feedback").create_index(["consumed_by"])
-
-
-@contextlib.contextmanager
-def write_lock(db: Database) -> Iterator[None]:
-    """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
-    aggregators on one database cannot both decide on stale reads; nested use is a savepoint."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    else:
-        db.conn.execute("COMMIT")
 
 
 def ensure_schema(db: Database) -> None:

@@ -6,10 +6,12 @@ transactionally); other cloud modules add their own tables with their own migrat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,24 @@ def m001_records(db: Database) -> None:
     )
 
 
+@contextlib.contextmanager
+def write_lock(db: Database) -> Iterator[None]:
+    """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
+    aggregators on one database cannot both act on stale reads; nested use is a savepoint."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    else:
+        db.conn.execute("COMMIT")
+
+
 @dataclass(frozen=True)
 class StoreResult:
     new: tuple[Record, ...]
@@ -58,7 +78,9 @@ class CloudStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        migrations.apply(self.db)
+        if migrations.pending(self.db):
+            with write_lock(self.db):  # two processes opening a fresh file at once must queue
+                migrations.apply(self.db)
 
     def store_batch(self, batch: UplinkBatch) -> StoreResult:
         """Insert the batch's records once each, in one transaction; returns the new ones."""
