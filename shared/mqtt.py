@@ -80,7 +80,7 @@ def rearm_backoff(client: mqtt.Client, cfg: MqttConfig) -> None:
 def paho_keepalive(cfg: MqttConfig) -> int:
     """paho pings after one keepalive of silence and gives up after another, so a dead link is
     noticed after ~2x what it is given: give it 0.75x the configured value to notice within 1.5x."""
-    return max(1, round(cfg.keepalive * 0.75))
+    return max(1, int(cfg.keepalive * 0.75))
 
 
 def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:

@@ -113,7 +113,7 @@ def test_network_cut_and_half_open_3_times_each(mosquitto: MosquittoBroker) -> N
     assert out.pending == 0 and out.stored == 4000 and out.evicted == 0
     assert len(detect) == 3 and all(d < float("inf") for d in detect), detect
     # paho notices a silent link K after its PINGREQ went unanswered: at most 2 K (+ slack)
-    assert max(detect) <= 2 * KEEPALIVE + 1.2, detect  # + paho's 1 s loop tick
+    assert max(detect) <= 1.5 * KEEPALIVE + 1.2, detect  # + paho's 1 s loop tick
 
 
 def test_dead_link_detected_by_keepalive(mosquitto: MosquittoBroker) -> None:
@@ -144,7 +144,7 @@ def test_dead_link_detected_by_keepalive(mosquitto: MosquittoBroker) -> None:
         # paho 2.2: PINGREQ after K s with nothing received, give up K s after that. Under
         # load this lands between 1.5 K and 2 K (measured 1.54-2.05 K), so the 1.5 K that
         # MqttConfig.keepalive documents is not a bound: see docs/production.md
-        assert took <= 2 * KEEPALIVE + 1.2  # + paho's 1 s loop tick
+        assert took <= 1.5 * KEEPALIVE + 1.2  # + paho's 1 s loop tick
     finally:
         proxy.pass_through()
         dev.close()
