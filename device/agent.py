@@ -8,6 +8,7 @@ never raised: the agent keeps serving.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from cloud.regression.replay import GATE_KEYS, AlertGate, event_numbers
 from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
-from device.detect.engine import DeviationEvent, Engine
+from device.detect.engine import DeviationEvent, Engine, EngineConfig
 from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
@@ -81,7 +83,8 @@ class Agent:
         self.budget = LatencyBudget(cfg.budget_ms)
         self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
-        self.detector_version = hashlib.sha256(repr(self.engine.config).encode()).hexdigest()[:12]
+        self.gate: Any = None
+        self._apply_detector_config()
         self.raw_until = 0.0
         self.end_of_stream = False
         self.clock_offset = 0.0
@@ -194,6 +197,9 @@ class Agent:
         body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
                     observed=json_floats(ev.observed), model_version=self.model_version,
                     detector_version=self.detector_version)
+        if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
+            self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
+            return
         self._append("event", ev.ts, body)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
@@ -262,7 +268,30 @@ class Agent:
         self.classifier = slots.active_classifier()
         self.model_version = self.classifier.sha256[:12]
         self.shadow_stats.reset()
-        return {"model_version": self.model_version, "models": slots.status()}
+        self._apply_detector_config()
+        return {"model_version": self.model_version, "detector_version": self.detector_version,
+                "models": slots.status()}
+
+    def _apply_detector_config(self) -> None:
+        """A release's detector config (``detector.json`` in the signed bundle) takes effect here:
+        engine keys (EngineConfig fields) rebuild the engine from its own state, so nothing is
+        relearnt; alert-gate keys (min_score, metric_thresholds, ...) filter events before they are
+        queued, with the same semantics the cloud's release check replays."""
+        cfg = self.slots.detector_config("active") if self.slots is not None else {}
+        engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
+        try:
+            new = dataclasses.replace(EngineConfig(), **{k: float(v) for k, v in cfg.items() if k in engine_keys})
+            gate = AlertGate.from_config(cfg) if any(k in cfg for k in GATE_KEYS) else None
+        except (ValueError, TypeError) as exc:  # signed but unusable: keep what runs, say so
+            self.counts["detector_config_rejected"] += 1
+            logger.error("agent.detector_config_rejected", extra={"reason": str(exc)})
+            cfg, new, gate = {}, self.engine.config, None
+        if new != self.engine.config:
+            self.engine = Engine.from_state(self.engine.state(), self.features.metrics, config=new,
+                                            directions=self.features.directions)
+        self.gate = gate
+        self.detector_version = hashlib.sha256(
+            json.dumps(cfg, sort_keys=True).encode() + repr(self.engine.config).encode()).hexdigest()[:12]
 
     def _cmd_install_shadow(self, args: dict[str, Any]) -> dict[str, Any]:
         slots = self._need_slots()

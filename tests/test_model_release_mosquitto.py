@@ -121,3 +121,28 @@ def test_targeted_rollback_never_downgrades_an_uninvolved_device(tmp_path: Path)
     assert out["undone"] is None and agent.slots.status()["active"]["version"] == 2  # type: ignore[union-attr]
     agent._cmd_rollback({"name": "activity", "version": 2})
     assert agent.slots.status()["active"]["slot"] == "factory"  # type: ignore[union-attr]
+
+
+def test_a_release_detector_config_takes_effect_on_the_device(tmp_path: Path) -> None:
+    from device.detect.engine import DeviationEvent
+
+    priv, pub = generate_keypair()
+    save_public_key(tmp_path / "cloud.pub", pub)
+    agent = Agent(AgentConfig(device_id="collar-000", state_dir=str(tmp_path / "dev"),
+                              cloud_public_key=str(tmp_path / "cloud.pub")), connect=False)
+    before = agent.detector_version
+    bundle = build_bundle(FACTORY_MODEL.read_bytes(), {"min_score": 0.6, "cusum_h": 6.0}, name="activity",
+                          version=2, private_key=priv, device_class="collar", model_meta=load_manifest()["model"])
+    agent._cmd_install_shadow({"bundle_b64": base64.b64encode(bundle).decode()})
+    out = agent._cmd_promote({})
+    assert agent.engine.config.cusum_h == 6.0 and out["detector_version"] != before
+
+    def event(score: float) -> DeviationEvent:
+        return DeviationEvent(1.0, 2.0, ("resting_hr",), (1,), score, "warning", "sustained", (60.0,), (75.0,))
+
+    agent._emit_event(event(0.5))
+    agent._emit_event(event(0.7))
+    sent = [r.body["score"] for r in agent.outbox.due(10) if r.kind == "event"]
+    assert sent == [0.7] and agent.counts["events_below_gate"] == 1
+    agent._cmd_rollback({"name": "activity", "version": 2})
+    assert agent.gate is None and agent.engine.config.cusum_h == 12.0
