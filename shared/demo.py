@@ -71,7 +71,9 @@ def run_demo(args: argparse.Namespace) -> int:
     cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg,
                             signing_key=str(out / "cloud.key"))
     notifier = CollectNotifier()
-    svc = build(cloud_cfg, notifiers=[notifier], sim_clock=True)
+    # a fresh client id per run: a persistent session left on a shared broker by an earlier run
+    # must not deliver that run's messages into this store
+    svc = build(cloud_cfg, client_suffix=f"-demo-{os.getpid()}", notifiers=[notifier], sim_clock=True)
     svc.start()
     if not svc.connected.wait(15):
         raise RuntimeError(f"cloud could not connect to the broker at {url}")
