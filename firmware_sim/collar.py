@@ -52,7 +52,6 @@ class CollarSim:
         self._seq = 0
         self._play_left = 0
         self._hr_noise = 0.0
-        self.truth_activity = np.empty(self.minutes, dtype="U5")
 
     # ---- behaviour -------------------------------------------------------------------------
     def _cond(self, t: float, kind: str) -> Condition | None:
@@ -134,7 +133,6 @@ class CollarSim:
         for m in range(self.minutes):
             t = m * 60.0
             act = self.activity_at(m)
-            self.truth_activity[m] = act
             hr = self.heart_rate(t, act)
             stuck = self._cond(t, "stuck")
             if stuck:

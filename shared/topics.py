@@ -69,11 +69,6 @@ def cloud_uplink_filter(shared: bool = True) -> str:
     return f"$share/{SHARE_GROUP}/{f}" if shared else f
 
 
-def cloud_reply_filter(shared: bool = True) -> str:
-    f = f"{ROOT}/dev/+/reply"
-    return f"$share/{SHARE_GROUP}/{f}" if shared else f
-
-
 STATUS_FILTER = f"{ROOT}/dev/+/status"
 FEEDBACK_FILTER = f"{ROOT}/owner/+/feedback"
 
