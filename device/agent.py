@@ -68,7 +68,8 @@ class Agent:
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
         self.features = CollarMetrics(cfg.quiet_minutes) if cfg.kind == "collar" else PerceptionMetrics()
-        self.individual_id = cfg.individual_id
+        # configured, else learnt from the device-info frame (kept across restarts)
+        self.individual_id = cfg.individual_id or (self.outbox.get("individual_id") or b"").decode()
         public_key = _load_public_key(cfg.cloud_public_key)
         # signed model releases need the cloud's key; without it the shipped model runs alone
         self.slots = (ModelSlots(self.state_dir, public_key, device_class=cfg.kind, agent_version=AGENT_VERSION)

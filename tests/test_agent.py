@@ -92,6 +92,7 @@ def test_state_survives_restart(tmp_path: Path, fleet) -> None:  # type: ignore[
     assert not a.engine.warming_up
     b = Agent(a.cfg, connect=False)
     assert b.counts["engine_restored"] == 1 and not b.engine.warming_up
+    assert b.individual_id == "daisy", "the individual learnt from the device-info frame is kept"
     assert b.engine.state() == a.engine.state()
 
 
