@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from cloud.regression.replay import GATE_KEYS, AlertGate, event_numbers
 from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
@@ -35,6 +34,7 @@ from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
 from shared import schemas, topics
+from shared.alert_gate import GATE_KEYS, AlertGate, event_numbers
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
 

@@ -24,15 +24,19 @@ Persistence (CUSUM), warm-up and the notification rules are not replayed here.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cloud.regression.errors import ReplayError
-
-GATE_KEYS = ("min_score", "metric_thresholds", "default_metric_threshold", "min_metrics")
+from shared.alert_gate import (  # noqa: F401 - re-exported: the gate lives in shared/ (device uses it too)
+    GATE_KEYS,
+    MAX_DEVIATION,
+    AlertGate,
+    AlertGateError,
+    EventNumbers,
+    event_numbers,
+    rel_deviation,
+)
 
 
 @runtime_checkable
@@ -40,80 +44,6 @@ class Replayer(Protocol):
     """Anything that can say whether a detector would alert on a recorded case."""
 
     def replay(self, case: Any) -> bool: ...
-
-
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _obj(x: Any) -> Any:
-    if isinstance(x, str):
-        try:
-            return json.loads(x)
-        except ValueError:
-            return None
-    return x
-
-
-MAX_DEVIATION = 1e9  # caps |o - b| / |b| for tiny baselines (keeps datasets finite JSON)
-
-
-def rel_deviation(observed: Any, baseline: Any) -> float | None:
-    o, b = _num(observed), _num(baseline)
-    if o is None or b is None:
-        return None
-    d = abs(o - b) / abs(b) if b != 0 else abs(o - b)
-    return min(d, MAX_DEVIATION) if math.isfinite(d) else MAX_DEVIATION
-
-
-@dataclass(frozen=True)
-class EventNumbers:
-    """What a recorded event lets us re-judge: its score and per-metric relative deviations."""
-
-    score: float | None
-    devs: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return self.score is None and not self.devs
-
-    def to_json(self) -> dict[str, Any]:
-        return {"score": self.score, "devs": self.devs}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any] | None) -> EventNumbers:
-        d = d or {}
-        devs = d.get("devs") or {}
-        return cls(_num(d.get("score")), {str(k): _num(v) for k, v in devs.items()})
-
-
-def event_numbers(alert: Mapping[str, Any] | None, event_body: Mapping[str, Any] | None = None
-                  ) -> EventNumbers:
-    """Score and deviations from an alert row (preferred) or an event record body."""
-    alert = alert or {}
-    body = event_body or {}
-    score = _num(alert.get("score"))
-    if score is None:
-        score = _num(body.get("score"))
-    devs: dict[str, float | None] = {}
-    obs, base = _obj(alert.get("observed")), _obj(alert.get("baseline"))
-    names = _obj(alert.get("metrics"))
-    if isinstance(obs, Mapping) and isinstance(base, Mapping):
-        for m in set(obs) | set(base) | set(names if isinstance(names, list) else []):
-            devs[str(m)] = rel_deviation(obs.get(m), base.get(m))
-    elif isinstance(names, list) and names:
-        devs = {str(m): None for m in names}
-    if not any(v is not None for v in devs.values()):
-        bm, bb, bo = body.get("metrics"), body.get("baseline"), body.get("observed")
-        if isinstance(bm, list) and bm:
-            bb = bb if isinstance(bb, list) else []
-            bo = bo if isinstance(bo, list) else []
-            devs = {str(m): rel_deviation(bo[i] if i < len(bo) else None, bb[i] if i < len(bb) else None)
-                    for i, m in enumerate(bm)}
-    return EventNumbers(score, devs)
 
 
 def case_numbers(case: Any) -> EventNumbers:
@@ -125,62 +55,15 @@ def case_numbers(case: Any) -> EventNumbers:
     return event_numbers(window.get("alert"), event.get("body") if isinstance(event, Mapping) else None)
 
 
-@dataclass(frozen=True)
-class AlertGate:
-    """The alert gate of a detector config (see the module doc)."""
-
-    min_score: float = 0.0
-    metric_thresholds: Mapping[str, float] = field(default_factory=dict)
-    default_metric_threshold: float = 0.0
-    min_metrics: int = 1
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> AlertGate:
-        def pos(key: str, value: Any, hi: float | None = None) -> float:
-            n = _num(value)
-            if n is None or n < 0 or (hi is not None and n > hi):
-                rng = f"in [0, {hi:g}]" if hi is not None else ">= 0"
-                raise ReplayError(f"detector config {key}: expected a number {rng}, found {value!r:.40}; "
-                                  "fix the candidate's detector config")
-            return n
-
-        ms = pos("min_score", config.get("min_score", 0.0), 1.0)
-        dm = pos("default_metric_threshold", config.get("default_metric_threshold", 0.0))
-        mm = config.get("min_metrics", 1)
-        if type(mm) is not int or mm < 1:
-            raise ReplayError(f"detector config min_metrics: expected an integer >= 1, found {mm!r:.40}")
-        th = config.get("metric_thresholds", {}) or {}
-        if not isinstance(th, Mapping):
-            raise ReplayError(f"detector config metric_thresholds: expected a table metric -> threshold, "
-                              f"found {th!r:.60}")
-        return cls(ms, {str(k): pos(f"metric_thresholds.{k}", v) for k, v in th.items()}, dm, mm)
-
-    def to_config(self) -> dict[str, Any]:
-        return {"min_score": self.min_score, "metric_thresholds": dict(self.metric_thresholds),
-                "default_metric_threshold": self.default_metric_threshold,
-                "min_metrics": self.min_metrics}
-
-    def threshold(self, metric: str) -> float:
-        return self.metric_thresholds.get(metric, self.default_metric_threshold)
-
-    def alerts(self, n: EventNumbers) -> bool:
-        if n.empty:
-            return False
-        if n.score is not None and n.score < self.min_score:
-            return False
-        judged = {m: d for m, d in n.devs.items() if d is not None}
-        if not judged:
-            return True
-        passing = sum(1 for m, d in judged.items() if d >= self.threshold(m))
-        return passing >= min(self.min_metrics, len(judged))
-
-
 class ThresholdReplayer:
     """Replays a case by applying a detector config's alert gate to its recorded numbers."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
-        self.gate = AlertGate.from_config(config)
+        try:
+            self.gate = AlertGate.from_config(config)
+        except AlertGateError as exc:
+            raise ReplayError(str(exc)) from None
 
     def replay(self, case: Any) -> bool:
         return self.gate.alerts(case_numbers(case))
