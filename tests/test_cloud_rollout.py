@@ -417,3 +417,22 @@ def test_a_check_against_an_older_fleet_release_does_not_start_a_rollout() -> No
     check_release(store, {"min_score": 0.3}, {"min_score": 0.5}, candidate_ref=V2,
                   current_ref=ReleaseRef("collar", "3", "c" * 64), now=T0 + 2 * D)
     assert mgr.start(V2, DEVICES, T0 + 2 * D) > 0
+
+
+def test_a_stage_without_evidence_past_max_hours_halts_and_rolls_back() -> None:
+    """A candidate that silences alerts never gathers the canary's min_alerts: it must not sit in
+    canary for ever (canary owners would get no alerts); past max_hours it halts and rolls back."""
+    store, mgr = make()
+    rid = mgr.start(V2, DEVICES, T0)
+    sim = Sim(mgr)
+    t = T0
+    while t < T0 + 20 * D and rollout_status(store, rid)["state"] not in ("halted", "rolled_back"):
+        sim.tick(t)
+        t += 6 * H
+    st = rollout_status(store, rid)
+    assert st["state"] in ("halted", "rolled_back") and "max_hours 336" in st["reason"], st["reason"]
+    assert t - T0 <= (24 + 336 + 12) * H
+    for _ in range(4):
+        sim.tick(t)
+        t += 6 * H
+    assert all(s in ("rolled_back", "pending") for s in rollout_status(store, rid)["device_states"])

@@ -27,16 +27,20 @@ class StageConfig:
     min_hours: float = field(default=24.0, metadata=doc("the stage lasts at least this long"))
     min_device_days: float = field(default=0.0, metadata=doc("device-days on the candidate needed to advance"))
     min_alerts: int = field(default=0, metadata=doc("notified alerts from candidate devices needed to advance"))
+    max_hours: float = field(default=0.0, metadata=doc("halt and roll back when the stage has not gathered its "
+                                                       "evidence after this long (0: no limit)"))
 
     def validate(self) -> None:
-        if self.min_hours < 0 or self.min_device_days < 0 or self.min_alerts < 0:
-            raise ValueError("min_hours, min_device_days and min_alerts must be >= 0")
+        if self.min_hours < 0 or self.min_device_days < 0 or self.min_alerts < 0 or self.max_hours < 0:
+            raise ValueError("min_hours, min_device_days, min_alerts and max_hours must be >= 0")
+        if self.max_hours and self.max_hours < self.min_hours:
+            raise ValueError(f"max_hours {self.max_hours:g} must be 0 or >= min_hours {self.min_hours:g}")
 
 
 @dataclass(frozen=True)
 class StagesConfig:
-    shadow: StageConfig = field(default_factory=lambda: StageConfig(24.0, 5.0, 0))
-    canary: StageConfig = field(default_factory=lambda: StageConfig(72.0, 20.0, 10))
+    shadow: StageConfig = field(default_factory=lambda: StageConfig(24.0, 5.0, 0, 168.0))
+    canary: StageConfig = field(default_factory=lambda: StageConfig(72.0, 20.0, 10, 336.0))
     fleet: StageConfig = field(default_factory=lambda: StageConfig(24.0, 0.0, 0))
 
 

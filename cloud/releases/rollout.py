@@ -564,6 +564,9 @@ class RolloutManager:
         if alerts < cfg.min_alerts:
             missing.append(f"{alerts}/{cfg.min_alerts} alerts")
         if missing:
+            if cfg.max_hours and hours > cfg.max_hours:
+                self._halt(ro, [f"{stage} stage ran {hours:.0f} h > max_hours {cfg.max_hours:g} without its "
+                                f"evidence ({', '.join(missing)})"], now, m)
             return
         evidence = (f"{hours:.1f} h >= {cfg.min_hours:g}, {days:.2f} device-days >= "
                     f"{cfg.min_device_days:g}, {alerts} alerts >= {cfg.min_alerts}, no limit breached")
