@@ -11,26 +11,13 @@ from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
+from cloud.notifiers import LogNotifier
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
-
-
-class LogNotifier:
-    """Prints notify decisions (the demo's and the CLI's owner channel)."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.sent = 0
-
-    def send(self, decision, event_body) -> None:  # type: ignore[no-untyped-def]
-        self.sent += 1
-        logger.info("notify.sent", extra={"alert_id": decision.alert_id, "reason": decision.reason})
-        if not self.quiet:
-            print(f"ALERT {decision.individual_id}: {decision.reason} [{decision.rule}]", flush=True)
 
 
 def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None,  # type: ignore[type-arg]

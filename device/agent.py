@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -47,13 +48,14 @@ STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
 
 
-def _utc_day(ts: float, _cache: dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate memo
-    """UTC day of a timestamp, memoised per day number (called once per window)."""
-    k = int(ts // 86400)
-    s = _cache.get(k)
-    if s is None:
-        s = _cache[k] = time.strftime("%Y-%m-%d", time.gmtime(k * 86400))
-    return s
+def _utc_day(ts: float) -> str:
+    """UTC day of a timestamp (called once per window; the formatting is cached per day)."""
+    return _day_name(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 class Agent:
@@ -93,6 +95,7 @@ class Agent:
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
         self.day: DayAccumulator | None = None
+        self._source: ByteSource | None = None
         self.uplink = Uplink(cfg.mqtt, cfg.device_id) if connect else None
         self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
@@ -381,8 +384,7 @@ class Agent:
             self.counts["unexpected_topic"] += 1
 
     def source_backlog(self) -> int:
-        src = getattr(self, "_source", None)
-        return src.backlog() if src is not None else 0
+        return self._source.backlog() if self._source is not None else 0
 
     # ---- main loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, source: ByteSource | None = None) -> dict[str, Any]:

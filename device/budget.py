@@ -36,7 +36,7 @@ class LatencyBudget:
         if ms > self.budget_ms:
             self.overruns += 1
         if self._ewma > self.high * self.budget_ms or backlog > self.backlog_bytes:
-            self.level = min(SHED_RAW, self.level + 1) if self._calm <= 0 or self.level == 0 else self.level
+            self.level = min(SHED_RAW, self.level + 1)
             self._calm = 0
         elif self._ewma < self.low * self.budget_ms:
             self._calm += 1

@@ -102,42 +102,50 @@ class Outbox:
         self._bytes += size
         return int(cur.lastrowid or 0)
 
+    def _evictable(self, prio: int, limit: int = -1) -> list[tuple[int, int, str]]:
+        """(seq, size, kind) of rows a new row of priority ``prio`` may displace, in eviction order:
+        least important first, oldest first; events (priority 0) never."""
+        return self.db.execute(
+            "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
+            "ORDER BY priority DESC, seq ASC LIMIT ?", [NEVER_EVICT, prio, limit]).fetchall()
+
+    def _evict(self, victims: list[tuple[int, int, str]], counter: str) -> int:
+        """Delete ``victims`` and count each under ``counter.<kind>`` (inside the caller's transaction)."""
+        self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+        for _, _, kind in victims:
+            self._bump(f"{counter}.{kind}")
+        freed = sum(v[1] for v in victims)
+        self._bytes -= freed
+        if victims:
+            logger.warning("outbox.evicted", extra={"rows": len(victims), "bytes": freed, "why": counter})
+        return freed
+
     def _make_room(self, size: int, prio: int) -> None:
+        """Evict until a row of ``size`` bytes fits under max_bytes, or raise BufferFullError."""
         if self._bytes + size <= self.max_bytes:
             return
-        rows = self.db.execute(
-            "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
-            "ORDER BY priority DESC, seq ASC", [NEVER_EVICT, prio]).fetchall()
-        freed, victims = 0, []
-        for seq, sz, kind in rows:
+        victims, freed = [], 0
+        for v in self._evictable(prio):
             if self._bytes - freed + size <= self.max_bytes:
                 break
-            victims.append((seq, kind))
-            freed += sz
+            victims.append(v)
+            freed += v[1]
         if self._bytes - freed + size > self.max_bytes:
             raise BufferFullError(
                 f"outbox full ({self._bytes} of {self.max_bytes} bytes, only unsendable or higher "
                 "priority rows left): restore the uplink or raise outbox.max_bytes")
-        self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _ in victims])
-        for _, kind in victims:
-            self._bump("evicted." + kind)
-        self._bytes -= freed
-        logger.warning("outbox.evicted", extra={"rows": len(victims), "bytes": freed})
+        self._evict(victims, "evicted")
 
     def _evict_for_disk(self, prio: int, n: int = 32) -> int:
         """The file system is full: drop up to ``n`` evictable rows (same order as the byte bound)."""
         try:
             with self.db.atomic():
-                rows = self.db.execute(
-                    "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
-                    "ORDER BY priority DESC, seq ASC LIMIT ?", [NEVER_EVICT, prio, n]).fetchall()
-                self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(r[0],) for r in rows])
-                for _, _, k in rows:
-                    self._bump("evicted.disk_full." + k)
-        except sqlite3.OperationalError:
+                victims = self._evictable(prio, n)
+                self._evict(victims, "evicted.disk_full")
+        except sqlite3.OperationalError:  # rolled back: the byte count follows the table again
+            self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
             return 0
-        self._bytes -= sum(r[1] for r in rows)
-        return len(rows)
+        return len(victims)
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Row]:
         """Rows to (re)send: never published, or published and not acked for resend_after s (or

@@ -189,7 +189,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def _progress_thread(agent: Any, stop: threading.Event) -> None:
     def loop() -> None:
         while not stop.wait(0.5):
-            if getattr(agent, "_source", None) is None:
+            if agent._source is None:
                 continue  # progress starts once the source is open (the demo waits for it)
             print(json.dumps({"device_id": agent.cfg.device_id, "ts": agent._last_ts,
                               "windows": agent.counts["windows"], "events": agent.counts["events"]}),
@@ -222,6 +222,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
                                         "shared_subscription": False if args.no_shared else None})
     from cloud.run import serve_forever
 
+    logging.getLogger("cloud.notifiers").setLevel(logging.INFO)  # operators see every notification
     stop = threading.Event()
     _stop_on_signals(stop)
     serve_forever(cfg, stop)

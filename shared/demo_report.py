@@ -3,6 +3,7 @@ rightly ignored, false alerts, records sent vs stored; and a plot of one individ
 
 from __future__ import annotations
 
+import calendar
 import time
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _plot(store: CloudStore, fleet: list[Individual], start_ts: float, out: Path
     ind = next((i for i in fleet if any(c.kind == "illness" for c in i.conditions)), fleet[0])
     ts, mean, base, spread = [], [], [], []
     for s in store.records("summary", ind.individual_id):
-        day0 = time.mktime(time.strptime(s["body"]["day"], "%Y-%m-%d")) - time.timezone
+        day0 = calendar.timegm(time.strptime(s["body"]["day"], "%Y-%m-%d"))
         h = s["body"].get("hourly", {}).get("resting_hr")
         if not h:
             continue

@@ -12,9 +12,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
+from cloud.notifiers import Notifier
 from cloud.retrain import evaluate_retrain_rules
 from cloud.rules.notify import (
     Decision,
@@ -30,10 +31,6 @@ from shared import schemas, topics
 
 logger = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
-
-
-class Notifier(Protocol):
-    def send(self, decision: Decision, event_body: dict[str, Any]) -> None: ...
 
 
 class Aggregator:
