@@ -108,9 +108,11 @@ class Agent:
     def _restore_engine(self) -> Engine:
         m, d = self.features.metrics, self.features.directions
         blob = self.outbox.get("engine_state")
+        names = self.outbox.get("engine_metrics")
         if blob:
             try:
-                eng = Engine.from_state(blob, m, directions=d)
+                saved = tuple(json.loads(names)) if names else None
+                eng = Engine.from_state(blob, m, directions=d, saved_metrics=saved)
                 self.counts["engine_restored"] += 1
                 return eng
             except ValueError as exc:
@@ -119,7 +121,8 @@ class Agent:
         return Engine(m, directions=d)
 
     def save_state(self) -> None:
-        self.outbox.put("engine_state", self.engine.state())
+        self.outbox.put_many({"engine_state": self.engine.state(),
+                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode()})
         if self.individual_id:
             self.outbox.put("individual_id", self.individual_id.encode())
 

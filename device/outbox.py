@@ -215,8 +215,13 @@ class Outbox:
         return {r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")}
 
     def put(self, key: str, value: bytes) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, items: dict[str, bytes]) -> None:
+        """Store several key-value pairs in one transaction (all or none survive a crash)."""
         with self.db.atomic():
-            self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
+            for key, value in items.items():
+                self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
 
     def get(self, key: str) -> bytes | None:
         row = self.db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()

@@ -28,7 +28,9 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
     n_alert_conditions = n_oneoffs = 0
     for ind in fleet:
         evs = [e for e in events if e["individual_id"] == ind.individual_id]
-        used: set[int] = set()
+        # an event inside an alert condition belongs to it, even when a one-off came just before
+        used: set[int] = {e["seq"] for c in ind.conditions if c.kind in ALERT_CONDITIONS for e in evs
+                          if start_ts + c.start <= e["ts"] <= start_ts + c.end + GRACE_S}
         lines.append(f"\n{ind.individual_id} ({ind.device_id}): resting HR {ind.traits.resting_hr:.0f} bpm, "
                      f"{len(evs)} event(s)")
         for c in ind.conditions:
@@ -36,7 +38,6 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
             if c.kind in ALERT_CONDITIONS:
                 n_alert_conditions += 1
                 hits = [e for e in evs if c_start <= e["ts"] <= c_end + GRACE_S]
-                used |= {e["seq"] for e in hits}
                 if hits:
                     caught += 1
                     e = hits[0]
@@ -50,7 +51,8 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
                     lines.append(f"  {c.kind:11} from {_fmt(c_start)} for {c.duration / 3600:4.0f} h: MISSED")
             elif c.kind in NO_ALERT_CONDITIONS:
                 n_oneoffs += 1
-                hits = [e for e in evs if c_start <= e["ts"] <= c_start + IGNORE_WINDOW_S]
+                hits = [e for e in evs if c_start <= e["ts"] <= c_start + IGNORE_WINDOW_S
+                        and e["seq"] not in used]
                 if hits:
                     lines.append(f"  {c.kind:11} at {_fmt(c_start)} ({c.duration / 60:.0f} min): WRONGLY ALERTED")
                 else:

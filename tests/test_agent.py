@@ -13,6 +13,7 @@ import pytest
 from device.agent import Agent
 from device.budget import LatencyBudget
 from device.config import AgentConfig
+from device.detect.engine import Engine
 from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DAY, Condition, default_fleet
 from shared import schemas
@@ -40,7 +41,7 @@ def fleet():  # type: ignore[no-untyped-def]
     return default_fleet(5, 8.0)
 
 
-def test_illness_alerts_with_resting_hr_and_excitement_does_not(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+def test_illness_alerts_with_fever_or_resting_hr_and_excitement_does_not(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
     ill = fleet[0]
     cond = ill.conditions[0]
     assert cond.kind == "illness"
@@ -49,7 +50,8 @@ def test_illness_alerts_with_resting_hr_and_excitement_does_not(tmp_path: Path, 
     onset = DEMO_START + cond.start
     hits = [e for e in evs if onset <= e.ts <= onset + cond.duration]
     assert hits, f"illness not detected; events at {[e.ts - onset for e in evs]} s from onset"
-    assert "resting_hr" in hits[0].body["metrics"]
+    assert {"resting_hr", "skin_temp"} & set(hits[0].body["metrics"]), hits[0].body["metrics"]
+    assert not {"heart_rate", "activity"} >= set(hits[0].body["metrics"]), "an illness signal leads"
     assert all(e.ts >= onset for e in evs), "no alert before the illness"
     assert hits[0].individual_id == "bella", "individual id comes from the device-info frame"
 
@@ -94,6 +96,23 @@ def test_state_survives_restart(tmp_path: Path, fleet) -> None:  # type: ignore[
     assert b.counts["engine_restored"] == 1 and not b.engine.warming_up
     assert b.individual_id == "daisy", "the individual learnt from the device-info frame is kept"
     assert b.engine.state() == a.engine.state()
+
+
+def test_upgrade_adding_a_metric_keeps_the_learnt_baselines(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    a = run_trace(tmp_path, fleet[4], 2.0)
+    old = ("heart_rate", "resting_hr", "activity")  # what agents before skin_temp saved
+    i = [a.engine.metrics.index(m) for m in old]
+    legacy = Engine(old)
+    legacy._st[:] = a.engine._st[i]
+    legacy._eng[:] = a.engine._eng
+    a.outbox.put_many({"engine_state": legacy.state(), "engine_metrics": json.dumps(list(old)).encode()})
+    b = Agent(a.cfg, connect=False)
+    assert b.counts["engine_restored"] == 1 and b.engine.metrics == a.engine.metrics
+    assert b.engine.state() != Engine(b.engine.metrics).state()
+    for m in old:
+        j = b.engine.metrics.index(m)
+        np.testing.assert_array_equal(b.engine._st[j], a.engine._st[a.engine.metrics.index(m)], err_msg=m)
+    assert not b.engine.warming_up
 
 
 def _agent_with_key(tmp_path: Path):  # type: ignore[no-untyped-def]

@@ -88,6 +88,35 @@ def test_save_restore_continue(s: tuple, cut: int) -> None:
     assert second.state() == Engine.from_state(second.state(), METRICS, FAST).state()
 
 
+@settings(max_examples=30, deadline=None)
+@given(streams(), st.integers(0, 120))
+def test_state_migrates_to_other_metrics(s: tuple, cut: int) -> None:
+    """An upgrade adding metric "c" (and dropping none, or dropping "a") keeps what the shared
+    metrics learnt: they continue exactly as without the upgrade; the new one starts learning."""
+    ts, vals, dirs = s
+    d = dict(zip(METRICS, dirs, strict=True))
+    cut = min(cut, len(ts))
+    first = Engine(METRICS, FAST, d)
+    first.process(ts[:cut], vals[:cut])
+    blob = first.state()
+    plain = Engine.from_state(blob, METRICS, FAST).process(ts[cut:], vals[cut:])
+    for new in (("a", "b", "c"), ("c", "b")):
+        eng = Engine.from_state(blob, new, FAST, saved_metrics=METRICS)
+        assert eng.metrics == new
+        cols = [vals[cut:, METRICS.index(m)] if m in METRICS else np.full(len(ts) - cut, np.nan)
+                for m in new]
+        got = eng.process(ts[cut:], np.column_stack(cols) if cols else vals[cut:])
+        for j, m in enumerate(new):
+            if m in METRICS:
+                i = METRICS.index(m)
+                for k in ("scores", "persistence", "baseline", "spread", "level"):
+                    npt.assert_array_equal(getattr(got, k)[:, j], getattr(plain, k)[:, i], err_msg=f"{m} {k}")
+            else:
+                assert not np.any(got.persistence[:, j]), "the new metric starts learning"
+    with pytest.raises(ValueError, match="expected"):
+        Engine.from_state(blob, ("a", "b", "c"), FAST)  # without the saved names: refused, not misread
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     arrays(np.float64, st.integers(1, 80), elements=st.floats(allow_nan=True, allow_infinity=True)),

@@ -280,13 +280,12 @@ def format_report(res: SimResult, phases: list[dict[str, Any]], inv: dict[str, t
     L.append("")
     L.append("targets:")
     cut = None if not p1["false_per_ind_week"] else 1 - p2["false_per_ind_week"] / p1["false_per_ind_week"]
-    L.append(f"  false alerts per individual-week cut by >= 50%: {_pct(cut)} "
-             f"({p1['false_per_ind_week']:.3f} -> {p2['false_per_ind_week']:.3f}) "
-             f"{'MET' if cut is not None and cut >= 0.5 else 'MISSED'}")
+    L.append("  (phase 1 -> phase 2 mixes personalisation with other conditions and releases; the "
+             "control comparison at the end is the measure)")
+    L.append(f"  false alerts per individual-week, phase 1 -> 2: {_pct(cut)} cut "
+             f"({p1['false_per_ind_week']:.3f} -> {p2['false_per_ind_week']:.3f})")
     if p1["recall"] is not None and p2["recall"] is not None:
-        drop = p1["recall"] - p2["recall"]
-        L.append(f"  recall within 5 points of before: {_pct(p1['recall'])} -> {_pct(p2['recall'])} "
-                 f"{'MET' if drop <= 0.05 else 'MISSED'}")
+        L.append(f"  recall, phase 1 -> 2: {_pct(p1['recall'])} -> {_pct(p2['recall'])}")
     for name, (ok, detail) in inv.items():
         L.append(f"  {name}: {'MET' if ok else 'MISSED'} ({detail})")
     gaps = personalisation_gaps(res)

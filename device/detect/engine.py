@@ -318,9 +318,25 @@ class Engine:
         metrics: Sequence[str],
         config: EngineConfig | None = None,
         directions: Mapping[str, int] | None = None,
+        saved_metrics: Sequence[str] | None = None,
     ) -> Engine:
         """Rebuild an engine from :meth:`state`; ``directions``, when given, override the saved
-        ones for the metrics they name (the saved widen factors are kept)."""
+        ones for the metrics they name (the saved widen factors are kept).
+
+        ``saved_metrics`` names the metrics the state was saved with, when they may differ from
+        ``metrics`` (an agent upgrade that adds or drops a metric): metrics in both keep what they
+        learnt, new ones start learning, dropped ones are forgotten.
+        """
+        if saved_metrics is not None and tuple(saved_metrics) != tuple(metrics):
+            old = cls.from_state(data, saved_metrics, config)
+            eng = cls(metrics, config)
+            for i, name in enumerate(eng.metrics):
+                if name in old.metrics:
+                    eng._st[i] = old._st[old.metrics.index(name)]
+            eng._eng[:] = old._eng
+            for name, d in (directions or {}).items():
+                eng._st[eng.metrics.index(name), K.M_DIR] = float(d)
+            return eng
         eng = cls(metrics, config, directions)
         m = len(eng.metrics)
         expected = _HEADER.size + 8 * (m * K.N_STATE + K.N_ENG)

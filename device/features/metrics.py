@@ -7,8 +7,8 @@ from collections import deque
 
 from device.features.minute import MinuteWindow
 
-COLLAR_METRICS = ("heart_rate", "resting_hr", "activity")
-COLLAR_DIRECTIONS = {"heart_rate": 1, "resting_hr": 1, "activity": -1}
+COLLAR_METRICS = ("heart_rate", "resting_hr", "activity", "skin_temp")
+COLLAR_DIRECTIONS = {"heart_rate": 1, "resting_hr": 1, "activity": -1, "skin_temp": 1}
 PERCEPTION_METRICS = ("confidence", "brightness", "objects", "novel", "scene_change")
 PERCEPTION_DIRECTIONS = {"confidence": -1, "brightness": 0, "objects": 0, "novel": 1, "scene_change": -1}
 REST_LABELS = ("rest", "sleep", None)
@@ -18,14 +18,21 @@ class CollarMetrics:
     """heart_rate (minute mean), resting_hr (Mishra et al. 2020: heart rate in minutes with zero
     steps over the preceding ``quiet_minutes`` and no movement class), activity (steps per minute,
     mean over the trailing ``window_s``, a day by default: daily activity, which a walk's timing does
-    not move but an injury does; 1 h and 12 h windows missed the simulated injury)."""
+    not move but an injury does; 1 h and 12 h windows missed the simulated injury), skin_temp (the
+    latest skin temperature reading if it is at most ``temp_hold_s`` old, else NaN: the collar reads
+    it every 5 minutes and holding it gives it a row every minute like the other metrics, so its
+    persistence grows at the same pace; fever and heat stress raise it, a fretting or excited
+    animal does not, so it tells those apart)."""
 
     metrics = COLLAR_METRICS
     directions = COLLAR_DIRECTIONS
 
-    def __init__(self, quiet_minutes: int = 12, window_s: float = 86400.0) -> None:
+    def __init__(self, quiet_minutes: int = 12, window_s: float = 86400.0,
+                 temp_hold_s: float = 600.0) -> None:
         self.quiet_minutes = quiet_minutes
         self.window_s = window_s
+        self.temp_hold_s = temp_hold_s
+        self._temp = (-math.inf, math.nan)
         self._last_steps_ts = -math.inf
         self._hour: deque[tuple[float, int]] = deque()
         self._hour_sum = 0
@@ -44,7 +51,10 @@ class CollarMetrics:
                  and label in REST_LABELS)
         rhr = hr if quiet else math.nan
         activity = self._hour_sum / max(len(self._hour), 1) if self._hour else math.nan
-        return [hr, rhr, activity]
+        if math.isfinite(w.temp):
+            self._temp = (w.minute_ts, w.temp)
+        temp = self._temp[1] if w.minute_ts - self._temp[0] <= self.temp_hold_s else math.nan
+        return [hr, rhr, activity, temp]
 
 
 class PerceptionMetrics:
