@@ -1,9 +1,9 @@
 """Replaying regression cases through a detector.
 
-:class:`Replayer` is the seam: ``replay(case) -> bool`` (would the detector alert?). The lead may
-plug the device's real engine in behind it (replaying the case's raw windows).
-:class:`ThresholdReplayer` is the built-in one for detector configs: it re-applies an *alert gate*
-to the numbers the case recorded when the device emitted its event:
+:class:`Replayer` is the seam: ``replay(case) -> bool`` (would the detector alert?). A detector
+config is replayed by ``cloud.regression.engine_replay.EngineReplayer``: through the device's real
+engine when the case's event carries a trace, else by :class:`ThresholdReplayer`, which re-applies
+an *alert gate* to the numbers the case recorded when the device emitted its event:
 
 * the event's combined ``score`` (in [0, 1]);
 * per contributing metric, the relative deviation ``|observed - baseline| / |baseline|``
@@ -19,7 +19,7 @@ Gate keys read from the detector config (every other key, e.g. the engine's, is 
 
 A case with neither a score nor any metric numbers (an owner-reported miss with no device event)
 never alerts; a missing score skips the score test; metrics without numbers are not judged.
-Persistence (CUSUM), warm-up and the notification rules are not replayed here.
+Persistence (CUSUM), warm-up and the notification rules are not replayed by the gate alone.
 """
 
 from __future__ import annotations
@@ -70,9 +70,13 @@ class ThresholdReplayer:
 
 
 def as_replayer(subject: Replayer | Mapping[str, Any]) -> Replayer:
-    """A Replayer as is; a detector-config mapping wrapped in :class:`ThresholdReplayer`."""
+    """A Replayer as is; a detector-config mapping wrapped in ``EngineReplayer`` (the real engine
+    for cases with a device trace, :class:`ThresholdReplayer` for the rest)."""
     if isinstance(subject, Mapping):
-        return ThresholdReplayer(subject)
+        # imported here: engine_replay imports this module (and numba, only when a check runs)
+        from cloud.regression.engine_replay import EngineReplayer
+
+        return EngineReplayer(subject)
     if isinstance(subject, Replayer):
         return subject
     raise ReplayError(f"expected a Replayer or a detector config mapping, found {type(subject).__name__}")
