@@ -157,6 +157,10 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
             reasons.append(f"non-sensitive regressions allowed by the overall score: cases {regressed}")
     else:
         reasons = blocks
+    n_engine = getattr(cand_r, "replayed", None)
+    if n_engine:
+        reasons.append(f"{n_engine} of {n} cases replayed through the real engine (device traces), "
+                       f"{n - n_engine} by the alert gate on recorded numbers")
     row = {"created": now, "candidate_name": candidate_ref.name if candidate_ref else None,
            "candidate_version": str(candidate_ref.version) if candidate_ref else None,
            "candidate_sha256": candidate_ref.sha256 if candidate_ref else None,
