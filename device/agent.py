@@ -8,7 +8,6 @@ never raised: the agent keeps serving.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import hashlib
 import json
@@ -26,7 +25,8 @@ import numpy as np
 from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
-from device.detect.engine import DeviationEvent, Engine, EngineConfig
+from device.detect.detector_config import engine_config
+from device.detect.engine import DeviationEvent, Engine
 from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
@@ -34,6 +34,7 @@ from device.inference.slots import ModelSlots, ShadowStats
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
+from device.trace import TraceRing
 from shared import schemas, topics
 from shared.alert_gate import GATE_KEYS, AlertGate, event_numbers
 from shared.frames import Frame, FrameDecoder
@@ -86,6 +87,8 @@ class Agent:
         self.budget = LatencyBudget(cfg.budget_ms)
         self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
+        self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
+                      if cfg.event_trace_hours > 0 else None)
         self.gate: Any = None
         self._apply_detector_config()
         self.raw_until = 0.0
@@ -183,7 +186,11 @@ class Agent:
                 self.counts["window_unclassifiable"] += 1
                 logger.debug("features.unclassifiable", extra={"reason": str(exc)})
         vec = self.features.vector(w, label)
+        if self.trace is not None:
+            self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
+        if self.trace is not None:
+            self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
@@ -204,6 +211,9 @@ class Agent:
         body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
                     observed=json_floats(ev.observed), model_version=self.model_version,
                     detector_version=self.detector_version)
+        trace = self.trace.export() if self.trace is not None else None
+        if trace is not None:
+            body["trace"] = trace
         if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
             self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
             return
@@ -255,6 +265,8 @@ class Agent:
             self.engine.widen(str(metric), float(args.get("factor", 1.5)))
         else:
             raise ValueError(f"config action {action!r} unknown: use accept_new_normal or widen")
+        if self.trace is not None:  # earlier snapshots lack this change: replays start after it
+            self.trace.reset()
         self.save_state()
         return {"action": action, "metric": metric}
 
@@ -285,9 +297,8 @@ class Agent:
         relearnt; alert-gate keys (min_score, metric_thresholds, ...) filter events before they are
         queued, with the same semantics the cloud's release check replays."""
         cfg = self.slots.detector_config("active") if self.slots is not None else {}
-        engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
         try:
-            new = dataclasses.replace(EngineConfig(), **{k: float(v) for k, v in cfg.items() if k in engine_keys})
+            new = engine_config(cfg)
             gate = AlertGate.from_config(cfg) if any(k in cfg for k in GATE_KEYS) else None
         except (ValueError, TypeError) as exc:  # signed but unusable: keep what runs, say so
             self.counts["detector_config_rejected"] += 1
@@ -296,6 +307,8 @@ class Agent:
         if new != self.engine.config:
             self.engine = Engine.from_state(self.engine.state(), self.features.metrics, config=new,
                                             directions=self.features.directions)
+            if getattr(self, "trace", None) is not None:
+                self.trace.reset()
         self.gate = gate
         self.detector_version = hashlib.sha256(
             json.dumps(cfg, sort_keys=True).encode() + repr(self.engine.config).encode()).hexdigest()[:12]

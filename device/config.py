@@ -36,6 +36,9 @@ class AgentConfig:
     cloud_public_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 key (commands and models)"))
     budget_ms: float = field(default=20.0, metadata=doc("per-window processing budget (ms)"))
     quiet_minutes: int = field(default=12, metadata=doc("resting heart rate: minutes with zero steps before"))
+    event_trace_hours: float = field(default=6.0, metadata=doc(
+        "hours of engine input each event carries (a state snapshot + rows) for the cloud's release "
+        "check to replay through candidate engines; 0: events carry no trace"))
     exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
     drain_timeout: float = field(default=60.0, metadata=doc("at exit, wait this long for the cloud to ack everything"))
     mqtt: MqttConfig = field(default_factory=MqttConfig, metadata=doc("broker connection"))
@@ -48,5 +51,7 @@ class AgentConfig:
                 check_id(self.individual_id, "individual id")
         except TopicError as exc:
             raise ValueError(f"device_id/individual_id: {exc}") from None
+        if not 0 <= self.event_trace_hours <= 24:
+            raise ValueError(f"event_trace_hours: {self.event_trace_hours} must be in [0, 24]")
         if self.budget_ms <= 0:
             raise ValueError(f"budget_ms: {self.budget_ms} must be > 0")

@@ -61,6 +61,23 @@ def test_illness_alerts_with_fever_or_resting_hr_and_excitement_does_not(tmp_pat
     assert events(b) == [], "one-off excitement must not alert"
 
 
+def test_events_carry_a_trace_that_replays_to_the_same_event(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    from cloud.regression.engine_replay import replay_trace
+
+    a = run_trace(tmp_path, fleet[0], 8.0)
+    evs = events(a)
+    assert evs
+    for e in evs:
+        tr = json.loads(json.dumps(e.body["trace"]))  # what the cloud receives
+        assert tr["metrics"] == list(a.engine.metrics)
+        assert 6 * 3600 <= e.ts - tr["t0"] < 7 * 3600 + 60
+        (again,) = [b for b in replay_trace(tr, {}, until=e.ts) if b["ts"] == e.ts]
+        assert again["metrics"] == e.body["metrics"] and again["score"] == e.body["score"]
+    (tmp_path / "off").mkdir()
+    b = run_trace(tmp_path / "off", fleet[0], 8.0, event_trace_hours=0.0)
+    assert events(b) and all("trace" not in e.body for e in events(b))
+
+
 def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
     a = run_trace(tmp_path, fleet[4], 2.5)
     sums = [r.body for r in a.outbox.due(1000) if r.kind == "summary"]
