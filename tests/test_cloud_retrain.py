@@ -300,13 +300,25 @@ def test_train_detector_candidate_separates_labels_and_keeps_other_keys(tmp_path
 
 def test_tuning_never_breaks_a_sensitive_case_the_base_got_right() -> None:
     samples = [Sample(EventNumbers(0.6, {"hr": 0.2 + i / 100}), True) for i in range(5)]
-    samples += [Sample(EventNumbers(0.6, {"hr": 0.03 + i / 100}), False) for i in range(5)]
+    samples += [Sample(EventNumbers(0.6, {"hr": 0.01 + i / 200}), False) for i in range(5)]
+    samples += [Sample(EventNumbers(0.6, {"hr": 0.05 + i / 100}), False) for i in range(3)]
     samples.append(Sample(EventNumbers(0.6, {"hr": 0.04}), True, 5.0, sensitive=True))
     t = tune_detector(samples, {})
     assert t.f1_candidate > t.f1_base
     assert t.config["metric_thresholds"]["hr"] <= 0.04  # the sensitive miss still alerts
     unchanged = tune_detector(samples[:5], {"min_score": 0.1})
     assert unchanged.config == {"min_score": 0.1} and unchanged.changed == {}
+
+
+def test_one_or_two_labels_never_move_a_threshold() -> None:
+    """A single wrongly dismissed fever (owner noise) must not set skin_temp's threshold at its level."""
+    samples = [Sample(EventNumbers(0.6, {"skin_temp": 0.02 + i / 1000}), True) for i in range(6)]
+    samples.append(Sample(EventNumbers(0.6, {"skin_temp": 0.018}), False))
+    assert tune_detector(samples, {}).changed == {}
+    samples += [Sample(EventNumbers(0.6, {"skin_temp": 0.005 + i / 1000}), False) for i in range(3)]
+    t = tune_detector(samples, {})
+    th = t.config["metric_thresholds"]["skin_temp"]
+    assert 0.007 < th <= 0.02, "backed by 4 false alarms now, and every confirmed fever still alerts"
 
 
 def test_datasets_are_verified(tmp_path: Path) -> None:

@@ -11,6 +11,10 @@ themselves, since the gate compares with ``>=``). The objective is lexicographic
 *sensitive* case that the base config got right may turn wrong, then the highest weighted F1
 (sensitive cases weigh SENSITIVE_WEIGHT), then the value closest to the current one. Without a
 strict improvement the base config is returned unchanged. Other keys of the config are kept.
+
+Support: a step must change the decision on at least ``MIN_SUPPORT`` (3) samples. Owners answer
+wrongly at times (a real fever dismissed); one such label must not set a metric's threshold
+right at that fever's level, silencing the next real one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from cloud.retrain.dataset import read_dataset
 logger = logging.getLogger(__name__)
 SENSITIVE_WEIGHT = 5.0
 MAX_PASSES = 5
+MIN_SUPPORT = 3  # a tuning step must flip the decision on at least this many samples
 _SCORE = "\0min_score"
 
 
@@ -115,8 +120,13 @@ def tune_detector(samples: list[Sample], base_config: Mapping[str, Any]) -> Dete
         for p in params:
             cur = _get(gate, p)
             ranked = []
+            before = [gate.alerts(s.numbers) for s in samples]
             for v in sorted({cur, *_values(samples, p)}):
-                broken, f1 = _score(_with(gate, p, v), samples, base_ok)
+                cand = _with(gate, p, v)
+                flips = sum(cand.alerts(s.numbers) != b for s, b in zip(samples, before, strict=True))
+                if 0 < flips < MIN_SUPPORT:
+                    continue
+                broken, f1 = _score(cand, samples, base_ok)
                 ranked.append((broken, -f1, abs(v - cur), v))
             broken, neg_f1, _, v = min(ranked)
             if broken < best[0] or (broken == best[0] and -neg_f1 > best[1] + 1e-12):

@@ -7,8 +7,10 @@ request it tunes a detector candidate on the request's exported dataset
 - ``worse-silent``: raises the alert gate so far that confirmed cases would no longer alert;
 - ``worse-noisy-gate``: the factory gate again (alerts on every confirmed false alarm the
   current release stopped), once the fleet runs a tuned release;
-- ``worse-trigger-happy``: the current gate with a trigger-happy engine (``cusum_h`` 4): the
-  regression replay only sees the gate, so this one is for the canary stage to catch.
+- ``worse-trigger-happy``: the current gate with a trigger-happy engine (``cusum_h`` 4). The
+  release check replays traced cases through the engine, but cases are past alerts and misses:
+  a trigger-happy engine alerts on them as the current one does and raises its new alerts on
+  quiet data no case holds, so this one is for the canary stage to catch.
 
 Every candidate goes through ``cloud.regression.check_release`` against the fleet's current
 release; those that pass are queued, and one at a time started with ``RolloutManager.start``.
@@ -154,7 +156,7 @@ class ReleasePipeline:
         if "worse-trigger-happy" not in kinds and (ref.version != "1" or (
                 self.requests and now - self.requests[0].created >= 6 * DAY)):
             c = self._build("worse-trigger-happy", {**cur_cfg, "cusum_h": 4.0, "cusum_k": 0.5}, now)
-            c.note = "current gate, engine CUSUM threshold 12 -> 4 z-hours (invisible to the replay)"
+            c.note = "current gate, engine CUSUM threshold 12 -> 4 z-hours (replayed through the engine on traced cases)"
             self._check(c, now)
         return reqs
 
