@@ -88,6 +88,7 @@ class _Metric:
         self.level = 0.0
         self.zs = 0.0
         self.warm = False
+        self.envp = self.envn = 0.0
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -163,6 +164,9 @@ class NaiveEngine:
                 z = (x - base) / sd
                 if s.n == 0:
                     s.first, s.level = t, x
+                else:
+                    fenv = math.exp(-(t - s.tlast) / c.envelope_s)
+                    s.envp, s.envn = s.envp * fenv, s.envn * fenv
                 s.e += alpha * (_clip(z, -c.z_clip, c.z_clip) - s.e)
                 ew, eq = decay(s.ew, s.eq, t - s.tlast, c.memory_s)
                 pw = c.e_prior_weight
@@ -180,8 +184,11 @@ class NaiveEngine:
                         s.rsn = t
                     s.sp, s.sn = min(sp, h_eff * c.cusum_cap), min(sn, h_eff * c.cusum_cap)
                     zd = abs(z) if s.dir == 0 else (z if s.dir > 0 else -z)
+                    zcl = _clip(z, -c.surprise_z_clip, c.surprise_z_clip)
+                    env = s.envp if z >= 0 else s.envn
                     if zd > 0:
-                        ev = min(zd, c.surprise_z_clip)
+                        ev = min(max(0.0, zd - c.envelope_factor * env), c.surprise_z_clip)
+                    s.envp, s.envn = max(s.envp, zcl), max(s.envn, -zcl)
                     if zd - c.spike_z0 > 0:
                         score = 1 - math.exp(-(zd - c.spike_z0) / c.spike_scale)
                 protected = False
@@ -248,9 +255,10 @@ class NaiveEngine:
             if zl > 0:
                 comb = 1 - math.exp(-zl / c.surprise_scale)
         peak = self.peak * math.exp(-dt / c.refractory_s)
+        damp = comb <= peak or (peak >= c.refractory_level and comb <= peak + c.refractory_margin)
         if comb > peak:
             peak = comb
-        else:
+        if damp:
             comb *= c.refractory_factor
         self.peak = peak
         if any_warm:

@@ -23,7 +23,7 @@ from device.kernels import deviation as K
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"ELE2"  # ELE2: combined evidence in z units, refractory peak
+_MAGIC = b"ELE3"  # ELE3: deviation envelope per metric (ELE2: z-unit evidence, refractory)
 _O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = K.O_SCORE, K.O_PERS, K.O_BASE, K.O_SD, K.O_LEVEL
 _R_COMB, _R_EVENT = K.R_COMB, K.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
@@ -89,6 +89,10 @@ class EngineConfig:
     surprise_z_clip: float = 20.0  # evidence = min(|z|, clip) + min(|zs|, clip) (z units)
     refractory_s: float = 6 * 3600.0  # combined below its recent peak (decaying over this) ...
     refractory_factor: float = 0.5  # ... is multiplied by this (one high score per episode)
+    refractory_level: float = 0.5  # once the peak is this high, a new score must beat it ...
+    refractory_margin: float = 0.2  # ... by this much to pass undamped (one alert per rise)
+    envelope_s: float = 2 * 86400.0  # memory of the largest past deviation (each sign) ...
+    envelope_factor: float = 0.5  # ... of which this share is subtracted from |z| in the evidence
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 
@@ -106,6 +110,7 @@ class EngineConfig:
                 )
         for name in (
             "weight_unit_s",
+            "envelope_s",
             "smooth_s",
             "cusum_h",
             "spike_scale",
@@ -307,7 +312,7 @@ class Engine:
         return not bool(np.any(self._st[:, K.M_WARM] != 0.0))
 
     def state(self) -> bytes:
-        """Compact state: header + metric state (m x 116 float64) + engine state (12 float64)."""
+        """Compact state: header + metric state (m x 118 float64) + engine state (12 float64)."""
         m = len(self.metrics)
         return _HEADER.pack(_MAGIC, m, K.N_STATE) + self._st.tobytes() + self._eng.tobytes()
 

@@ -34,12 +34,14 @@ CFG_FIELDS: tuple[str, ...] = (
     "warmup_n", "protect_p", "protect_weight", "protect_max_s", "contrib_p", "event_sum",
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
     "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value", "surprise_z_clip",
-    "refractory_s", "refractory_factor",
+    "refractory_s", "refractory_factor", "envelope_s", "envelope_factor", "refractory_level",
+    "refractory_margin",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
- C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF) = range(len(CFG_FIELDS))  # fmt: skip
+ C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF, C_ENVS, C_ENVF, C_REFRL,
+ C_REFRM) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -50,7 +52,8 @@ M_TLAST, M_E, M_EW, M_EQ = 100, 101, 102, 103  # last valid ts, smoothed z, its 
 M_SPOS, M_SNEG, M_RSPOS, M_RSNEG = 104, 105, 106, 107  # CUSUM sums and run start times
 M_FIRST, M_NVALID, M_DIR, M_SCALE = 108, 109, 110, 111  # first ts, count, bad direction, widen
 M_PROT, M_LEVEL, M_ZS, M_WARM = 112, 113, 114, 115  # protected-since, observed level, zs, warm
-N_STATE = 116
+M_ENVP, M_ENVN = 116, 117  # envelope: decaying max of past warm z above / below the baseline
+N_STATE = 118
 
 # ---- engine state ----
 E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB, E_PEAK = range(10)
@@ -215,6 +218,10 @@ def _process_kernel(
                 if s[M_NVALID] == 0.0:
                     s[M_FIRST] = t
                     s[M_LEVEL] = x
+                else:
+                    fenv = math.exp(-(t - s[M_TLAST]) / cfg[C_ENVS])
+                    s[M_ENVP] *= fenv
+                    s[M_ENVN] *= fenv
                 s[M_E] += alpha * (zc - s[M_E])
                 ew, eq = _decay_kernel(s[M_EW], s[M_EQ], t - s[M_TLAST], mem)
                 rms = math.sqrt((eq + cfg[C_EPW] * cfg[C_EPRMS] ** 2) / (ew + cfg[C_EPW]))
@@ -239,8 +246,18 @@ def _process_kernel(
                     s[M_SPOS] = min(sp, h_eff * cfg[C_CAP])
                     s[M_SNEG] = min(sn, h_eff * cfg[C_CAP])
                     zd = abs(z) if d == 0.0 else (z if d > 0.0 else -z)
+                    # evidence: the part of |z| beyond envelope_factor x the envelope (largest
+                    # deviation of the same sign, clipped, forgotten over envelope_s), then
+                    # clipped: a recurring spike of the usual size is little news, a larger one
+                    # or one of a new sign is
+                    zcl = _clip(z, -cfg[C_SZCLIP], cfg[C_SZCLIP])
+                    env = s[M_ENVP] if z >= 0.0 else s[M_ENVN]
                     if zd > 0.0:
-                        ev = min(zd, cfg[C_SZCLIP])
+                        ev = min(max(0.0, zd - cfg[C_ENVF] * env), cfg[C_SZCLIP])
+                    if zcl > s[M_ENVP]:
+                        s[M_ENVP] = zcl
+                    if -zcl > s[M_ENVN]:
+                        s[M_ENVN] = -zcl
                     zd = zd / scale - cfg[C_Z0]
                     if zd > 0.0:
                         score = 1.0 - math.exp(-zd / cfg[C_SSCALE])
@@ -331,10 +348,13 @@ def _process_kernel(
                 comb = 1.0 - math.exp(-zl / cfg[C_SURSCALE])
         # refractory: a score below the recent peak (decaying over refractory_s) is damped, so one
         # episode gives one high score, not a run of them
+        # (hard refractory: once the peak is at refractory_level or more, a score must beat it by
+        # refractory_margin to pass undamped: a rising edge of one episode alerts once)
         peak = eng[E_PEAK] * math.exp(-dt / cfg[C_REFR])
+        damp = comb <= peak or (peak >= cfg[C_REFRL] and comb <= peak + cfg[C_REFRM])
         if comb > peak:
             peak = comb
-        else:
+        if damp:
             comb *= cfg[C_REFRF]
         eng[E_PEAK] = peak
         if any_warm:
