@@ -117,6 +117,25 @@ def test_state_migrates_to_other_metrics(s: tuple, cut: int) -> None:
         Engine.from_state(blob, ("a", "b", "c"), FAST)  # without the saved names: refused, not misread
 
 
+def test_an_ele2_state_is_upgraded_not_refused() -> None:
+    """Agents that saved ELE2 (before the envelope) keep their baselines after the upgrade."""
+    from device.detect.engine import _HEADER
+    from device.kernels import deviation as K
+
+    eng = Engine(METRICS, FAST)
+    rng = np.random.default_rng(1)
+    ts = 1.6e9 + 60.0 * np.arange(3000)
+    eng.process(ts, rng.normal(50, 2, (3000, 2)))
+    st_ = eng._st.copy()
+    st_[:, K.M_ENVP:] = 0.0
+    ele2 = _HEADER.pack(b"ELE2", 2, 116) + st_[:, :116].tobytes() + eng._eng.tobytes()
+    up = Engine.from_state(ele2, METRICS, FAST)
+    npt.assert_array_equal(up._st[:, :116], eng._st[:, :116])
+    assert not up._st[:, 116:].any() and not up.warming_up
+    with pytest.raises(ValueError, match="expected"):
+        Engine.from_state(ele2[:-8], METRICS, FAST)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     arrays(np.float64, st.integers(1, 80), elements=st.floats(allow_nan=True, allow_infinity=True)),

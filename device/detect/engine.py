@@ -151,6 +151,24 @@ class EngineOutput:
     level: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) observed level
 
 
+# ELE2 rows are ELE3 rows without the two envelope slots at the end (M_ENVP, M_ENVN): an agent
+# upgraded from ELE2 keeps everything it learnt; the envelope starts empty ("nothing seen lately")
+_ELE2_N_STATE = 116
+
+
+def _upgrade_state(data: bytes) -> bytes:
+    """ELE2 state -> ELE3 (other bytes are returned as they are, for from_state to judge)."""
+    if data[:4] != b"ELE2" or len(data) < _HEADER.size:
+        return data
+    _, m, n_state = _HEADER.unpack_from(data)
+    if n_state != _ELE2_N_STATE or len(data) != _HEADER.size + 8 * (m * n_state + K.N_ENG):
+        return data
+    body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
+    rows = np.zeros((m, K.N_STATE))
+    rows[:, :n_state] = body[: m * n_state].reshape(m, n_state)
+    return _HEADER.pack(_MAGIC, m, K.N_STATE) + rows.tobytes() + body[m * n_state :].tobytes()
+
+
 class Engine:
     """Monitors one individual over several metrics (e.g. ``("resting_hr", "activity")``).
 
@@ -342,6 +360,7 @@ class Engine:
             for name, d in (directions or {}).items():
                 eng._st[eng.metrics.index(name), K.M_DIR] = float(d)
             return eng
+        data = _upgrade_state(bytes(data))
         eng = cls(metrics, config, directions)
         m = len(eng.metrics)
         expected = _HEADER.size + 8 * (m * K.N_STATE + K.N_ENG)
