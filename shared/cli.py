@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("rollout_id", nargs="?", type=int)
     r.add_argument("--db", default="edgeloop-cloud.db")
 
+    p = sub.add_parser("train", help="turn a retraining dataset into a signed candidate bundle",
+                       description="Tunes the base bundle's detector config (alert gate) on a retraining "
+                       "dataset exported by a retraining rule (labelled alerts + regression cases) and "
+                       "writes a candidate bundle with the next version, signed with the cloud's key; "
+                       "--model packages a TFLite model retrained by scripts/train_activity. Then: "
+                       "edgeloop release check CANDIDATE.")
+    p.add_argument("dataset", help="dataset directory (retrain export, with manifest.json)")
+    p.add_argument("--base", required=True, help="the fleet's current bundle")
+    p.add_argument("--key", required=True, help="the cloud's Ed25519 signing key (PEM or raw)")
+    p.add_argument("--out", required=True, help="where to write the candidate bundle")
+    p.add_argument("--model", help="a retrained .tflite to package instead of the base bundle's")
+    p.add_argument("--version", type=int, help="candidate version (default: base version + 1)")
+
     p = sub.add_parser("demo", help="the whole loop: simulated collars -> pty -> agents -> broker -> cloud -> report",
                        description="Runs N simulated collars for D simulated days, each through a real pty "
                        "into its own agent process, through an MQTT broker into the cloud aggregator, and "
@@ -303,6 +316,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     return rollout_status_cli(args.db, args.rollout_id)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from cloud.retrain.train import train_cli
+
+    return train_cli(args.dataset, args.base, args.key, args.out, model_path=args.model, version=args.version)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.demo import run_demo
 
@@ -312,6 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
     "feedback": cmd_feedback, "alerts": cmd_alerts, "quality": cmd_quality, "release": cmd_release,
+    "train": cmd_train,
 }
 
 
