@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -255,12 +256,39 @@ def test_drift_rule(shift: float, fires: bool, tmp_path: Path) -> None:
         assert "resting_hr (psi" in reqs[0].reason
 
 
-def test_drift_needs_samples(tmp_path: Path) -> None:
+def test_drift_needs_samples_and_a_real_reference(tmp_path: Path) -> None:
     store = CloudStore()
     add_alert(store, "x", NOW - 40 * D)
-    _summaries(store, np.random.default_rng(0), NOW - 6 * D, 5, 2, 60.0, 1)
-    assert evaluate_retrain_rules(store, [DriftRule(name="d", model_name="m")], NOW, export_dir=tmp_path) == []
+    rng = np.random.default_rng(0)
+    _summaries(store, rng, NOW - 20 * D, 20, 1, 60.0, 1)  # 13 reference days, 1 device: 13 samples
+    rule = DriftRule(name="d", model_name="m")
+    assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
     assert "no metric has >= 30 summaries" in evaluations(store)[-1]["reason"]
+    # a fleet's first two days: 200 reference summaries, but from 2 days: no reference yet
+    store = CloudStore()
+    add_alert(store, "x", NOW - 40 * D)
+    _summaries(store, rng, NOW - 9 * D, 2, 100, 60.0, 1)
+    _summaries(store, rng, NOW - 7 * D + 10, 7, 100, 70.0, 100)
+    assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
+    assert evaluations(store)[-1]["reason"].startswith("reference too short: summaries of 2 days")
+    assert evaluate_retrain_rules(store, [replace(rule, min_reference_days=2)], NOW + 1, export_dir=tmp_path)
+
+
+def test_drift_skips_partial_days(tmp_path: Path) -> None:
+    """A device's first (or interrupted) day has fewer minutes and a lower activity mean: skipped."""
+    store = CloudStore()
+    add_alert(store, "x", NOW - 40 * D)
+    rng = np.random.default_rng(5)
+    for dev in range(10):
+        recs = tuple(Record(k + 1, "summary", NOW - 35 * D + k * D + dev, f"ind-{dev}",
+                            {"minutes": 300 if k >= 28 else 1440,
+                             "metrics_mean": {"activity": float(rng.normal(3 if k >= 28 else 6, 0.3))}})
+                     for k in range(35))
+        store.store_batch(UplinkBatch(f"dev-{dev}", recs))
+    rule = DriftRule(name="d", model_name="m", metrics=("activity",))
+    assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
+    assert evaluations(store)[-1]["measured"]["metrics"]["activity"]["recent_n"] == 0
+    assert evaluate_retrain_rules(store, [replace(rule, min_day_minutes=0)], NOW + 1, export_dir=tmp_path)
 
 
 def test_psi_values() -> None:

@@ -90,11 +90,18 @@ class DriftRule(_Common):
     ks_alpha: float = field(default=0.01, metadata=doc("KS p-value below this is drift"))
     bins: int = field(default=10, metadata=doc("PSI bins (reference quantiles)"))
     min_samples: int = field(default=30, metadata=doc("summaries needed in each period (and new ones to refire)"))
+    min_reference_days: float = field(default=7.0, metadata=doc(
+        "the reference must hold summaries of at least this many distinct days (a fleet's first "
+        "day or two is no reference, however many devices sent one)"))
+    min_day_minutes: int = field(default=1200, metadata=doc(
+        "summaries of devices that ran fewer minutes that day (a first or interrupted day) are skipped"))
 
     def validate(self) -> None:
         self._check_common()
         if self.window_days <= 0 or self.reference_days <= 0:
             raise ValueError("window_days and reference_days must be > 0")
+        if not 0 <= self.min_reference_days <= self.reference_days or not 0 <= self.min_day_minutes <= 1440:
+            raise ValueError("min_reference_days must be in [0, reference_days] and min_day_minutes in [0, 1440]")
         if self.psi_threshold <= 0 or not 0 < self.ks_alpha < 1 or self.bins < 2 or self.min_samples < 2:
             raise ValueError("psi_threshold > 0, 0 < ks_alpha < 1, bins >= 2, min_samples >= 2 required")
 

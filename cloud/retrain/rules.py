@@ -152,17 +152,26 @@ def _new_cases(store: CloudStore, rule: NewCasesRule, version: str, now: float,
                                  "since": last}, None)
 
 
-def _summaries(store: CloudStore, lo: float, hi: float) -> list[tuple[float, dict[str, float]]]:
+def _summaries(store: CloudStore, lo: float, hi: float, min_minutes: float = 0.0
+               ) -> list[tuple[float, dict[str, float]]]:
     rows = store.db.query("SELECT ts, body FROM records WHERE kind = 'summary' AND ts >= ? AND ts <= ?",
                           [lo, hi])
-    return [(r["ts"], summary_values(json.loads(r["body"]))) for r in rows]
+    out = [(r["ts"], summary_values(json.loads(r["body"]))) for r in rows]
+    return [(ts, v) for ts, v in out if v.get("minutes", min_minutes) >= min_minutes]
 
 
 def _drift(store: CloudStore, rule: DriftRule, version: str, now: float, last: float | None,
            evidence: list[Labelled]) -> _Eval:
     split = now - rule.window_days * DAY
-    ref_rows = [v for ts, v in _summaries(store, split - rule.reference_days * DAY, split) if ts < split]
-    cur_rows = _summaries(store, split, now)
+    ref_ts = [(ts, v) for ts, v in _summaries(store, split - rule.reference_days * DAY, split,
+                                              rule.min_day_minutes) if ts < split]
+    ref_days = len({int(ts // DAY) for ts, _ in ref_ts})
+    if ref_days < rule.min_reference_days:
+        return _Eval(False, f"reference too short: summaries of {ref_days} days before the last "
+                     f"{rule.window_days:g} (need >= {rule.min_reference_days:g})",
+                     {"reference_days": ref_days, "method": rule.method}, None, rule.min_samples)
+    ref_rows = [v for _, v in ref_ts]
+    cur_rows = _summaries(store, split, now, rule.min_day_minutes)
     names = list(rule.metrics) or sorted({k for v in ref_rows for k in v})
     per: dict[str, Any] = {}
     flagged: list[str] = []
