@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,6 +241,16 @@ def _summaries(store: CloudStore, rng: np.random.Generator, t0: float, days: int
         store.store_batch(UplinkBatch(f"dev-{dev}", recs))
 
 
+def _agent_summaries(body: Callable[[int], dict[str, Any]], devices: int = 10, days: int = 35) -> CloudStore:
+    """A store with ``days`` daily summaries per device in the agent's layout, ending now."""
+    store = CloudStore()
+    add_alert(store, "x", NOW - 40 * D)
+    for dev in range(devices):
+        store.store_batch(UplinkBatch(f"dev-{dev}", tuple(
+            Record(k + 1, "summary", NOW - days * D + k * D + dev, f"ind-{dev}", body(k)) for k in range(days))))
+    return store
+
+
 @pytest.mark.parametrize(("shift", "fires"), [(0.0, False), (6.0, True)])
 def test_drift_rule(shift: float, fires: bool, tmp_path: Path) -> None:
     store = CloudStore()
@@ -276,15 +288,9 @@ def test_drift_needs_samples_and_a_real_reference(tmp_path: Path) -> None:
 
 def test_drift_skips_partial_days(tmp_path: Path) -> None:
     """A device's first (or interrupted) day has fewer minutes and a lower activity mean: skipped."""
-    store = CloudStore()
-    add_alert(store, "x", NOW - 40 * D)
     rng = np.random.default_rng(5)
-    for dev in range(10):
-        recs = tuple(Record(k + 1, "summary", NOW - 35 * D + k * D + dev, f"ind-{dev}",
-                            {"minutes": 300 if k >= 28 else 1440,
-                             "metrics_mean": {"activity": float(rng.normal(3 if k >= 28 else 6, 0.3))}})
-                     for k in range(35))
-        store.store_batch(UplinkBatch(f"dev-{dev}", recs))
+    store = _agent_summaries(lambda k: {"minutes": 300 if k >= 28 else 1440, "metrics_mean": {
+        "activity": float(rng.normal(3 if k >= 28 else 6, 0.3))}})
     rule = DriftRule(name="d", model_name="m", metrics=("activity",))
     assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
     assert evaluations(store)[-1]["measured"]["metrics"]["activity"]["recent_n"] == 0
@@ -373,15 +379,9 @@ def test_alerts_tagged_with_the_release_sha_prefix_count_for_its_version(tmp_pat
 
 
 def test_drift_reads_the_agents_summary_layout(tmp_path: Path) -> None:
-    store = CloudStore()
-    add_alert(store, "x", NOW - 40 * D)
     rng = np.random.default_rng(3)
-    for dev in range(10):
-        recs = tuple(Record(k + 1, "summary", NOW - 35 * D + k * D + dev, f"ind-{dev}",
-                            {"day": "d", "metrics_mean": {"resting_hr": float(rng.normal(60 if k < 28 else 70, 3))},
-                             "steps": 4000, "warming_up": False, "shadow": {}})
-                     for k in range(35))
-        store.store_batch(UplinkBatch(f"dev-{dev}", recs))
+    store = _agent_summaries(lambda k: {"day": "d", "metrics_mean": {
+        "resting_hr": float(rng.normal(60 if k < 28 else 70, 3))}, "steps": 4000, "warming_up": False, "shadow": {}})
     reqs = evaluate_retrain_rules(store, load_retrain_config(), NOW, export_dir=tmp_path)
     assert [r.rule for r in reqs] == ["summary-drift"] and "resting_hr (psi" in reqs[0].reason
 
