@@ -109,6 +109,7 @@ class NaiveEngine:
         self.lw = self.lmean = self.lm2 = 0.0
         self.lastcomb = 0.0
         self.peak = 0.0
+        self.step_typ = 0.0
 
     def _baseline(self, s: _Metric, h: int, t: float) -> tuple[float, float]:
         c = self.c
@@ -247,7 +248,17 @@ class NaiveEngine:
                 res["event"], res["contrib"] = True, contrib
         else:
             self.armed = True
-        self.short += (1 - math.exp(-dt / c.surprise_short_s)) * (raw - self.short)
+        if self.nrows > 1:
+            if self.step_typ <= 0:
+                self.step_typ = dt
+            elif dt > self.step_typ:
+                self.step_typ = min(self.step_typ * 1.05, dt)
+            elif dt < self.step_typ:
+                self.step_typ = max(self.step_typ / 1.05, dt)
+        dts, cap = dt, c.surprise_step_cap * self.step_typ
+        if cap > 0 and dts > cap:
+            dts = cap
+        self.short += (1 - math.exp(-dts / c.surprise_short_s)) * (raw - self.short)
         lw, lm2 = decay(self.lw, self.lm2, dt, c.surprise_long_s)
         comb = 0.0
         if any_warm and lw > 0:

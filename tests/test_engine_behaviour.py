@@ -239,3 +239,29 @@ def test_combined_hard_refractory_one_alert_per_rising_edge() -> None:
     assert len(above) == 1
     loose = Engine(("value",), EngineConfig(refractory_level=2.0)).process(ts, x.reshape(-1, 1))
     assert np.count_nonzero(loose.combined[i : i + 36] >= 0.5) >= 3
+
+
+def test_combined_step_cap_a_lone_row_after_a_gap_is_not_the_whole_short_average() -> None:
+    """Irregular sampling: a moderate deviation in the first row after a 40-minute gap is damped
+    by surprise_step_cap (the row weighs 1.5 typical steps in the 10-minute short average, not
+    40 minutes); on a regular stream the cap never binds (identical output)."""
+    ts, x = _five_minute_series(days=6.0)
+    regular = [
+        Engine(("value",), EngineConfig(surprise_step_cap=cap)).process(ts, x.reshape(-1, 1))
+        for cap in (1.5, 0.0)
+    ]
+    assert np.array_equal(regular[0].combined, regular[1].combined)
+    i = 5 * 288
+    keep = np.ones(len(ts), dtype=bool)
+    keep[i - 7 : i] = False  # 40 minutes without rows before row i
+    x = x.copy()
+    x[i] += 4.0
+    ts_g, x_g = ts[keep], x[keep].reshape(-1, 1)
+    j = int(np.searchsorted(ts_g, ts[i]))
+
+    def score(cap: float) -> float:
+        eng = Engine(("value",), EngineConfig(surprise_step_cap=cap))
+        return float(eng.process(ts_g, x_g).combined[j])
+
+    capped, uncapped = score(1.5), score(0.0)  # measured: 0.46 and 0.71
+    assert uncapped > 0.6 and capped < 0.5 and capped < 0.75 * uncapped

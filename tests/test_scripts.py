@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON_SCRIPTS = ("bench_model", "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
-                  "sim_feedback_loop", "train_activity")
+                  "sim_feedback_loop", "train_activity", "nab_folds")
 
 
 @pytest.mark.parametrize("name", PYTHON_SCRIPTS)

@@ -93,6 +93,8 @@ class EngineConfig:
     refractory_margin: float = 0.2  # ... by this much to pass undamped (one alert per rise)
     envelope_s: float = 2 * 86400.0  # memory of the largest past deviation (each sign) ...
     envelope_factor: float = 0.5  # ... of which this share is subtracted from |z| in the evidence
+    surprise_step_cap: float = 1.5  # one row weighs at most this many typical steps in the short
+    # average (the typical step is a running median of the time step; irregular streams)
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 

@@ -35,13 +35,13 @@ CFG_FIELDS: tuple[str, ...] = (
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
     "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value", "surprise_z_clip",
     "refractory_s", "refractory_factor", "envelope_s", "envelope_factor", "refractory_level",
-    "refractory_margin",
+    "refractory_margin", "surprise_step_cap",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
  C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF, C_ENVS, C_ENVF, C_REFRL,
- C_REFRM) = range(len(CFG_FIELDS))  # fmt: skip
+ C_REFRM, C_SSTEP) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -57,6 +57,8 @@ N_STATE = 118
 
 # ---- engine state ----
 E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB, E_PEAK = range(10)
+E_STEP = 10  # typical time step: running median of dt (0 = not seen yet; slot 11 is spare)
+STEP_RATE = 1.05  # the typical step moves by this factor per row towards dt
 N_ENG = 12
 
 # ---- outputs: per metric (N_OUT, n, m), per row (N_ROW, n) and flags (n,) uint8 ----
@@ -335,7 +337,21 @@ def _process_kernel(
         else:
             eng[E_ARMED] = 1.0
         # ---- combined: surprise of the short-term evidence against its long-run distribution ----
-        a = 1.0 - math.exp(-dt / cfg[C_SSHORT])
+        # the short average gives one row at most surprise_step_cap typical steps of weight: the
+        # lone row after a gap (irregular sampling) is not the whole short-term evidence
+        stp = eng[E_STEP]
+        if eng[E_NROWS] > 1.0:  # the first row has no step
+            if stp <= 0.0:
+                stp = dt
+            elif dt > stp:
+                stp = min(stp * STEP_RATE, dt)
+            elif dt < stp:
+                stp = max(stp / STEP_RATE, dt)
+            eng[E_STEP] = stp
+        dts = dt
+        if cfg[C_SSTEP] > 0.0 and stp > 0.0 and dts > cfg[C_SSTEP] * stp:
+            dts = cfg[C_SSTEP] * stp
+        a = 1.0 - math.exp(-dts / cfg[C_SSHORT])
         eng[E_SHORT] += a * (raw - eng[E_SHORT])
         lw, lm2 = _decay_kernel(eng[E_LW], eng[E_LM2], dt, cfg[C_SLONG])
         comb = 0.0
