@@ -89,6 +89,9 @@ class _Metric:
         self.zs = 0.0
         self.warm = False
         self.envp = self.envn = 0.0
+        self.denv = [0.0] * 24  # per hour: largest recent big |z| (as of that hour bin's time)
+        self.dtime = [0.0] * 24  # when it was recorded
+        self.dconf = [0.0] * 24  # a big |z| seen on two different days near this hour
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -150,9 +153,9 @@ class NaiveEngine:
         if ok:
             self.tprev, self.nrows = t, self.nrows + 1
         res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs")}
-        raw, any_warm, warm = 0.0, False, []
+        raw, raw_l, any_warm, warm = 0.0, 0.0, False, []
         for s, x in zip(self.ms, xs, strict=True):
-            ev = 0.0
+            ev = ev_l = 0.0
             finite = math.isfinite(x) and abs(x) <= c.max_abs_value
             if not finite:
                 flags |= 1
@@ -189,6 +192,28 @@ class NaiveEngine:
                     env = s.envp if z >= 0 else s.envn
                     if zd > 0:
                         ev = min(max(0.0, zd - c.envelope_factor * env), c.surprise_z_clip)
+                    ev_l = ev
+                    if c.daily_env_s > 0:
+                        ds = c.daily_env_s
+                        fh = math.exp(-(t - s.bins[h].t) / ds)
+                        s.denv[h] *= fh
+                        s.dconf[h] *= fh
+                        denv = near = 0.0
+                        for dh in (-1, 0, 1):
+                            k = (h + dh) % 24
+                            fk = 1.0 if dh == 0 else math.exp(-(t - s.bins[k].t) / ds)
+                            denv = max(denv, s.dconf[k] * fk)
+                            if t - s.dtime[k] >= 43200.0:
+                                near = max(near, s.denv[k] * fk)
+                        denv *= c.daily_env_factor
+                        if zd > 0 and denv > c.envelope_factor * env:
+                            ev = min(max(0.0, zd - denv), c.surprise_z_clip)
+                        if abs(z) >= c.daily_env_z:
+                            az = abs(zcl)
+                            if near > 0:
+                                s.dconf[h] = max(s.dconf[h], min(az, near))
+                            if az > s.denv[h] or t - s.dtime[h] >= 43200.0:
+                                s.denv[h], s.dtime[h] = max(s.denv[h], az), t
                     s.envp, s.envn = max(s.envp, zcl), max(s.envn, -zcl)
                     if zd - c.spike_z0 > 0:
                         score = 1 - math.exp(-(zd - c.spike_z0) / c.spike_scale)
@@ -233,7 +258,8 @@ class NaiveEngine:
                 zsd = abs(s.zs) if s.dir == 0 else (s.zs if s.dir > 0 else -s.zs)
                 if zsd > 0:
                     ev += min(zsd, c.surprise_z_clip)
-                raw = max(raw, ev)
+                    ev_l += min(zsd, c.surprise_z_clip)
+                raw, raw_l = max(raw, ev), max(raw_l, ev_l)
         if not any_warm:
             flags |= 8
         res["flags"], res["event"], res["contrib"] = flags, False, [False] * len(self.ms)
@@ -273,7 +299,7 @@ class NaiveEngine:
             comb *= c.refractory_factor
         self.peak = peak
         if any_warm:
-            lw, self.lmean, lm2 = welford_update(lw, self.lmean, lm2, raw, u_time)
+            lw, self.lmean, lm2 = welford_update(lw, self.lmean, lm2, raw_l, u_time)
         self.lw, self.lm2, self.lastcomb = lw, lm2, comb
         res["comb"] = comb
         return res

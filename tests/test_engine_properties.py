@@ -117,8 +117,10 @@ def test_state_migrates_to_other_metrics(s: tuple, cut: int) -> None:
         Engine.from_state(blob, ("a", "b", "c"), FAST)  # without the saved names: refused, not misread
 
 
-def test_an_ele2_state_is_upgraded_not_refused() -> None:
-    """Agents that saved ELE2 (before the envelope) keep their baselines after the upgrade."""
+@pytest.mark.parametrize(("magic", "n_old"), [(b"ELE2", 116), (b"ELE3", 118)])
+def test_an_old_state_is_upgraded_not_refused(magic: bytes, n_old: int) -> None:
+    """Agents that saved ELE2 (before the envelope) or ELE3 (before the daily envelope) keep
+    their baselines after the upgrade; the missing envelopes start empty."""
     from device.detect.engine import _HEADER
     from device.kernels import deviation as K
 
@@ -127,13 +129,13 @@ def test_an_ele2_state_is_upgraded_not_refused() -> None:
     ts = 1.6e9 + 60.0 * np.arange(3000)
     eng.process(ts, rng.normal(50, 2, (3000, 2)))
     st_ = eng._st.copy()
-    st_[:, K.M_ENVP:] = 0.0
-    ele2 = _HEADER.pack(b"ELE2", 2, 116) + st_[:, :116].tobytes() + eng._eng.tobytes()
-    up = Engine.from_state(ele2, METRICS, FAST)
-    npt.assert_array_equal(up._st[:, :116], eng._st[:, :116])
-    assert not up._st[:, 116:].any() and not up.warming_up
+    old = _HEADER.pack(magic, 2, n_old) + st_[:, :n_old].tobytes() + eng._eng.tobytes()
+    up = Engine.from_state(old, METRICS, FAST)
+    npt.assert_array_equal(up._st[:, :n_old], eng._st[:, :n_old])
+    assert not up._st[:, n_old:].any() and not up.warming_up
+    assert K.N_STATE * 8 <= 4096  # state budget: <= 4 KB per metric
     with pytest.raises(ValueError, match="expected"):
-        Engine.from_state(ele2[:-8], METRICS, FAST)
+        Engine.from_state(old[:-8], METRICS, FAST)
 
 
 @settings(max_examples=40, deadline=None)

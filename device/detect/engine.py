@@ -23,7 +23,7 @@ from device.kernels import deviation as K
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"ELE3"  # ELE3: deviation envelope per metric (ELE2: z-unit evidence, refractory)
+_MAGIC = b"ELE4"  # ELE4: daily envelope per hour (ELE3: deviation envelope; ELE2: z-unit evidence)
 _O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = K.O_SCORE, K.O_PERS, K.O_BASE, K.O_SD, K.O_LEVEL
 _R_COMB, _R_EVENT = K.R_COMB, K.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
@@ -95,6 +95,9 @@ class EngineConfig:
     envelope_factor: float = 0.5  # ... of which this share is subtracted from |z| in the evidence
     surprise_step_cap: float = 1.5  # one row weighs at most this many typical steps in the short
     # average (the typical step is a running median of the time step; irregular streams)
+    daily_env_s: float = 7 * 86400.0  # memory of big deviations per hour of day (0 = off) ...
+    daily_env_z: float = 10.0  # ... with |z| >= this; one seen on two days at this hour ...
+    daily_env_factor: float = 1.0  # ... is subtracted (this share) from a new one's |z|
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 
@@ -153,17 +156,20 @@ class EngineOutput:
     level: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) observed level
 
 
-# ELE2 rows are ELE3 rows without the two envelope slots at the end (M_ENVP, M_ENVN): an agent
-# upgraded from ELE2 keeps everything it learnt; the envelope starts empty ("nothing seen lately")
-_ELE2_N_STATE = 116
+# ELE2 rows are ELE4 rows without the two envelope slots (M_ENVP, M_ENVN) and the daily envelope
+# (72 slots at the end), ELE3 rows without the daily envelope: an upgraded agent keeps everything
+# it learnt; the missing envelopes start empty ("nothing seen lately")
+_OLD_N_STATE = {b"ELE2": 116, b"ELE3": 118}
 
 
 def _upgrade_state(data: bytes) -> bytes:
-    """ELE2 state -> ELE3 (other bytes are returned as they are, for from_state to judge)."""
-    if data[:4] != b"ELE2" or len(data) < _HEADER.size:
+    """ELE2 / ELE3 state -> ELE4 (other bytes are returned as they are, for from_state to judge)."""
+    if data[:4] not in _OLD_N_STATE or len(data) < _HEADER.size:
         return data
     _, m, n_state = _HEADER.unpack_from(data)
-    if n_state != _ELE2_N_STATE or len(data) != _HEADER.size + 8 * (m * n_state + K.N_ENG):
+    if n_state != _OLD_N_STATE[data[:4]] or len(data) != _HEADER.size + 8 * (
+        m * n_state + K.N_ENG
+    ):
         return data
     body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
     rows = np.zeros((m, K.N_STATE))
@@ -332,7 +338,7 @@ class Engine:
         return not bool(np.any(self._st[:, K.M_WARM] != 0.0))
 
     def state(self) -> bytes:
-        """Compact state: header + metric state (m x 118 float64) + engine state (12 float64)."""
+        """Compact state: header + metric state (m x 190 float64) + engine state (12 float64)."""
         m = len(self.metrics)
         return _HEADER.pack(_MAGIC, m, K.N_STATE) + self._st.tobytes() + self._eng.tobytes()
 

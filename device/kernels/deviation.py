@@ -35,13 +35,13 @@ CFG_FIELDS: tuple[str, ...] = (
     "cooldown_s", "gap_s", "clock_jump_s", "surprise_short_s", "surprise_long_s",
     "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value", "surprise_z_clip",
     "refractory_s", "refractory_factor", "envelope_s", "envelope_factor", "refractory_level",
-    "refractory_margin", "surprise_step_cap",
+    "refractory_margin", "surprise_step_cap", "daily_env_s", "daily_env_z", "daily_env_factor",
 )  # fmt: skip
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
  C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF, C_ENVS, C_ENVF, C_REFRL,
- C_REFRM, C_SSTEP) = range(len(CFG_FIELDS))  # fmt: skip
+ C_REFRM, C_SSTEP, C_DENVS, C_DENVZ, C_DENVF) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
@@ -53,7 +53,10 @@ M_SPOS, M_SNEG, M_RSPOS, M_RSNEG = 104, 105, 106, 107  # CUSUM sums and run star
 M_FIRST, M_NVALID, M_DIR, M_SCALE = 108, 109, 110, 111  # first ts, count, bad direction, widen
 M_PROT, M_LEVEL, M_ZS, M_WARM = 112, 113, 114, 115  # protected-since, observed level, zs, warm
 M_ENVP, M_ENVN = 116, 117  # envelope: decaying max of past warm z above / below the baseline
-N_STATE = 118
+# per hour of day (24 each): largest recent big |z| (as of the hour bin's time BIN_T), when it was
+# recorded, and the "daily" level: a big |z| seen on two different days at this hour (or a neighbour)
+D_ENV, D_TIME, D_CONF = 118, 142, 166
+N_STATE = 190
 
 # ---- engine state ----
 E_TPREV, E_NROWS, E_LASTEV, E_ARMED, E_SHORT, E_LW, E_LMEAN, E_LM2, E_LASTCOMB, E_PEAK = range(10)
@@ -199,9 +202,11 @@ def _process_kernel(
             eng[E_TPREV] = t
             eng[E_NROWS] += 1.0
         raw = 0.0
+        raw_l = 0.0  # the evidence before the daily discount: what the long-run statistic learns
         any_warm = False
         for j in range(m):
             ev = 0.0
+            ev_l = 0.0
             s = st[j]
             x = vals[i, j]
             finite = np.isfinite(x) and abs(x) <= cfg[C_MAXABS]
@@ -256,6 +261,34 @@ def _process_kernel(
                     env = s[M_ENVP] if z >= 0.0 else s[M_ENVN]
                     if zd > 0.0:
                         ev = min(max(0.0, zd - cfg[C_ENVF] * env), cfg[C_SZCLIP])
+                    ev_l = ev
+                    if cfg[C_DENVS] > 0.0:
+                        # a big deviation recurring at this time of day (seen at this hour or a
+                        # neighbour on two different days, within daily_env_s) is no news: its
+                        # size is discounted in full (the daily spike of a cron job)
+                        ds = cfg[C_DENVS]
+                        fh = math.exp(-(t - s[hh * 4 + BIN_T]) / ds)
+                        s[D_ENV + hh] *= fh
+                        s[D_CONF + hh] *= fh
+                        denv = 0.0
+                        near = 0.0
+                        for dh in range(-1, 2):
+                            k = (hh + dh) % N_BINS
+                            fk = 1.0 if dh == 0 else math.exp(-(t - s[k * 4 + BIN_T]) / ds)
+                            if s[D_CONF + k] * fk > denv:
+                                denv = s[D_CONF + k] * fk
+                            if t - s[D_TIME + k] >= 43200.0 and s[D_ENV + k] * fk > near:
+                                near = s[D_ENV + k] * fk
+                        denv *= cfg[C_DENVF]
+                        if zd > 0.0 and denv > cfg[C_ENVF] * env:
+                            ev = min(max(0.0, zd - denv), cfg[C_SZCLIP])
+                        if abs(z) >= cfg[C_DENVZ]:
+                            az = abs(zcl)
+                            if near > 0.0:
+                                s[D_CONF + hh] = max(s[D_CONF + hh], min(az, near))
+                            if az > s[D_ENV + hh] or t - s[D_TIME + hh] >= 43200.0:
+                                s[D_ENV + hh] = max(s[D_ENV + hh], az)
+                                s[D_TIME + hh] = t
                     if zcl > s[M_ENVP]:
                         s[M_ENVP] = zcl
                     if -zcl > s[M_ENVN]:
@@ -306,9 +339,13 @@ def _process_kernel(
                 zsd = abs(zsd) if d == 0.0 else (zsd if d > 0.0 else -zsd)
                 if zsd > 0.0:
                     ev += min(zsd, cfg[C_SZCLIP])
+                    ev_l += min(zsd, cfg[C_SZCLIP])
                 ev /= scale
+                ev_l /= scale
                 if ev > raw:
                     raw = ev
+                if ev_l > raw_l:
+                    raw_l = ev_l
         if not any_warm:
             flags |= FLAG_WARMUP
         flags_out[i] = flags
@@ -374,7 +411,7 @@ def _process_kernel(
             comb *= cfg[C_REFRF]
         eng[E_PEAK] = peak
         if any_warm:
-            lw, lmean, lm2 = _update_kernel(lw, eng[E_LMEAN], lm2, raw, u_time)
+            lw, lmean, lm2 = _update_kernel(lw, eng[E_LMEAN], lm2, raw_l, u_time)
             eng[E_LMEAN] = lmean
         eng[E_LW] = lw
         eng[E_LM2] = lm2
