@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
 BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
 MAX_BATCH_BYTES = 192 * 1024  # below the cloud's 256 KiB message cap, with room for the envelope
+TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
 FORWARD_JUMP_S = 1800.0  # a frame this far ahead of the previous one: a gap or a clock jump
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
@@ -211,7 +212,7 @@ class Agent:
         body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
                     observed=json_floats(ev.observed), model_version=self.model_version,
                     detector_version=self.detector_version)
-        trace = self.trace.export() if self.trace is not None else None
+        trace = self._event_trace()
         if trace is not None:
             body["trace"] = trace
         if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
@@ -220,6 +221,20 @@ class Agent:
         self._append("event", ev.ts, body)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
+
+    def _event_trace(self) -> dict[str, Any] | None:
+        """The longest trace that keeps the event row well inside the outbox's row cap (a long
+        ``event_trace_hours`` with many metrics is cut at a later snapshot); None if none fits."""
+        if self.trace is None:
+            return None
+        for start in range(self.trace.snapshots):
+            tr = self.trace.export(start)
+            if tr is not None and len(json.dumps(tr, separators=(",", ":"))) <= TRACE_MAX_BYTES:
+                if start:
+                    self.counts["event_trace_shortened"] += 1
+                return tr
+        self.counts["event_trace_dropped"] += 1
+        return None
 
     def _append(self, kind: str, ts: float, body: dict[str, Any]) -> None:
         try:

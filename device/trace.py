@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 TRACE_VERSION = 1
@@ -36,7 +37,7 @@ class TraceRing:
         self._rows: deque[tuple[float, list[float]]] = deque()
         self._snaps: deque[tuple[float, bytes]] = deque()
 
-    def before_row(self, ts: float, state: Any) -> None:
+    def before_row(self, ts: float, state: Callable[[], bytes]) -> None:
         """Call before the engine scores the row at ``ts``; ``state`` is a callable giving the
         engine's state bytes (only called when a snapshot is due)."""
         if not self._snaps or ts - self._snaps[-1][0] >= self.snapshot_every_s or ts < self._snaps[-1][0]:
@@ -60,11 +61,17 @@ class TraceRing:
         self._rows.clear()
         self._snaps.clear()
 
-    def export(self) -> dict[str, Any] | None:
-        """``{"v", "metrics", "t0", "state" (base64), "ts", "values"}`` or None when empty."""
-        if not self._snaps:
+    @property
+    def snapshots(self) -> int:
+        return len(self._snaps)
+
+    def export(self, start: int = 0) -> dict[str, Any] | None:
+        """``{"v", "metrics", "t0", "state" (base64), "ts", "values"}`` from snapshot ``start``
+        (0: the oldest, the longest trace; higher: shorter), or None when there is none."""
+        if not 0 <= start < len(self._snaps):
             return None
-        t0, state = self._snaps[0]
+        t0, state = self._snaps[start]
+        rows = [r for r in self._rows if r[0] >= t0]
         return {"v": TRACE_VERSION, "metrics": list(self.metrics), "t0": t0,
                 "state": base64.b64encode(state).decode("ascii"),
-                "ts": [r[0] for r in self._rows], "values": [_exact(r[1]) for r in self._rows]}
+                "ts": [r[0] for r in rows], "values": [_exact(r[1]) for r in rows]}

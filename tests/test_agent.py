@@ -73,6 +73,14 @@ def test_events_carry_a_trace_that_replays_to_the_same_event(tmp_path: Path, fle
         assert 6 * 3600 <= e.ts - tr["t0"] < 7 * 3600 + 60
         (again,) = [b for b in replay_trace(tr, {}, until=e.ts) if b["ts"] == e.ts]
         assert again["metrics"] == e.body["metrics"] and again["score"] == e.body["score"]
+    assert not a.counts["event_trace_shortened"], "the default 6 h of 4 metrics fits whole"
+    (tmp_path / "long").mkdir()
+    c = run_trace(tmp_path / "long", fleet[0], 8.0, event_trace_hours=24.0)
+    for e in events(c):  # a 24 h trace of 4 metrics would not fit: cut at a later snapshot
+        tr = e.body["trace"]
+        assert len(json.dumps(tr, separators=(",", ":"))) <= 64 * 1024
+        assert replay_trace(tr, {}, until=e.ts)[-1]["ts"] == e.ts
+    assert c.counts["event_trace_shortened"] >= 1 and not c.counts["event_trace_dropped"]
     (tmp_path / "off").mkdir()
     b = run_trace(tmp_path / "off", fleet[0], 8.0, event_trace_hours=0.0)
     assert events(b) and all("trace" not in e.body for e in events(b))

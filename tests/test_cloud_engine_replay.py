@@ -68,6 +68,23 @@ def test_trace_holds_the_lookback_and_a_snapshot_before_it(device_events: list[d
     assert any(v[0] is None for v in tr["values"]), "missing values travel as null"
 
 
+def test_trace_ring_keeps_the_lookback_and_exports_shorter_traces() -> None:
+    ring = TraceRing(("a",), lookback_s=3 * 3600.0, snapshot_every_s=3600.0)
+    states = iter(range(10**6))
+    for i in range(12 * 60):  # 12 h of minutes
+        t = T0 + 60.0 * i
+        ring.before_row(t, lambda: str(next(states)).encode())
+        ring.add_row(t, [float(i)])
+    full, short = ring.export(), ring.export(ring.snapshots - 1)
+    assert full is not None and short is not None and ring.export(ring.snapshots) is None
+    assert 3 * 3600 <= full["ts"][-1] - full["t0"] < 4 * 3600
+    assert short["t0"] > full["t0"] and short["ts"][0] == short["t0"] and short["ts"][-1] == full["ts"][-1]
+    ring.before_row(T0, lambda: b"x")  # the clock went back: start over
+    assert ring.snapshots == 1 and ring.export()["ts"] == []  # type: ignore[index]
+    with pytest.raises(ValueError, match="must be > 0"):
+        TraceRing(("a",), lookback_s=0)
+
+
 def test_replay_with_the_device_config_gives_the_device_event(device_events: list[dict]) -> None:
     for body in device_events:
         got = replay_trace(body["trace"], {}, until=body["ts"])
