@@ -147,3 +147,12 @@ def test_release_check_blocks_a_silent_engine_on_a_traced_confirmed_case(device_
     assert not blocked.passed and "regresses" in blocked.reasons[0]
     ok = check_release(store, {"cusum_h": 10.0}, {})
     assert ok.passed and "1 of 1 cases replayed through the real engine" in ok.reasons[-1]
+
+
+def test_a_damaged_trace_falls_back_to_the_gate_and_is_reported(device_events: list[dict]) -> None:
+    body = json.loads(json.dumps(device_events[0]))
+    body["trace"]["state"] = "not base64!"
+    case = {"event": {"body": body}, "alert": None}
+    r = EngineReplayer({"cusum_h": 200.0})
+    assert r.replay(case), "judged by the gate on the recorded numbers"
+    assert r.replayed == 0 and len(r.unusable) == 1 and "trace unusable" in r.unusable[0]

@@ -161,6 +161,8 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
     if n_engine:
         reasons.append(f"{n_engine} of {n} cases replayed through the real engine (device traces), "
                        f"{n - n_engine} by the alert gate on recorded numbers")
+    for msg in getattr(cand_r, "unusable", ()):
+        reasons.append(f"trace unusable, judged by the alert gate: {msg}")
     row = {"created": now, "candidate_name": candidate_ref.name if candidate_ref else None,
            "candidate_version": str(candidate_ref.version) if candidate_ref else None,
            "candidate_sha256": candidate_ref.sha256 if candidate_ref else None,

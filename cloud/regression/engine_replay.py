@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -29,6 +30,7 @@ from device.detect.detector_config import engine_config
 from device.detect.engine import Engine, EngineStateError
 from shared.alert_gate import event_numbers
 
+logger = logging.getLogger(__name__)
 SLACK_S = 60.0  # a replayed event up to one row after the recorded one still counts
 
 
@@ -89,12 +91,19 @@ class EngineReplayer:
         except ValueError as exc:
             raise ReplayError(str(exc)) from None
         self.replayed = 0  # cases judged by the engine (the rest by the gate on recorded numbers)
+        self.unusable: list[str] = []  # traces that could not be replayed (judged by the gate)
 
     def replay(self, case: Any) -> bool:
         found = case_trace(case)
         if found is None:
             return self.gate.replay(case)
         trace, event_ts = found
+        try:
+            bodies = replay_trace(trace, self.config, until=event_ts)
+        except ReplayError as exc:  # a damaged trace costs this case its engine replay, no more
+            self.unusable.append(f"case {getattr(case, 'id', '?')}: {exc}")
+            logger.warning("regression.trace_unusable", extra={"case": getattr(case, "id", None),
+                                                                "reason": str(exc)})
+            return self.gate.replay(case)
         self.replayed += 1
-        return any(self.gate.gate.alerts(event_numbers(None, b))
-                   for b in replay_trace(trace, self.config, until=event_ts))
+        return any(self.gate.gate.alerts(event_numbers(None, b)) for b in bodies)
