@@ -196,6 +196,7 @@ class Agent:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
             self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": json_floats(vec),
+                                               "names": list(self.features.metrics),
                                                "label": label, "accel": None if accel is None else
                                                np.round(accel, 3).tolist()})
         self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())

@@ -115,6 +115,15 @@ class Settings:
         "how long a collect_more request runs on the device"))
     collect_sample_rate_factor: float = field(default=2.0, metadata=doc(
         "sampling speed-up asked for by collect_more"))
+    collect_followup: bool = field(default=True, metadata=doc(
+        "decide again once a collect_more has run: notify if the extra data still deviates"))
+    collect_grace_s: float = field(default=900, metadata=doc(
+        "wait this long after the collection for its last raw windows before deciding again"))
+    collect_confirm_fraction: float = field(default=0.5, metadata=doc(
+        "a metric still deviates if the median of the extra data keeps this share of the event's "
+        "deviation, in its direction"))
+    collect_min_points: int = field(default=10, metadata=doc(
+        "raw windows with a value a metric needs before the extra data can judge it"))
     ignore_after_s: float = field(default=24 * 3600, metadata=doc(
         "a notified alert with no interaction after this long is 'ignored'"))
     dismissals_to_widen: int = field(default=2, metadata=doc(
@@ -138,6 +147,9 @@ class Settings:
             raise ValueError("widen_factor and new_normal_factor must be >= 1")
         if not -14 <= self.default_tz_offset_h <= 14:
             raise ValueError(f"default_tz_offset_h {self.default_tz_offset_h} must be in [-14, 14]")
+        if not 0 < self.collect_confirm_fraction <= 1 or self.collect_min_points < 1 or self.collect_grace_s < 0:
+            raise ValueError("collect_confirm_fraction must be in (0, 1], collect_min_points >= 1, "
+                             "collect_grace_s >= 0")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,167 @@
+"""After a collect_more: decide again on the extra data the device uploaded.
+
+A ``collect_more`` decision asks the device for raw minute windows (``device.agent``: records of
+kind ``raw`` with the minute's metric values). Once the collection has run
+(``collect_duration_s`` after the decision, plus ``collect_grace_s`` for the last windows to
+arrive), :func:`collected_followups` judges each such alert on those windows:
+
+* per metric of the event, the median of the extra data against the event's baseline: the metric
+  *still deviates* when that keeps at least ``collect_confirm_fraction`` of the event's deviation,
+  in its direction (a metric needs ``collect_min_points`` values to be judged);
+* one metric still deviating: **notify** (rule ``collected-confirms``), through an incident as a
+  first decision would, deferred in quiet hours, grouped (not sent again) into an incident the
+  owner was already told about, suppressed when the individual is silenced;
+* every judged metric back: **held** (rule ``collected-resolved``); no usable data: **held**
+  (rule ``collected-no-data``).
+
+The alert row keeps one decision: its action, rule and reason are replaced, the reason naming
+the earlier collect_more decision. Pure judgement (:func:`judge`) is separate from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.rules.notify import (
+    Decision,
+    NotificationPolicy,
+    alert_event_body,
+    close_idle_incidents,
+    in_quiet_hours,
+    local_prefs,
+    open_incident,
+)
+from cloud.rules.schema import ensure_schema, write_lock
+from cloud.store.db import CloudStore
+
+logger = logging.getLogger(__name__)
+MAX_RAW = 2000  # raw windows read per alert (a day of minutes is 1440)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The extra data's answer for one alert."""
+
+    outcome: str  # "still" | "resolved" | "no_data"
+    detail: str  # e.g. "skin_temp median 39.1 vs baseline 38.4 (event 39.2)"
+
+
+def judge(event: Mapping[str, Any], names: Sequence[str], rows: Sequence[Sequence[float | None]],
+          fraction: float = 0.5, min_points: int = 10) -> Verdict:
+    """Does the extra data (``rows`` of values in ``names`` order) still show the event's deviation?"""
+    metrics = list(event.get("metrics") or [])
+    dirs, base, obs = (list(event.get(k) or []) for k in ("directions", "baseline", "observed"))
+    still, back, unjudged = [], [], []
+    for i, m in enumerate(metrics):
+        j = names.index(m) if m in names else -1
+        b = base[i] if i < len(base) else None
+        o = obs[i] if i < len(obs) else None
+        vals = [float(r[j]) for r in rows if j >= 0 and j < len(r) and r[j] is not None
+                and math.isfinite(float(r[j]))]
+        if b is None or o is None or len(vals) < min_points or o == b:
+            unjudged.append(m)
+            continue
+        d = int(dirs[i]) if i < len(dirs) and dirs[i] else (1 if o > b else -1)
+        med = statistics.median(vals)
+        kept = d * (med - b) / abs(o - b)
+        text = f"{m} median {med:.4g} vs baseline {b:.4g} (event {o:.4g}, {kept:.0%} of it kept)"
+        (still if kept >= fraction else back).append(text)
+    if still:
+        return Verdict("still", "; ".join(still))
+    if back:
+        return Verdict("resolved", "; ".join(back))
+    return Verdict("no_data", f"no metric of {metrics} has {min_points} values in the extra data")
+
+
+def _raw_rows(store: CloudStore, alert: Mapping[str, Any], until: float,
+              event: Mapping[str, Any]) -> tuple[list[str], list[list[float | None]]]:
+    """Metric names and value rows of the raw windows the device uploaded after the event."""
+    names: list[str] = list((event.get("trace") or {}).get("metrics") or [])
+    rows: list[list[float | None]] = []
+    for r in store.db.query("SELECT body FROM records WHERE kind = 'raw' AND device_id = ? AND ts >= ? "
+                            "AND ts <= ? ORDER BY ts LIMIT ?", [alert["device_id"], alert["ts"], until, MAX_RAW]):
+        body = json.loads(r["body"])
+        if isinstance(body.get("names"), list):
+            names = [str(x) for x in body["names"]]
+        vals = body.get("metrics")
+        if isinstance(vals, list):
+            rows.append([v if isinstance(v, int | float) else None for v in vals])
+    return names, rows
+
+
+def collected_followups(store: CloudStore, policy: NotificationPolicy, now: float) -> list[Decision]:
+    """Decide again on every alert whose collection has run; returns the new notifications."""
+    s = policy.settings
+    if not s.collect_followup:
+        return []
+    ensure_schema(store.db)
+    cutoff = now - s.collect_duration_s - s.collect_grace_s
+    out: list[Decision] = []
+    with write_lock(store.db):
+        due = list(store.db.table("alerts").rows_where("state = 'collecting' AND decided_at <= ?", [cutoff],
+                                                        order_by="decided_at"))
+        for a in due:
+            event = alert_event_body(store, a["alert_id"])
+            names, rows = _raw_rows(store, a, a["decided_at"] + s.collect_duration_s + s.collect_grace_s, event)
+            v = judge(event, names, rows, s.collect_confirm_fraction, s.collect_min_points)
+            d = _apply(store, policy, a, v, now)
+            if d is not None:
+                out.append(d)
+    return out
+
+
+def _apply(store: CloudStore, policy: NotificationPolicy, a: Mapping[str, Any], v: Verdict,
+           t: float) -> Decision | None:
+    before = f"after collect_more ({a['rule']}: {a['reason']})"
+    upd: dict[str, Any] = {"decided_at": t}
+    notify = False
+    if v.outcome != "still":
+        rule = "collected-resolved" if v.outcome == "resolved" else "collected-no-data"
+        upd.update(action="uncertain", state="held", rule=rule,
+                   reason=f"extra data: back to normal: {v.detail}; {before}" if v.outcome == "resolved"
+                   else f"extra data: {v.detail}; held; {before}")
+    else:
+        ind = a["individual_id"]
+        prefs = local_prefs(store, policy, ind, t)
+        close_idle_incidents(store, policy, t, ind)
+        inc = open_incident(store, ind)
+        reason = f"extra data confirms: {v.detail}; {before}"
+        if prefs.silenced:
+            upd.update(action="suppress", state="suppressed", rule="collected-confirms-silenced",
+                       reason=f"silenced: {reason}")
+        elif inc is not None and (inc["notify_count"] or 0) > 0:
+            upd.update(action="suppress", state="suppressed", rule="collected-confirms-grouped",
+                       reason=f"grouped into the open incident: {reason}", incident_id=inc["incident_id"])
+            store.db.table("incidents").update(inc["incident_id"], {
+                "last_alert_at": max(t, inc["last_alert_at"]), "last_alert_id": a["alert_id"],
+                "alert_count": (inc["alert_count"] or 0) + 1})
+        else:
+            quiet = in_quiet_hours(prefs, t) and a["severity"] not in policy.settings.quiet_hours_bypass
+            notify = not quiet
+            inc_id = inc["incident_id"] if inc is not None else f"inc:{a['alert_id']}"
+            upd.update(action="notify", state="notified" if notify else "deferred", rule="collected-confirms",
+                       reason=reason, incident_id=inc_id, notified_at=t if notify else None)
+            if inc is None:
+                store.db.table("incidents").insert({
+                    "incident_id": inc_id, "individual_id": ind, "opened_at": t, "last_alert_at": t,
+                    "closed_at": None, "severity": a["severity"], "notify_count": 1 if notify else 0,
+                    "last_notified_at": t if notify else None, "answered": 0,
+                    "first_alert_id": a["alert_id"], "last_alert_id": a["alert_id"], "alert_count": 1})
+            else:
+                store.db.table("incidents").update(inc_id, {
+                    "last_alert_at": max(t, inc["last_alert_at"]), "last_alert_id": a["alert_id"],
+                    "alert_count": (inc["alert_count"] or 0) + 1,
+                    "notify_count": (inc["notify_count"] or 0) + (1 if notify else 0),
+                    "last_notified_at": t if notify else inc["last_notified_at"], "answered": 0})
+    store.db.table("alerts").update(a["alert_id"], upd)
+    logger.info("rules.followup", extra={"alert_id": a["alert_id"], "outcome": v.outcome, "rule": upd["rule"]})
+    if not notify:
+        return None
+    return Decision(a["alert_id"], "notify", upd["reason"], upd["rule"], upd.get("incident_id"),
+                    a["individual_id"], a["device_id"], a["seq"], a["ts"])
