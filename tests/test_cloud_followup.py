@@ -17,8 +17,10 @@ from shared.schemas import Record, UplinkBatch
 
 DAY = 86400.0
 NOON = 10 * DAY + 12 * 3600
-POLICY = NotificationPolicy.from_toml()
+DEFAULT = NotificationPolicy.from_toml()
+POLICY = dataclasses.replace(DEFAULT, settings=dataclasses.replace(DEFAULT.settings, collect_followup=True))
 WAIT = POLICY.settings.collect_duration_s + POLICY.settings.collect_grace_s
+DONE = NOON + 60 + WAIT  # the extra data starts a minute after the event
 EV = {"metrics": ["skin_temp"], "directions": [1], "baseline": [38.4], "observed": [39.2]}
 NAMES = ["heart_rate", "resting_hr", "activity", "skin_temp"]
 
@@ -69,17 +71,17 @@ def test_extra_data_still_deviating_notifies_through_an_incident() -> None:
     store = CloudStore()
     aid = _collecting(store, 1)
     _raw(store, 2, NOON + 60, 39.0)
-    assert collected_followups(store, POLICY, NOON + WAIT - 1) == [], "not before the collection has run"
+    assert collected_followups(store, POLICY, DONE - 1) == [], "not before the collection has run"
     notifier = LogNotifier()
-    res = periodic(store, POLICY, NOON + WAIT, [notifier])
+    res = periodic(store, POLICY, DONE, [notifier])
     (d,) = res.followups
     row = store.db["alerts"].get(aid)
     assert (d.action, d.rule, row["state"], row["action"]) == ("notify", "collected-confirms", "notified", "notify")
     assert "extra data confirms: skin_temp median 39" in row["reason"] and "single-weak-metric" in row["reason"]
-    assert row["notified_at"] == NOON + WAIT and row["incident_id"] == d.incident_id
+    assert row["notified_at"] == DONE and row["incident_id"] == d.incident_id
     assert store.db["incidents"].get(d.incident_id)["notify_count"] == 1
     assert [p["alert_id"] for p in notifier.payloads] == [aid]
-    assert periodic(store, POLICY, NOON + 2 * WAIT, [notifier]).followups == (), "decided once"
+    assert periodic(store, POLICY, DONE + WAIT, [notifier]).followups == (), "decided once"
 
 
 def test_extra_data_back_to_normal_or_missing_is_held() -> None:
@@ -87,7 +89,9 @@ def test_extra_data_back_to_normal_or_missing_is_held() -> None:
     back = _collecting(store, 1, dev="dev1")
     _raw(store, 2, NOON + 60, 38.45, dev="dev1")
     silent = _collecting(store, 1, dev="dev2")
-    assert collected_followups(store, POLICY, NOON + WAIT) == []
+    assert collected_followups(store, POLICY, DONE) == []
+    assert store.db["alerts"].get(silent)["state"] == "collecting", "no upload yet: waiting"
+    assert collected_followups(store, POLICY, NOON + POLICY.settings.collect_max_wait_s) == []
     a, b = store.db["alerts"].get(back), store.db["alerts"].get(silent)
     assert (a["state"], a["rule"]) == ("held", "collected-resolved") and "back to normal" in a["reason"]
     assert (b["state"], b["rule"]) == ("held", "collected-no-data")
@@ -98,7 +102,7 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     store = CloudStore()
     aid = _collecting(store, 1, t=night)
     _raw(store, 2, night + 60, 39.0)
-    assert collected_followups(store, POLICY, night + WAIT) == []
+    assert collected_followups(store, POLICY, night + 60 + WAIT) == []
     assert store.db["alerts"].get(aid)["state"] == "deferred", "delivered when quiet hours end"
 
     store = CloudStore()
@@ -111,7 +115,7 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     store.store_batch(UplinkBatch("dev1", (rec,)))
     told = handle_event(store, POLICY, "dev1", rec, now=NOON + 600)
     assert told.action == "notify"
-    assert collected_followups(store, POLICY, NOON + WAIT) == [], "the owner was told already"
+    assert collected_followups(store, POLICY, DONE) == [], "the owner was told already"
     row = store.db["alerts"].get(aid)
     assert (row["state"], row["rule"], row["incident_id"]) == ("suppressed", "collected-confirms-grouped",
                                                                told.incident_id)
@@ -120,18 +124,33 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     aid = _collecting(store, 1)
     _raw(store, 2, NOON + 60, 39.0)
     set_individual_prefs(store, "rex", silenced_until=NOON + DAY)
-    assert collected_followups(store, POLICY, NOON + WAIT) == []
+    assert collected_followups(store, POLICY, DONE) == []
     assert store.db["alerts"].get(aid)["rule"] == "collected-confirms-silenced"
 
-    off = dataclasses.replace(POLICY, settings=dataclasses.replace(POLICY.settings, collect_followup=False))
-    store = CloudStore()
+    store = CloudStore()  # off by default (the shipped rules)
     aid = _collecting(store, 1)
     _raw(store, 2, NOON + 60, 39.0)
-    assert collected_followups(store, off, NOON + WAIT) == [] and store.db["alerts"].get(aid)["state"] == "collecting"
+    assert not DEFAULT.settings.collect_followup
+    assert collected_followups(store, DEFAULT, DONE) == [] and store.db["alerts"].get(aid)["state"] == "collecting"
+
+
+def test_a_late_collection_is_waited_for_and_a_missing_one_given_up() -> None:
+    store = CloudStore()
+    aid = _collecting(store, 1)
+    late = NOON + 5 * 3600  # the device got the command only when it next connected
+    assert collected_followups(store, POLICY, late) == [], "nothing uploaded yet: wait"
+    _raw(store, 2, late, 39.0)
+    assert collected_followups(store, POLICY, late + 600) == [], "still collecting"
+    (d,) = collected_followups(store, POLICY, late + WAIT)
+    assert d.alert_id == aid
+    store = CloudStore()
+    aid = _collecting(store, 1)
+    assert collected_followups(store, POLICY, NOON + POLICY.settings.collect_max_wait_s) == []
+    assert store.db["alerts"].get(aid)["rule"] == "collected-no-data"
 
 
 @pytest.mark.parametrize("bad", [{"collect_confirm_fraction": 0.0}, {"collect_min_points": 0},
-                                 {"collect_grace_s": -1.0}])
+                                 {"collect_grace_s": -1.0}, {"collect_max_wait_s": -1.0}])
 def test_bad_followup_settings_are_refused(bad: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match="collect_"):
         dataclasses.replace(POLICY.settings, **bad).validate()

@@ -115,10 +115,13 @@ class Settings:
         "how long a collect_more request runs on the device"))
     collect_sample_rate_factor: float = field(default=2.0, metadata=doc(
         "sampling speed-up asked for by collect_more"))
-    collect_followup: bool = field(default=True, metadata=doc(
-        "decide again once a collect_more has run: notify if the extra data still deviates"))
+    collect_followup: bool = field(default=False, metadata=doc(
+        "decide again once a collect_more has run: notify if the extra data still deviates "
+        "(off by default: see cloud/rules/followup.py for what an hour of extra data could tell)"))
     collect_grace_s: float = field(default=900, metadata=doc(
         "wait this long after the collection for its last raw windows before deciding again"))
+    collect_max_wait_s: float = field(default=6 * 3600, metadata=doc(
+        "with no raw window this long after the decision, decide again without extra data"))
     collect_confirm_fraction: float = field(default=0.5, metadata=doc(
         "a metric still deviates if the median of the extra data keeps this share of the event's "
         "deviation, in its direction"))
@@ -147,7 +150,8 @@ class Settings:
             raise ValueError("widen_factor and new_normal_factor must be >= 1")
         if not -14 <= self.default_tz_offset_h <= 14:
             raise ValueError(f"default_tz_offset_h {self.default_tz_offset_h} must be in [-14, 14]")
-        if not 0 < self.collect_confirm_fraction <= 1 or self.collect_min_points < 1 or self.collect_grace_s < 0:
+        if (not 0 < self.collect_confirm_fraction <= 1 or self.collect_min_points < 1 or self.collect_grace_s < 0
+                or self.collect_max_wait_s < 0):
             raise ValueError("collect_confirm_fraction must be in (0, 1], collect_min_points >= 1, "
                              "collect_grace_s >= 0")
 
