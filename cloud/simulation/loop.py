@@ -69,6 +69,7 @@ class SimConfig:
     personalise: bool = True  # False: a control run, personalisation never switched on
     owners: OwnerConfig = field(default_factory=OwnerConfig)
     accel: bool = False  # accelerometer bursts in the collar stream (unused without the classifier)
+    rules: str = ""  # notification rules TOML; empty: the packaged cloud/default_rules.toml
     progress: Callable[[str], None] | None = None
 
     @property
@@ -170,7 +171,7 @@ class _Cloud:
         save_public_key(out / "cloud.pub", pub)
         self.key = priv
         self.store = CloudStore(str(out / "cloud.db"))
-        self.full_policy = NotificationPolicy.from_toml()
+        self.full_policy = NotificationPolicy.from_toml(cfg.rules or None)
         self.phase1_policy = dataclasses.replace(
             self.full_policy, rules=tuple(r for r in self.full_policy.rules if r.name != "personalised"))
         self.agg = Aggregator(self.store, self.phase1_policy, notifiers=[owners], sim_clock=True)
