@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,12 +214,12 @@ class Agent:
         body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
                     observed=json_floats(ev.observed), model_version=self.model_version,
                     detector_version=self.detector_version)
-        trace = self._event_trace()
-        if trace is not None:
-            body["trace"] = trace
         if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
             self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
             return
+        trace = self._event_trace()
+        if trace is not None:
+            body["trace"] = trace
         self._append("event", ev.ts, body)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
@@ -307,12 +308,14 @@ class Agent:
         return {"model_version": self.model_version, "detector_version": self.detector_version,
                 "models": slots.status()}
 
-    def _apply_detector_config(self) -> None:
-        """A release's detector config (``detector.json`` in the signed bundle) takes effect here:
-        engine keys (EngineConfig fields) rebuild the engine from its own state, so nothing is
-        relearnt; alert-gate keys (min_score, metric_thresholds, ...) filter events before they are
-        queued, with the same semantics the cloud's release check replays."""
-        cfg = self.slots.detector_config("active") if self.slots is not None else {}
+    def _apply_detector_config(self, cfg: Mapping[str, Any] | None = None) -> None:
+        """A release's detector config (``detector.json`` in the signed bundle; default: the
+        active slot's) takes effect here: engine keys (EngineConfig fields) rebuild the engine from
+        its own state, so nothing is relearnt; alert-gate keys (min_score, metric_thresholds, ...)
+        filter events before they are queued, with the same semantics the cloud's release check
+        replays."""
+        if cfg is None:
+            cfg = self.slots.detector_config("active") if self.slots is not None else {}
         try:
             new = engine_config(cfg)
             gate = AlertGate.from_config(cfg) if any(k in cfg for k in GATE_KEYS) else None
@@ -323,7 +326,7 @@ class Agent:
         if new != self.engine.config:
             self.engine = Engine.from_state(self.engine.state(), self.features.metrics, config=new,
                                             directions=self.features.directions)
-            if getattr(self, "trace", None) is not None:
+            if self.trace is not None:
                 self.trace.reset()
         self.gate = gate
         self.detector_version = hashlib.sha256(

@@ -105,7 +105,7 @@ def test_state_migrates_to_other_metrics(s: tuple, cut: int) -> None:
         assert eng.metrics == new
         cols = [vals[cut:, METRICS.index(m)] if m in METRICS else np.full(len(ts) - cut, np.nan)
                 for m in new]
-        got = eng.process(ts[cut:], np.column_stack(cols) if cols else vals[cut:])
+        got = eng.process(ts[cut:], np.column_stack(cols))
         for j, m in enumerate(new):
             if m in METRICS:
                 i = METRICS.index(m)

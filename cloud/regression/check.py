@@ -23,6 +23,7 @@ from typing import Any
 from cloud.regression.cases import RegressionCase, ensure_schema, list_cases
 from cloud.regression.replay import Replayer, as_replayer
 from cloud.store.db import CloudStore
+from shared.bundles import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ class ReleaseCheck:
 
 def detector_sha256(config: Mapping[str, Any]) -> str:
     """sha256 of a detector config's canonical JSON (equals a bundle manifest's detector_sha256)."""
-    data = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(canonical_json(config)).hexdigest()
 
 
 def _ok(alerted: bool, case: RegressionCase) -> bool:

@@ -40,6 +40,7 @@ from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
     alert_event_body,
+    attach_to_incident,
     close_idle_incidents,
     in_quiet_hours,
     local_prefs,
@@ -155,28 +156,15 @@ def _apply(store: CloudStore, policy: NotificationPolicy, a: Mapping[str, Any], 
                        reason=f"silenced: {reason}")
         elif inc is not None and (inc["notify_count"] or 0) > 0:
             upd.update(action="suppress", state="suppressed", rule="collected-confirms-grouped",
-                       reason=f"grouped into the open incident: {reason}", incident_id=inc["incident_id"])
-            store.db.table("incidents").update(inc["incident_id"], {
-                "last_alert_at": max(t, inc["last_alert_at"]), "last_alert_id": a["alert_id"],
-                "alert_count": (inc["alert_count"] or 0) + 1})
+                       reason=f"grouped into the open incident: {reason}",
+                       incident_id=attach_to_incident(store, inc, ind, a["alert_id"], a["severity"], t,
+                                                      notify=False))
         else:
-            quiet = in_quiet_hours(prefs, t) and a["severity"] not in policy.settings.quiet_hours_bypass
-            notify = not quiet
-            inc_id = inc["incident_id"] if inc is not None else f"inc:{a['alert_id']}"
+            notify = not (in_quiet_hours(prefs, t) and a["severity"] not in policy.settings.quiet_hours_bypass)
             upd.update(action="notify", state="notified" if notify else "deferred", rule="collected-confirms",
-                       reason=reason, incident_id=inc_id, notified_at=t if notify else None)
-            if inc is None:
-                store.db.table("incidents").insert({
-                    "incident_id": inc_id, "individual_id": ind, "opened_at": t, "last_alert_at": t,
-                    "closed_at": None, "severity": a["severity"], "notify_count": 1 if notify else 0,
-                    "last_notified_at": t if notify else None, "answered": 0,
-                    "first_alert_id": a["alert_id"], "last_alert_id": a["alert_id"], "alert_count": 1})
-            else:
-                store.db.table("incidents").update(inc_id, {
-                    "last_alert_at": max(t, inc["last_alert_at"]), "last_alert_id": a["alert_id"],
-                    "alert_count": (inc["alert_count"] or 0) + 1,
-                    "notify_count": (inc["notify_count"] or 0) + (1 if notify else 0),
-                    "last_notified_at": t if notify else inc["last_notified_at"], "answered": 0})
+                       reason=reason, notified_at=t if notify else None,
+                       incident_id=attach_to_incident(store, inc, ind, a["alert_id"], a["severity"], t,
+                                                      notify=notify))
     store.db.table("alerts").update(a["alert_id"], upd)
     logger.info("rules.followup", extra={"alert_id": a["alert_id"], "outcome": v.outcome, "rule": upd["rule"]})
     if not notify:

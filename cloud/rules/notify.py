@@ -367,6 +367,30 @@ def close_incident(store: CloudStore, incident_id: str, t: float) -> None:
                          [t, incident_id])
 
 
+def attach_to_incident(store: CloudStore, incident: dict[str, Any] | None, individual_id: str,
+                       alert_id: str, severity: str, t: float, *, notify: bool) -> str:
+    """Open an incident for this alert, or add the alert to the open ``incident``; ``notify``
+    counts a notification (which needs a new answer). Returns the incident id."""
+    if incident is None:
+        incident_id = f"inc:{alert_id}"
+        store.db.table("incidents").insert({
+            "incident_id": incident_id, "individual_id": individual_id, "opened_at": t,
+            "last_alert_at": t, "closed_at": None, "severity": severity,
+            "notify_count": 1 if notify else 0, "last_notified_at": t if notify else None,
+            "answered": 0, "first_alert_id": alert_id, "last_alert_id": alert_id, "alert_count": 1})
+        return incident_id
+    incident_id = str(incident["incident_id"])
+    upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
+                           "severity": max(incident["severity"], severity, key=severity_rank),
+                           "last_alert_id": alert_id, "alert_count": (incident["alert_count"] or 0) + 1}
+    if notify:
+        upd["notify_count"] = (incident["notify_count"] or 0) + 1
+        upd["last_notified_at"] = t
+        upd["answered"] = 0  # a new notification needs a new answer
+    store.db.table("incidents").update(incident_id, upd)
+    return incident_id
+
+
 # ---------------------------------------------------------------- the handler
 
 def _decision(row: dict[str, Any]) -> Decision:
@@ -394,25 +418,7 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
     incident_id: str | None = None
     notified_at = t if action == "notify" else None
     if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
-        if incident is None:
-            incident_id = f"inc:{aid}"
-            store.db.table("incidents").insert({
-                "incident_id": incident_id, "individual_id": ind, "opened_at": t,
-                "last_alert_at": t, "closed_at": None, "severity": ev.severity,
-                "notify_count": 1 if action == "notify" else 0,
-                "last_notified_at": notified_at, "answered": 0, "first_alert_id": aid,
-                "last_alert_id": aid, "alert_count": 1})
-        else:
-            incident_id = incident["incident_id"]
-            sev = max(incident["severity"], ev.severity, key=severity_rank)
-            upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
-                                   "severity": sev, "last_alert_id": aid,
-                                   "alert_count": (incident["alert_count"] or 0) + 1}
-            if action == "notify":
-                upd["notify_count"] = (incident["notify_count"] or 0) + 1
-                upd["last_notified_at"] = t
-                upd["answered"] = 0  # a new notification needs a new answer
-            store.db.table("incidents").update(incident_id, upd)
+        incident_id = attach_to_incident(store, incident, ind, aid, ev.severity, t, notify=action == "notify")
     store.db.table("alerts").insert({
         "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
         "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
@@ -540,5 +546,5 @@ def alert_event_body(store: CloudStore, alert_id: str) -> dict[str, Any]:
 
 
 __all__ = ["Decision", "EventBodyError", "NotificationPolicy", "RulesError", "alert_event_body",
-           "alert_id_for", "collect_more_command", "due_renotifications", "get_decision",
+           "alert_id_for", "attach_to_incident", "collect_more_command", "due_renotifications", "get_decision",
            "handle_event", "set_individual_prefs"]

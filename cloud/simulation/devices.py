@@ -9,19 +9,17 @@ returns once every outbox row is acknowledged by the cloud (so the cloud holds a
 
 ``SimAgent`` adds model-release handlers (``install_shadow``, ``promote``, ``rollback``): the
 bundle (base64 in the command, signature checked with ``shared.bundles.read_bundle``) carries a
-detector config whose alert gate (``cloud.regression.replay.AlertGate``: ``min_score``,
-``metric_thresholds``) the device applies to its events, and whose engine keys (fields of
-``EngineConfig``, e.g. ``cusum_h``) re-configure the engine, keeping its learned state. Events are
-stamped with the active release's model sha256[:12], as the agent does for its classifier.
-These handlers replace the agent's own, which need the TFLite classifier per window (too slow
-for millions of simulated windows) and do not apply ``detector.json``.
+detector config that the agent's own ``_apply_detector_config`` applies: its alert gate
+(``shared.alert_gate``: ``min_score``, ``metric_thresholds``) filters events, its engine keys
+(fields of ``EngineConfig``, e.g. ``cusum_h``) re-configure the engine, keeping its learned state.
+Events are stamped with the active release's model sha256[:12], as the agent does for its
+classifier. These handlers replace the agent's slot handlers, which swap the TFLite classifier
+and need it per window (too slow for millions of simulated windows).
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
-import hashlib
 import logging
 import multiprocessing.connection
 import time
@@ -29,17 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud.regression.replay import AlertGate, EventNumbers, rel_deviation
 from cloud.simulation.fleet import QuirkCollarSim, SimIndividual
 from device.agent import AGENT_VERSION, Agent
 from device.config import AgentConfig, OutboxConfig
-from device.detect.engine import DeviationEvent, Engine, EngineConfig
 from shared.bundles import Bundle, read_bundle
 from shared.mqtt import MqttConfig
 from shared.signing import load_public_key
 
 logger = logging.getLogger(__name__)
-ENGINE_KEYS = frozenset(f.name for f in dataclasses.fields(EngineConfig))
 DEVICE_CLASS = "collar"
 
 
@@ -74,13 +69,7 @@ class SimAgent(Agent):
 
     # ---- releases ------------------------------------------------------------------------------
     def _apply(self, rel: Release) -> None:
-        self.gate = AlertGate.from_config(rel.detector)
-        eng_keys = {k: float(v) for k, v in rel.detector.items() if k in ENGINE_KEYS}
-        cfg = EngineConfig(**eng_keys)
-        if cfg != self.engine.config:
-            self.engine = Engine.from_state(self.engine.state(), self.features.metrics, config=cfg,
-                                            directions=self.features.directions)
-        self.detector_version = hashlib.sha256(repr(self.engine.config).encode()).hexdigest()[:12]
+        self._apply_detector_config(rel.detector)  # the agent's own: engine keys and alert gate
         self.model_version = rel.sha256[:12]
 
     def _rel_install(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -113,14 +102,6 @@ class SimAgent(Agent):
         self._apply(self.active)
         self.save_state()
         return {"model_version": self.model_version, "version": self.active.version}
-
-    # ---- events through the active release's alert gate ---------------------------------------
-    def _emit_event(self, ev: DeviationEvent) -> None:
-        devs = {m: rel_deviation(o, b) for m, o, b in zip(ev.metrics, ev.observed, ev.baseline, strict=False)}
-        if not self.gate.alerts(EventNumbers(ev.score, devs)):
-            self.counts["events_gated"] += 1
-            return
-        super()._emit_event(ev)
 
     @property
     def handled(self) -> int:
