@@ -72,7 +72,7 @@ class Agent:
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
-        self.features = CollarMetrics(cfg.quiet_minutes) if cfg.kind == "collar" else PerceptionMetrics()
+        self.features = CollarMetrics(cfg.quiet_minutes, score_rest=cfg.score_rest) if cfg.kind == "collar" else PerceptionMetrics()
         # configured, else learnt from the device-info frame (kept across restarts)
         self.individual_id = cfg.individual_id or (self.outbox.get("individual_id") or b"").decode()
         public_key = _load_public_key(cfg.cloud_public_key)
@@ -251,10 +251,14 @@ class Agent:
         if self.day is not None and self.day.day != day:
             self.write_summary()
         if self.day is None:
-            self.day = DayAccumulator(day, w.minute_ts, tuple(self.features.metrics))
+            self.day = DayAccumulator(day, w.minute_ts, tuple(self.features.metrics),
+                                      track_rest=isinstance(self.features, CollarMetrics))
+        collar = self.features if isinstance(self.features, CollarMetrics) else None
         self.day.add(w.minute_ts, np.asarray(vec, dtype=np.float64), w.steps, label, w.temp, w.battery,
                      out.baseline[0] if out.baseline.size else out.baseline,
-                     out.spread[0] if out.spread.size else out.spread)
+                     out.spread[0] if out.spread.size else out.spread,
+                     rest=collar is not None and collar.resting,
+                     rest_closed=collar.rest.closed if collar is not None else ())
 
     def write_summary(self) -> None:
         d, self.day = self.day, None

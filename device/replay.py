@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.detect.engine import Engine, EngineOutput
+from device.features.rest import rest_flags
 from device.features.resting_hr import resting_hr
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ WEARABLE_METRICS: tuple[str, ...] = ("resting_hr", "steps")
 WEARABLE_DIRECTIONS: dict[str, int] = {"resting_hr": 1, "steps": -1}
 MIN_REST_MINUTES = 5  # hours with fewer resting minutes give no resting-HR value
 SMOOTH_HOURS = 1  # trailing hours averaged into each resting-HR value (1: the hour alone)
+REST_METRIC = "rest"  # optional third metric (with_rest): hours at rest per 24 h, direction +1
+REST_MIN_WORN_MINUTES = 360  # a rest value needs this many worn minutes in its trailing 24 h
 
 
 class ReplayInputError(ValueError):
@@ -87,12 +90,15 @@ def hourly_metrics(
     steps: np.ndarray,
     min_rest_minutes: int = MIN_REST_MINUTES,
     smooth_hours: int = SMOOTH_HOURS,
+    with_rest: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hourly grid ``(hour_end_ts, values (n, 2))``: mean resting HR and step sum.
 
     Resting HR is NaN in hours with fewer than ``min_rest_minutes`` resting minutes (a mean of
     one or two minutes is mostly noise). Hours without any heart-rate sample are "not worn":
-    both metrics NaN there.
+    both metrics NaN there. ``with_rest`` adds a third column: hours at rest per 24 h over the
+    trailing 24 h of worn minutes (:mod:`device.features.rest`; a minute is worn when it has a
+    heart-rate sample: Fitbit records zero steps when the watch is off too).
     """
     t_r, r = resting_hr(ts_hr, hr, ts_steps, steps)
     ok = np.isfinite(ts_hr)
@@ -126,16 +132,43 @@ def hourly_metrics(
     with np.errstate(invalid="ignore", divide="ignore"):
         vals[:, 0] = np.where(ok_hour, rs_w / np.maximum(rc_w, 1), np.nan)
     vals[:, 1] = np.where(hc > 0, ss, np.nan)
+    if with_rest:
+        vals = np.column_stack([vals, _rest_hours(ts_hr, hr, ts_steps, steps, h0, n, hc > 0)])
     return grid, vals
 
 
+def _rest_hours(ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: np.ndarray, h0: float, n: int,
+                worn_hour: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(ts_steps) & np.isfinite(steps)
+    smin = np.floor(ts_steps[ok] / 60.0).astype(np.int64)
+    st = steps[ok]
+    order = np.argsort(smin, kind="stable")
+    smin, st = smin[order], st[order]
+    first = np.ones(len(smin), dtype=bool)
+    first[1:] = smin[1:] != smin[:-1]  # one count per minute (the first)
+    smin, st = smin[first], st[first]
+    worn = np.isin(smin, np.unique(np.floor(ts_hr[np.isfinite(ts_hr) & np.isfinite(hr)] / 60.0).astype(np.int64)))
+    smin, st = smin[worn], st[worn]
+    rest = rest_flags(smin * 60.0, st)
+    b = smin // 60 - int(h0)
+    keep = (b >= 0) & (b < n)
+    rc = np.bincount(b[keep], weights=rest[keep], minlength=n)
+    wc = np.bincount(b[keep], minlength=n).astype(np.float64)
+    k = np.ones(24)
+    rc_w, wc_w = np.convolve(rc, k)[:n], np.convolve(wc, k)[:n]
+    return np.where(worn_hour & (wc_w >= REST_MIN_WORN_MINUTES),
+                    24.0 * rc_w / np.maximum(wc_w, 1.0), np.nan)
+
+
 def run_wearable(
-    ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: np.ndarray
+    ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: np.ndarray,
+    with_rest: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, EngineOutput]:
     """Hourly metrics through a default Engine: ``(grid, values, output)``."""
-    grid, vals = hourly_metrics(ts_hr, hr, ts_steps, steps)
-    eng = Engine(WEARABLE_METRICS, directions=WEARABLE_DIRECTIONS)
-    return grid, vals, eng.process(grid, vals)
+    grid, vals = hourly_metrics(ts_hr, hr, ts_steps, steps, with_rest=with_rest)
+    names = WEARABLE_METRICS + ((REST_METRIC,) if with_rest else ())
+    dirs = {**WEARABLE_DIRECTIONS, **({REST_METRIC: 1} if with_rest else {})}
+    return grid, vals, Engine(names, directions=dirs).process(grid, vals)
 
 
 def _plot(path: Path, grid: np.ndarray, vals: np.ndarray, out: EngineOutput, title: str) -> None:
@@ -168,8 +201,11 @@ def replay_wearable(
     steps_path: os.PathLike[str] | str,
     out_dir: os.PathLike[str] | str,
     person_id: str,
+    with_rest: bool = False,
 ) -> dict[str, object]:
     """Replay one person's Fitbit files; write ``events.csv`` and ``<person>_rhr.png``.
+    ``with_rest`` scores hours at rest per day as a third metric (not the default: see
+    device/detect/README.md, Stanford attempts).
 
     Returns a summary: person_id, hours, events (ISO timestamps of alerts), event_ts (epoch s),
     paths of the written files.
@@ -180,7 +216,7 @@ def replay_wearable(
     ts_st, st = _read_stanford(steps_path, "steps")
     if ts_hr.size == 0:
         raise ReplayInputError(f"{hr_path}: no heart-rate rows")
-    grid, vals, res = run_wearable(ts_hr, hr, ts_st, st)
+    grid, vals, res = run_wearable(ts_hr, hr, ts_st, st, with_rest=with_rest)
     events_path = out / "events.csv"
     with events_path.open("w", newline="") as fh:
         w = csv.writer(fh)

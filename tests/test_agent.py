@@ -95,6 +95,15 @@ def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fle
     assert full["latency"]["p99_ms"] >= full["latency"]["p50_ms"] > 0
     assert len(full["hourly"]["resting_hr"]["baseline"]) == 24
     assert full["ingest"]["frames_ok"] > 1440 * 3
+    # rest and sleep periods: the night's sleep counts on the day it ends
+    traits, day_start = fleet[4].traits, DEMO_START + DAY
+    rest = full["rest"]
+    night = rest["main_sleep"]
+    assert abs(night["minutes"] - 60 * traits.sleep_hours) <= 30, (night, traits.sleep_hours)
+    assert night["start_ts"] < day_start < night["end_ts"] < day_start + DAY / 2
+    assert rest["sleep_periods"] == 1 and rest["sleep_minutes"] == night["minutes"]
+    assert night["minutes"] <= rest["longest_minutes"] and rest["periods"] > 5
+    assert night["minutes"] < rest["minutes"] < full["minutes"]
 
 
 def test_sensor_faults_are_counted_and_never_crash(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -252,3 +261,12 @@ def test_perception_unit_drifts_detected_and_frozen_camera_counted(tmp_path: Pat
     assert all(e.ts >= DEMO_START + drift.start for e in evs), "no alert before the first condition"
     frozen_minutes = cond["frozen"].duration / 60
     assert frozen_minutes - 25 <= a.ingest_counts()["detections_frozen"] <= frozen_minutes
+
+
+def test_score_rest_adds_rest_hours_as_a_fifth_metric(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    a = run_trace(tmp_path, fleet[4], 1.5, score_rest=True)
+    assert a.engine.metrics[-1] == "rest" and len(a.engine.metrics) == 5
+    sums = [r.body for r in a.outbox.due(1000) if r.kind == "summary"]
+    hours = [h for s in sums for h in s["hourly"]["rest"]["mean"] if h is not None]
+    assert len(hours) >= 36 and all(0.0 <= h <= 24.0 for h in hours)
+    assert 10.0 < hours[-1] < 20.0, hours  # a dog at rest ~10 h asleep + a few hours awake

@@ -97,3 +97,23 @@ def test_hourly_metrics_marks_unworn_hours() -> None:
     grid, vals = hourly_metrics(t, hr, t, np.zeros(t.size))
     assert grid.tolist() == [3600.0, 7200.0, 10800.0]  # hour ends
     assert np.isnan(vals[1]).all() and vals[2, 1] == 0.0 and vals[2, 0] == 60.0
+
+
+def test_hourly_rest_counts_worn_still_minutes_per_day() -> None:
+    n = 2 * 1440
+    t = 60.0 * np.arange(n)
+    minute = np.arange(n) % 1440
+    steps = np.where(minute >= 8 * 60, 30.0, 0.0)  # still 00:00-08:00, walking the rest of the day
+    hr = np.full(n, 60.0)
+    hr[1440 + 20 * 60:1440 + 22 * 60] = np.nan  # day 2, 20-22 h: watch off (steps still zero-filled)
+    steps[1440 + 20 * 60:1440 + 22 * 60] = 0.0
+    grid, vals = hourly_metrics(t, hr, t, steps, with_rest=True)
+    assert vals.shape == (48, 3)
+    assert np.isnan(vals[:5, 2]).all(), "fewer than 6 worn hours in the window: no value yet"
+    # day 2, 08-20 h: the trailing 24 h hold the night's 8 h still; rest begins at its 12th still minute
+    np.testing.assert_allclose(vals[1 * 24 + 8:1 * 24 + 20, 2], 24.0 * (8 * 60 - 11) / 1440)
+    assert np.isnan(vals[24 + 20:24 + 22, 2]).all(), "hours the watch was off have no value"
+    # at 23 h the off hours are out of the denominator and were not counted as rest
+    np.testing.assert_allclose(vals[24 + 22, 2], 24.0 * (8 * 60 - 11) / (1440 - 120))
+    _, plain = hourly_metrics(t, hr, t, steps)
+    np.testing.assert_array_equal(plain, vals[:, :2])

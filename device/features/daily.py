@@ -1,12 +1,16 @@
-"""Per-day accumulation for the daily summary record (means, classes, hourly baseline points)."""
+"""Per-day accumulation for the daily summary record (means, classes, hourly baseline points, rest and
+sleep periods)."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from device.features.rest import RestPeriod
 
 
 def json_floats(xs: Any) -> list[float | None]:
@@ -17,7 +21,7 @@ def json_floats(xs: Any) -> list[float | None]:
 class DayAccumulator:
     """One device day; ``add`` per minute window, ``body`` when the day closes."""
 
-    def __init__(self, day: str, ts: float, metrics: tuple[str, ...]) -> None:
+    def __init__(self, day: str, ts: float, metrics: tuple[str, ...], track_rest: bool = False) -> None:
         m = len(metrics)
         self.day, self.ts, self.metrics = day, ts, metrics
         self.minutes = 0
@@ -31,9 +35,13 @@ class DayAccumulator:
         self.classes: Counter[str] = Counter()
         self.temp_max = -math.inf
         self.battery: int | None = None
+        self.track_rest = track_rest
+        self.rest_minutes = 0
+        self.rest_periods: list[RestPeriod] = []  # periods that ended this day
 
     def add(self, minute_ts: float, vec: np.ndarray, steps: int | None, label: str | None, temp: float,
-            battery: int | None, baseline: np.ndarray, spread: np.ndarray) -> None:
+            battery: int | None, baseline: np.ndarray, spread: np.ndarray, rest: bool = False,
+            rest_closed: Sequence[RestPeriod] = ()) -> None:
         self.minutes += 1
         ok = np.isfinite(vec)
         v = np.where(ok, vec, 0.0)
@@ -53,12 +61,27 @@ class DayAccumulator:
             self.temp_max = temp
         if battery is not None:
             self.battery = battery
+        self.rest_minutes += rest
+        self.rest_periods.extend(rest_closed)
+
+    def rest_body(self) -> dict[str, Any]:
+        """Rest and sleep of the day: rest minutes, and the periods that ended this day (a night's
+        sleep counts on the day it ends, as wearables report it)."""
+        sleep = [p for p in self.rest_periods if p.sleep]
+        main = max(sleep, key=lambda p: p.minutes, default=None)
+        return {
+            "minutes": self.rest_minutes, "periods": len(self.rest_periods),
+            "longest_minutes": max((p.minutes for p in self.rest_periods), default=0),
+            "sleep_minutes": sum(p.minutes for p in sleep), "sleep_periods": len(sleep),
+            "main_sleep": None if main is None else {"start_ts": main.start_ts, "end_ts": main.end_ts,
+                                                     "minutes": main.minutes},
+        }
 
     def body(self) -> dict[str, Any]:
         with np.errstate(invalid="ignore", divide="ignore"):
             means = self.sum / self.n
             hmeans = self.hsum / self.hn
-        return {
+        body: dict[str, Any] = {
             "day": self.day, "minutes": self.minutes, "steps": self.steps,
             "metrics_mean": {m: round(float(x), 3) for m, x in zip(self.metrics, means, strict=True)
                              if math.isfinite(x)},
@@ -67,3 +90,6 @@ class DayAccumulator:
             "hourly": {m: {"mean": json_floats(hmeans[:, j]), "baseline": json_floats(self.hbase[:, j]),
                            "spread": json_floats(self.hspread[:, j])} for j, m in enumerate(self.metrics)},
         }
+        if self.track_rest:
+            body["rest"] = self.rest_body()
+        return body
