@@ -257,7 +257,7 @@ class Agent:
         self.day.add(w.minute_ts, np.asarray(vec, dtype=np.float64), w.steps, label, w.temp, w.battery,
                      out.baseline[0] if out.baseline.size else out.baseline,
                      out.spread[0] if out.spread.size else out.spread,
-                     rest=collar is not None and collar.resting,
+                     rest=collar is not None and collar.rest.still,
                      rest_closed=collar.rest.closed if collar is not None else ())
 
     def write_summary(self) -> None:

@@ -39,7 +39,7 @@ class AgentConfig:
     score_rest: bool = field(default=False, metadata=doc(
         "collars: score hours at rest per day as a fifth metric (rest periods are reported in the daily "
         "summary either way); off: in the 100x60 simulation it raised phase-1 false alerts 0.31 -> 0.36 per "
-        "individual-week for one more injury caught (docs/feedback_loop.md)"))
+        "individual-week for one more injury notified (docs/feedback_loop.md)"))
     event_trace_hours: float = field(default=6.0, metadata=doc(
         "hours of engine input each event carries (a state snapshot + rows) for the cloud's release "
         "check to replay through candidate engines; 0: events carry no trace"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from device.detect.engine import Engine, EngineOutput
-from device.features.rest import rest_flags
+from device.features.rest import still_flags
 from device.features.resting_hr import resting_hr
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _rest_hours(ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: 
     smin, st = smin[first], st[first]
     worn = np.isin(smin, np.unique(np.floor(ts_hr[np.isfinite(ts_hr) & np.isfinite(hr)] / 60.0).astype(np.int64)))
     smin, st = smin[worn], st[worn]
-    rest = rest_flags(smin * 60.0, st)
+    rest = still_flags(smin * 60.0, st)
     b = smin // 60 - int(h0)
     keep = (b >= 0) & (b < n)
     rc = np.bincount(b[keep], weights=rest[keep], minlength=n)

@@ -4,6 +4,7 @@ rightly ignored, false alerts, records sent vs stored; and a plot of one individ
 from __future__ import annotations
 
 import calendar
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,12 @@ IGNORE_WINDOW_S = 6 * 3600.0  # a one-off is "rightly ignored" if no event start
 
 def _fmt(ts: float) -> str:
     return time.strftime("%b %d %H:%M", time.gmtime(ts))
+
+
+def _sleep_minutes(summaries: list[dict[str, Any]]) -> list[int]:
+    """Main-sleep minutes per night from collar daily summaries (device/features/rest.py)."""
+    rests = [r["body"].get("rest") or {} for r in summaries]
+    return [int(r["main_sleep"]["minutes"]) for r in rests if r.get("main_sleep")]
 
 
 def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, finals: dict[str, Any],
@@ -33,6 +40,10 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
                           if start_ts + c.start <= e["ts"] <= start_ts + c.end + GRACE_S}
         lines.append(f"\n{ind.individual_id} ({ind.device_id}): resting HR {ind.traits.resting_hr:.0f} bpm, "
                      f"{len(evs)} event(s)")
+        nights = _sleep_minutes(store.records("summary", ind.individual_id))
+        if nights:
+            lines.append(f"  sleep: {statistics.median(nights) / 60:.1f} h a night (median of {len(nights)} "
+                         f"nights in its daily summaries; simulated {ind.traits.sleep_hours:.1f} h)")
         for c in ind.conditions:
             c_start, c_end = start_ts + c.start, start_ts + c.end
             if c.kind in ALERT_CONDITIONS:

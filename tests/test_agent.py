@@ -99,7 +99,8 @@ def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fle
     traits, day_start = fleet[4].traits, DEMO_START + DAY
     rest = full["rest"]
     night = rest["main_sleep"]
-    assert abs(night["minutes"] - 60 * traits.sleep_hours) <= 30, (night, traits.sleep_hours)
+    # steps cannot tell lying awake from asleep: the night's period may start with the evening's rest
+    assert -15 <= night["minutes"] - 60 * traits.sleep_hours <= 90, (night, traits.sleep_hours)
     assert night["start_ts"] < day_start < night["end_ts"] < day_start + DAY / 2
     assert rest["sleep_periods"] == 1 and rest["sleep_minutes"] == night["minutes"]
     assert night["minutes"] <= rest["longest_minutes"] and rest["periods"] > 5

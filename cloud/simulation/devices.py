@@ -118,6 +118,7 @@ class WorkerSetup:
     state_root: str
     pump_every_min: int = 60
     accel: bool = False
+    score_rest: bool = False
 
 
 def _pump_until(agents: list[SimAgent], done: Any, timeout: float, what: str) -> None:
@@ -140,7 +141,7 @@ def worker_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup,
     pending: dict[str, tuple[float, bytes] | None] = {}
     for s in individuals:
         cfg = AgentConfig(device_id=s.device_id, individual_id=s.individual_id,
-                          state_dir=str(Path(setup.state_root) / s.device_id),
+                          state_dir=str(Path(setup.state_root) / s.device_id), score_rest=setup.score_rest,
                           cloud_public_key=setup.public_key_path,
                           mqtt=MqttConfig(url=setup.broker_url),
                           outbox=OutboxConfig(resend_after=60.0, batch_size=20 if setup.accel else 50))

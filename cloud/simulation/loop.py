@@ -70,6 +70,7 @@ class SimConfig:
     owners: OwnerConfig = field(default_factory=OwnerConfig)
     accel: bool = False  # accelerometer bursts in the collar stream (unused without the classifier)
     rules: str = ""  # notification rules TOML; empty: the packaged cloud/default_rules.toml
+    score_rest: bool = False  # the collars also score hours at rest per day (AgentConfig.score_rest)
     progress: Callable[[str], None] | None = None
 
     @property
@@ -238,7 +239,8 @@ def run_simulation(cfg: SimConfig) -> SimResult:
         # workers first (spawned: no threads are forked), then the cloud's MQTT client
         nw = max(1, min(cfg.workers, len(fleet)))
         setup = WorkerSetup(START_TS, cfg.days, url, str(out / "cloud.pub"), pipeline.factory.bundle_path,
-                            str(out / "devices"), accel=cfg.accel)
+                            str(out / "devices"), accel=cfg.accel,
+                            score_rest=getattr(cfg, "score_rest", False))
         ctx = mp.get_context("spawn")
         conns: list[Any] = []
         for w in range(nw):
