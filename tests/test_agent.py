@@ -105,6 +105,11 @@ def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fle
     assert rest["sleep_periods"] == 1 and rest["sleep_minutes"] == night["minutes"]
     assert night["minutes"] <= rest["longest_minutes"] and rest["periods"] > 5
     assert night["minutes"] < rest["minutes"] < full["minutes"]
+    hourly = rest["hourly_minutes"]  # the rest pattern by time of day: still all night
+    assert sum(hourly) == rest["minutes"] and all(0 <= h <= 60 for h in hourly)
+    asleep = [h for h in range(24) if (h - traits.sleep_start_h) % 24 < traits.sleep_hours - 1
+              and (h - 1 - traits.sleep_start_h) % 24 < traits.sleep_hours - 1]
+    assert len(asleep) >= 6 and all(hourly[h] == 60 for h in asleep), (asleep, hourly)
 
 
 def test_sensor_faults_are_counted_and_never_crash(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]

@@ -37,6 +37,7 @@ class DayAccumulator:
         self.battery: int | None = None
         self.track_rest = track_rest
         self.rest_minutes = 0
+        self.rest_hourly = [0] * 24  # still minutes per hour of day (the day's rest pattern)
         self.rest_periods: list[RestPeriod] = []  # periods that ended this day
 
     def add(self, minute_ts: float, vec: np.ndarray, steps: int | None, label: str | None, temp: float,
@@ -62,6 +63,7 @@ class DayAccumulator:
         if battery is not None:
             self.battery = battery
         self.rest_minutes += rest
+        self.rest_hourly[hour] += rest
         self.rest_periods.extend(rest_closed)
 
     def rest_body(self) -> dict[str, Any]:
@@ -70,7 +72,8 @@ class DayAccumulator:
         sleep = [p for p in self.rest_periods if p.sleep]
         main = max(sleep, key=lambda p: p.minutes, default=None)
         return {
-            "minutes": self.rest_minutes, "periods": len(self.rest_periods),
+            "minutes": self.rest_minutes, "hourly_minutes": self.rest_hourly,
+            "periods": len(self.rest_periods),
             "longest_minutes": max((p.minutes for p in self.rest_periods), default=0),
             "sleep_minutes": sum(p.minutes for p in sleep), "sleep_periods": len(sleep),
             "main_sleep": None if main is None else {"start_ts": main.start_ts, "end_ts": main.end_ts,
