@@ -92,7 +92,7 @@ def hourly_metrics(
     smooth_hours: int = SMOOTH_HOURS,
     with_rest: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hourly grid ``(hour_end_ts, values (n, 2))``: mean resting HR and step sum.
+    """Hourly grid ``(hour_end_ts, values (n, 2 or 3))``: mean resting HR and step sum (+ rest).
 
     Resting HR is NaN in hours with fewer than ``min_rest_minutes`` resting minutes (a mean of
     one or two minutes is mostly noise). Hours without any heart-rate sample are "not worn":
@@ -149,10 +149,10 @@ def _rest_hours(ts_hr: np.ndarray, hr: np.ndarray, ts_steps: np.ndarray, steps: 
     smin, st = smin[first], st[first]
     worn = np.isin(smin, np.unique(np.floor(ts_hr[np.isfinite(ts_hr) & np.isfinite(hr)] / 60.0).astype(np.int64)))
     smin, st = smin[worn], st[worn]
-    rest = still_flags(smin * 60.0, st)
+    still = still_flags(smin * 60.0, st)
     b = smin // 60 - int(h0)
     keep = (b >= 0) & (b < n)
-    rc = np.bincount(b[keep], weights=rest[keep], minlength=n)
+    rc = np.bincount(b[keep], weights=still[keep], minlength=n)
     wc = np.bincount(b[keep], minlength=n).astype(np.float64)
     k = np.ones(24)
     rc_w, wc_w = np.convolve(rc, k)[:n], np.convolve(wc, k)[:n]
