@@ -88,17 +88,21 @@ def judge(event: Mapping[str, Any], names: Sequence[str], rows: Sequence[Sequenc
     return Verdict("no_data", f"no metric of {metrics} has {min_points} values in the extra data")
 
 
-def _raw_rows(store: CloudStore, alert: Mapping[str, Any], duration: float,
-              event: Mapping[str, Any]) -> tuple[float | None, list[str], list[list[float | None]]]:
-    """(first raw window's time, metric names, value rows) of the collection: the raw windows the
-    device uploaded after the event, for ``duration`` from the first of them (the command reaches
-    the device whenever it next connects)."""
-    names: list[str] = list((event.get("trace") or {}).get("metrics") or [])
-    rows: list[list[float | None]] = []
+def _first_raw(store: CloudStore, alert: Mapping[str, Any]) -> float | None:
+    """Time of the first raw window the device uploaded after the event (None: none yet; the
+    command reaches the device whenever it next connects)."""
     first = store.db.execute("SELECT MIN(ts) FROM records WHERE kind = 'raw' AND device_id = ? AND ts >= ?",
                              [alert["device_id"], alert["ts"]]).fetchone()[0]
+    return None if first is None else float(first)
+
+
+def _raw_rows(store: CloudStore, alert: Mapping[str, Any], first: float | None, duration: float,
+              event: Mapping[str, Any]) -> tuple[list[str], list[list[float | None]]]:
+    """(metric names, value rows) of the collection: the raw windows from ``first`` for ``duration``."""
+    names: list[str] = list((event.get("trace") or {}).get("metrics") or [])
+    rows: list[list[float | None]] = []
     if first is None:
-        return None, names, rows
+        return names, rows
     for r in store.db.query("SELECT body FROM records WHERE kind = 'raw' AND device_id = ? AND ts >= ? "
                             "AND ts <= ? ORDER BY ts LIMIT ?", [alert["device_id"], first, first + duration, MAX_RAW]):
         body = json.loads(r["body"])
@@ -107,7 +111,7 @@ def _raw_rows(store: CloudStore, alert: Mapping[str, Any], duration: float,
         vals = body.get("metrics")
         if isinstance(vals, list):
             rows.append([v if isinstance(v, int | float) else None for v in vals])
-    return float(first), names, rows
+    return names, rows
 
 
 def collected_followups(store: CloudStore, policy: NotificationPolicy, now: float) -> list[Decision]:
@@ -122,12 +126,13 @@ def collected_followups(store: CloudStore, policy: NotificationPolicy, now: floa
         due = list(store.db.table("alerts").rows_where("state = 'collecting' AND decided_at <= ?", [now - wait],
                                                         order_by="decided_at"))
         for a in due:
-            event = alert_event_body(store, a["alert_id"])
-            first, names, rows = _raw_rows(store, a, s.collect_duration_s, event)
+            first = _first_raw(store, a)
             if first is None and now < a["decided_at"] + s.collect_max_wait_s:
                 continue  # the device has not started uploading yet
             if first is not None and now < first + wait:
                 continue  # still collecting
+            event = alert_event_body(store, a["alert_id"])  # read only for alerts decided now
+            names, rows = _raw_rows(store, a, first, s.collect_duration_s, event)
             v = judge(event, names, rows, s.collect_confirm_fraction, s.collect_min_points)
             d = _apply(store, policy, a, v, now)
             if d is not None:

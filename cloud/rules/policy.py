@@ -153,7 +153,7 @@ class Settings:
         if (not 0 < self.collect_confirm_fraction <= 1 or self.collect_min_points < 1 or self.collect_grace_s < 0
                 or self.collect_max_wait_s < 0):
             raise ValueError("collect_confirm_fraction must be in (0, 1], collect_min_points >= 1, "
-                             "collect_grace_s >= 0")
+                             "collect_grace_s and collect_max_wait_s >= 0")
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ def run_simulation(cfg: SimConfig) -> SimResult:
         nw = max(1, min(cfg.workers, len(fleet)))
         setup = WorkerSetup(START_TS, cfg.days, url, str(out / "cloud.pub"), pipeline.factory.bundle_path,
                             str(out / "devices"), accel=cfg.accel,
-                            score_rest=getattr(cfg, "score_rest", False))
+                            score_rest=cfg.score_rest)
         ctx = mp.get_context("spawn")
         conns: list[Any] = []
         for w in range(nw):

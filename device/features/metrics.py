@@ -35,7 +35,6 @@ class CollarMetrics:
         self.score_rest = score_rest
         self.metrics: tuple[str, ...] = COLLAR_METRICS + ((REST_METRIC,) if score_rest else ())
         self.directions = {**COLLAR_DIRECTIONS, **({REST_METRIC: 1} if score_rest else {})}
-        self.quiet_minutes = quiet_minutes
         self.window_s = window_s
         self.temp_hold_s = temp_hold_s
         self._temp = (-math.inf, math.nan)

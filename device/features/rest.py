@@ -177,7 +177,6 @@ def _minutes(ts: object, steps: object, labels: Sequence[str | None] | None
 def rest_flags(ts: object, steps: object, labels: Sequence[str | None] | None = None,
                quiet_minutes: int = QUIET_MINUTES) -> np.ndarray:
     """Per-minute rest flags (resting-HR minutes) of a whole recording; NaN steps = not recorded."""
-    _check(quiet_minutes, SLEEP_MINUTES)
     t, s, lab = _minutes(ts, steps, labels)
     tr = RestTracker(quiet_minutes)
     return np.array([tr.add(float(a), None if not np.isfinite(b) else float(b), c)
@@ -187,7 +186,6 @@ def rest_flags(ts: object, steps: object, labels: Sequence[str | None] | None = 
 def still_flags(ts: object, steps: object, quiet_minutes: int = QUIET_MINUTES,
                 max_missing: int = MAX_MISSING) -> np.ndarray:
     """Per-minute still flags (the minutes rest periods and rest hours count) of a recording."""
-    _check(quiet_minutes, SLEEP_MINUTES)
     t, s, _ = _minutes(ts, steps, None)
     tr = RestTracker(quiet_minutes, max_missing=max_missing)
     out = np.zeros(len(t), dtype=bool)
@@ -201,7 +199,6 @@ def rest_periods(ts: object, steps: object, labels: Sequence[str | None] | None 
                  quiet_minutes: int = QUIET_MINUTES, sleep_minutes: int = SLEEP_MINUTES
                  ) -> list[RestPeriod]:
     """Every rest period of a recording, in time order (the last one closed at the end)."""
-    _check(quiet_minutes, sleep_minutes)
     t, s, lab = _minutes(ts, steps, labels)
     tr = RestTracker(quiet_minutes, sleep_minutes)
     out: list[RestPeriod] = []
