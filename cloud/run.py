@@ -12,6 +12,7 @@ from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
 from cloud.notifiers import LogNotifier
+from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
@@ -32,23 +33,10 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
 
         agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
-        _register_factory_release(store)
+        register_factory_release(store)
     agg.retrain = load_retrain_config(None)
     agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
     return svc
-
-
-def _register_factory_release(store: CloudStore) -> None:
-    """The model shipped in the agent package is the fleet's release until a rollout replaces it,
-    so release checks compare candidates against it."""
-    from cloud.regression.check import ReleaseRef
-    from cloud.releases.rollout import current_release, register_release
-    from device.inference.classifier import load_manifest
-
-    m = load_manifest()
-    if current_release(store, m["name"]) is None:
-        register_release(store, ReleaseRef(m["name"], str(m["version"]), m["sha256"]), status="fleet",
-                         now=time.time(), detector_config={})
 
 
 def serve_forever(cfg: CloudConfig, stop: threading.Event) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 DAY = 86400.0
+#: simulated time starts at a midnight (2026-01-05 00:00 UTC) in the demo and the sims
+DEMO_START = 1767571200.0
 HOUR = 3600.0
 
 # Conditions the detector SHOULD report, and those it must NOT (one-off spikes, sensor faults).

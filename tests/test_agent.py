@@ -15,9 +15,8 @@ from device.budget import LatencyBudget
 from device.config import AgentConfig
 from device.detect.engine import Engine
 from firmware_sim.collar import CollarSim
-from firmware_sim.scenario import DAY, Condition, default_fleet
+from firmware_sim.scenario import DAY, DEMO_START, Condition, default_fleet
 from shared import schemas
-from shared.cli import DEMO_START
 from shared.command_signing import sign_command
 from shared.signing import generate_keypair, save_public_key
 
@@ -237,7 +236,7 @@ def test_budget_levels_rise_and_fall() -> None:
 
 
 def test_offline_replay_cli_writes_events(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
-    from shared.cli import main
+    from edgeloop.cli import main
 
     trace = tmp_path / "t.bin"
     sim = CollarSim(fleet[0], DEMO_START, 8.0)

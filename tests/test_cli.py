@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import COMMANDS, build_parser, main
+from edgeloop.cli import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def test_every_subcommand_is_in_the_readme() -> None:
 
 
 def test_entry_point_runs_as_a_process() -> None:
-    r = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "edgeloop.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "demo" in r.stdout
 
 

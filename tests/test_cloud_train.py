@@ -11,8 +11,8 @@ from cloud.regression.fixtures import add_alert, add_feedback
 from cloud.retrain import export_dataset
 from cloud.retrain.train import train_cli
 from cloud.store.db import CloudStore
+from edgeloop.cli import main
 from shared.bundles import build_bundle, read_bundle
-from shared.cli import main
 from shared.signing import generate_keypair, save_private_key
 
 NOW = 1_800_000_000.0

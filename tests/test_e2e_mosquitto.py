@@ -16,8 +16,7 @@ import pytest
 
 from cloud.config import CloudConfig
 from cloud.run import build
-from firmware_sim.scenario import default_fleet
-from shared.cli import DEMO_START
+from firmware_sim.scenario import DEMO_START, default_fleet
 from shared.mqtt import MqttConfig
 
 DAYS = 8.0
@@ -34,7 +33,7 @@ class Keep:
 def start_agent(tmp: Path, ind, index: int, url: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     master, slave = os.openpty()
     tty.setraw(slave)
-    exe = [sys.executable, "-m", "shared.cli"]
+    exe = [sys.executable, "-m", "edgeloop.cli"]
     with open(tmp / f"{ind.device_id}.log", "w") as log:
         agent = subprocess.Popen(
             [*exe, "agent", "--source", os.ttyname(slave), "--device-id", ind.device_id, "--state-dir",

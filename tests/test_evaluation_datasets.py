@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.evaluation import datasets
+from edgeloop.evaluation import datasets
 
 
 def _root_or_skip() -> Path:
@@ -119,7 +119,7 @@ def _label(symptom: str | None, diagnosis: str | None = None) -> datasets.Stanfo
 
 
 def test_stanford_evaluation_splits_alerts_around_onset() -> None:
-    from shared.evaluation.stanford import evaluate_person, summarise
+    from edgeloop.evaluation.stanford import evaluate_person, summarise
 
     data = np.arange("2020-01-01", "2020-04-01", dtype="datetime64[D]").astype("datetime64[s]")
     alerts = [

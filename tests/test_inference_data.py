@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.inference.classifier import CLASSES
-from device.inference.datasets import (
+from edgeloop.evaluation.activity import (
     TEST_SUBJECTS,
     WINDOW_N,
     WISDM_ACTIVITIES,
@@ -74,7 +74,7 @@ def test_collar_windows_and_baseline() -> None:
 
 
 def test_knn_peer_learns_collar_windows() -> None:
-    from device.inference.datasets import HandFeatureKNN, hand_features
+    from edgeloop.evaluation.activity import HandFeatureKNN, hand_features
 
     tr, te = collar_windows(30, seed=1), collar_windows(20, seed=2)
     assert hand_features(te.x).shape == (len(te.y), 8)

@@ -16,9 +16,8 @@ from device.agent import Agent
 from device.config import AgentConfig
 from device.inference.classifier import FACTORY_MODEL, load_manifest
 from firmware_sim.collar import CollarSim
-from firmware_sim.scenario import default_fleet
+from firmware_sim.scenario import DEMO_START, default_fleet
 from shared.bundles import build_bundle
-from shared.cli import DEMO_START
 from shared.mqtt import MqttConfig
 from shared.signing import generate_keypair, save_private_key, save_public_key
 

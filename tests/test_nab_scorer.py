@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from shared.evaluation import nab
-from shared.evaluation.nab import (
+from edgeloop.evaluation import nab
+from edgeloop.evaluation.nab import (
     probation_length,
     scaled_sigmoid,
     score_all_profiles,
@@ -141,7 +141,7 @@ def test_string_timestamps_and_clear_errors() -> None:
 
 
 def _data_or_skip() -> object:
-    from shared.evaluation import datasets
+    from edgeloop.evaluation import datasets
 
     try:
         return datasets.load_nab()
@@ -157,7 +157,7 @@ def test_windowed_gaussian_reproduces_published_scores_on_the_35_files() -> None
     NAB's published results files hold scores printed with 12 significant digits; rounding the
     same way reproduces the thresholds (many scores saturate near 1.0).
     """
-    from shared.evaluation.peers import windowed_gaussian_scores
+    from edgeloop.evaluation.peers import windowed_gaussian_scores
 
     corpus = _data_or_skip()
     results = {}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud.simulation.loop import SimConfig, run_simulation
-from cloud.simulation.report import format_report, invariants, phase_metrics
+from fleet_sim.loop import SimConfig, run_simulation
+from fleet_sim.report import format_report, invariants, phase_metrics
 
 
 @pytest.mark.timeout(300)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cloud.regression.errors import ReplayError
-from cloud.regression.replay import ThresholdReplayer
+from cloud.regression.gate_replay import ThresholdReplayer
 from device.detect.detector_config import engine_config
 from device.detect.engine import Engine, EngineStateError
 from shared.alert_gate import event_numbers

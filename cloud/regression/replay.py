@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from cloud.regression.errors import ReplayError
+from cloud.regression.gate_replay import ThresholdReplayer, case_numbers  # noqa: F401 - re-exported
 from shared.alert_gate import (  # noqa: F401 - re-exported: the gate lives in shared/ (device uses it too)
     GATE_KEYS,
     MAX_DEVIATION,
@@ -46,34 +47,11 @@ class Replayer(Protocol):
     def replay(self, case: Any) -> bool: ...
 
 
-def case_numbers(case: Any) -> EventNumbers:
-    """The numbers of a regression case (a RegressionCase or its ``window`` mapping)."""
-    window = case.window if hasattr(case, "window") else case
-    if "window" in window and isinstance(window["window"], Mapping):
-        window = window["window"]
-    event = window.get("event") or {}
-    return event_numbers(window.get("alert"), event.get("body") if isinstance(event, Mapping) else None)
-
-
-class ThresholdReplayer:
-    """Replays a case by applying a detector config's alert gate to its recorded numbers."""
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
-        try:
-            self.gate = AlertGate.from_config(config)
-        except AlertGateError as exc:
-            raise ReplayError(str(exc)) from None
-
-    def replay(self, case: Any) -> bool:
-        return self.gate.alerts(case_numbers(case))
-
-
 def as_replayer(subject: Replayer | Mapping[str, Any]) -> Replayer:
     """A Replayer as is; a detector-config mapping wrapped in ``EngineReplayer`` (the real engine
     for cases with a device trace, :class:`ThresholdReplayer` for the rest)."""
     if isinstance(subject, Mapping):
-        # imported here: engine_replay imports this module (and numba, only when a check runs)
+        # imported here: engine_replay imports numba, needed only when a check runs
         from cloud.regression.engine_replay import EngineReplayer
 
         return EngineReplayer(subject)

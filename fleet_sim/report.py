@@ -1,6 +1,6 @@
 """Measure a simulation run against its ground truth and format the table, checks and plot.
 
-Ground truth (``cloud.simulation.fleet``): a *notified* alert (``alerts.notified_at`` set, now or
+Ground truth (``fleet_sim.fleet``): a *notified* alert (``alerts.notified_at`` set, now or
 after quiet hours) is a true alert when its ``ts`` falls in one of the individual's alert
 conditions (illness, injury, heat; up to 12 h after it ended), else a false alert. Recall: the
 share of conditions starting in a phase with a notified alert inside them; detection delay:
@@ -24,8 +24,8 @@ from typing import Any
 
 from cloud.quality.report import format_quality_table, quality_by_model_version
 from cloud.retrain import evaluations, list_requests
-from cloud.simulation.fleet import GRACE_S
-from cloud.simulation.loop import DAY, SimResult
+from fleet_sim.fleet import GRACE_S
+from fleet_sim.loop import DAY, SimResult
 
 logger = logging.getLogger(__name__)
 WEEK = 7 * DAY

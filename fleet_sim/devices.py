@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud.simulation.fleet import QuirkCollarSim, SimIndividual
 from device.agent import AGENT_VERSION, Agent
 from device.config import AgentConfig, OutboxConfig
+from fleet_sim.fleet import QuirkCollarSim, SimIndividual
 from shared.bundles import Bundle, read_bundle
 from shared.mqtt import MqttConfig
 from shared.signing import load_public_key

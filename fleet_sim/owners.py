@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud.simulation.fleet import SimIndividual
+from fleet_sim.fleet import SimIndividual
 from shared.schemas import Feedback
 
 logger = logging.getLogger(__name__)

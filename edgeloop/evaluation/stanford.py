@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.evaluation.datasets import LaadResult, StanfordLabel
+from edgeloop.evaluation.datasets import LaadResult, StanfordLabel
 
 __all__ = [
     "DAYS_PER_MONTH",

@@ -23,9 +23,8 @@ from typing import Any
 from cloud.broker import EmbeddedBroker
 from cloud.config import CloudConfig
 from cloud.run import build
-from firmware_sim.scenario import default_fleet, write_ground_truth
-from shared.cli import DEMO_START
-from shared.demo_report import build_report
+from edgeloop.demo_report import build_report
+from firmware_sim.scenario import DEMO_START, default_fleet, write_ground_truth
 from shared.mqtt import MqttConfig
 from shared.signing import generate_keypair, save_private_key, save_public_key
 
@@ -81,7 +80,7 @@ def run_demo(args: argparse.Namespace) -> int:
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
     worker.start()
 
-    exe = [sys.executable, "-m", "shared.cli"]
+    exe = [sys.executable, "-m", "edgeloop.cli"]
     procs: list[dict[str, Any]] = []
     logs = []
     for ind in fleet:

@@ -42,11 +42,11 @@ from cloud.commands import Commander
 from cloud.feedback.store import list_alerts
 from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
-from cloud.simulation.devices import WorkerSetup, worker_main
-from cloud.simulation.fleet import SimIndividual, build_fleet
-from cloud.simulation.owners import OwnerConfig, OwnerSim
-from cloud.simulation.pipeline import ReleasePipeline, sim_rollout_config
 from cloud.store.db import CloudStore
+from fleet_sim.devices import WorkerSetup, worker_main
+from fleet_sim.fleet import SimIndividual, build_fleet
+from fleet_sim.owners import OwnerConfig, OwnerSim
+from fleet_sim.pipeline import ReleasePipeline, sim_rollout_config
 from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client
 from shared.signing import generate_keypair, save_private_key, save_public_key

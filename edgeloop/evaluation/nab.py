@@ -20,7 +20,7 @@ Rules reproduced (as in NAB v1.1's sweeper, which both optimises and scores):
   (number of windows)`` and ``S_null`` the optimised score of NAB's null detector (constant 0.5).
 
 Checked against published scores on the 35 files in shared/data/nab (scripts/bench_quality):
-NAB's windowedGaussian, re-implemented in ``shared.evaluation.peers`` with its scores rounded to
+NAB's windowedGaussian, re-implemented in ``edgeloop.evaluation.peers`` with its scores rounded to
 12 significant digits as in NAB's published results files, scores 37.09 / 18.84 / 45.39
 (published 37.09 / 18.84 / 45.39); River HalfSpaceTrees scores 2.62 / 0.00 / 6.41 (published
 2.62 / 0.00 / 6.41). Without the rounding windowedGaussian gives 37.38 / 22.50 / 45.47: many of

@@ -17,9 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from firmware_sim.scenario import DEMO_START
 from shared.config import ConfigError, describe, load
-
-DEMO_START = 1767571200.0  # 2026-01-05 00:00 UTC: simulated time starts at a midnight
 
 
 def _common_config(p: argparse.ArgumentParser) -> None:
@@ -323,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from edgeloop.demo import run_demo
 
     return run_demo(args)
 
