@@ -27,7 +27,8 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
     policy = NotificationPolicy.from_toml(cfg.rules or None)
     agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()],
                      sim_clock=sim_clock)
-    svc = AggregatorService(agg, cfg.mqtt, f"edgeloop-{cfg.instance}{client_suffix}", cfg.shared_subscription)
+    svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
+                            persistent=bool(cfg.instance))
     if cfg.signing_key:
         from shared.signing import load_private_key
 
@@ -39,18 +40,54 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
     return svc
 
 
-def serve_forever(cfg: CloudConfig, stop: threading.Event) -> None:
+def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
+    """Serve until ``stop``; 0 on a clean stop, 1 when another process took our client id."""
     svc = build(cfg)
     svc.start()
-    print(f"edgeloop cloud {cfg.instance}: serving {cfg.mqtt.url}, store {cfg.db}", flush=True)
-    last = time.monotonic()
+    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}", flush=True)
+    stats = StatsLine(svc)
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
     worker.start()
     try:
         while not stop.wait(1.0):
-            if time.monotonic() - last > 60:
-                logger.info("cloud.stats", extra=dict(svc.agg.counts))
-                last = time.monotonic()
+            if svc.taken_over.is_set():
+                return 1
+            if cfg.stats_every > 0 and stats.due(cfg.stats_every):
+                stats.log()
     finally:
         worker.join(5)
         svc.stop()
+    return 0
+
+
+class StatsLine:
+    """The periodic ``cloud.stats`` line: totals since start plus the rate over the last interval."""
+
+    def __init__(self, svc: AggregatorService) -> None:
+        self.svc = svc
+        self.t0 = self.last = time.monotonic()
+        self.last_received = 0
+
+    def due(self, every: float) -> bool:
+        return time.monotonic() - self.last >= every
+
+    def fields(self) -> dict[str, float | int | bool]:
+        now = time.monotonic()
+        svc, c = self.svc, self.svc.agg.counts
+        rate = (svc.received - self.last_received) / max(now - self.last, 1e-9)
+        self.last, self.last_received = now, svc.received
+        out: dict[str, float | int | bool] = {
+            "uptime_s": round(now - self.t0), "connected": svc.connected.is_set(), "messages": svc.received,
+            "messages_per_s": round(rate, 2), "inbox": svc.inbox.qsize(),
+            "records_new": c["records_new"], "records_duplicate": c["records_duplicate"],
+            "rejected": c["rejected"], "feedback": c["feedback"]}
+        for key, n in sorted(c.items()):
+            if key.startswith(("decision.", "commands.", "reports.")):
+                out[key.replace(".", "_")] = n
+        sent = sum(getattr(n, "sent", 0) for n in svc.agg.notifiers)
+        failed = sum(getattr(n, "failures", 0) for n in svc.agg.notifiers)
+        out.update(notifications_sent=sent, notifications_failed=failed)
+        return out
+
+    def log(self) -> None:
+        logger.info("cloud.stats", extra=self.fields())

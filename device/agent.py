@@ -397,8 +397,7 @@ class Agent:
             elif ev.kind == "message":
                 self._on_message(ev.topic, ev.payload)
             elif ev.kind == "connected":
-                self.outbox.unmark_published()
-                logger.info("sync.connected", extra={"device_id": self.cfg.device_id})
+                self.outbox.unmark_published()  # sync.connected is logged by the uplink
         while self.uplink.can_send():
             busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
             rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]

@@ -17,8 +17,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeloop import logs
 from firmware_sim.scenario import DEMO_START
 from shared.config import ConfigError, describe, load
+
+# long-running commands log at info by default (connects, reconnects, stats); the rest at warning
+INFO_BY_DEFAULT = ("agent", "cloud")
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-format", choices=logs.FORMATS, default=os.environ.get("EDGELOOP_LOG_FORMAT") or "logfmt",
+                   help="one line per event with its fields: logfmt (default), json, or text "
+                   "(default from $EDGELOOP_LOG_FORMAT)")
+    g.add_argument("--log-level", choices=logs.LEVELS, help="minimum level (overrides -v/-q)")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 def _common_config(p: argparse.ArgumentParser) -> None:
@@ -27,7 +41,6 @@ def _common_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-config", action="store_true", help="list every config key, default and meaning")
     p.add_argument("--broker", help="broker URL mqtt://host:port (overrides mqtt.url)")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (overrides mqtt.protocol)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,13 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    for sp in sub.choices.values():  # every leaf command takes the logging options
+        nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]
+        for leaf in (nested[0].choices.values() if nested else [sp]):
+            _log_options(leaf)
     return ap
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _setup_logging(args: argparse.Namespace) -> None:
+    default = "info" if args.cmd in INFO_BY_DEFAULT else "warning"
+    if getattr(args, "quiet", False):
+        default = "warning"
+    level = logs.level_for(getattr(args, "verbose", 0), getattr(args, "log_level", None), default)
+    logs.configure(getattr(args, "log_format", "logfmt"), level)
 
 
 def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
@@ -237,8 +256,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     logging.getLogger("cloud.notifiers").setLevel(logging.INFO)  # operators see every notification
     stop = threading.Event()
     _stop_on_signals(stop)
-    serve_forever(cfg, stop)
-    return 0
+    return serve_forever(cfg, stop)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -336,7 +354,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0))
+    _setup_logging(args)
     try:
         return COMMANDS[args.cmd](args)
     except ConfigError as exc:
