@@ -28,7 +28,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
     agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()],
                      sim_clock=sim_clock)
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
-                            persistent=bool(cfg.instance))
+                            persistent=bool(cfg.instance), instance=cfg.instance or None)
     if cfg.signing_key:
         from shared.signing import load_private_key
 

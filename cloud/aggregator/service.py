@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from cloud import presence
 from cloud.aggregator.handler import Aggregator
 from shared import topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
@@ -19,14 +22,23 @@ logger = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 
 
+class ClientIdTaken(RuntimeError):
+    """Another live process holds this aggregator's (named) instance and so its client id."""
+
+
 class AggregatorService:
     """Subscribes to device uplinks (shared subscription), status and owner feedback."""
 
     def __init__(self, aggregator: Aggregator, mqtt_cfg: MqttConfig, client_id: str,
-                 shared_subscription: bool = True, persistent: bool = True) -> None:
+                 shared_subscription: bool = True, persistent: bool = True,
+                 instance: str | None = None) -> None:
+        """``instance``: a named aggregator publishes its presence and refuses to share its
+        client id with another live process (see cloud.presence)."""
         self.agg = aggregator
         self.shared = shared_subscription
         self.persistent = persistent
+        self.instance = instance
+        self.me = presence.me(instance, client_id) if instance else None
         self.client_id = client_id
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.connected = threading.Event()
@@ -42,19 +54,42 @@ class AggregatorService:
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.cfg = mqtt_cfg
+        if self.me is not None:
+            self.client.will_set(topics.cloud_status(self.me.instance),
+                                 replace(self.me, state="offline").encode(),
+                                 qos=1, retain=True)
         aggregator.publish = self.publish
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
+            self._on_presence(client, presence.Presence.decode(msg.payload))
+            return
         self.received += 1
         self.inbox.put((msg.topic, bytes(msg.payload)))
+
+    def _on_presence(self, client: mqtt.Client, seen: presence.Presence | None) -> None:
+        assert self.me is not None
+        if presence.must_yield(seen, self.me) and not self.taken_over.is_set():
+            # two processes raced past the start-up probe: the later one yields
+            self.taken_over.set()
+            self._stopping = True
+            client.disconnect()
+            logger.error("cloud.client_id_taken", extra={
+                "client_id": self.client_id, "broker": self.cfg.url, "holder": seen.describe() if seen else "",
+                "hint": "another aggregator runs with this instance: give each its own instance, or "
+                        "leave instance empty for a unique one"})
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             logger.error("cloud.connect_refused", extra={"client_id": self.client_id, "broker": self.cfg.url,
                                                          "reason": str(rc)})
             return
-        client.subscribe([(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
-                          (topics.FEEDBACK_FILTER, 1)])
+        subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
+                (topics.FEEDBACK_FILTER, 1)]
+        if self.me is not None:
+            subs.append((topics.cloud_status(self.me.instance), 1))
+            client.publish(topics.cloud_status(self.me.instance), self.me.encode(), qos=1, retain=True)
+        client.subscribe(subs)
         self.connected.set()
         logger.info("cloud.connected", extra={
             "client_id": self.client_id, "broker": self.cfg.url, "shared": self.shared,
@@ -89,6 +124,16 @@ class AggregatorService:
         self.client.publish(topic, payload, qos=1)
 
     def start(self) -> None:
+        """Connect in the background; a named instance first checks that no live process holds it
+        (ClientIdTaken)."""
+        if self.me is not None:
+            seen = presence.probe(self.cfg, self.me.instance)
+            if presence.holder_alive(seen, self.me):
+                assert seen is not None
+                raise ClientIdTaken(
+                    f"client id {self.client_id} is in use by another aggregator ({seen.describe()}): "
+                    f"give this one its own instance (--config instance = '...'), or leave instance "
+                    f"empty for a unique id")
         connect_async(self.client, self.cfg, persistent=self.persistent)
         self.client.loop_start()
 
@@ -118,6 +163,12 @@ class AggregatorService:
             n += 1
 
     def stop(self) -> None:
+        if self.me is not None and self.connected.is_set() and not self.taken_over.is_set():
+            info = self.client.publish(topics.cloud_status(self.me.instance),
+                                       replace(self.me, state="stopped").encode(),
+                                       qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
         self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
