@@ -11,7 +11,7 @@ from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
-from cloud.notifiers import LogNotifier
+from cloud.delivery import build_deliveries
 from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
@@ -25,8 +25,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
           sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)
-    agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()],
-                     sim_clock=sim_clock)
+    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock)
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
                             persistent=bool(cfg.instance), instance=cfg.instance or None)
     if cfg.signing_key:
@@ -35,6 +34,8 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
         agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
         register_factory_release(store)
+    if notifiers is None:  # the configured channels, each delivery recorded and retried
+        agg.notifiers = [build_deliveries(store.db, cfg.notifiers, svc.client.publish)]
     agg.retrain = load_retrain_config(None)
     agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
     return svc
@@ -57,6 +58,10 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
     finally:
         worker.join(5)
         svc.stop()
+        for n in svc.agg.notifiers:
+            close = getattr(n, "close", None)
+            if close is not None:
+                close()
     return 0
 
 

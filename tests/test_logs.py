@@ -153,17 +153,20 @@ def test_cloud_stats_line_carries_numbers(tmp_path: Path) -> None:
                     f"reconnect_max = 1.0\n")
     cmd = [*EDGELOOP, "cloud", "--config", str(conf), "--broker", f"mqtt://127.0.0.1:{free_port()}",
            "--log-format", "json"]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "cloud.log"
+    with open(log, "w") as err:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        time.sleep(3.0)
+        _wait_for(log, r'"event":"cloud\.stats"', timeout=60)
+        _wait_for(log, r'"event":"cloud\.connect_failed"', timeout=30)
     finally:
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
-    assert lines, f"no JSON log lines from {shlex.join(cmd)}:\n{err[-2000:]}"
+        p.wait(30)
+    err_text = log.read_text()
+    lines = [json.loads(x) for x in err_text.splitlines() if x.startswith("{")]
+    assert lines, f"no JSON log lines from {shlex.join(cmd)}:\n{err_text[-2000:]}"
     stats = [x for x in lines if x["event"] == "cloud.stats"]
-    assert stats, err[-2000:]
     s = stats[-1]
     for key in ("uptime_s", "messages", "records_new", "rejected", "notifications_sent", "inbox"):
         assert isinstance(s[key], int), (key, s)

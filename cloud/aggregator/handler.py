@@ -161,6 +161,14 @@ class Aggregator:
 
     def tick(self) -> None:
         """Timed work (reminders, deferred notifications, ignore sweep, personalisation commands)."""
+        for n in self.notifiers:  # notifiers with their own timed work (delivery outcomes, retries)
+            pump = getattr(n, "tick", None)
+            if pump is not None:
+                try:
+                    pump()
+                except Exception:
+                    self.counts["tick_failed"] += 1
+                    logger.exception("aggregator.notifier_tick_failed")
         if self.sim_clock and not self.latest_ts:
             return
         try:
