@@ -67,6 +67,11 @@ class CloudConfig:
     signing_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 private key (commands, releases)"))
     notifiers: tuple[NotifierConfig, ...] = field(default=(NotifierConfig(),), metadata=doc(
         "how owners are told: [[notifiers]] tables (kind = log | webhook | mqtt); default: the log only"))
+    http: str = field(default="", metadata=doc(
+        "HOST:PORT of the operators' web server (dashboard, /metrics, /healthz); empty = none"))
+    operator_token_env: str = field(default="EDGELOOP_OPERATOR_TOKEN", metadata=doc(
+        "environment variable holding the operator token that state-changing dashboard actions "
+        "(feedback, halt, promote, rollback) require; unset = those actions are refused"))
     stats_every: float = field(default=60.0, metadata=doc("seconds between cloud.stats log lines (0: never)"))
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(username=""), metadata=doc("broker connection"))
 

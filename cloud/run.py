@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
@@ -44,8 +45,10 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
 def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
     """Serve until ``stop``; 0 on a clean stop, 1 when another process took our client id."""
     svc = build(cfg)
+    web = start_web(svc, cfg) if cfg.http else None
     svc.start()
-    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}", flush=True)
+    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}"
+          + (f", http://{web.host}:{web.port}/" if web else ""), flush=True)
     stats = StatsLine(svc)
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
     worker.start()
@@ -58,11 +61,24 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
     finally:
         worker.join(5)
         svc.stop()
+        if web is not None:
+            web.stop()
         for n in svc.agg.notifiers:
             close = getattr(n, "close", None)
             if close is not None:
                 close()
     return 0
+
+
+def start_web(svc: AggregatorService, cfg: CloudConfig) -> Any:
+    """The operators' web server (imported only when --http is given)."""
+    import os
+
+    from cloud.ops.web import WebServer, create_app, parse_listen
+
+    host, port = parse_listen(cfg.http)
+    token = os.environ.get(cfg.operator_token_env) if cfg.operator_token_env else None
+    return WebServer(create_app(svc, cfg.db or None, operator_token=token), host, port).start()
 
 
 class StatsLine:

@@ -32,6 +32,7 @@ from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.inference.slots import ModelSlots, ShadowStats
+from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
@@ -87,6 +88,7 @@ class Agent:
         self.shadow: Any = None  # a shadow model outside slots (tests); slots keep their own
         self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
+        self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
         self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
         self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
@@ -179,7 +181,9 @@ class Agent:
         accel = w.accel_window(getattr(self.classifier, "window_seconds", 4.0))
         if self.classifier is not None and accel is not None and len(accel) >= 8:
             try:
+                t_inf = time.perf_counter()
                 pred = self.classifier.predict(accel, float(w.accel_rate))
+                self.metrics.inference(time.perf_counter() - t_inf)
                 label = pred.label
                 shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
                 if shadow is not None and self.budget.allows(SHED_SHADOW):
@@ -200,7 +204,9 @@ class Agent:
                                                "names": list(self.features.metrics),
                                                "label": label, "accel": None if accel is None else
                                                np.round(accel, 3).tolist()})
-        self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
+        took = time.perf_counter() - t0
+        self.budget.record(took * 1000.0, self.source_backlog())
+        self.metrics.window(took)
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
         self._accumulate_day(w, vec, label, out)

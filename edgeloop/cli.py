@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, help="seconds to wait at exit for cloud acks")
     p.add_argument("--offline", action="store_true", help="no MQTT: keep everything in the outbox")
     p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (docs/metrics.md)")
 
     p = sub.add_parser("cloud", help="run the cloud aggregator (subscribe, store, decide, ack)",
                        description="Cloud aggregator: shared subscription to device uplinks, schema "
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLite file of the cloud store")
     p.add_argument("--rules", help="notification rules TOML")
     p.add_argument("--no-shared", action="store_true", help="plain subscription (brokers without $share)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the dashboard, /metrics and /healthz here (overrides http)")
     p.add_argument("--keygen", metavar="DIR", help="write a new ed25519 key pair (cloud.key, cloud.pub) and exit")
 
     p = sub.add_parser("replay", help="run the engine over recorded data (NAB CSV, Stanford wearables, traces)",
@@ -208,6 +212,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
         "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
     agent = Agent(cfg, connect=not args.offline)
+    if args.metrics:  # prometheus_client is imported only here: a collar without it stays lean
+        from device.metrics_prom import serve_agent_metrics
+
+        serve_agent_metrics(agent, args.metrics)
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.progress:
@@ -249,7 +257,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         save_public_key(d / "cloud.pub", pub)
         print(f"wrote {d / 'cloud.key'} (keep secret) and {d / 'cloud.pub'} (give to devices)")
         return 0
-    cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules,
+    cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules, "http": args.http,
                                         "shared_subscription": False if args.no_shared else None})
     from cloud.run import serve_forever
 

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 
 from cloud import presence
 from cloud.aggregator.handler import Aggregator
+from cloud.ops.broker_sys import SYS_FILTER, BrokerSys
 from shared import topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 
@@ -44,6 +45,7 @@ class AggregatorService:
         self.connected = threading.Event()
         self.taken_over = threading.Event()  # another process connected with our client id
         self.received = 0  # messages taken off the broker (paho thread)
+        self.broker_sys = BrokerSys()  # the broker's own $SYS figures, for metrics and the dashboard
         self.connects = 0
         self.failed_attempts = 0
         self._stopping = False
@@ -61,6 +63,9 @@ class AggregatorService:
         aggregator.publish = self.publish
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("$SYS/"):
+            self.broker_sys.update(msg.topic, bytes(msg.payload))
+            return
         if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
             self._on_presence(client, presence.Presence.decode(msg.payload))
             return
@@ -85,7 +90,7 @@ class AggregatorService:
                                                          "reason": str(rc)})
             return
         subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
-                (topics.FEEDBACK_FILTER, 1)]
+                (topics.FEEDBACK_FILTER, 1), (SYS_FILTER, 0)]
         if self.me is not None:
             subs.append((topics.cloud_status(self.me.instance), 1))
             client.publish(topics.cloud_status(self.me.instance), self.me.encode(), qos=1, retain=True)
