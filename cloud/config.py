@@ -56,6 +56,22 @@ class NotifierConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """Publish each individual to Home Assistant through its MQTT discovery convention."""
+
+    enabled: bool = field(default=False, metadata=doc(
+        "publish discovery configs and states (status, last alert, battery) for Home Assistant"))
+    prefix: str = field(default="homeassistant", metadata=doc("Home Assistant's discovery_prefix"))
+    every: float = field(default=30.0, metadata=doc("seconds between state refreshes (alerts refresh at once)"))
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.prefix):
+            raise ValueError(f"prefix: {self.prefix!r} must be a topic path without wildcards")
+        if self.every < 1:
+            raise ValueError(f"every: {self.every} must be >= 1 s")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     instance: str = field(default="", metadata=doc(
         "this aggregator's name; its MQTT client id is edgeloop-<instance> with a persistent session. "
@@ -67,6 +83,8 @@ class CloudConfig:
     signing_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 private key (commands, releases)"))
     notifiers: tuple[NotifierConfig, ...] = field(default=(NotifierConfig(),), metadata=doc(
         "how owners are told: [[notifiers]] tables (kind = log | webhook | mqtt); default: the log only"))
+    home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig, metadata=doc(
+        "Home Assistant MQTT discovery"))
     http: str = field(default="", metadata=doc(
         "HOST:PORT of the operators' web server (dashboard, /metrics, /healthz); empty = none"))
     operator_token_env: str = field(default="EDGELOOP_OPERATOR_TOKEN", metadata=doc(

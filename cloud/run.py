@@ -37,6 +37,13 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
         register_factory_release(store)
     if notifiers is None:  # the configured channels, each delivery recorded and retried
         agg.notifiers = [build_deliveries(store.db, cfg.notifiers, svc.client.publish)]
+    if cfg.home_assistant.enabled:
+        from cloud.ops.homeassistant import HomeAssistantBridge
+
+        ha = HomeAssistantBridge(store.db, svc.client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
+        agg.notifiers = [*agg.notifiers, ha]
+        svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
+            lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
     agg.retrain = load_retrain_config(None)
     agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
     return svc

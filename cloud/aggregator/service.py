@@ -8,6 +8,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +47,8 @@ class AggregatorService:
         self.taken_over = threading.Event()  # another process connected with our client id
         self.received = 0  # messages taken off the broker (paho thread)
         self.broker_sys = BrokerSys()  # the broker's own $SYS figures, for metrics and the dashboard
+        # other topics this service listens to, handled on paho's thread: {topic: handler(payload)}
+        self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
         self.connects = 0
         self.failed_attempts = 0
         self._stopping = False
@@ -65,6 +68,10 @@ class AggregatorService:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith("$SYS/"):
             self.broker_sys.update(msg.topic, bytes(msg.payload))
+            return
+        extra = self.extra_subscriptions.get(msg.topic)
+        if extra is not None:
+            extra(bytes(msg.payload))
             return
         if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
             self._on_presence(client, presence.Presence.decode(msg.payload))
@@ -91,6 +98,7 @@ class AggregatorService:
             return
         subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
                 (topics.FEEDBACK_FILTER, 1), (SYS_FILTER, 0)]
+        subs += [(t, 1) for t in self.extra_subscriptions]
         if self.me is not None:
             subs.append((topics.cloud_status(self.me.instance), 1))
             client.publish(topics.cloud_status(self.me.instance), self.me.encode(), qos=1, retain=True)
