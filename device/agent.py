@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,9 @@ class Agent:
         self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
         self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
+        # called with (minute_ts, feature vector, engine output) after each window (replay plots);
+        # the output's arrays are the engine's buffers: copy what you keep
+        self.observer: Callable[[float, list[float], Any], None] | None = None
         self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
         self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
@@ -195,6 +198,8 @@ class Agent:
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
+        if self.observer is not None:
+            self.observer(w.minute_ts, vec, out)
         if self.trace is not None:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:

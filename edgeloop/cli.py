@@ -104,9 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", required=True)
     r.add_argument("--id", required=True, help="person id (used in file names)")
     r.add_argument("--out", required=True, help="output folder")
-    r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events JSON lines")
+    r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events, plot, summary",
+                      description="Runs a recorded frame trace through the agent (offline) and writes "
+                      "events.jsonl, trace.png (signals, baseline band, scores, events) and summary.json; "
+                      "prints one summary line.")
     r.add_argument("trace")
-    r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl)")
+    r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl, trace.png)")
+    r.add_argument("--progress", action="store_true",
+                   help="progress on stderr even when it is not a terminal (default: terminals, files > 4 MB)")
 
     p = sub.add_parser("feedback", help="record an owner's answer to an alert (confirm, dismiss, normal_for_her, label)",
                        description="Explicit feedback through the CLI (the same path as the HTTP endpoint and the "
@@ -279,20 +284,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary = replay_wearable(args.hr, args.steps, args.out, args.id)
         print(json.dumps(summary, indent=1, default=str))
     else:
-        from device.agent import Agent
-        from device.config import AgentConfig
+        from edgeloop.replay_trace import replay_trace, summary_line
 
-        out = Path(args.out)
-        agent = Agent(AgentConfig(source=args.trace, state_dir=str(out / "state"), exit_on_eof=True),
-                      connect=False)
-        report = agent.run()
-        n = 0
-        with open(out / "events.jsonl", "w") as f:
-            for row in agent.outbox.due(10**9):
-                if row.kind == "event":
-                    f.write(json.dumps({"seq": row.seq, "individual_id": row.individual_id, **row.body}) + "\n")
-                    n += 1
-        print(f"{n} events -> {out / 'events.jsonl'}; ingest: {json.dumps(report['ingest'])}")
+        summary = replay_trace(args.trace, args.out, progress=True if args.progress else None)
+        print(summary_line(summary))
     return 0
 
 
