@@ -302,6 +302,8 @@ class Agent:
             "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
             "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
             "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
+            # what still waits for the cloud's ack (the fleet page shows it beside the battery)
+            "backlog": {"rows": self.outbox.pending_count(), "bytes": self.outbox.bytes_used},
         })
         self._append("summary", d.ts, body)
 

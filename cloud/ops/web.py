@@ -28,7 +28,7 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 
 def create_app(svc: Any, db_path: str | None, operator_token: str | None = None) -> Flask:
-    app = Flask("edgeloop.cloud.ops")
+    app = Flask(__name__)  # templates: cloud/ops/templates
     metrics = CloudMetrics(svc, db_path)
     app.config.update(EDGELOOP_SVC=svc, EDGELOOP_DB=db_path, EDGELOOP_TOKEN=operator_token)
 
