@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,27 @@ from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.inference.slots import ModelSlots, ShadowStats
-from device.outbox import BufferFullError, Outbox
+from device.outbox import BufferFullError, Outbox, Row
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
 from device.trace import TraceRing
 from shared import schemas, topics
-from shared.alert_gate import GATE_KEYS, AlertGate, event_numbers
+from shared.alert_gate import GATE_KEYS, AlertGate, EventNumbers
+from shared.codec import SchemaError, from_json, to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
+from shared.records import (
+    CommandReport,
+    Direction,
+    Event,
+    EventTrace,
+    RawWindow,
+    Record,
+    RecordBody,
+    Severity,
+    kind_of,
+)
+from shared.schemas import MAX_REASON_CHARS
 from shared.topics import TopicError, check_id
 
 logger = logging.getLogger(__name__)
@@ -216,10 +229,10 @@ class Agent:
         for ev in out.events:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
-            self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": json_floats(vec),
-                                               "names": list(self.features.metrics),
-                                               "label": label, "accel": None if accel is None else
-                                               np.round(accel, 3).tolist()})
+            xyz = None if accel is None else tuple((float(x), float(y), float(z))
+                                                   for x, y, z in np.round(accel, 3).tolist())
+            self._append(RawWindow(w.minute_ts, json_floats(vec), tuple(self.features.metrics), label, xyz),
+                         w.minute_ts)
         self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
@@ -230,37 +243,36 @@ class Agent:
             self._last_state_ts, self._last_state_wall = w.minute_ts, time.monotonic()
 
     def _emit_event(self, ev: DeviationEvent) -> None:
-        body = asdict(ev)
-        body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
-                    observed=json_floats(ev.observed), model_version=self.model_version,
-                    detector_version=self.detector_version)
-        if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
+        if self.gate is not None and not self.gate.alerts(EventNumbers.from_event(ev)):
             self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
             return
-        trace = self._event_trace()
-        if trace is not None:
-            body["trace"] = trace
-        self._append("event", ev.ts, body)
+        event = Event(start_ts=float(ev.start_ts), ts=float(ev.ts), metrics=tuple(ev.metrics),
+                      directions=tuple(_direction(d) for d in ev.directions), score=float(ev.score),
+                      severity=Severity(ev.severity), kind="sustained", baseline=json_floats(ev.baseline),
+                      observed=json_floats(ev.observed), model_version=self.model_version,
+                      detector_version=self.detector_version, trace=self._event_trace())
+        self._append(event, ev.ts)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
 
-    def _event_trace(self) -> dict[str, Any] | None:
+    def _event_trace(self) -> EventTrace | None:
         """The longest trace that keeps the event row well inside the outbox's row cap (a long
         ``event_trace_hours`` with many metrics is cut at a later snapshot); None if none fits."""
         if self.trace is None:
             return None
         for start in range(self.trace.snapshots):
             tr = self.trace.export(start)
-            if tr is not None and len(json.dumps(tr, separators=(",", ":"))) <= TRACE_MAX_BYTES:
+            if tr is not None and len(json.dumps(to_json(tr), separators=(",", ":"))) <= TRACE_MAX_BYTES:
                 if start:
                     self.counts["event_trace_shortened"] += 1
                 return tr
         self.counts["event_trace_dropped"] += 1
         return None
 
-    def _append(self, kind: str, ts: float, body: dict[str, Any]) -> None:
+    def _append(self, body: RecordBody, ts: float) -> None:
+        kind = kind_of(body)
         try:
-            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, body)
+            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body))
         except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
             logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
@@ -284,15 +296,13 @@ class Agent:
         d, self.day = self.day, None
         if d is None:
             return
-        body = d.body()
-        body.update({
-            "latency": self.budget.report(), "ingest": self.ingest_counts(),
-            "warming_up": self.engine.warming_up, "model_version": self.model_version,
-            "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
-            "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
-            "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
-        })
-        self._append("summary", d.ts, body)
+        summary = replace(
+            d.body(), latency=self.budget.report(), ingest=self.ingest_counts(),
+            warming_up=self.engine.warming_up, model_version=self.model_version,
+            detector_version=self.detector_version, agent_version=AGENT_VERSION,
+            shadow=self.shadow_stats.summary() if self.shadow_stats.total else None,
+            models=self.slots.status() if self.slots else None, outbox=self.outbox.counters())
+        self._append(summary, d.ts)
 
     def ingest_counts(self) -> dict[str, int]:
         return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
@@ -398,8 +408,7 @@ class Agent:
 
     def _on_command(self, payload: bytes) -> None:
         cid, ok, detail, data = self.commands.handle(payload)
-        self._append("report", self._last_ts or time.time(),
-                     {"command_id": cid, "ok": ok, "detail": detail, "data": data})
+        self._append(CommandReport(cid, ok, detail, to_json(data)), self._last_ts or time.time())
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
@@ -423,8 +432,24 @@ class Agent:
             busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
             rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]
             rows = _fit_batch(rows, self.cfg.outbox.batch_size, MAX_BATCH_BYTES)
-            if not rows or self.uplink.send(rows) is None:
+            records = self._records(rows)
+            if not rows or (records and self.uplink.send(records) is None):
                 break
+
+    def _records(self, rows: list[Row]) -> list[Record]:
+        """The rows as typed records; a row that is not a valid record (queued by an older agent,
+        or damaged) is refused here, like the cloud would: moved aside, counted, never sent."""
+        out, refused = [], []
+        for r in rows:
+            try:
+                out.append(from_json(Record, {"seq": r.seq, "kind": r.kind, "ts": r.ts,
+                                              "individual_id": r.individual_id, "body": r.body}, f"record {r.seq}"))
+            except SchemaError as exc:
+                refused.append((r.seq, f"refused on the device: {exc}"[:MAX_REASON_CHARS]))
+        for row in self.outbox.reject(refused):
+            logger.error("sync.record_rejected", extra={"device_id": self.cfg.device_id, "seq": row.seq,
+                                                        "kind": row.kind, "reason": row.reason})
+        return out
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == topics.ack(self.cfg.device_id):
@@ -515,8 +540,12 @@ class Agent:
         return {"device_id": self.cfg.device_id, "individual_id": self.individual_id,
                 "incarnation": self.outbox.incarnation,
                 "pending": self.outbox.pending_count(), "rejected": rejected, "outbox": self.outbox.counters(),
-                "ingest": self.ingest_counts(), "latency": self.budget.report(),
+                "ingest": self.ingest_counts(), "latency": to_json(self.budget.report()),
                 "commands": dict(self.commands.counts)}
+
+
+def _direction(d: int) -> Direction:
+    return 1 if d > 0 else -1 if d < 0 else 0
 
 
 def _fit_batch(rows: list[Any], max_rows: int, max_bytes: int) -> list[Any]:

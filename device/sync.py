@@ -12,20 +12,25 @@ import logging
 import queue
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 
-from device.outbox import Row
 from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
+from shared.records import Record
 
 logger = logging.getLogger(__name__)
 
 
+SyncEventKind = Literal["connected", "disconnected", "puback", "message"]
+
+
 @dataclass(frozen=True)
 class SyncEvent:
-    kind: str  # "connected" | "disconnected" | "puback" | "message"
+    """What paho's network thread reports to the agent's thread."""
+
+    kind: SyncEventKind
     mid: int = 0
     topic: str = ""
     payload: bytes = b""
@@ -100,14 +105,13 @@ class Uplink:
     def can_send(self) -> bool:
         return self.connected and len(self.inflight) < self.max_inflight
 
-    def send(self, rows: list[Row]) -> int | None:
-        """Publish rows as one batch (QoS 1). Returns the mid, or None if not sent."""
-        batch = schemas.UplinkBatch(self.device_id, tuple(
-            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in rows), self.incarnation)
+    def send(self, records: list[Record]) -> int | None:
+        """Publish records as one batch (QoS 1). Returns the mid, or None if not sent."""
+        batch = schemas.UplinkBatch(self.device_id, tuple(records), self.incarnation)
         info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
-        self.inflight[info.mid] = [r.seq for r in rows]
+        self.inflight[info.mid] = [r.seq for r in records]
         return info.mid
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -18,6 +18,7 @@ from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DAY, DEMO_START, Condition, default_fleet
 from shared import schemas
 from shared.command_signing import sign_command
+from shared.records import CommandReport
 from shared.signing import generate_keypair, save_public_key
 
 
@@ -70,19 +71,19 @@ def test_events_carry_a_trace_that_replays_to_the_same_event(tmp_path: Path, fle
         tr = json.loads(json.dumps(e.body["trace"]))  # what the cloud receives
         assert tr["metrics"] == list(a.engine.metrics)
         assert 6 * 3600 <= e.ts - tr["t0"] < 7 * 3600 + 60
-        (again,) = [b for b in replay_trace(tr, {}, until=e.ts) if b["ts"] == e.ts]
-        assert again["metrics"] == e.body["metrics"] and again["score"] == e.body["score"]
+        (again,) = [ev for ev in replay_trace(tr, {}, until=e.ts) if ev.ts == e.ts]
+        assert list(again.metrics) == e.body["metrics"] and again.score == e.body["score"]
     assert not a.counts["event_trace_shortened"], "the default 6 h of 4 metrics fits whole"
     (tmp_path / "long").mkdir()
     c = run_trace(tmp_path / "long", fleet[0], 8.0, event_trace_hours=24.0)
     for e in events(c):  # a 24 h trace of 4 metrics would not fit: cut at a later snapshot
         tr = e.body["trace"]
         assert len(json.dumps(tr, separators=(",", ":"))) <= 64 * 1024
-        assert replay_trace(tr, {}, until=e.ts)[-1]["ts"] == e.ts
+        assert replay_trace(tr, {}, until=e.ts)[-1].ts == e.ts
     assert c.counts["event_trace_shortened"] >= 1 and not c.counts["event_trace_dropped"]
     (tmp_path / "off").mkdir()
     b = run_trace(tmp_path / "off", fleet[0], 8.0, event_trace_hours=0.0)
-    assert events(b) and all("trace" not in e.body for e in events(b))
+    assert events(b) and all(e.body["trace"] is None for e in events(b))
 
 
 def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -218,8 +219,8 @@ def test_budget_sheds_optional_work_instead_of_lagging(tmp_path: Path, fleet) ->
     a.raw_until = DEMO_START + 10 * DAY
     a.run()
     rep = a.budget.report()
-    assert rep["shed_shadow"] > 0.8 * 720, "the shadow model is shed once the budget is exceeded"
-    assert rep["shed_raw"] > 0, "then raw capture"
+    assert rep.shed_shadow > 0.8 * 720, "the shadow model is shed once the budget is exceeded"
+    assert rep.shed_raw > 0, "then raw capture"
     assert a.counts["windows"] == 720, "every window is still scored"
     assert SlowShadow.calls < 20
 
@@ -232,7 +233,7 @@ def test_budget_levels_rise_and_fall() -> None:
     for _ in range(200):
         b.record(0.1)
     assert b.level == 0
-    assert b.report()["p99_ms"] == pytest.approx(50.0)
+    assert b.report().p99_ms == pytest.approx(50.0)
 
 
 def test_offline_replay_cli_writes_events(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -305,7 +306,7 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
     a.feed(info("Bella Smith"))
     assert a.counts["individual_id_rejected"] == 1 and a.individual_id == ""
-    a._append("report", DEMO_START, {"x": 1})
+    a._append(CommandReport("c1", True), DEMO_START)
     assert a.outbox.due()[0].individual_id == "collar-009", "filed under the device id"
     a.feed(info("bella"))
     assert a.individual_id == "bella"
