@@ -60,6 +60,158 @@ def resting_hr(ts_hr, hr, ts_steps, steps, quiet: int = 12) -> tuple[np.ndarray,
     return np.array(out_t, dtype=np.float64), np.array(out_v, dtype=np.float64)
 
 
+# ---------------------------------------------------------------- the deviation kernel's helpers
+# One twin per @njit helper of device.kernels.{persistence,evidence,surprise,decide}, same
+# arguments, written from the definitions.
+
+
+def clip(x: float, lo: float, hi: float) -> float:
+    return min(max(x, lo), hi)
+
+
+def time_step(t, tprev, nrows, unit_s, jump_s, cap_s, gap_s) -> tuple[bool, int, float]:
+    if not math.isfinite(t):
+        return False, 2, min(unit_s, cap_s)
+    if nrows == 0:
+        return True, 0, min(unit_s, cap_s)
+    dt = t - tprev
+    if abs(dt) > jump_s:
+        return True, 16 | 4, cap_s
+    if dt <= 0:
+        return False, 2, min(dt, cap_s)
+    return True, (4 if dt > gap_s else 0), min(dt, cap_s)
+
+
+def hour(t: float) -> int:
+    return int((t % 86400.0) // 3600.0) if math.isfinite(t) else 0
+
+
+def smooth(e, ew, eq, since, z, alpha, z_clip, memory, prior_w, prior_rms, rms_floor):
+    e = e + alpha * (clip(z, -z_clip, z_clip) - e)
+    ew, eq = decay(ew, eq, since, memory)
+    rms = max(math.sqrt((eq + prior_w * prior_rms**2) / (ew + prior_w)), rms_floor)
+    return e, ew, eq, rms
+
+
+def learn_smooth(e, ew, eq, rms, u, huber_c):
+    ec = clip(e, -huber_c * rms, huber_c * rms)
+    return ew + u, eq + u * ec * ec
+
+
+def warm_up(warm, nvalid, first, t, warmup_n, warmup_s) -> bool:
+    return bool(warm) or (nvalid + 1 >= warmup_n and t - first >= warmup_s)
+
+
+def cusum(sp, sn, rsp, rsn, zs, dt_h, t, k, zs_clip, cap):
+    zsc = clip(zs, -zs_clip, zs_clip)
+    p = max(0.0, sp + (zsc - k) * dt_h)
+    n = max(0.0, sn + (-zsc - k) * dt_h)
+    rsp = t if (sp == 0 and p > 0) else rsp
+    rsn = t if (sn == 0 and n > 0) else rsn
+    return min(p, cap), min(n, cap), rsp, rsn
+
+
+def protect_weight(pmax, since, t, protect_p, protect_max_s, protect_weight):
+    if pmax < protect_p:
+        return 1.0, math.nan
+    since = since if math.isfinite(since) else t
+    return (protect_weight if t - since < protect_max_s else 1.0), since
+
+
+def persistence(sp, sn, rsp, rsn, d, h):
+    if d > 0 or (d == 0 and sp / h >= sn / h):
+        return min(sp / h, 1.0), rsp, 1.0
+    return min(sn / h, 1.0), rsn, -1.0
+
+
+def directed(v: float, d: float) -> float:
+    return abs(v) if d == 0 else (v if d > 0 else -v)
+
+
+def envelope_evidence(z, zd, envp, envn, factor, clip_):
+    env = envp if z >= 0 else envn
+    return (min(max(0.0, zd - factor * env), clip_) if zd > 0 else 0.0), env
+
+
+def envelope_record(z, envp, envn, clip_):
+    zcl = clip(z, -clip_, clip_)
+    return max(envp, zcl), max(envn, -zcl)
+
+
+def daily_envelope(denv, dtime, dconf, bin_t, hh, t, z, zd, env, ev, memory, big_z, factor,
+                   env_factor, clip_):  # fmt: skip
+    """Twin of ``_daily_envelope`` on lists (24 each; ``bin_t`` = each hour bin's time),
+    updated in place."""
+    if memory <= 0:
+        return ev
+    fh = math.exp(-(t - bin_t[hh]) / memory)
+    denv[hh] *= fh
+    dconf[hh] *= fh
+    level = near = 0.0
+    for dh in (-1, 0, 1):
+        k = (hh + dh) % 24
+        fk = 1.0 if dh == 0 else math.exp(-(t - bin_t[k]) / memory)
+        level = max(level, dconf[k] * fk)
+        if t - dtime[k] >= 43200.0:
+            near = max(near, denv[k] * fk)
+    level *= factor
+    if zd > 0 and level > env_factor * env:
+        ev = min(max(0.0, zd - level), clip_)
+    if abs(z) >= big_z:
+        az = abs(clip(z, -clip_, clip_))
+        if near > 0:
+            dconf[hh] = max(dconf[hh], min(az, near))
+        if az > denv[hh] or t - dtime[hh] >= 43200.0:
+            denv[hh], dtime[hh] = max(denv[hh], az), t
+    return ev
+
+
+def spike_score(zd, scale, z0, spike_scale):
+    zz = zd / scale - z0
+    return 1 - math.exp(-zz / spike_scale) if zz > 0 else 0.0
+
+
+def sustained_evidence(zs, d, scale, ev, ev_l, clip_):
+    zsd = directed(zs, d)
+    if zsd > 0:
+        ev, ev_l = ev + min(zsd, clip_), ev_l + min(zsd, clip_)
+    return ev / scale, ev_l / scale
+
+
+def typical_step(step, dt):
+    if step <= 0:
+        return dt
+    return min(step * 1.05, dt) if dt > step else (max(step / 1.05, dt) if dt < step else step)
+
+
+def surprise(short, lmean, lw, lm2, raw, dts, any_warm, short_s, floor, scale):
+    short = short + (1 - math.exp(-dts / short_s)) * (raw - short)
+    if not (any_warm and lw > 0):
+        return 0.0, short
+    zl = (short - lmean) / max(math.sqrt(lm2 / lw), floor)
+    return (1 - math.exp(-zl / scale) if zl > 0 else 0.0), short
+
+
+def refractory(comb, peak, dt, refractory_s, level, margin, factor):
+    peak = peak * math.exp(-dt / refractory_s)
+    damp = comb <= peak or (peak >= level and comb <= peak + margin)
+    return (comb * factor if damp else comb), max(peak, comb)
+
+
+def decide(armed, lastev, t, warm, pers, zs, contrib_p, event_sum, cooldown_s, zs_clip):
+    """Twin of ``_decide`` for an accepted row: ``(event, score, contrib, armed, lastev)``."""
+    contrib = [w and p >= contrib_p for w, p in zip(warm, pers, strict=True)]
+    if sum(p for c, p in zip(contrib, pers, strict=True) if c) < event_sum:
+        return False, 0.0, [False] * len(pers), True, lastev
+    if not (armed and t - lastev >= cooldown_s):
+        return False, 0.0, [False] * len(pers), armed, lastev
+    keep = 1.0
+    for c, p, z in zip(contrib, pers, zs, strict=True):
+        if c:
+            keep *= 1 - 0.6 * p * min(1.0, 2 * abs(z) / zs_clip)
+    return True, 1 - keep, contrib, False, t
+
+
 # ---------------------------------------------------------------- the deviation engine
 
 
@@ -92,10 +244,6 @@ class _Metric:
         self.denv = [0.0] * 24  # per hour: largest recent big |z| (as of that hour bin's time)
         self.dtime = [0.0] * 24  # when it was recorded
         self.dconf = [0.0] * 24  # a big |z| seen on two different days near this hour
-
-
-def _clip(x: float, lo: float, hi: float) -> float:
-    return min(max(x, lo), hi)
 
 
 class NaiveEngine:
@@ -132,174 +280,111 @@ class NaiveEngine:
             floor = max(floor, c.bin_sd_floor * math.sqrt(m2g / wg))
         return base, max(math.sqrt(var) if var > 0 else 0.0, floor)
 
+    def _learn(self, s: _Metric, h: int, t: float, x: float, base: float, sd: float, u: float):
+        c = self.c
+        floor = c.sd_floor_rel * abs(s.g.mean) + c.sd_floor_abs
+        for st, is_bin in ((s.bins[h], True), (s.g, False)):
+            w, m2 = decay(st.w, st.m2, t - st.t, c.memory_s)
+            xw = x
+            if is_bin and w >= c.bin_prior and sd > floor:
+                xw = clip(x, base - c.huber_c * sd, base + c.huber_c * sd)
+            if not is_bin and w >= c.bin_prior:
+                sdg = math.sqrt(m2 / w) if m2 > 0 else 0.0
+                if sdg > floor:
+                    xw = clip(x, st.mean - c.huber_c * sdg, st.mean + c.huber_c * sdg)
+            st.w, st.mean, st.m2 = welford_update(w, st.mean, m2, xw, u)
+            st.t = t
+
+    def _metric(self, s: _Metric, ok: bool, t: float, tq: float, x: float, h: int, dt: float):
+        """One metric of one row: (score, ev, ev_l) and the metric's outputs."""
+        c = self.c
+        finite = math.isfinite(x) and abs(x) <= c.max_abs_value
+        h_eff = c.cusum_h * 1.0
+        base, sd = self._baseline(s, h, tq)
+        if not math.isfinite(base):
+            base = x if finite else 0.0
+        score = ev = ev_l = 0.0
+        if ok and finite:
+            z = (x - base) / sd
+            if s.n == 0:
+                s.first, s.level = t, x
+            else:
+                fenv = math.exp(-(t - s.tlast) / c.envelope_s)
+                s.envp, s.envn = s.envp * fenv, s.envn * fenv
+            alpha = 1 - math.exp(-dt / c.smooth_s)
+            s.e, ew, eq, rms = smooth(s.e, s.ew, s.eq, t - s.tlast, z, alpha, c.z_clip, c.memory_s,
+                                      c.e_prior_weight, c.e_prior_rms, c.e_rms_floor)  # fmt: skip
+            s.zs = s.e / rms
+            s.warm = warm_up(s.warm, s.n, s.first, t, c.warmup_n, c.warmup_s)
+            if s.warm:
+                s.sp, s.sn, s.rsp, s.rsn = cusum(s.sp, s.sn, s.rsp, s.rsn, s.zs, dt / 3600.0, t,
+                                                 c.cusum_k, c.zs_clip, h_eff * c.cusum_cap)  # fmt: skip
+                zd = directed(z, s.dir)
+                ev, env = envelope_evidence(z, zd, s.envp, s.envn, c.envelope_factor,
+                                            c.surprise_z_clip)  # fmt: skip
+                ev_l = ev
+                ev = daily_envelope(s.denv, s.dtime, s.dconf, [b.t for b in s.bins], h, t, z, zd,
+                                    env, ev, c.daily_env_s, c.daily_env_z, c.daily_env_factor,
+                                    c.envelope_factor, c.surprise_z_clip)  # fmt: skip
+                s.envp, s.envn = envelope_record(z, s.envp, s.envn, c.surprise_z_clip)
+                score = spike_score(zd, 1.0, c.spike_z0, c.spike_scale)
+            w, s.prot = protect_weight(max(s.sp, s.sn) / h_eff, s.prot, t, c.protect_p,
+                                       c.protect_max_s, c.protect_weight)  # fmt: skip
+            u = dt / c.weight_unit_s * w
+            self._learn(s, h, t, x, base, sd, u)
+            s.ew, s.eq = learn_smooth(s.e, ew, eq, rms, u, c.huber_c)
+            s.level += alpha * (x - s.level)
+            s.n += 1
+            s.tlast = t
+        p, start, sign = persistence(s.sp, s.sn, s.rsp, s.rsn, s.dir, h_eff)
+        if s.warm:
+            ev, ev_l = sustained_evidence(s.zs, s.dir, 1.0, ev, ev_l, c.surprise_z_clip)
+        outs = {"score": score, "pers": p, "base": base, "sd": sd,
+                "level": s.level if s.n > 0 else base, "start": start, "dir": sign, "zs": s.zs}  # fmt: skip
+        return finite, ev, ev_l, outs
+
     def step(self, t: float, xs) -> dict:
         """Score one row: dict with per-metric lists and row values (like the kernel outputs)."""
         c = self.c
-        flags, ok, dt = 0, True, c.weight_unit_s
-        if not math.isfinite(t):
-            flags, ok = flags | 2, False
-        elif self.nrows > 0:
-            dt = t - self.tprev
-            if abs(dt) > c.clock_jump_s:
-                flags, dt = flags | 16 | 4, c.weight_cap_s
-            elif dt <= 0:
-                flags, ok = flags | 2, False
-            elif dt > c.gap_s:
-                flags |= 4
-        dt = min(dt, c.weight_cap_s)
-        u_time, dt_h = dt / c.weight_unit_s, dt / 3600.0
-        alpha = 1 - math.exp(-dt / c.smooth_s)
-        h = int((t % 86400.0) // 3600.0) if math.isfinite(t) else 0
+        ok, flags, dt = time_step(t, self.tprev, self.nrows, c.weight_unit_s, c.clock_jump_s,
+                                  c.weight_cap_s, c.gap_s)  # fmt: skip
+        h = hour(t)
         if ok:
             self.tprev, self.nrows = t, self.nrows + 1
+        tq = t if ok else self.tprev
         res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs")}
-        raw, raw_l, any_warm, warm = 0.0, 0.0, False, []
+        raw, raw_l, warm = 0.0, 0.0, []
         for s, x in zip(self.ms, xs, strict=True):
-            ev = ev_l = 0.0
-            finite = math.isfinite(x) and abs(x) <= c.max_abs_value
-            if not finite:
-                flags |= 1
-            h_eff = c.cusum_h * 1.0
-            base, sd = self._baseline(s, h, t if ok else self.tprev)
-            if not math.isfinite(base):
-                base = x if finite else 0.0
-            score = 0.0
-            if ok and finite:
-                z = (x - base) / sd
-                if s.n == 0:
-                    s.first, s.level = t, x
-                else:
-                    fenv = math.exp(-(t - s.tlast) / c.envelope_s)
-                    s.envp, s.envn = s.envp * fenv, s.envn * fenv
-                s.e += alpha * (_clip(z, -c.z_clip, c.z_clip) - s.e)
-                ew, eq = decay(s.ew, s.eq, t - s.tlast, c.memory_s)
-                pw = c.e_prior_weight
-                rms = max(math.sqrt((eq + pw * c.e_prior_rms**2) / (ew + pw)), c.e_rms_floor)
-                s.zs = s.e / rms
-                if not s.warm and s.n + 1 >= c.warmup_n and t - s.first >= c.warmup_s:
-                    s.warm = True
-                if s.warm:
-                    zsc = _clip(s.zs, -c.zs_clip, c.zs_clip)
-                    sp = max(0.0, s.sp + (zsc - c.cusum_k) * dt_h)
-                    sn = max(0.0, s.sn + (-zsc - c.cusum_k) * dt_h)
-                    if s.sp == 0 and sp > 0:
-                        s.rsp = t
-                    if s.sn == 0 and sn > 0:
-                        s.rsn = t
-                    s.sp, s.sn = min(sp, h_eff * c.cusum_cap), min(sn, h_eff * c.cusum_cap)
-                    zd = abs(z) if s.dir == 0 else (z if s.dir > 0 else -z)
-                    zcl = _clip(z, -c.surprise_z_clip, c.surprise_z_clip)
-                    env = s.envp if z >= 0 else s.envn
-                    if zd > 0:
-                        ev = min(max(0.0, zd - c.envelope_factor * env), c.surprise_z_clip)
-                    ev_l = ev
-                    if c.daily_env_s > 0:
-                        ds = c.daily_env_s
-                        fh = math.exp(-(t - s.bins[h].t) / ds)
-                        s.denv[h] *= fh
-                        s.dconf[h] *= fh
-                        denv = near = 0.0
-                        for dh in (-1, 0, 1):
-                            k = (h + dh) % 24
-                            fk = 1.0 if dh == 0 else math.exp(-(t - s.bins[k].t) / ds)
-                            denv = max(denv, s.dconf[k] * fk)
-                            if t - s.dtime[k] >= 43200.0:
-                                near = max(near, s.denv[k] * fk)
-                        denv *= c.daily_env_factor
-                        if zd > 0 and denv > c.envelope_factor * env:
-                            ev = min(max(0.0, zd - denv), c.surprise_z_clip)
-                        if abs(z) >= c.daily_env_z:
-                            az = abs(zcl)
-                            if near > 0:
-                                s.dconf[h] = max(s.dconf[h], min(az, near))
-                            if az > s.denv[h] or t - s.dtime[h] >= 43200.0:
-                                s.denv[h], s.dtime[h] = max(s.denv[h], az), t
-                    s.envp, s.envn = max(s.envp, zcl), max(s.envn, -zcl)
-                    if zd - c.spike_z0 > 0:
-                        score = 1 - math.exp(-(zd - c.spike_z0) / c.spike_scale)
-                protected = False
-                if max(s.sp, s.sn) / h_eff >= c.protect_p:
-                    if not math.isfinite(s.prot):
-                        s.prot = t
-                    protected = t - s.prot < c.protect_max_s
-                else:
-                    s.prot = math.nan
-                u = u_time * (c.protect_weight if protected else 1.0)
-                floor = c.sd_floor_rel * abs(s.g.mean) + c.sd_floor_abs
-                for st, is_bin in ((s.bins[h], True), (s.g, False)):
-                    w, m2 = decay(st.w, st.m2, t - st.t, c.memory_s)
-                    xw = x
-                    if is_bin and w >= c.bin_prior and sd > floor:
-                        xw = _clip(x, base - c.huber_c * sd, base + c.huber_c * sd)
-                    if not is_bin and w >= c.bin_prior:
-                        sdg = math.sqrt(m2 / w) if m2 > 0 else 0.0
-                        if sdg > floor:
-                            xw = _clip(x, st.mean - c.huber_c * sdg, st.mean + c.huber_c * sdg)
-                    st.w, st.mean, st.m2 = welford_update(w, st.mean, m2, xw, u)
-                    st.t = t
-                ec = _clip(s.e, -c.huber_c * rms, c.huber_c * rms)
-                s.ew, s.eq = ew + u, eq + u * ec * ec
-                s.level += alpha * (x - s.level)
-                s.n += 1
-                s.tlast = t
-            pp, pn = s.sp / h_eff, s.sn / h_eff
-            if s.dir > 0 or (s.dir == 0 and pp >= pn):
-                p, start, sign = pp, s.rsp, 1.0
-            else:
-                p, start, sign = pn, s.rsn, -1.0
-            p = min(p, 1.0)
-            for k, v in (("score", score), ("pers", p), ("base", base), ("sd", sd),
-                         ("level", s.level if s.n > 0 else base), ("start", start),
-                         ("dir", sign), ("zs", s.zs)):  # fmt: skip
+            finite, ev, ev_l, outs = self._metric(s, ok, t, tq, x, h, dt)
+            flags |= 0 if finite else 1
+            for k, v in outs.items():
                 res[k].append(v)
             warm.append(s.warm)
             if s.warm:
-                any_warm = True
-                zsd = abs(s.zs) if s.dir == 0 else (s.zs if s.dir > 0 else -s.zs)
-                if zsd > 0:
-                    ev += min(zsd, c.surprise_z_clip)
-                    ev_l += min(zsd, c.surprise_z_clip)
                 raw, raw_l = max(raw, ev), max(raw_l, ev_l)
-        if not any_warm:
-            flags |= 8
-        res["flags"], res["event"], res["contrib"] = flags, False, [False] * len(self.ms)
+        any_warm = any(warm)
+        flags |= 0 if any_warm else 8
+        res["flags"], res["event"], res["escore"] = flags, False, 0.0
+        res["contrib"] = [False] * len(self.ms)
         if not ok:
             res["comb"] = self.lastcomb
             return res
-        contrib = [wm and p >= c.contrib_p for wm, p in zip(warm, res["pers"], strict=True)]
-        total = sum(p for cb, p in zip(contrib, res["pers"], strict=True) if cb)
-        if total >= c.event_sum:
-            if self.armed and t - self.lastev >= c.cooldown_s:
-                self.armed, self.lastev = False, t
-                res["event"], res["contrib"] = True, contrib
-        else:
-            self.armed = True
         if self.nrows > 1:
-            if self.step_typ <= 0:
-                self.step_typ = dt
-            elif dt > self.step_typ:
-                self.step_typ = min(self.step_typ * 1.05, dt)
-            elif dt < self.step_typ:
-                self.step_typ = max(self.step_typ / 1.05, dt)
+            self.step_typ = typical_step(self.step_typ, dt)
         dts, cap = dt, c.surprise_step_cap * self.step_typ
         if cap > 0 and dts > cap:
             dts = cap
-        self.short += (1 - math.exp(-dts / c.surprise_short_s)) * (raw - self.short)
         lw, lm2 = decay(self.lw, self.lm2, dt, c.surprise_long_s)
-        comb = 0.0
-        if any_warm and lw > 0:
-            zl = (self.short - self.lmean) / max(math.sqrt(lm2 / lw), c.surprise_floor)
-            if zl > 0:
-                comb = 1 - math.exp(-zl / c.surprise_scale)
-        peak = self.peak * math.exp(-dt / c.refractory_s)
-        damp = comb <= peak or (peak >= c.refractory_level and comb <= peak + c.refractory_margin)
-        if comb > peak:
-            peak = comb
-        if damp:
-            comb *= c.refractory_factor
-        self.peak = peak
+        comb, self.short = surprise(self.short, self.lmean, lw, lm2, raw, dts, any_warm,
+                                    c.surprise_short_s, c.surprise_floor, c.surprise_scale)  # fmt: skip
+        comb, self.peak = refractory(comb, self.peak, dt, c.refractory_s, c.refractory_level,
+                                     c.refractory_margin, c.refractory_factor)  # fmt: skip
         if any_warm:
-            lw, self.lmean, lm2 = welford_update(lw, self.lmean, lm2, raw_l, u_time)
+            lw, self.lmean, lm2 = welford_update(lw, self.lmean, lm2, raw_l, dt / c.weight_unit_s)
         self.lw, self.lm2, self.lastcomb = lw, lm2, comb
         res["comb"] = comb
+        ev, score, contrib, self.armed, self.lastev = decide(
+            self.armed, self.lastev, t, warm, res["pers"], res["zs"], c.contrib_p, c.event_sum,
+            c.cooldown_s, c.zs_clip)  # fmt: skip
+        res["event"], res["escore"], res["contrib"] = ev, score, contrib
         return res

@@ -122,7 +122,7 @@ def test_an_old_state_is_upgraded_not_refused(magic: bytes, n_old: int) -> None:
     """Agents that saved ELE2 (before the envelope) or ELE3 (before the daily envelope) keep
     their baselines after the upgrade; the missing envelopes start empty."""
     from device.detect.engine import _HEADER
-    from device.kernels import deviation as K
+    from device.kernels import layout as K
 
     eng = Engine(METRICS, FAST)
     rng = np.random.default_rng(1)

@@ -53,6 +53,10 @@ def _compare(ts: np.ndarray, vals: np.ndarray, dirs: list[int], cfg: EngineConfi
     npt.assert_allclose(out.combined, ref["comb"], **tol)
     npt.assert_array_equal(out.flags, ref["flags"])
     assert [ev.ts for ev in out.events] == list(ts[ref["event"]])
+    npt.assert_allclose([ev.score for ev in out.events], ref["escore"][ref["event"]], **tol)
+    contrib = [tuple(n for n, c in zip(names, cs, strict=True) if c)
+               for cs in ref["contrib"][ref["event"]]]  # fmt: skip
+    assert [ev.metrics for ev in out.events] == contrib
 
 
 def test_hand_example_matches_naive() -> None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from device.baseline.stats import RunningStats
 from device.detect.engine import Engine, EngineConfig
-from device.kernels import deviation as K
+from device.kernels import circadian as K
+from device.kernels import layout as L
 
 
 class CircadianBaseline:
@@ -29,7 +30,7 @@ class CircadianBaseline:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config if config is not None else EngineConfig()
         self._cfg = self.config.vector()
-        st, _ = K.new_state(1)
+        st, _ = L.new_state(1)
         self._s = st[0]
         self._tprev = math.nan
 
@@ -38,7 +39,7 @@ class CircadianBaseline:
         """A copy of the baseline ``engine`` keeps for ``metric``."""
         b = cls(engine.config)
         b._s[:] = engine._st[engine.metrics.index(metric)]
-        b._tprev = float(b._s[K.M_TLAST]) if b._s[K.M_NVALID] > 0 else math.nan
+        b._tprev = float(b._s[L.M_TLAST]) if b._s[L.M_NVALID] > 0 else math.nan
         return b
 
     @staticmethod
@@ -73,17 +74,17 @@ class CircadianBaseline:
     def bin(self, hour: int) -> RunningStats:
         """The statistic of one hour-of-day bin (as stored, before forgetting to now)."""
         b = hour * 4
-        return RunningStats(self._s[b + K.BIN_W], self._s[b + K.BIN_MEAN], self._s[b + K.BIN_M2])
+        return RunningStats(self._s[b + L.BIN_W], self._s[b + L.BIN_MEAN], self._s[b + L.BIN_M2])
 
     def overall(self) -> RunningStats:
         """The global statistic (as stored)."""
-        return RunningStats(self._s[K.G_W], self._s[K.G_MEAN], self._s[K.G_M2])
+        return RunningStats(self._s[L.G_W], self._s[L.G_MEAN], self._s[L.G_M2])
 
     def __iadd__(self, other: CircadianBaseline) -> CircadianBaseline:
         """Merge another baseline of the same metric (e.g. from another device or time range)."""
-        t = max(self._s[K.G_T], other._s[K.G_T])
+        t = max(self._s[L.G_T], other._s[L.G_T])
         mem = self.config.memory_s
-        for off in [h * 4 for h in range(K.N_BINS)] + [K.G_W]:
+        for off in [h * 4 for h in range(L.N_BINS)] + [L.G_W]:
             a = RunningStats(self._s[off], self._s[off + 1], self._s[off + 2])
             a.decay(t - self._s[off + 3], mem)
             o = RunningStats(other._s[off], other._s[off + 1], other._s[off + 2])

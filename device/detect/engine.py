@@ -20,12 +20,13 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from device.kernels import deviation as K
+from device.kernels import layout as L
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"ELE4"  # ELE4: daily envelope per hour (ELE3: deviation envelope; ELE2: z-unit evidence)
-_O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = K.O_SCORE, K.O_PERS, K.O_BASE, K.O_SD, K.O_LEVEL
-_R_COMB, _R_EVENT = K.R_COMB, K.R_EVENT
+_O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = L.O_SCORE, L.O_PERS, L.O_BASE, L.O_SD, L.O_LEVEL
+_R_COMB, _R_EVENT = L.R_COMB, L.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
 
 
@@ -103,7 +104,7 @@ class EngineConfig:
 
     def vector(self) -> np.ndarray:
         """The kernel's config vector (fields in :data:`device.kernels.deviation.CFG_FIELDS`)."""
-        return np.array([float(getattr(self, f)) for f in K.CFG_FIELDS], dtype=np.float64)
+        return np.array([float(getattr(self, f)) for f in L.CFG_FIELDS], dtype=np.float64)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -168,13 +169,13 @@ def _upgrade_state(data: bytes) -> bytes:
         return data
     _, m, n_state = _HEADER.unpack_from(data)
     if n_state != _OLD_N_STATE[data[:4]] or len(data) != _HEADER.size + 8 * (
-        m * n_state + K.N_ENG
+        m * n_state + L.N_ENG
     ):
         return data
     body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
-    rows = np.zeros((m, K.N_STATE))
+    rows = np.zeros((m, L.N_STATE))
     rows[:, :n_state] = body[: m * n_state].reshape(m, n_state)
-    return _HEADER.pack(_MAGIC, m, K.N_STATE) + rows.tobytes() + body[m * n_state :].tobytes()
+    return _HEADER.pack(_MAGIC, m, L.N_STATE) + rows.tobytes() + body[m * n_state :].tobytes()
 
 
 class Engine:
@@ -202,12 +203,12 @@ class Engine:
         self.config = config if config is not None else EngineConfig()
         m = len(self.metrics)
         # one workspace holds config, state and the one-row buffers, so process_one is one call
-        self._work = np.zeros(K.work_size(m), dtype=np.float64)
+        self._work = np.zeros(L.work_size(m), dtype=np.float64)
         self._work[0] = m
-        w = K.work_views(self._work, m)
+        w = L.work_views(self._work, m)
         self._cfg, self._st, self._eng = w["cfg"], w["st"], w["eng"]
         self._cfg[:] = self.config.vector()
-        self._st[:], self._eng[:] = K.new_state(m)
+        self._st[:], self._eng[:] = L.new_state(m)
         self._ts1, self._v1row = w["ts"], w["vals"][0]
         self._out1, self._rows1 = w["out"], w["rows"]
         self._flags1 = np.zeros(1, dtype=np.uint8)
@@ -226,7 +227,7 @@ class Engine:
         for name, d in directions.items():
             if d not in (-1, 0, 1):
                 raise EngineInputError(f"direction of {name!r} must be -1, 0 or +1, found {d!r}")
-            self._st[self.metrics.index(name), K.M_DIR] = float(d)
+            self._st[self.metrics.index(name), L.M_DIR] = float(d)
 
     # ------------------------------------------------------------------ scoring
     def process(self, ts: np.ndarray, values: np.ndarray) -> EngineOutput:
@@ -252,8 +253,8 @@ class Engine:
             )
         v_a = np.ascontiguousarray(v_a)
         n = ts_a.shape[0]
-        out = np.empty((K.N_OUT, n, m), dtype=np.float64)
-        rows = np.empty((K.N_ROW, n), dtype=np.float64)
+        out = np.empty((L.N_OUT, n, m), dtype=np.float64)
+        rows = np.empty((L.N_ROW, n), dtype=np.float64)
         flags = np.empty(n, dtype=np.uint8)
         K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows, flags)
         return self._output(ts_a, out, rows, flags)
@@ -294,23 +295,23 @@ class Engine:
         self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray, flags: np.ndarray
     ) -> EngineOutput:
         events = [
-            self._event(float(ts[i]), out[:, i, :], float(rows[K.R_ESCORE, i]))
-            for i in np.flatnonzero(rows[K.R_EVENT] > 0.0)
+            self._event(float(ts[i]), out[:, i, :], float(rows[L.R_ESCORE, i]))
+            for i in np.flatnonzero(rows[L.R_EVENT] > 0.0)
         ]
         return EngineOutput(
-            scores=out[K.O_SCORE],
-            persistence=out[K.O_PERS],
-            combined=rows[K.R_COMB],
+            scores=out[L.O_SCORE],
+            persistence=out[L.O_PERS],
+            combined=rows[L.R_COMB],
             flags=flags,
             events=events,
-            baseline=out[K.O_BASE],
-            spread=out[K.O_SD],
-            level=out[K.O_LEVEL],
+            baseline=out[L.O_BASE],
+            spread=out[L.O_SD],
+            level=out[L.O_LEVEL],
         )
 
     def _event(self, ts: float, o: np.ndarray, score: float) -> DeviationEvent:
         """Build an event from one row's outputs ``o`` (N_OUT, m)."""
-        idx = np.flatnonzero(o[K.O_CONTRIB] > 0.0)
+        idx = np.flatnonzero(o[L.O_CONTRIB] > 0.0)
         cfg = self.config
         severity = (
             "critical"
@@ -318,15 +319,15 @@ class Engine:
             else ("warning" if score >= cfg.warning_score else "info")
         )
         ev = DeviationEvent(
-            start_ts=float(min(o[K.O_START, idx])),
+            start_ts=float(min(o[L.O_START, idx])),
             ts=ts,
             metrics=tuple(self.metrics[j] for j in idx),
-            directions=tuple(int(o[K.O_DIR, j]) for j in idx),
+            directions=tuple(int(o[L.O_DIR, j]) for j in idx),
             score=score,
             severity=severity,
             kind="sustained",
-            baseline=tuple(float(o[K.O_BASE, j]) for j in idx),
-            observed=tuple(float(o[K.O_LEVEL, j]) for j in idx),
+            baseline=tuple(float(o[L.O_BASE, j]) for j in idx),
+            observed=tuple(float(o[L.O_LEVEL, j]) for j in idx),
         )
         logger.info("detect.event", extra={"metrics": ev.metrics, "ts": ts, "score": score})
         return ev
@@ -335,12 +336,12 @@ class Engine:
     @property
     def warming_up(self) -> bool:
         """True while no metric has finished warm-up ("still learning")."""
-        return not bool(np.any(self._st[:, K.M_WARM] != 0.0))
+        return not bool(np.any(self._st[:, L.M_WARM] != 0.0))
 
     def state(self) -> bytes:
         """Compact state: header + metric state (m x 190 float64) + engine state (12 float64)."""
         m = len(self.metrics)
-        return _HEADER.pack(_MAGIC, m, K.N_STATE) + self._st.tobytes() + self._eng.tobytes()
+        return _HEADER.pack(_MAGIC, m, L.N_STATE) + self._st.tobytes() + self._eng.tobytes()
 
     @classmethod
     def from_state(
@@ -366,12 +367,12 @@ class Engine:
                     eng._st[i] = old._st[old.metrics.index(name)]
             eng._eng[:] = old._eng
             for name, d in (directions or {}).items():
-                eng._st[eng.metrics.index(name), K.M_DIR] = float(d)
+                eng._st[eng.metrics.index(name), L.M_DIR] = float(d)
             return eng
         data = _upgrade_state(bytes(data))
         eng = cls(metrics, config, directions)
         m = len(eng.metrics)
-        expected = _HEADER.size + 8 * (m * K.N_STATE + K.N_ENG)
+        expected = _HEADER.size + 8 * (m * L.N_STATE + L.N_ENG)
         if len(data) != expected or data[:4] != _MAGIC:
             raise EngineStateError(
                 f"expected {expected} bytes starting with {_MAGIC!r} for {m} metrics, found "
@@ -379,15 +380,15 @@ class Engine:
                 "Engine.state() saved with the same metrics"
             )
         _, m_saved, n_state = _HEADER.unpack_from(data)
-        if m_saved != m or n_state != K.N_STATE:
+        if m_saved != m or n_state != L.N_STATE:
             raise EngineStateError(
-                f"state holds {m_saved} metrics x {n_state} floats, expected {m} x {K.N_STATE}"
+                f"state holds {m_saved} metrics x {n_state} floats, expected {m} x {L.N_STATE}"
             )
         body = np.frombuffer(data, dtype=np.float64, offset=_HEADER.size)
-        eng._st[:] = body[: m * K.N_STATE].reshape(m, K.N_STATE)
-        eng._eng[:] = body[m * K.N_STATE :]
+        eng._st[:] = body[: m * L.N_STATE].reshape(m, L.N_STATE)
+        eng._eng[:] = body[m * L.N_STATE :]
         for name, d in (directions or {}).items():
-            eng._st[eng.metrics.index(name), K.M_DIR] = float(d)
+            eng._st[eng.metrics.index(name), L.M_DIR] = float(d)
         return eng
 
     # ------------------------------------------------------------------ personalisation
@@ -399,28 +400,28 @@ class Engine:
     def accept_new_normal(self, metric: str | None = None) -> None:
         """Owner said "normal for her": shift the baseline to the recent level, clear evidence."""
         idx = range(len(self.metrics)) if metric is None else [self._index(metric)]
-        t = self._eng[K.E_TPREV]
+        t = self._eng[L.E_TPREV]
         for j in idx:
             s = self._st[j]
-            if s[K.M_NVALID] == 0.0:
+            if s[L.M_NVALID] == 0.0:
                 continue
             h = int((t % 86400.0) // 3600.0)
             base, sd = K._baseline_kernel(self._cfg, s, h, t)
             if not np.isfinite(base):
                 continue
-            delta = s[K.M_LEVEL] - base
-            s[K.BIN_MEAN : K.N_BINS * 4 : 4] += delta
-            s[K.G_MEAN] += delta
-            s[K.M_E] = 0.0
-            s[K.M_SPOS] = s[K.M_SNEG] = 0.0
-            s[K.M_PROT] = np.nan
+            delta = s[L.M_LEVEL] - base
+            s[L.BIN_MEAN : L.N_BINS * 4 : 4] += delta
+            s[L.G_MEAN] += delta
+            s[L.M_E] = 0.0
+            s[L.M_SPOS] = s[L.M_SNEG] = 0.0
+            s[L.M_PROT] = np.nan
             logger.info(
                 "detect.accept_new_normal", extra={"metric": self.metrics[j], "shift": delta}
             )
-        self._eng[K.E_ARMED] = 1.0
+        self._eng[L.E_ARMED] = 1.0
 
     def widen(self, metric: str, factor: float) -> None:
         """Personalisation: multiply ``metric``'s thresholds (spike z and CUSUM) by ``factor``."""
         if not np.isfinite(factor) or factor <= 0:
             raise EngineInputError(f"widen factor must be a finite number > 0, found {factor!r}")
-        self._st[self._index(metric), K.M_SCALE] *= factor
+        self._st[self._index(metric), L.M_SCALE] *= factor
