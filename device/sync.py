@@ -1,8 +1,8 @@
 """MQTT uplink for the agent: QoS 1, persistent session, retained status with a last will.
 
 paho's network thread only puts what happened into a queue; the agent's main thread drains it
-(``poll``) and does all SQLite work, so the outbox is touched by one thread only. A row is marked
-``published`` on PUBACK and deleted on the cloud's application-level ack (see device/outbox.py).
+(``poll``) and does all SQLite work, so the outbox is touched by one thread only. What is in flight,
+and what PUBACKs and acks mean for the outbox, is the syncer's business (device/syncer.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class Uplink:
         self.incarnation = incarnation  # the outbox's: sent with every batch
         self.events: queue.Queue[SyncEvent] = queue.Queue()
         self.connected = False
-        self.inflight: dict[int, list[int]] = {}
         self.max_inflight = max_inflight
         self.connects = 0
         self.client = make_client(cfg, device_id)
@@ -87,7 +86,7 @@ class Uplink:
         self.client.loop_start()
 
     def poll(self) -> list[SyncEvent]:
-        """Drain what the network thread reported, updating connection and inflight state."""
+        """Drain what the network thread reported, updating the connection state."""
         out = []
         while True:
             try:
@@ -97,13 +96,9 @@ class Uplink:
             if ev.kind == "connected":
                 self.connected = True
                 self.connects += 1
-                self.inflight.clear()  # anything unacked becomes due again via the outbox
             elif ev.kind == "disconnected":
                 self.connected = False
             out.append(ev)
-
-    def can_send(self) -> bool:
-        return self.connected and len(self.inflight) < self.max_inflight
 
     def send(self, records: list[Record]) -> int | None:
         """Publish records as one batch (QoS 1). Returns the mid, or None if not sent."""
@@ -111,7 +106,6 @@ class Uplink:
         info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
-        self.inflight[info.mid] = [r.seq for r in records]
         return info.mid
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -215,7 +215,7 @@ def test_budget_sheds_optional_work_instead_of_lagging(tmp_path: Path, fleet) ->
     trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
     a = Agent(AgentConfig(device_id="collar-004", source=str(trace), state_dir=str(tmp_path / "s"),
                           exit_on_eof=True, budget_ms=1.0), connect=False)
-    a.shadow = SlowShadow()
+    a.releases.shadow = SlowShadow()
     a.raw_until = DEMO_START + 10 * DAY
     a.run()
     rep = a.budget.report()
@@ -284,11 +284,11 @@ def test_acks_count_only_for_this_outbox_incarnation_and_refusals_move_aside(tmp
     a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
     seqs = [a.outbox.append("summary", "rex", float(i), {"i": i}) for i in range(3)]
     other = "f" * 32 if a.outbox.incarnation != "f" * 32 else "e" * 32
-    a._on_message(topics.ack("collar-009"), schemas.encode(schemas.Ack("collar-009", tuple(seqs), other)))
+    a.syncer.handle_message(topics.ack("collar-009"), schemas.encode(schemas.Ack("collar-009", tuple(seqs), other)))
     assert a.outbox.pending_seqs() == seqs, "an ack for the device's earlier life deletes nothing"
     assert a.counts["ack_other_incarnation"] == 1
     ack = schemas.Ack("collar-009", (seqs[0],), a.outbox.incarnation, (schemas.Rejection(seqs[1], "bad id"),))
-    a._on_message(topics.ack("collar-009"), schemas.encode(ack))
+    a.syncer.handle_message(topics.ack("collar-009"), schemas.encode(ack))
     assert a.outbox.pending_seqs() == [seqs[2]]
     rep = a.report()
     assert rep["rejected"]["count"] == 1 and rep["rejected"]["latest"][0]["seq"] == seqs[1]
@@ -314,3 +314,23 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a.outbox.put("individual_id", b"Bella Smith")
     b = Agent(a.cfg, connect=False)
     assert b.individual_id == "" and b.counts["individual_id_rejected"] == 1
+
+
+def test_progress_is_a_public_view_and_profiles_replace_the_kind_branches(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    from device.profiles import CollarProfile, PerceptionProfile
+
+    a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "c")), classifier=None, connect=False)
+    p0 = a.progress()
+    assert (p0.started, p0.ts, p0.windows, p0.events) == (False, None, 0, 0)
+    trace = tmp_path / "t.bin"
+    sim = CollarSim(fleet[4], DEMO_START, 0.2)
+    trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
+    b = Agent(AgentConfig(device_id="collar-009", source=str(trace), state_dir=str(tmp_path / "c2"),
+                          exit_on_eof=True), classifier=None, connect=False)
+    b.run()
+    p1 = b.progress()
+    assert p1.started and p1.windows == b.counts["windows"] > 200 and p1.ts is not None and p1.ts > DEMO_START
+    assert isinstance(a.profile, CollarProfile) and a.profile.classifies
+    pi = Agent(AgentConfig(device_id="pi-000", kind="perception", state_dir=str(tmp_path / "p")), connect=False)
+    assert isinstance(pi.profile, PerceptionProfile) and pi.releases.classifier is None
+    assert pi.profile.new_day("2026-01-01", DEMO_START).track_rest is False

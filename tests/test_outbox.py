@@ -191,8 +191,8 @@ TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, d
 def test_batches_stay_under_the_message_cap() -> None:
     """Raw windows are large: a batch is bounded in bytes as well as in rows, and one row that
     could never fit a message is refused at append time instead of blocking the queue forever."""
-    from device.agent import MAX_BATCH_BYTES, _fit_batch
     from device.outbox import MAX_ROW_BYTES
+    from device.syncer import MAX_BATCH_BYTES, fit_batch
     from shared import schemas
     from shared.codec import from_json
     from shared.records import Record
@@ -204,7 +204,7 @@ def test_batches_stay_under_the_message_cap() -> None:
     rows = o.due(200)
     batches = []
     while rows:
-        b = _fit_batch(rows, 50, MAX_BATCH_BYTES)
+        b = fit_batch(rows, 50, MAX_BATCH_BYTES)
         batches.append(b)
         rows = rows[len(b):]
     assert len(batches) > 1
