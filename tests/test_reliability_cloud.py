@@ -64,6 +64,7 @@ def cloud_kill_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_cloud_sigkilled_3_times(mosquitto: MosquittoBroker) -> None:
     row = cloud_kill_run(mosquitto, kills=3)
     out = row.pop("_outcome")
@@ -109,6 +110,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
     assert n == 1, "the stored event never got a notification decision"
 
 
+@pytest.mark.slow
 def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     """A writer process SIGKILLed while storing batches leaves a database that passes
     integrity_check and holds whole batches only."""
