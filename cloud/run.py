@@ -11,7 +11,7 @@ from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
-from cloud.notifiers import LogNotifier
+from cloud.notifiers import LogNotifier, Notifier
 from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
@@ -21,7 +21,7 @@ from cloud.store.db import CloudStore
 logger = logging.getLogger(__name__)
 
 
-def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None,  # type: ignore[type-arg]
+def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] | None = None,
           sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)

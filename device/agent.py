@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,8 +51,10 @@ from shared.records import (
     Severity,
     kind_of,
 )
-from shared.signing import PublicKeyLike
 from shared.topics import TopicError, check_id
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
@@ -404,7 +406,7 @@ def _direction(d: int) -> Direction:
     return 1 if d > 0 else -1 if d < 0 else 0
 
 
-def _load_public_key(path: str) -> PublicKeyLike | None:
+def _load_public_key(path: str) -> Ed25519PublicKey | None:
     if not path:
         return None
     from shared.signing import load_public_key

@@ -87,7 +87,7 @@ def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:
     """Start connecting in the background with a persistent session."""
     keepalive = paho_keepalive(cfg)
     if cfg.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's class is untyped
         props.SessionExpiryInterval = cfg.session_expiry
         client.connect_async(cfg.host, cfg.port, keepalive, clean_start=False, properties=props)
     else:
