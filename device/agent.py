@@ -19,6 +19,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
+from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.profiles import DeviceProfile, profile_for
 from device.reader import ByteSource, open_source
@@ -42,6 +44,7 @@ from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
 from shared.records import (
+    Backlog,
     CommandReport,
     Direction,
     Event,
@@ -106,6 +109,10 @@ class Agent:
                                source="saved state")
         public_key = _load_public_key(cfg.cloud_public_key)
         self.budget = LatencyBudget(cfg.budget_ms)
+        self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
+        # called with (minute_ts, feature vector, engine output) after each window (replay plots);
+        # the output's arrays are the engine's buffers: copy what you keep
+        self.observer: Callable[[float, list[float], Any], None] | None = None
         self.engine = self._restore_engine()
         self.trace = (TraceRing(self.profile.metrics, cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
@@ -214,11 +221,13 @@ class Agent:
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
         accel = w.accel_window(self.releases.window_seconds)
-        label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget)
+        label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget, self.metrics)
         vec = self.profile.vector(w, label)
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
+        if self.observer is not None:
+            self.observer(w.minute_ts, vec, out)
         if self.trace is not None:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
@@ -227,7 +236,9 @@ class Agent:
             xyz = None if accel is None else tuple((float(x), float(y), float(z))
                                                    for x, y, z in np.round(accel, 3).tolist())
             self._append(RawWindow(w.minute_ts, json_floats(vec), self.profile.metrics, label, xyz), w.minute_ts)
-        self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
+        took = time.perf_counter() - t0
+        self.budget.record(took * 1000.0, self.source_backlog())
+        self.metrics.window(took)
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
         self._accumulate_day(w, vec, label, out)
@@ -292,7 +303,9 @@ class Agent:
             warming_up=self.engine.warming_up, model_version=rel.model_version,
             detector_version=rel.detector_version, agent_version=AGENT_VERSION,
             shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
-            models=rel.status(), outbox=self.outbox.counters())
+            models=rel.status(), outbox=self.outbox.counters(),
+            # what still waits for the cloud's ack (the fleet page shows it beside the battery)
+            backlog=Backlog(self.outbox.pending_count(), self.outbox.bytes_used))
         self._append(summary, d.ts)
 
     def ingest_counts(self) -> dict[str, int]:

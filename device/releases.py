@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from device.detect.detector_config import engine_config
 from device.detect.engine import Engine
 from device.inference.classifier import Prediction
 from device.inference.slots import ModelSlots, ShadowStats
+from device.metrics_sink import NULL_SINK, MetricsSink
 from device.profiles import DeviceProfile
 from shared.alert_gate import GATE_KEYS, AlertGate
 from shared.signing import PublicKeyLike
@@ -72,13 +74,16 @@ class ReleaseHandler:
         return float(getattr(self.classifier, "window_seconds", DEFAULT_WINDOW_S))
 
     # ---- per window ------------------------------------------------------------------------------
-    def classify(self, accel: np.ndarray | None, rate_hz: float, ts: float, budget: LatencyBudget) -> str | None:
+    def classify(self, accel: np.ndarray | None, rate_hz: float, ts: float, budget: LatencyBudget,
+                 metrics: MetricsSink = NULL_SINK) -> str | None:
         """The activity class of a minute's accelerometer window (the shadow model beside it while
         the budget allows), or None without a model or a usable window."""
         if self.classifier is None or accel is None or len(accel) < 8:
             return None
         try:
+            t0 = time.perf_counter()
             pred = self.classifier.predict(accel, rate_hz)
+            metrics.inference(time.perf_counter() - t0)
             shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
             if shadow is not None and budget.allows(SHED_SHADOW):
                 self.shadow_stats.record(ts, pred, shadow.predict(accel, rate_hz))
