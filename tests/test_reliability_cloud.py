@@ -7,6 +7,7 @@ measured on what the cloud derives from records: at most one notification decisi
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import sqlite3
@@ -128,7 +129,16 @@ def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     )
     repo = __import__("pathlib").Path(__file__).resolve().parent.parent
     p = subprocess.Popen([sys.executable, "-c", code], cwd=str(repo))
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill it mid-write: once batches are being stored
+        try:
+            with contextlib.closing(sqlite3.connect(str(db), timeout=5)) as c:
+                if c.execute("SELECT COUNT(*) FROM records").fetchone()[0] >= 30:
+                    break
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.05)
+    time.sleep(0.2)
     p.kill()
     p.wait(10)
     con = sqlite3.connect(str(db))
