@@ -21,8 +21,8 @@ migrations = Migrations("edgeloop.cloud.commands")
 
 @migrations()
 def m001_commands(db: Database) -> None:
-    db["command_counters"].create({"device_id": str, "counter": int}, pk="device_id")
-    db["commands"].create({"command_id": str, "device_id": str, "name": str, "counter": int, "args": str,
+    db.table("command_counters").create({"device_id": str, "counter": int}, pk="device_id")
+    db.table("commands").create({"command_id": str, "device_id": str, "name": str, "counter": int, "args": str,
                            "sent_at": float, "reason": str}, pk="command_id")
 
 
@@ -45,7 +45,7 @@ class Commander:
             self.store.db.execute("INSERT OR REPLACE INTO command_counters VALUES (?, ?)", [device_id, counter])
             cmd = sign_command(self.key, schemas.Command(device_id, command_id or f"c-{uuid.uuid4().hex[:12]}",
                                                          name, counter, args))
-            self.store.db["commands"].upsert({"command_id": cmd.command_id, "device_id": device_id,
+            self.store.db.table("commands").upsert({"command_id": cmd.command_id, "device_id": device_id,
                                               "name": name, "counter": counter,
                                               "args": json.dumps(args)[:2000], "sent_at": self.clock(),
                                               "reason": reason}, pk="command_id")

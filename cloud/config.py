@@ -31,7 +31,7 @@ class NotifierConfig:
     hmac_secret_env: str = field(default="", metadata=doc(
         "webhook: environment variable holding a secret; each POST carries X-Edgeloop-Signature: "
         "sha256=<HMAC-SHA256 of the body>"))
-    headers: dict = field(default_factory=dict, metadata=doc("webhook: extra HTTP headers (a TOML table)"))  # type: ignore[type-arg]
+    headers: dict[str, str] = field(default_factory=dict, metadata=doc("webhook: extra HTTP headers (a TOML table)"))
 
     def validate(self) -> None:
         if self.kind == "webhook":

@@ -40,12 +40,12 @@ OPEN_STATES = ("pending", "retrying")
 
 @migrations()
 def m001_deliveries(db: Database) -> None:
-    db["deliveries"].create(
+    db.table("deliveries").create(
         {"id": int, "alert_id": str, "individual_id": str, "channel": str, "kind": str, "state": str,
          "attempts": int, "last_error": str, "created_at": float, "updated_at": float,
          "next_attempt_at": float, "payload": str}, pk="id")
-    db["deliveries"].create_index(["state", "next_attempt_at"])
-    db["deliveries"].create_index(["alert_id"])
+    db.table("deliveries").create_index(["state", "next_attempt_at"])
+    db.table("deliveries").create_index(["alert_id"])
 
 
 class DeliveryLog:

@@ -102,7 +102,7 @@ def probe(cfg: MqttConfig, instance: str, timeout: float = 1.5) -> Presence | No
         threading.Timer(0.3, done.set).start()  # a retained message comes right after the SUBACK
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        got.append(Presence.decode(msg.payload))
+        got.append(Presence.decode(bytes(msg.payload)))
         done.set()
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message

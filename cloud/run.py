@@ -13,6 +13,7 @@ from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
 from cloud.delivery import build_deliveries
+from cloud.notifiers import Notifier
 from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
@@ -22,7 +23,7 @@ from cloud.store.db import CloudStore
 logger = logging.getLogger(__name__)
 
 
-def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = None,  # type: ignore[type-arg]
+def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] | None = None,
           sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)

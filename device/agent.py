@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
 from shared.records import (
+    Backlog,
     CommandReport,
     Direction,
     Event,
@@ -53,8 +54,10 @@ from shared.records import (
     Severity,
     kind_of,
 )
-from shared.signing import PublicKeyLike
 from shared.topics import TopicError, check_id
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
@@ -302,7 +305,7 @@ class Agent:
             shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
             models=rel.status(), outbox=self.outbox.counters(),
             # what still waits for the cloud's ack (the fleet page shows it beside the battery)
-            backlog={"rows": self.outbox.pending_count(), "bytes": self.outbox.bytes_used})
+            backlog=Backlog(self.outbox.pending_count(), self.outbox.bytes_used))
         self._append(summary, d.ts)
 
     def ingest_counts(self) -> dict[str, int]:
@@ -416,7 +419,7 @@ def _direction(d: int) -> Direction:
     return 1 if d > 0 else -1 if d < 0 else 0
 
 
-def _load_public_key(path: str) -> PublicKeyLike | None:
+def _load_public_key(path: str) -> Ed25519PublicKey | None:
     if not path:
         return None
     from shared.signing import load_public_key

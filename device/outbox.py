@@ -54,8 +54,8 @@ def m001_outbox(db: Database) -> None:
     )
     db.execute("CREATE INDEX outbox_due ON outbox (published_at, seq)")
     db.execute("CREATE INDEX outbox_evict ON outbox (priority, seq)")
-    db["counters"].create({"name": str, "value": int}, pk="name")
-    db["kv"].create({"key": str, "value": bytes}, pk="key")
+    db.table("counters").create({"name": str, "value": int}, pk="name")
+    db.table("kv").create({"key": str, "value": bytes}, pk="key")
 
 
 @migrations()
@@ -104,7 +104,7 @@ class Outbox:
         self.resend_after = resend_after
         self.raw_ttl = raw_ttl
         self.rejected_max_bytes = max(MAX_ROW_BYTES, max_bytes // 8)
-        self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self._bytes: int = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.incarnation = (self.get("incarnation") or b"").decode()
 
     # ---- queue -------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ class Outbox:
         self._bump("rejected_dropped", dropped)
 
     def rejected_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+        return int(self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
 
     def rejected_rows(self, limit: int = 5) -> list[RejectedRow]:
         """The newest rows the cloud refused (newest first)."""
@@ -271,7 +271,7 @@ class Outbox:
         return len(rows)
 
     def pending_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def pending_seqs(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT seq FROM outbox ORDER BY seq")]
@@ -307,7 +307,7 @@ class Outbox:
         return None if row is None else bytes(row[0])
 
     def integrity_ok(self) -> bool:
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     def close(self) -> None:
         self.db.close()

@@ -185,7 +185,7 @@ def _plot(path: Path, grid: np.ndarray, vals: np.ndarray, out: EngineOutput, tit
     ax.plot(days, base, color="tab:blue", lw=1, label="baseline")
     ax.plot(days, vals[:, 0], ".", ms=2, color="k", label="resting HR (hourly)")
     for i, ev in enumerate(out.events):
-        ax.axvline(np.datetime64(int(ev.ts), "s"), color="tab:red", lw=1,
+        ax.axvline(np.datetime64(int(ev.ts), "s"), color="tab:red", lw=1,  # type: ignore[arg-type]
                    label="alert" if i == 0 else None)  # fmt: skip
     ax.set_ylabel("bpm")
     ax.set_title(title)

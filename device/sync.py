@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 from shared.records import Record
+from shared.schemas import DeviceState
 
 logger = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
@@ -63,7 +64,7 @@ class Uplink:
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
 
-    def _status(self, state: str) -> bytes:
+    def _status(self, state: DeviceState) -> bytes:
         return schemas.encode(schemas.Status(self.device_id, state, time.time()))
 
     # paho thread -------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class Uplink:
 
     def poll(self) -> list[SyncEvent]:
         """Drain what the network thread reported, updating the connection state."""
-        out = []
+        out: list[SyncEvent] = []
         while True:
             try:
                 ev = self.events.get_nowait()

@@ -69,8 +69,7 @@ class Syncer:
                 self.handle_message(ev.topic, ev.payload)
             elif ev.kind == "connected":
                 self._inflight.clear()  # anything unacked becomes due again via the outbox
-                self.outbox.unmark_published()
-                logger.info("sync.connected", extra={"device_id": self.device_id})
+                self.outbox.unmark_published()  # sync.connected is logged by the uplink
         while self.uplink.connected and len(self._inflight) < self.uplink.max_inflight:
             if not self._send_batch():
                 break

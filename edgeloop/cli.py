@@ -191,7 +191,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     overrides = {"mqtt.url": args.broker, "mqtt.protocol": args.protocol, **overrides}
-    cfg = load(cls, args.config, overrides)
+    cfg: Any = load(cls, args.config, overrides)
     if args.show_config:
         for key, default, text in describe(cls):
             print(f"{key:28} {default:24} {text}")

@@ -58,7 +58,7 @@ def _type(tp: Any) -> str:
         return " \\| ".join(f'"{a}"' for a in typing.get_args(tp))
     if origin is tuple:
         inner = typing.get_args(tp)[0]
-        return f"list of {inner.__name__ if is_dataclass(inner) else _type(inner)}"
+        return f"list of {getattr(inner, '__name__', str(inner)) if is_dataclass(inner) else _type(inner)}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -66,7 +66,7 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str, type | N
     """(key, type, default, description, nested table class) for every field, depth first."""
     out: list[tuple[str, str, str, str, type | None]] = []
     hints = typing.get_type_hints(cls)
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         text = f.metadata.get("doc", "")
         key = f"{prefix}{f.name}"
         if not text:

@@ -18,7 +18,7 @@ import threading
 import time
 import tty
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from cloud.broker import EmbeddedBroker
 from cloud.config import CloudConfig
@@ -66,7 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
     fleet = default_fleet(args.collars, args.days, args.seed)
     write_ground_truth(fleet, DEMO_START, out / "ground_truth.json")
 
-    mqtt_cfg = MqttConfig(url=url, protocol=protocol)
+    mqtt_cfg = MqttConfig(url=url, protocol=cast(Literal["5", "3.1.1"], protocol))
     cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg,
                             signing_key=str(out / "cloud.key"))
     notifier = CollectNotifier()

@@ -160,7 +160,7 @@ def worker_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup,
         if msg[0] == "step":
             _, until_s, expected = msg
             want = {d: n for d, n in expected.items() if d in agents}
-            _pump_until(alist, lambda w=want: all(agents[d].handled >= n for d, n in w.items()),  # type: ignore[misc]
+            _pump_until(alist, lambda w=want: all(agents[d].handled >= n for d, n in w.items()),
                         60, "commands to arrive")
             windows = 0
             for dev, a in agents.items():

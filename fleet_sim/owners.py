@@ -25,12 +25,12 @@ import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from fleet_sim.fleet import SimIndividual
-from shared.schemas import Feedback
+from shared.schemas import Feedback, FeedbackAction
 
 logger = logging.getLogger(__name__)
 MINUTE, HOUR = 60.0, 3600.0
@@ -99,7 +99,7 @@ class OwnerSim:
             action = "dismiss"
         t_ans = t_open + float(self.rng.uniform(0.05, c.answer_within_h)) * HOUR
         self.answers[aid] = (action, truthful)
-        self._push(t_ans, Feedback(aid, decision.individual_id, action, t_ans))
+        self._push(t_ans, Feedback(aid, decision.individual_id, cast(FeedbackAction, action), t_ans))
 
     # ---- misses ------------------------------------------------------------------------------------
     def check_misses(self, now: float, notified_in: Any, held_in: Any) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
@@ -27,20 +27,24 @@ class SchemaError(ValueError):
     """A message or record does not match its schema."""
 
 
-@functools.cache
+_FIELDS: dict[type, tuple[tuple[str, Any, bool], ...]] = {}
+
+
 def _fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, resolved type, required) of a dataclass's init fields."""
-    hints = typing.get_type_hints(cls)
-    return tuple((f.name, hints[f.name],
-                  f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-                 for f in dataclasses.fields(cls) if f.init)
+    """(name, resolved type, required) of a dataclass's init fields (resolved once per class)."""
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        _FIELDS[cls] = tuple((f.name, hints[f.name],
+                              f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                             for f in dataclasses.fields(cls) if f.init)
+    return _FIELDS[cls]
 
 
 def field_names(cls: type) -> tuple[str, ...]:
     return tuple(name for name, _, _ in _fields(cls))
 
 
-def from_json(cls: type[T], value: Any, path: str) -> T:
+def from_json(cls: type[T], value: Any, path: str) -> T:  # noqa: UP047 - 3.11
     """Build ``cls`` (a dataclass) from a parsed JSON object; SchemaError on any mismatch."""
     if not isinstance(value, dict):
         bad(path, "object", value)
@@ -56,7 +60,8 @@ def from_json(cls: type[T], value: Any, path: str) -> T:
             continue
         union = _dataclass_union(tp)
         if union:
-            key, variants = getattr(cls, "discriminator", (None, {}))
+            disc: tuple[str | None, Mapping[str, type]] = getattr(cls, "discriminator", (None, {}))
+            key, variants = disc
             variant = variants.get(str(kwargs.get(key, ""))) if key else None
             if variant is None:
                 raise SchemaError(f"{path}.{name}: cannot tell its layout (field {key!r} names none)")

@@ -103,6 +103,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return Path(value)
     if tp is dict and isinstance(value, dict):
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, found {value!r:.60}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(inner, v, f"{path} -> {k}") for k, v in value.items()}
     raise ConfigError(f"{path}: expected {getattr(tp, '__name__', tp)}, found {value!r:.60}")
 
 

@@ -89,7 +89,7 @@ def connect_async(client: mqtt.Client, cfg: MqttConfig, persistent: bool = True)
     a fresh one that the broker drops at disconnect)."""
     keepalive = paho_keepalive(cfg)
     if cfg.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's class is untyped
         props.SessionExpiryInterval = cfg.session_expiry if persistent else 0
         client.connect_async(cfg.host, cfg.port, keepalive, clean_start=not persistent, properties=props)
     else:

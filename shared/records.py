@@ -184,6 +184,14 @@ class ShadowSummary:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What still waits in the device's outbox for the cloud's ack."""
+
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class DailySummary:
     """One device day (kind ``summary``)."""
 
@@ -205,7 +213,7 @@ class DailySummary:
     shadow: ShadowSummary | None = None
     models: dict[str, Any] | None = None  # the model slots' status (device/inference/slots.py)
     outbox: dict[str, int] = field(default_factory=dict)  # outbox counters
-    backlog: dict[str, int] = field(default_factory=dict)  # rows and bytes still waiting for an ack
+    backlog: Backlog | None = None
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ class Feedback:
 
 
 Message = UplinkBatch | Ack | Status | Command | Reply | Feedback
-_TYPES: dict[str, type] = {c.type: c for c in (UplinkBatch, Ack, Status, Command, Reply, Feedback)}
+_TYPES: dict[str, Any] = {c.type: c for c in (UplinkBatch, Ack, Status, Command, Reply, Feedback)}
 VERSIONS: dict[str, tuple[int, ...]] = {t: getattr(c, "versions", (1,)) for t, c in _TYPES.items()}
 
 

@@ -29,6 +29,7 @@ from cloud.regression import (
 from cloud.regression.fixtures import add_alert, add_feedback
 from cloud.releases import register_release, release_check_cli
 from cloud.store.db import CloudStore
+from shared import bundles, signing
 from shared.codec import from_json, to_json
 from shared.records import Event
 from shared.schemas import UplinkBatch
@@ -261,8 +262,6 @@ def test_check_release_properties(cases: list, ms: float, th: float, ms2: float,
 
 
 def _bundle(tmp_path, detector: dict, version: int):  # type: ignore[no-untyped-def]
-    bundles = pytest.importorskip("shared.bundles")
-    signing = pytest.importorskip("shared.signing")
     priv, pub = signing.generate_keypair()
     data = bundles.build_bundle(b"model", detector, name="collar", version=version, private_key=priv,
                                 device_class="collar-v1", created="2026-11-26T00:00:00+00:00")

@@ -30,6 +30,7 @@ from cloud.releases import (
 )
 from cloud.releases.config import LimitsConfig
 from cloud.store.db import CloudStore
+from shared import bundles, signing
 from shared.config import ConfigError, load
 from shared.schemas import Reply
 
@@ -309,8 +310,6 @@ def test_reply_messages_and_summary_hooks() -> None:
 
 
 def test_start_rollout_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    bundles = pytest.importorskip("shared.bundles")
-    signing = pytest.importorskip("shared.signing")
     priv, pub = signing.generate_keypair()
     path = tmp_path / "c.bundle"
     path.write_bytes(bundles.build_bundle(b"m", {"min_score": 0.2}, name="collar", version=2,
@@ -385,8 +384,6 @@ def test_the_checked_detector_config_is_the_one_rolled_out() -> None:
 
 
 def test_detector_hash_equals_the_bundle_manifest() -> None:
-    bundles = pytest.importorskip("shared.bundles")
-    signing = pytest.importorskip("shared.signing")
     from cloud.regression import detector_sha256
 
     priv, pub = signing.generate_keypair()

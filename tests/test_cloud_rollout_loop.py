@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-
 from cloud.regression import ReleaseRef, list_cases
 from cloud.regression.fixtures import add_alert, add_feedback
 from cloud.releases import (
@@ -27,9 +25,7 @@ from cloud.retrain import (
     train_detector_candidate,
 )
 from cloud.store.db import CloudStore
-
-bundles = pytest.importorskip("shared.bundles")
-signing = pytest.importorskip("shared.signing")
+from shared import bundles, signing
 
 H, D = 3600.0, 86400.0
 T0 = 1_800_000_000.0

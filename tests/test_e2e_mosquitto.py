@@ -47,6 +47,7 @@ def start_agent(tmp: Path, ind, index: int, url: str) -> dict:  # type: ignore[n
     return {"agent": agent, "sim": sim, "fds": (master, slave)}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_collars_through_pty_agent_mosquitto_cloud(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
     fleet = default_fleet(5, DAYS)

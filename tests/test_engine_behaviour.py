@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from device.detect.engine import Engine, EngineConfig, EngineStateError
+from device.kernels import layout as L
 
 T0 = 1_704_067_200.0  # 2024-01-01 00:00 UTC
 DAY = 86400.0
@@ -168,10 +169,31 @@ def test_from_state_keeps_widen_and_applies_given_directions() -> None:
     eng = Engine(METRICS, directions=DIRS)
     eng.widen("activity", 2.0)
     eng.process(ts, v)
+    a = METRICS.index("activity")
     again = Engine.from_state(eng.state(), METRICS, directions={"activity": 0})
-    assert again.state() != eng.state()
+    # the widen factor survives the round trip: activity's thresholds stay doubled, the rest 1
+    assert again._st[a, L.M_SCALE] == 2.0
+    assert [again._st[i, L.M_SCALE] for i in range(len(METRICS)) if i != a] == [1.0, 1.0]
+    # the given direction replaces the saved one for the metric it names, and only there
+    assert eng._st[a, L.M_DIR] == -1.0 and again._st[a, L.M_DIR] == 0.0
+    for i, m in enumerate(METRICS):
+        if m != "activity":
+            assert again._st[i, L.M_DIR] == float(DIRS[m]), m
+    changed = np.argwhere(~((again._st == eng._st) | (np.isnan(again._st) & np.isnan(eng._st))))
+    assert changed.tolist() == [[a, L.M_DIR]], "nothing else of the learnt state changes"
+    # without directions the state comes back exactly, widen included
     same = Engine.from_state(eng.state(), METRICS)
-    assert same.state() == eng.state()
+    assert same.state() == eng.state() and same._st[a, L.M_SCALE] == 2.0
+    # and it scores on as the original does
+    more_ts, more_v = dog_minutes(seed=1, days=1, illness=None)
+    more_ts = more_ts + (ts[-1] - more_ts[0]) + 60.0
+    np.testing.assert_array_equal(same.process(more_ts, more_v).combined, eng.process(more_ts, more_v).combined)
+
+
+def test_accept_new_normal_without_a_metric_accepts_every_metric() -> None:
+    ts, v = dog_minutes(seed=0, days=3, illness=None)
+    eng = Engine(METRICS, directions=DIRS)
+    eng.process(ts, v)
     eng.accept_new_normal()  # all metrics at once
     assert not eng.warming_up
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from brokers import Collector, MosquittoBroker
+from recs import record_of
 from test_aggregator import event_body, make
 
 from cloud.ops.homeassistant import (
@@ -72,12 +73,12 @@ def test_discovery_payloads_follow_the_convention() -> None:
 def test_states_come_from_the_store() -> None:
     agg, _, _ = make()
     now = time.time()
-    summary = schemas.Record(1, "summary", now - 3600, "bella", {"day": "2026-12-01", "battery": 71})
-    ev = schemas.Record(2, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
+    summary = record_of(1, "summary", now - 3600, "bella", {"day": "2026-12-01", "battery": 71})
+    ev = record_of(2, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
     agg.handle_message(topics.status("collar-000"), schemas.encode(schemas.Status("collar-000", "online", now)))
     agg.handle_message(topics.uplink("collar-000"), schemas.encode(schemas.UplinkBatch("collar-000", (summary, ev))))
     agg.handle_message(topics.uplink("collar-001"), schemas.encode(schemas.UplinkBatch(
-        "collar-001", (schemas.Record(1, "summary", now, "max", {"day": "2026-12-01", "battery": 15}),))))
+        "collar-001", (record_of(1, "summary", now, "max", {"day": "2026-12-01", "battery": 15}),))))
     st = individual_states(agg.store.db)
     assert st["bella"]["battery"] == 71 and st["bella"]["alert"] == "ON" and st["bella"]["status"] == "alert"
     assert st["bella"]["last_alert"]["alert_id"] == "collar-000:2" and st["bella"]["last_alert_at"].endswith("+00:00")
@@ -108,7 +109,7 @@ def test_cloud_publishes_discovery_and_states(tmp_path: Path, mosquitto: Mosquit
             dev.publish_many([
                 (topics.status("collar-000"), schemas.encode(schemas.Status("collar-000", "online", now))),
                 (topics.uplink("collar-000"), schemas.encode(schemas.UplinkBatch("collar-000", (
-                    schemas.Record(1, "summary", now - 60, "bella", {"day": "2026-12-01", "battery": 64}),))))])
+                    record_of(1, "summary", now - 60, "bella", {"day": "2026-12-01", "battery": 64}),))))])
         with Collector.connect(mosquitto, "home-assistant") as ha:
             ha.subscribe("homeassistant/#")
             ha.subscribe("edgeloop/v1/ha/#")

@@ -20,13 +20,15 @@ from edgeloop.evaluation.activity import (
     wisdm_dir,
     wisdm_windows,
 )
+from edgeloop.evaluation.datasets import DataNotFoundError
 
 
 @pytest.fixture(scope="module")
 def two_subjects(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = wisdm_dir() / "raw_watch_accel"
-    if not src.is_dir():
-        pytest.skip(f"WISDM data not found at {src}")
+    try:
+        src = wisdm_dir() / "raw_watch_accel"
+    except DataNotFoundError as exc:
+        pytest.skip(f"WISDM data not available: {exc}")
     root = tmp_path_factory.mktemp("wisdm")
     (root / "raw_watch_accel").mkdir()
     for sid in (1600, TEST_SUBJECTS[0]):

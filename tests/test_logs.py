@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 from brokers import MosquittoBroker, free_port
+from recs import record_of
 from test_aggregator import T0, batch, event_body, make
 
 from edgeloop import logs
 from edgeloop.cli import build_parser
-from shared import schemas, topics
+from shared import topics
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGELOOP = [sys.executable, "-m", "edgeloop.cli"]
@@ -94,7 +95,7 @@ def test_rules_decided_carries_the_alert_id() -> None:
     try:
         agg, _, _ = make()
         agg.handle_message(topics.uplink("collar-000"), batch(
-            "collar-000", schemas.Record(7, "event", T0 + 3 * 86400 + 7200, "bella", event_body())))
+            "collar-000", record_of(7, "event", T0 + 3 * 86400 + 7200, "bella", event_body())))
     finally:
         log.removeHandler(handler)
         log.setLevel(old)

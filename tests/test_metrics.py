@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from brokers import Collector, MosquittoBroker, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from recs import record_of
 from test_aggregator import event_body
 
 from shared import schemas, topics
@@ -110,8 +111,8 @@ def test_cloud_metrics_endpoint(tmp_path: Path, mosquitto_factory) -> None:  # t
         url = f"http://127.0.0.1:{port}/metrics"
         scrape(url)  # up
         now = time.time()
-        ev = schemas.Record(2, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
-        summary = schemas.Record(1, "summary", now - 60, "bella", {"day": "2026-12-01"})
+        ev = record_of(2, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
+        summary = record_of(1, "summary", now - 60, "bella", {"day": "2026-12-01"})
         good = schemas.encode(schemas.UplinkBatch("collar-000", (summary, ev)))
         with Collector.connect(broker, "dev") as dev:
             dev.publish_many([(topics.uplink("collar-000"), good), (topics.uplink("collar-000"), good),

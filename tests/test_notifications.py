@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from brokers import Collector, MosquittoBroker, free_port
+from recs import record_of
 from sqlite_utils import Database
 from test_aggregator import T0, event_body
 
@@ -255,7 +256,7 @@ kind = "log"
         with Collector.connect(mosquitto, "owner-app") as owner:
             owner.subscribe(topics.owner_alerts("bella"))
             now = time.time()  # a fresh event: no reminder for an old unanswered one comes with it
-            rec = schemas.Record(3, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
+            rec = record_of(3, "event", now, "bella", {**event_body(), "start_ts": now - 7200, "ts": now})
             owner.publish_many([(topics.uplink("collar-000"), schemas.encode(schemas.UplinkBatch("collar-000", (rec,))))])
             assert owner.wait_for(1, timeout=20), "the owner topic got the alert"
             alert = json.loads(owner.messages[0][1])

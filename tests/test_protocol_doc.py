@@ -33,6 +33,7 @@ DOCUMENTED: list[tuple[str, type]] = [
     ("`Latency`", records.Latency),
     ("`ShadowSummary`", records.ShadowSummary),
     ("`Disagreement`", records.Disagreement),
+    ("`Backlog`", records.Backlog),
     ("`raw`: `RawWindow`", records.RawWindow),
     ("`report`: `CommandReport`", records.CommandReport),
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from recs import record_of
 from test_aggregator import event_body
 
 from cloud.aggregator.handler import Aggregator
@@ -23,7 +24,7 @@ OLD = 1767571200.0  # January 2026: a recorded trace
 
 def _event(agg: Aggregator, dev: str, ind: str, seq: int, ts: float) -> None:
     body = {**event_body(), "start_ts": ts - 7200, "ts": ts}
-    agg.handle_message(topics.uplink(dev), schemas.encode(schemas.UplinkBatch(dev, (schemas.Record(seq, "event", ts, ind, body),))))
+    agg.handle_message(topics.uplink(dev), schemas.encode(schemas.UplinkBatch(dev, (record_of(seq, "event", ts, ind, body),))))
 
 
 def test_replayed_alerts_are_not_swept_at_once_and_live_ones_are() -> None:

@@ -14,6 +14,7 @@ import shutil
 import time
 from typing import Any
 
+import pytest
 from brokers import MosquittoBroker
 from test_reliability_harness import (
     CloudProcess,
@@ -69,6 +70,7 @@ def agent_kill_run(broker: MosquittoBroker, *, kills: int = 50, rate: float = 40
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_agent_sigkilled_50_times(mosquitto: MosquittoBroker) -> None:
     row = agent_kill_run(mosquitto, kills=50)
     out, bad = row.pop("_outcome"), row.pop("_bad")

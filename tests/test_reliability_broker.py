@@ -10,6 +10,7 @@ import shutil
 import time
 from typing import Any
 
+import pytest
 from brokers import MosquittoBroker
 from test_reliability_harness import (
     CloudProcess,
@@ -60,6 +61,7 @@ def broker_kill_run(broker: MosquittoBroker, *, devices: int = 2, events: int = 
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_broker_sigkilled_5_times_during_10k_events(mosquitto: MosquittoBroker) -> None:
     row = broker_kill_run(mosquitto, devices=2, events=10_000, kills=5)
     out = row.pop("_outcome")
@@ -74,6 +76,7 @@ def test_broker_sigkilled_5_times_during_10k_events(mosquitto: MosquittoBroker) 
     assert out.integrity and all(v == "ok" for v in out.integrity.values())
 
 
+@pytest.mark.slow
 def test_reconnects_after_a_broker_restart_are_jittered(mosquitto: MosquittoBroker) -> None:
     """After a broker restart the devices do not all reconnect in the same instant (thundering
     herd): the reconnect backoff carries uniform(0.5, 1.5) jitter (shared/mqtt.py rearm_backoff)."""

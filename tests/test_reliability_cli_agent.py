@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from brokers import MosquittoBroker
 from test_reliability_harness import (
     EDGELOOP,
@@ -34,6 +35,7 @@ def _agent(trace: Path, state: Path, url: str, log: Path) -> subprocess.Popen[by
             stdout=f, stderr=f, stdin=subprocess.DEVNULL, cwd=str(REPO), start_new_session=True)
 
 
+@pytest.mark.slow
 def test_edgeloop_agent_process_sigkilled(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     rng = random.Random(6)
     work = fast_dir()

@@ -7,6 +7,7 @@ measured on what the cloud derives from records: at most one notification decisi
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import sqlite3
@@ -64,6 +65,7 @@ def cloud_kill_run(broker: MosquittoBroker, *, devices: int = 2, records: int = 
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_cloud_sigkilled_3_times(mosquitto: MosquittoBroker) -> None:
     row = cloud_kill_run(mosquitto, kills=3)
     out = row.pop("_outcome")
@@ -109,6 +111,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
     assert n == 1, "the stored event never got a notification decision"
 
 
+@pytest.mark.slow
 def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     """A writer process SIGKILLed while storing batches leaves a database that passes
     integrity_check and holds whole batches only."""
@@ -126,7 +129,16 @@ def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     )
     repo = __import__("pathlib").Path(__file__).resolve().parent.parent
     p = subprocess.Popen([sys.executable, "-c", code], cwd=str(repo))
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill it mid-write: once batches are being stored
+        try:
+            with contextlib.closing(sqlite3.connect(str(db), timeout=5)) as c:
+                if c.execute("SELECT COUNT(*) FROM records").fetchone()[0] >= 30:
+                    break
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.05)
+    time.sleep(0.2)
     p.kill()
     p.wait(10)
     con = sqlite3.connect(str(db))

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from brokers import MosquittoBroker
 from faultproxy import FaultProxy
 from test_reliability_harness import (
@@ -104,6 +105,7 @@ def _wait_all_connected(devs: list[LoadDevice], n: int, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_network_cut_and_half_open_3_times_each(mosquitto: MosquittoBroker) -> None:
     row = network_run(mosquitto)
     out, detect = row.pop("_outcome"), row.pop("_detect")
@@ -116,6 +118,7 @@ def test_network_cut_and_half_open_3_times_each(mosquitto: MosquittoBroker) -> N
     assert max(detect) <= 1.5 * KEEPALIVE + 1.2, detect  # + paho's 1 s loop tick
 
 
+@pytest.mark.slow
 def test_dead_link_detected_by_keepalive(mosquitto: MosquittoBroker) -> None:
     work = fast_dir()
     proxy = FaultProxy(mosquitto.port).start()

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from device.replay import ReplayInputError, hourly_metrics, replay_nab_csv, replay_wearable
+from edgeloop.evaluation.datasets import ENV_VAR, NAB_DIR, DataNotFoundError, dataset_dir
 
-NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab" / "data"
+
+def _nab() -> Path | None:
+    try:
+        return dataset_dir(NAB_DIR) / "data"
+    except DataNotFoundError:
+        return None
+
+
+NAB = _nab()
 
 
 def _write_nab(path: Path, values: np.ndarray) -> list[str]:
@@ -54,7 +63,7 @@ def test_nab_replay_rejects_wrong_header(tmp_path: Path) -> None:
         replay_nab_csv(tmp_path / "bad.csv", tmp_path / "out.csv")
 
 
-@pytest.mark.skipif(not NAB.exists(), reason="shared NAB data not present")
+@pytest.mark.skipif(NAB is None, reason=f"NAB data not available (set {ENV_VAR})")
 def test_real_nab_file(tmp_path: Path) -> None:
     replay_nab_csv(NAB / "realTraffic" / "speed_7578.csv", tmp_path / "out.csv")
     _, scores = _read(tmp_path / "out.csv")

@@ -14,6 +14,7 @@ from fleet_sim.loop import SimConfig, run_simulation
 from fleet_sim.report import format_report, invariants, phase_metrics
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_quick_simulation_invariants(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
     cfg = SimConfig(individuals=10, days=12.0, seed=3, step_hours=12.0, workers=2, out=tmp_path / "sim",

@@ -74,7 +74,7 @@ class AggregatorService:
             extra(bytes(msg.payload))
             return
         if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
-            self._on_presence(client, presence.Presence.decode(msg.payload))
+            self._on_presence(client, presence.Presence.decode(bytes(msg.payload)))
             return
         self.received += 1
         self.inbox.put((msg.topic, bytes(msg.payload)))

@@ -20,7 +20,7 @@ import hmac
 import ipaddress
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from flask import Flask, abort, current_app, make_response, redirect, render_template, request
@@ -194,7 +194,7 @@ def register(app: Flask) -> None:
     def feedback_action(alert_id: str) -> Response:
         from cloud.feedback import FeedbackError, record_feedback
         from cloud.store.db import CloudStore
-        from shared.schemas import Feedback
+        from shared.schemas import Feedback, FeedbackAction
 
         action = request.form.get("action", "")
         individual = request.form.get("individual_id", "")
@@ -202,7 +202,7 @@ def register(app: Flask) -> None:
             return _refuse(400, f"action {action!r} unknown: use one of {', '.join(FEEDBACK_ACTIONS)}")
         store = CloudStore(_db())
         try:
-            res = record_feedback(store, Feedback(alert_id, individual, action, time.time(),
+            res = record_feedback(store, Feedback(alert_id, individual, cast(FeedbackAction, action), time.time(),
                                                   request.form.get("label", "")), source="dashboard")
         except FeedbackError as exc:
             return _refuse(400, f"feedback refused: {exc}")

@@ -41,12 +41,9 @@ def create_app(svc: Any, db_path: str | None, operator_token: str | None = None)
         ok = svc.connected.is_set()
         return jsonify(ok=ok, connected=ok, client_id=svc.client_id), 200 if ok else 503
 
-    try:
-        from cloud.ops.dashboard import register
-    except ImportError:  # pragma: no cover - the dashboard module is part of the package
-        register = None
-    if register is not None:
-        register(app)
+    from cloud.ops.dashboard import register
+
+    register(app)
     return app
 
 
@@ -57,7 +54,7 @@ class WebServer:
         self.server = create_server(app, host=host, port=port, threads=threads, ident="edgeloop",
                                     clear_untrusted_proxy_headers=True)
         self.host = host
-        self.port = int(self.server.effective_port)  # type: ignore[union-attr]
+        self.port = int(self.server.effective_port)
         self.thread = threading.Thread(target=self.server.run, name="edgeloop-http", daemon=True)
 
     def start(self) -> WebServer:

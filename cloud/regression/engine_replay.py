@@ -40,8 +40,7 @@ def case_trace(case: Any) -> tuple[dict[str, Any], float] | None:
         window = window["window"]
     event = window.get("event") if isinstance(window, Mapping) else None
     body = event.get("body") if isinstance(event, Mapping) else None
-    trace = body.get("trace") if isinstance(body, Mapping) else None
-    if not isinstance(trace, Mapping):
+    if not isinstance(body, Mapping) or not isinstance(trace := body.get("trace"), Mapping):
         return None
     try:
         return dict(trace), float(body["ts"])

@@ -66,13 +66,14 @@ def judge(event: Mapping[str, Any], names: Sequence[str], rows: Sequence[Sequenc
     """Does the extra data (``rows`` of values in ``names`` order) still show the event's deviation?"""
     metrics = list(event.get("metrics") or [])
     dirs, base, obs = (list(event.get(k) or []) for k in ("directions", "baseline", "observed"))
-    still, back, unjudged = [], [], []
+    still: list[str] = []
+    back: list[str] = []
+    unjudged: list[str] = []
     for i, m in enumerate(metrics):
         j = names.index(m) if m in names else -1
         b = base[i] if i < len(base) else None
         o = obs[i] if i < len(obs) else None
-        vals = [float(r[j]) for r in rows if j >= 0 and j < len(r) and r[j] is not None
-                and math.isfinite(float(r[j]))]
+        vals = [float(v) for r in rows if 0 <= j < len(r) and (v := r[j]) is not None and math.isfinite(v)]
         if b is None or o is None or len(vals) < min_points or o == b:
             unjudged.append(m)
             continue

@@ -30,17 +30,17 @@ migrations = Migrations("edgeloop.cloud.store")
 
 @migrations()
 def m001_records(db: Database) -> None:
-    db["records"].create(
+    db.table("records").create(
         {"device_id": str, "seq": int, "kind": str, "ts": float, "individual_id": str,
          "body": str, "received_at": float},
         pk=("device_id", "seq"),
     )
-    db["records"].create_index(["individual_id", "ts"])
-    db["records"].create_index(["kind", "ts"])
-    db["devices"].create(
+    db.table("records").create_index(["individual_id", "ts"])
+    db.table("records").create_index(["kind", "ts"])
+    db.table("devices").create(
         {"device_id": str, "state": str, "last_seen": float, "status_ts": float}, pk="device_id"
     )
-    db["rejections"].create(
+    db.table("rejections").create(
         {"id": int, "at": float, "source": str, "reason": str, "size": int}, pk="id"
     )
 
@@ -48,10 +48,10 @@ def m001_records(db: Database) -> None:
 @migrations()
 def m002_record_incarnation(db: Database) -> None:
     """The record identity gains the device's incarnation (v1 records keep "")."""
-    db["records"].add_column("incarnation", str, not_null_default="")
-    db["records"].transform(pk=("device_id", "incarnation", "seq"),
+    db.table("records").add_column("incarnation", str, not_null_default="")
+    db.table("records").transform(pk=("device_id", "incarnation", "seq"),
                             column_order=["device_id", "incarnation", "seq"])
-    db["incarnations"].create({"device_id": str, "incarnation": str, "first_seen": float, "first_seq": int},
+    db.table("incarnations").create({"device_id": str, "incarnation": str, "first_seen": float, "first_seq": int},
                               pk=("device_id", "incarnation"))
     db.execute("INSERT INTO incarnations (device_id, incarnation, first_seen, first_seq) "
                "SELECT device_id, incarnation, MIN(received_at), MIN(seq) FROM records "
@@ -135,7 +135,7 @@ class CloudStore:
         return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
 
     def set_device_state(self, device_id: str, state: str, ts: float) -> None:
-        self.db["devices"].upsert(
+        self.db.table("devices").upsert(
             {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts},
             pk="device_id",
         )
@@ -143,7 +143,7 @@ class CloudStore:
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
         with self.db.atomic():
-            self.db["rejections"].insert({"at": time.time(), "source": source[:200],
+            self.db.table("rejections").insert({"at": time.time(), "source": source[:200],
                                           "reason": reason[:500], "size": size})
             self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
 

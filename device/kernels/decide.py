@@ -8,6 +8,8 @@ more sums to ``event_sum``: edge-triggered (re-armed once the sum falls below), 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -24,7 +26,7 @@ from device.kernels.layout import (
     R_EVENT,
 )
 
-_JIT = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
 
 
 @njit(**_JIT)

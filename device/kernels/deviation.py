@@ -22,6 +22,7 @@ Then the combined score (:mod:`device.kernels.surprise`). Deciding is apart
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -139,7 +140,7 @@ from device.kernels.surprise import _refractory, _surprise, _typical_step
 from device.kernels.welford import _decay_kernel, _update_kernel
 
 __all__ = ["_process_kernel", "_score_row", "_step_kernel"]
-_JIT = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
 
 
 @njit(**_JIT)

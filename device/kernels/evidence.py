@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -27,7 +28,7 @@ from device.kernels.layout import (
     N_BINS,
 )
 
-_JIT = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
 HALF_DAY_S = 43200.0  # two sightings of a daily deviation must be this far apart
 
 

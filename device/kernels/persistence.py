@@ -13,6 +13,7 @@ reference counting per call); :mod:`device.kernels.deviation` reads and writes t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -22,7 +23,7 @@ from device.kernels.circadian import _clip
 from device.kernels.layout import FLAG_CLOCK, FLAG_GAP, FLAG_ORDER, N_BINS
 from device.kernels.welford import _decay_kernel
 
-_JIT = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
 
 
 @njit(**_JIT)

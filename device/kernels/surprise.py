@@ -10,13 +10,14 @@ statistic then learns the undiscounted evidence (in :mod:`device.kernels.deviati
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from numba import njit
 
 from device.kernels import config
 from device.kernels.layout import STEP_RATE
 
-_JIT = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
+_JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "inline": "always"}
 
 
 @njit(**_JIT)

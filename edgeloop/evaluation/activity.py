@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import lzma
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from device.inference.classifier import CLASSES, MODEL_RATE_HZ, WINDOW_SECONDS, resample
+from edgeloop.evaluation.datasets import ENV_VAR, WISDM_DIR, dataset_dir
 from firmware_sim.motion import accel_window
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,9 @@ MAX_GAP_S = 0.2
 
 
 def wisdm_dir() -> Path:
-    """``$EDGELOOP_WISDM_DIR`` or ``../shared/data/wisdm2019_watch_accel`` next to the repo."""
-    env = os.environ.get("EDGELOOP_WISDM_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "wisdm2019_watch_accel"
+    """The WISDM folder under the evaluation data root (``$EDGELOOP_DATA``, see
+    :func:`edgeloop.evaluation.datasets.data_root`); DataNotFoundError when it is missing."""
+    return dataset_dir(WISDM_DIR)
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def load_wisdm_segments(root: Path | None = None) -> list[Segment]:
     files = sorted((root / "raw_watch_accel").glob("data_*_accel_watch.txt*"))
     if not files:
         raise FileNotFoundError(f"no WISDM raw files under {root}/raw_watch_accel "
-                                "(set EDGELOOP_WISDM_DIR)")
+                                f"(set {ENV_VAR} to the folder holding {WISDM_DIR}/)")
     segments: list[Segment] = []
     for path in files:
         opener = lzma.open if path.suffix == ".xz" else open

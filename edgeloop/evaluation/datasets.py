@@ -20,6 +20,7 @@ import numpy as np
 ENV_VAR = "EDGELOOP_DATA"
 STANFORD_DIR = "stanford_covid_wearables"
 NAB_DIR = "nab"
+WISDM_DIR = "wisdm2019_watch_accel"
 
 __all__ = [
     "ENV_VAR",
@@ -29,6 +30,7 @@ __all__ = [
     "StanfordLabel",
     "StanfordRecord",
     "data_root",
+    "dataset_dir",
     "laad_published",
     "load_nab",
     "load_stanford",
@@ -59,6 +61,13 @@ def data_root() -> Path:
             f"'{NAB_DIR}/' and '{STANFORD_DIR}/'"
         )
     return root
+
+
+def dataset_dir(name: str) -> Path:
+    """One data set's folder under :func:`data_root` (``NAB_DIR``, ``STANFORD_DIR``, ``WISDM_DIR``);
+    DataNotFoundError names the path when it is missing. The one way every loader, script and
+    test finds evaluation data."""
+    return _require(data_root() / name, f"data set '{name}'")
 
 
 def _require(path: Path, what: str) -> Path:
