@@ -40,6 +40,7 @@ from shared import schemas, topics
 from shared.alert_gate import GATE_KEYS, AlertGate, event_numbers
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
+from shared.topics import TopicError, check_id
 
 logger = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
@@ -70,11 +71,14 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ob = cfg.outbox
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
+        self.counts: Counter[str] = Counter()
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
         self.features = CollarMetrics(cfg.quiet_minutes, score_rest=cfg.score_rest) if cfg.kind == "collar" else PerceptionMetrics()
         # configured, else learnt from the device-info frame (kept across restarts)
-        self.individual_id = cfg.individual_id or (self.outbox.get("individual_id") or b"").decode()
+        self.individual_id = ""
+        self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
+                               source="saved state")
         public_key = _load_public_key(cfg.cloud_public_key)
         # signed model releases need the cloud's key; without it the shipped model runs alone
         self.slots = (ModelSlots(self.state_dir, public_key, device_class=cfg.kind, agent_version=AGENT_VERSION)
@@ -87,7 +91,6 @@ class Agent:
         self.shadow: Any = None  # a shadow model outside slots (tests); slots keep their own
         self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
-        self.counts: Counter[str] = Counter()
         self.engine = self._restore_engine()
         self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
@@ -101,7 +104,7 @@ class Agent:
         self._last_state_wall = -math.inf
         self.day: DayAccumulator | None = None
         self._source: ByteSource | None = None
-        self.uplink = Uplink(cfg.mqtt, cfg.device_id) if connect else None
+        self.uplink = Uplink(cfg.mqtt, cfg.device_id, incarnation=self.outbox.incarnation) if connect else None
         self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
@@ -156,7 +159,7 @@ class Agent:
                     self.end_of_stream = True  # simulators mark the end of a finite stream
                     continue
                 if not self.individual_id:
-                    self.individual_id = reading.info.get("individual_id", "") or self.cfg.device_id
+                    self._learn_individual(reading.info.get("individual_id", ""))
                 continue
             ts = frame.ts_ms / 1000.0 + self.clock_offset
             if self._last_ts is not None and ts < self._last_ts - BACKWARD_JUMP_S:
@@ -172,6 +175,23 @@ class Agent:
             closed = self.minutes.add(ts, reading)
             if closed is not None:
                 self.process_window(closed)
+
+    def _learn_individual(self, given: str, source: str = "device-info frame") -> None:
+        """The device-info frame names the individual: checked like every other id. A bad one is
+        refused and counted, and records stay filed under the device id (the individual of a
+        device that names none) until a valid name arrives or one is configured."""
+        if not given:
+            if source == "device-info frame":
+                self.individual_id = self.cfg.device_id
+            return
+        try:
+            self.individual_id = check_id(given, "individual id")
+        except TopicError as exc:
+            self.counts["individual_id_rejected"] += 1
+            logger.error("ingest.individual_id_rejected",
+                         extra={"device_id": self.cfg.device_id, "reason": f"{source}: {exc}; records are "
+                                "filed under the device id: set individual_id in the agent's config or fix "
+                                "the name in the collar's firmware"})
 
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
@@ -416,11 +436,26 @@ class Agent:
                 self.counts["ack_rejected"] += 1
                 logger.warning("sync.ack_rejected", extra={"reason": str(exc)})
                 return
-            self.outbox.ack(list(msg.seqs))
+            self._on_ack(msg)
         elif topic == topics.commands(self.cfg.device_id):
             self._on_command(payload)
         else:
             self.counts["unexpected_topic"] += 1
+
+    def _on_ack(self, msg: schemas.Ack) -> None:
+        """Forget what the cloud stored; move aside what it refused for good. An ack for another
+        incarnation (this device before a reset) says nothing about these rows."""
+        if msg.incarnation != self.outbox.incarnation:
+            self.counts["ack_other_incarnation"] += 1
+            logger.warning("sync.ack_other_incarnation", extra={"device_id": self.cfg.device_id,
+                                                                "incarnation": msg.incarnation})
+            return
+        self.outbox.ack(list(msg.seqs))
+        if msg.rejected:
+            moved = self.outbox.reject((r.seq, r.reason) for r in msg.rejected)
+            for r in moved:
+                logger.error("sync.record_rejected", extra={
+                    "device_id": self.cfg.device_id, "seq": r.seq, "kind": r.kind, "reason": r.reason})
 
     def source_backlog(self) -> int:
         return self._source.backlog() if self._source is not None else 0
@@ -475,8 +510,11 @@ class Agent:
             time.sleep(0.02)
 
     def report(self) -> dict[str, Any]:
+        rejected = {"count": self.outbox.rejected_count(),
+                    "latest": [asdict(r) for r in self.outbox.rejected_rows(5)]}
         return {"device_id": self.cfg.device_id, "individual_id": self.individual_id,
-                "pending": self.outbox.pending_count(), "outbox": self.outbox.counters(),
+                "incarnation": self.outbox.incarnation,
+                "pending": self.outbox.pending_count(), "rejected": rejected, "outbox": self.outbox.counters(),
                 "ingest": self.ingest_counts(), "latency": self.budget.report(),
                 "commands": dict(self.commands.counts)}
 

@@ -2,13 +2,20 @@
 
 A row lives until the cloud acknowledges that it stored it (application-level ack on the
 device's ack topic); PUBACK from the broker only marks it ``published``. Rows published but not
-acked within ``resend_after`` seconds become due again (the cloud dedupes by device id + seq).
+acked within ``resend_after`` seconds become due again (the cloud dedupes by the record identity).
 Sequence numbers come from ``AUTOINCREMENT``: strictly increasing, never reused, even after a
 crash or deletions.
 
 The outbox is bounded in bytes: when full, rows are evicted lowest priority first, oldest first
 (raw windows, then summaries); events (priority 0) are never evicted: when only events remain,
 ``append`` raises BufferFullError and the agent counts the refusal. Every eviction is counted.
+
+Identity: the outbox's ``incarnation`` (``uuid4().hex``) is made once, with the outbox, and sent
+with every batch; a record is ``(device_id, incarnation, seq)``, so a device whose storage is reset
+(new outbox, sequence numbers from 1 again) is never taken for a duplicate of its earlier life.
+An outbox from before incarnations keeps "" while it still holds rows the cloud may have stored
+under that identity. Rows the cloud refuses for good move to the ``rejected`` table (kept,
+counted, bounded; never sent again).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,28 @@ def m001_outbox(db: Database) -> None:
     db["kv"].create({"key": str, "value": bytes}, pk="key")
 
 
+@migrations()
+def m002_incarnation_and_rejected(db: Database) -> None:
+    """The outbox's incarnation, and a table for rows the cloud refused for good."""
+    legacy = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] > 0
+    # rows queued before incarnations may be stored at the cloud under (device, "", seq) already
+    inc = "" if legacy else uuid.uuid4().hex
+    db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('incarnation', ?)", [inc.encode()])
+    db.execute(
+        "CREATE TABLE rejected (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, individual_id TEXT NOT NULL, "
+        "ts REAL NOT NULL, body TEXT NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL, "
+        "rejected_at REAL NOT NULL, reason TEXT NOT NULL)")
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    seq: int
+    kind: str
+    individual_id: str
+    reason: str
+    rejected_at: float
+
+
 @dataclass(frozen=True)
 class Row:
     seq: int
@@ -72,7 +103,9 @@ class Outbox:
         self.max_bytes = max_bytes
         self.resend_after = resend_after
         self.raw_ttl = raw_ttl
+        self.rejected_max_bytes = max(MAX_ROW_BYTES, max_bytes // 8)
         self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self.incarnation = (self.get("incarnation") or b"").decode()
 
     # ---- queue -------------------------------------------------------------------------------
     def append(self, kind: str, individual_id: str, ts: float, body: dict[str, Any]) -> int:
@@ -179,6 +212,52 @@ class Outbox:
                     self._bytes -= row[0]
             self._bump("acked", n)
         return n
+
+    def reject(self, rejections: Iterable[tuple[int, str]], now: float | None = None) -> list[RejectedRow]:
+        """The cloud refused these rows for good: move them to ``rejected`` (never sent again),
+        counted as ``rejected.<kind>``. The table keeps the newest rows up to max_bytes/8 (older
+        ones dropped and counted as ``rejected_dropped``). Returns the rows moved."""
+        now = time.time() if now is None else now
+        moved: list[RejectedRow] = []
+        with self.db.atomic():
+            for seq, reason in rejections:
+                row = self.db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING kind, individual_id, ts, body, size, created",
+                    [seq]).fetchone()
+                if row is None:
+                    continue  # acked, refused or evicted already
+                kind, ind, ts, body, size, created = row
+                self.db.execute("INSERT OR REPLACE INTO rejected (seq, kind, individual_id, ts, body, size, created, "
+                                "rejected_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                [seq, kind, ind, ts, body, size, created, now, reason])
+                self._bytes -= size
+                self._bump("rejected." + kind)
+                moved.append(RejectedRow(seq, kind, ind, reason, now))
+            if moved:
+                self._trim_rejected()
+        return moved
+
+    def _trim_rejected(self) -> None:
+        total = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM rejected").fetchone()[0]
+        if total <= self.rejected_max_bytes:
+            return
+        dropped = 0
+        for seq, size in self.db.execute("SELECT seq, size FROM rejected ORDER BY seq").fetchall():
+            if total <= self.rejected_max_bytes:
+                break
+            self.db.execute("DELETE FROM rejected WHERE seq = ?", [seq])
+            total -= size
+            dropped += 1
+        self._bump("rejected_dropped", dropped)
+
+    def rejected_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+
+    def rejected_rows(self, limit: int = 5) -> list[RejectedRow]:
+        """The newest rows the cloud refused (newest first)."""
+        return [RejectedRow(*r) for r in self.db.execute(
+            "SELECT seq, kind, individual_id, reason, rejected_at FROM rejected ORDER BY rejected_at DESC, seq DESC "
+            "LIMIT ?", [limit])]
 
     def expire(self, now: float | None = None) -> int:
         """Drop raw windows older than raw_ttl (counted)."""

@@ -36,9 +36,10 @@ class SyncEvent:
 class Uplink:
     """Owns the paho client of one device."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str, max_inflight: int = 8) -> None:
+    def __init__(self, cfg: MqttConfig, device_id: str, max_inflight: int = 8, incarnation: str = "") -> None:
         self.cfg = cfg
         self.device_id = device_id
+        self.incarnation = incarnation  # the outbox's: sent with every batch
         self.events: queue.Queue[SyncEvent] = queue.Queue()
         self.connected = False
         self.inflight: dict[int, list[int]] = {}
@@ -102,7 +103,7 @@ class Uplink:
     def send(self, rows: list[Row]) -> int | None:
         """Publish rows as one batch (QoS 1). Returns the mid, or None if not sent."""
         batch = schemas.UplinkBatch(self.device_id, tuple(
-            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in rows))
+            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in rows), self.incarnation)
         info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None

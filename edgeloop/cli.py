@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cloud", help="run the cloud aggregator (subscribe, store, decide, ack)",
                        description="Cloud aggregator: shared subscription to device uplinks, schema "
-                       "validation, idempotent store (device id + seq), notification decisions, acks.")
+                       "validation, idempotent store (device id + incarnation + seq), notification decisions, acks.")
     _common_config(p)
     p.add_argument("--db", help="SQLite file of the cloud store")
     p.add_argument("--rules", help="notification rules TOML")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Explicit feedback through the CLI (the same path as the HTTP endpoint and the "
                        "owner_feedback MQTT topic).")
     p.add_argument("--db", default="edgeloop-cloud.db", help="the cloud store")
-    p.add_argument("alert_id", help="e.g. collar-000:17 (edgeloop alerts lists them)")
+    p.add_argument("alert_id", help="as `edgeloop alerts` lists it: device:incarnation:seq (device:seq from v1 devices)")
     p.add_argument("action", choices=["confirm", "dismiss", "normal_for_her", "label", "opened", "acted"])
     p.add_argument("--individual", required=True, help="the individual the alert is about")
     p.add_argument("--label", default="", help="free label (with action 'label')")

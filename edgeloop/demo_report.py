@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cloud.rules.notify import alert_id_for
 from cloud.store.db import CloudStore
 from firmware_sim.scenario import ALERT_CONDITIONS, NO_ALERT_CONDITIONS, Individual
 
@@ -52,7 +53,7 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
                 if hits:
                     caught += 1
                     e = hits[0]
-                    d = decisions.get(f"{e['device_id']}:{e['seq']}", {})
+                    d = decisions.get(alert_id_for(e["device_id"], e["seq"], e["incarnation"]), {})
                     lines.append(f"  {c.kind:11} from {_fmt(c_start)} for {c.duration / 3600:4.0f} h: CAUGHT "
                                  f"{(e['ts'] - c_start) / 3600:5.1f} h after onset "
                                  f"({'+'.join(e['body']['metrics'])}, {e['body']['severity']}; cloud: "

@@ -121,7 +121,8 @@ def invariants(res: SimResult) -> dict[str, tuple[bool, str]]:
     """Named checks -> (holds, detail)."""
     db = res.store.db
     out: dict[str, tuple[bool, str]] = {}
-    # 1. every record the agents appended is stored exactly once (seqs 1..n per device)
+    # 1. every record the agents appended is stored exactly once (seqs 1..n per device: one
+    # incarnation each, nobody resets a device here)
     bad = []
     for dev, n in res.appended.items():
         seqs = [r[0] for r in db.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", [dev])]
@@ -129,7 +130,8 @@ def invariants(res: SimResult) -> dict[str, tuple[bool, str]]:
             bad.append(f"{dev}: {len(seqs)} stored vs {n} appended")
     dup = db.execute("SELECT COUNT(*) FROM (SELECT device_id, seq FROM records GROUP BY device_id, seq "
                      "HAVING COUNT(*) > 1)").fetchone()[0]
-    ev_dec = db.execute("SELECT COUNT(*) FROM records r LEFT JOIN alerts a ON a.alert_id = r.device_id || ':' || r.seq "
+    ev_dec = db.execute("SELECT COUNT(*) FROM records r LEFT JOIN alerts a ON a.device_id = r.device_id "
+                        "AND a.incarnation = r.incarnation AND a.seq = r.seq "
                         "WHERE r.kind = 'event' AND a.alert_id IS NULL").fetchone()[0]
     pending = sum(r.get("pending", 0) for r in res.device_reports.values())
     out["every record stored exactly once"] = (

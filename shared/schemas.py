@@ -2,19 +2,26 @@
 
 ``decode(payload)`` validates strictly and raises SchemaError naming the field, what was expected,
 what was found and what to do; ``encode(message)`` is its inverse (``decode(encode(m)) == m``).
-Layouts are documented in docs/protocol.md.
+``decode_batch(payload)`` checks an uplink batch record by record: a bad record is refused alone
+(with its reason), the others are kept. Layouts are documented in docs/protocol.md.
+
+Versions: ``batch`` and ``ack`` are v2 (the record identity ``(device_id, incarnation, seq)`` and
+per-record refusals); v1 of both still decodes (``incarnation`` "" and no refusals), so devices
+that predate v2 keep working. The other messages are v1.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 from shared.topics import TopicError, check_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # status, command, reply, feedback (and the owner-facing alert)
+UPLINK_VERSION = 2  # batch and ack; see VERSIONS
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DEPTH = 64  # JSON nesting accepted by decode (deeper bodies could not be re-encoded)
 RECORD_KINDS = ("event", "summary", "raw", "report")
@@ -23,13 +30,27 @@ FEEDBACK_ACTIONS = ("confirm", "dismiss", "normal_for_her", "label", "delivered"
                     "acted", "ignored")
 
 
+MAX_REASON_CHARS = 300  # a refusal's reason as carried in an ack
+_INCARNATION = re.compile(r"[0-9a-f]{32}")
+
+
 class SchemaError(ValueError):
     """A message does not match its schema."""
 
 
+def check_incarnation(value: str) -> str:
+    """An incarnation is 32 lowercase hex characters (``uuid4().hex``), or "" for a device whose
+    outbox predates v2 (its records keep the identity v1 gave them)."""
+    if value and not _INCARNATION.fullmatch(value):
+        raise SchemaError(f"incarnation {value!r:.60} is invalid: expected 32 lowercase hex characters "
+                          "(uuid4().hex), made once with the device's outbox")
+    return value
+
+
 @dataclass(frozen=True)
 class Record:
-    """One outbox row as sent upstream; (device_id, seq) is its idempotency key."""
+    """One outbox row as sent upstream; ``(device_id, incarnation, seq)`` is its identity (the
+    device id and incarnation travel once per batch)."""
 
     seq: int
     kind: str
@@ -40,20 +61,39 @@ class Record:
 
 @dataclass(frozen=True)
 class UplinkBatch:
+    """Device -> cloud: outbox records of one incarnation of one device's outbox."""
+
     type: ClassVar[str] = "batch"
+    versions: ClassVar[tuple[int, ...]] = (1, 2)
+    since: ClassVar[dict[str, int]] = {"incarnation": 2}
     device_id: str
     records: tuple[Record, ...]
-    v: int = SCHEMA_VERSION
+    incarnation: str = ""
+    v: int = UPLINK_VERSION
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record the cloud refuses for good (schema, validation, binding): the device moves it
+    aside and never sends it again."""
+
+    seq: int
+    reason: str
 
 
 @dataclass(frozen=True)
 class Ack:
-    """Cloud -> device: these sequence numbers are stored durably; the device may forget them."""
+    """Cloud -> device: ``seqs`` are stored durably (or were already): the device may forget
+    them; ``rejected`` are refused for good. Both for the batch's ``incarnation`` only."""
 
     type: ClassVar[str] = "ack"
+    versions: ClassVar[tuple[int, ...]] = (1, 2)
+    since: ClassVar[dict[str, int]] = {"incarnation": 2, "rejected": 2}
     device_id: str
     seqs: tuple[int, ...]
-    v: int = SCHEMA_VERSION
+    incarnation: str = ""
+    rejected: tuple[Rejection, ...] = ()
+    v: int = UPLINK_VERSION
 
 
 @dataclass(frozen=True)
@@ -104,11 +144,27 @@ class Feedback:
 
 Message = UplinkBatch | Ack | Status | Command | Reply | Feedback
 _TYPES: dict[str, type] = {c.type: c for c in (UplinkBatch, Ack, Status, Command, Reply, Feedback)}
+VERSIONS: dict[str, tuple[int, ...]] = {t: getattr(c, "versions", (1,)) for t, c in _TYPES.items()}
+
+
+@dataclass(frozen=True)
+class BatchDecode:
+    """``decode_batch``'s result: the batch with its good records only, the records refused (by
+    sequence number, with the reason) and the reasons of records too broken to name a seq."""
+
+    batch: UplinkBatch
+    rejected: tuple[Rejection, ...] = ()
+    unidentified: tuple[str, ...] = ()
 
 
 def encode(msg: Message) -> bytes:
-    """Serialise a message to compact JSON bytes."""
+    """Serialise a message to compact JSON bytes (fields newer than ``msg.v`` are left out)."""
     d = asdict(msg)
+    for name, since in getattr(msg, "since", {}).items():
+        if msg.v < since:
+            if d[name]:
+                raise SchemaError(f"{msg.type}.{name} needs v>={since}; this message is v={msg.v}")
+            del d[name]
     d["type"] = msg.type
     return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
@@ -120,10 +176,45 @@ def canonical(d: dict[str, Any]) -> bytes:
 
 def decode(payload: bytes) -> Message:
     """Parse and validate a message. Raises SchemaError with a one-line reason."""
+    d, cls = _envelope(payload)
+    return _build(cls, d, cls.type)
+
+
+def decode_batch(payload: bytes) -> BatchDecode:
+    """Decode an uplink batch record by record. The envelope (type, version, device id,
+    incarnation) must be valid, else SchemaError; a bad record is refused alone, with its reason."""
+    d, cls = _envelope(payload)
+    if cls is not UplinkBatch:
+        raise SchemaError(f"expected a batch, found a {cls.type!r} message")
+    raw = d.get("records")
+    if not isinstance(raw, list):
+        raise SchemaError(f"batch.records: expected a list of records, found {type(raw).__name__}")
+    env: UplinkBatch = _build(cls, {**d, "records": []}, cls.type)
+    good: list[Record] = []
+    rejected: list[Rejection] = []
+    unidentified: list[str] = []
+    for i, r in enumerate(raw):
+        path = f"batch.records[{i}]"
+        try:
+            if not isinstance(r, dict):
+                _bad(path, "object", r)
+            good.append(_build(Record, r, path))
+        except SchemaError as exc:
+            seq = r.get("seq") if isinstance(r, dict) else None
+            if type(seq) is int and 1 <= seq < 2**63:
+                rejected.append(Rejection(seq, str(exc)[:MAX_REASON_CHARS]))
+            else:
+                unidentified.append(str(exc)[:MAX_REASON_CHARS])
+    batch = UplinkBatch(env.device_id, tuple(good), env.incarnation, env.v)
+    return BatchDecode(batch, tuple(rejected), tuple(unidentified))
+
+
+def _envelope(payload: bytes) -> tuple[dict[str, Any], Any]:
+    """Parse the JSON object and check its type and version; returns (dict, message class)."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise SchemaError(f"message is {len(payload)} bytes, max {MAX_MESSAGE_BYTES}: send smaller batches")
     try:
-        d = json.loads(payload, parse_constant=_no_nan)
+        d = json.loads(payload, parse_constant=_no_nan, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SchemaError(f"payload is not UTF-8 JSON ({exc}): publish JSON made by shared.schemas.encode") from None
     except RecursionError:
@@ -133,14 +224,20 @@ def decode(payload: bytes) -> Message:
     if _too_deep(d, MAX_DEPTH):
         raise SchemaError(f"payload JSON is nested deeper than {MAX_DEPTH} levels: flatten the body")
     v = d.get("v")
-    if v != SCHEMA_VERSION:
-        raise SchemaError(f"schema version v={v!r} is not supported (this side speaks v={SCHEMA_VERSION}): "
+    if type(v) is not int or v not in range(1, UPLINK_VERSION + 1):
+        raise SchemaError(f"schema version v={v!r} is not supported (this side speaks v=1..{UPLINK_VERSION}): "
                           "upgrade the older side")
     t = d.get("type")
     cls = _TYPES.get(t) if isinstance(t, str) else None
     if cls is None:
         raise SchemaError(f"type {d.get('type')!r} is unknown: expected one of {sorted(_TYPES)}")
-    return _build(cls, d, cls.type)
+    if v not in VERSIONS[cls.type]:
+        raise SchemaError(f"schema version v={v} is not supported for a {cls.type!r} (this side reads "
+                          f"v={', '.join(map(str, VERSIONS[cls.type]))}): upgrade the older side")
+    newer = sorted(k for k, since in getattr(cls, "since", {}).items() if k in d and since > v)
+    if newer:
+        raise SchemaError(f"{cls.type}: field(s) {newer} need a newer version than v={v}")
+    return d, cls
 
 
 def _too_deep(obj: Any, limit: int) -> bool:
@@ -159,6 +256,13 @@ def _too_deep(obj: Any, limit: int) -> bool:
 
 def _no_nan(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):  # 1e999: JSON allows it, but it could never be sent on
+        raise ValueError(f"number {text[:40]} is out of range")
+    return x
 
 
 _SIMPLE = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict[str, Any]": dict}
@@ -182,6 +286,11 @@ def _build(cls: type, d: dict[str, Any], path: str) -> Any:
 
 
 def _value(tname: str, x: Any, path: str) -> Any:
+    if tname == "tuple[Rejection, ...]":
+        if not isinstance(x, list):
+            raise SchemaError(f"{path}: expected a list of {{seq, reason}}, found {type(x).__name__}")
+        return tuple(_build(Rejection, r if isinstance(r, dict) else _bad(path, "object", r), path + "[]")
+                     for r in x)
     if tname == "tuple[Record, ...]":
         if not isinstance(x, list):
             raise SchemaError(f"{path}: expected a list of records, found {type(x).__name__}")
@@ -209,10 +318,17 @@ def _bad(path: str, want: str, x: Any) -> Any:
 
 def _semantic(obj: Any, path: str) -> None:
     try:
+        if isinstance(obj, Record | Rejection) and not 1 <= obj.seq < 2**63:
+            raise SchemaError(f"{path}.seq: must be 1 .. 2^63-1, found {obj.seq}")
+        if isinstance(obj, UplinkBatch | Ack):
+            try:
+                check_incarnation(obj.incarnation)
+            except SchemaError as exc:
+                raise SchemaError(f"{path}.{exc}") from None
+        if isinstance(obj, Ack) and not all(1 <= s < 2**63 for s in obj.seqs):
+            raise SchemaError(f"{path}.seqs: each must be 1 .. 2^63-1")
         if isinstance(obj, Record):
             check_id(obj.individual_id, "individual id")
-            if obj.seq < 1 or obj.seq >= 2**63:
-                raise SchemaError(f"{path}.seq: must be 1 .. 2^63-1, found {obj.seq}")
             if obj.kind not in RECORD_KINDS:
                 raise SchemaError(f"{path}.kind: expected one of {RECORD_KINDS}, found {obj.kind!r}")
         if hasattr(obj, "device_id"):

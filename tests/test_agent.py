@@ -275,3 +275,41 @@ def test_score_rest_adds_rest_hours_as_a_fifth_metric(tmp_path: Path, fleet) -> 
     hours = [h for s in sums for h in s["hourly"]["rest"]["mean"] if h is not None]
     assert len(hours) >= 36 and all(0.0 <= h <= 24.0 for h in hours)
     assert 10.0 < hours[-1] < 20.0, hours  # a dog at rest ~10 h asleep + a few hours awake
+
+
+def test_acks_count_only_for_this_outbox_incarnation_and_refusals_move_aside(tmp_path: Path) -> None:
+    from shared import topics
+
+    a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
+    seqs = [a.outbox.append("summary", "rex", float(i), {"i": i}) for i in range(3)]
+    other = "f" * 32 if a.outbox.incarnation != "f" * 32 else "e" * 32
+    a._on_message(topics.ack("collar-009"), schemas.encode(schemas.Ack("collar-009", tuple(seqs), other)))
+    assert a.outbox.pending_seqs() == seqs, "an ack for the device's earlier life deletes nothing"
+    assert a.counts["ack_other_incarnation"] == 1
+    ack = schemas.Ack("collar-009", (seqs[0],), a.outbox.incarnation, (schemas.Rejection(seqs[1], "bad id"),))
+    a._on_message(topics.ack("collar-009"), schemas.encode(ack))
+    assert a.outbox.pending_seqs() == [seqs[2]]
+    rep = a.report()
+    assert rep["rejected"]["count"] == 1 and rep["rejected"]["latest"][0]["seq"] == seqs[1]
+    assert rep["incarnation"] == a.outbox.incarnation and rep["outbox"]["rejected.summary"] == 1
+
+
+def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_learnt(tmp_path: Path) -> None:
+    from shared.frames import Frame, encode_frame
+    from shared.payloads import DeviceInfo, encode_payload
+
+    def info(name: str) -> bytes:
+        sensor, payload = encode_payload(DeviceInfo({"individual_id": name}))
+        return encode_frame(Frame(sensor, 1, int(DEMO_START * 1000), payload))
+
+    a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
+    a.feed(info("Bella Smith"))
+    assert a.counts["individual_id_rejected"] == 1 and a.individual_id == ""
+    a._append("report", DEMO_START, {"x": 1})
+    assert a.outbox.due()[0].individual_id == "collar-009", "filed under the device id"
+    a.feed(info("bella"))
+    assert a.individual_id == "bella"
+    # a bad name saved by an older agent is refused on restart too
+    a.outbox.put("individual_id", b"Bella Smith")
+    b = Agent(a.cfg, connect=False)
+    assert b.individual_id == "" and b.counts["individual_id_rejected"] == 1

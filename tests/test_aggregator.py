@@ -90,3 +90,66 @@ def test_collect_more_sends_a_signed_command_the_device_accepts() -> None:
     assert ok, detail
     assert got[0]["minutes"] > 0
     assert agg.store.db["commands"].count == 1
+
+
+INC_A, INC_B = "a" * 32, "b" * 32
+
+
+def test_no_decision_on_a_discarded_duplicate() -> None:
+    """A record the insert discarded as a duplicate is acked, never decided: the event body that
+    arrived under a stored (device, incarnation, seq) is not the one the cloud keeps."""
+    agg, sent, _ = make()
+    summary = schemas.Record(5, "summary", T0, "bella", {"day": "2026-01-05"})
+    agg.handle_message(topics.uplink("collar-000"), batch("collar-000", summary))
+    clash = schemas.Record(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    agg.handle_message(topics.uplink("collar-000"), batch("collar-000", clash))
+    assert agg.counts["records_duplicate"] == 1
+    alerts = agg.store.db["alerts"]
+    assert agg.decisions == [] and (not alerts.exists() or alerts.count == 0), "decided on a discarded record"
+    assert agg.store.records()[0]["kind"] == "summary"
+    assert [schemas.decode(p).seqs for _, p in sent] == [(5,), (5,)]  # type: ignore[union-attr]
+
+
+def test_a_new_incarnation_is_a_new_record_and_is_decided() -> None:
+    agg, sent, _ = make()
+    ev = schemas.Record(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    for inc in (INC_A, INC_B, INC_A):
+        agg.handle_message(topics.uplink("collar-000"),
+                           schemas.encode(schemas.UplinkBatch("collar-000", (ev,), inc)))
+    assert agg.store.count() == 2 and agg.counts["records_duplicate"] == 1
+    assert [d.alert_id for d in agg.decisions] == [f"collar-000:{INC_A}:5", f"collar-000:{INC_B}:5"]
+    acks = [schemas.decode(p) for _, p in sent]
+    assert [(a.incarnation, a.seqs) for a in acks] == [(INC_A, (5,)), (INC_B, (5,)), (INC_A, (5,))]  # type: ignore[union-attr]
+    assert agg.counts["incarnations_new"] == 2
+    assert {r["incarnation"] for r in agg.store.db["incarnations"].rows} == {INC_A, INC_B}
+
+
+def test_one_bad_record_is_refused_alone_and_named_in_the_ack() -> None:
+    agg, sent, _ = make()
+    good = [schemas.Record(1, "summary", T0, "bella", {}), schemas.Record(3, "event", T0 + 3 * 86400 + 7200,
+                                                                          "bella", event_body())]
+    payload = json.loads(schemas.encode(schemas.UplinkBatch("collar-000", tuple(good), INC_A)))
+    payload["records"].insert(1, {"seq": 2, "kind": "summary", "ts": T0, "individual_id": "Bella Smith", "body": {}})
+    payload["records"].append({"seq": "x"})  # no usable seq: refused, cannot be named
+    agg.handle_message(topics.uplink("collar-000"), json.dumps(payload).encode())
+    assert agg.store.count() == 2 and len(agg.decisions) == 1
+    assert agg.counts["rejected"] == 0 and agg.counts["records_rejected"] == 2
+    (ack,) = [schemas.decode(p) for _, p in sent]
+    assert isinstance(ack, schemas.Ack) and ack.seqs == (1, 3) and ack.incarnation == INC_A
+    assert [r.seq for r in ack.rejected] == [2] and "Bella Smith" in ack.rejected[0].reason
+    assert agg.store.db["rejections"].count == 2
+
+
+def test_a_v1_device_keeps_working() -> None:
+    """v1 batches (no incarnation) are stored under incarnation "" and acked in v1."""
+    agg, sent, _ = make()
+    rec = schemas.Record(1, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    v1 = json.dumps({"v": 1, "type": "batch", "device_id": "collar-000",
+                     "records": [{"seq": 1, "kind": "event", "ts": rec.ts, "individual_id": "bella",
+                                  "body": rec.body},
+                                 {"seq": 2, "kind": "event", "ts": rec.ts, "individual_id": "bad id",
+                                  "body": rec.body}]}).encode()
+    agg.handle_message(topics.uplink("collar-000"), v1)
+    assert agg.store.records()[0]["incarnation"] == ""
+    assert agg.decisions[0].alert_id == "collar-000:1"
+    assert json.loads(sent[0][1]) == {"v": 1, "type": "ack", "device_id": "collar-000", "seqs": [1]}

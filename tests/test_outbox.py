@@ -61,6 +61,62 @@ def test_eviction_order_raw_then_summaries_never_events() -> None:
     assert set(evs) <= set(o.pending_seqs())
 
 
+def test_an_outbox_has_one_incarnation_for_life_and_a_new_one_when_reset(tmp_path: Path) -> None:
+    o = Outbox(tmp_path / "o.db")
+    inc = o.incarnation
+    assert len(inc) == 32 and int(inc, 16) >= 0 and inc == inc.lower()
+    o.append("event", "rex", 1.0, {})
+    o.close()
+    assert Outbox(tmp_path / "o.db").incarnation == inc, "kept across restarts"
+    (tmp_path / "o.db").unlink()  # the reset: new storage, seqs from 1 again
+    again = Outbox(tmp_path / "o.db")
+    assert again.incarnation != inc and again.append("event", "rex", 1.0, {}) == 1
+
+
+def test_an_outbox_from_before_incarnations_keeps_the_old_identity_while_rows_are_queued(tmp_path: Path) -> None:
+    """Rows queued by an agent that predates incarnations may be stored at the cloud as
+    (device, "", seq) already: resending them under a new incarnation would store them twice."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from device.outbox import m001_outbox
+
+    for queued, legacy in ((True, True), (False, False)):
+        path = tmp_path / f"old-{queued}.db"
+        db = Database(sqlite3.connect(path))
+        m001_outbox(db)
+        db.execute("CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT, name TEXT, "
+                   "applied_at TEXT)")
+        db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES "
+                   "('edgeloop.device.outbox', 'm001_outbox', '2026-01-01')")
+        if queued:
+            db.execute("INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
+                       "VALUES ('event', 0, 'rex', 1.0, '{}', 66, 1.0)")
+        db.conn.commit()
+        db.close()
+        o = Outbox(path)
+        assert (o.incarnation == "") is legacy
+        assert o.pending_count() == int(queued)
+
+
+def test_rows_refused_by_the_cloud_are_moved_aside_kept_and_bounded() -> None:
+    o = Outbox(None, max_bytes=64 * 1024)  # the rejected table keeps up to 128 KiB (one row cap)
+    a = o.append("summary", "Bella Smith", 1.0, {"p": "x" * 40_000})
+    b = o.append("event", "rex", 2.0, {})
+    moved = o.reject([(a, "individual id 'Bella Smith' is invalid"), (999, "gone already")], now=5.0)
+    assert [(r.seq, r.kind, r.individual_id) for r in moved] == [(a, "summary", "Bella Smith")]
+    assert o.pending_seqs() == [b] and [r.seq for r in o.due()] == [b], "never sent again"
+    assert o.counters()["rejected.summary"] == 1 and o.rejected_count() == 1
+    assert o.bytes_used == o.db.execute("SELECT SUM(size) FROM outbox").fetchone()[0]
+    assert "Bella Smith" in o.rejected_rows()[0].reason
+    for i in range(4):  # 4 x 40 KB more: the oldest refused rows go, counted
+        s = o.append("summary", "Bella Smith", 3.0 + i, {"p": "x" * 40_000})
+        o.reject([(s, "bad")], now=6.0 + i)
+    assert o.rejected_count() == 3 and o.counters()["rejected_dropped"] == 2
+    assert o.rejected_rows(1)[0].rejected_at == 9.0
+
+
 def test_raw_ttl_expiry_is_counted() -> None:
     o = Outbox(None, raw_ttl=10.0)
     o.append("raw", "r", 1.0, {})

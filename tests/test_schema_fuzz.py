@@ -27,6 +27,7 @@ from shared.schemas import (
     Command,
     Feedback,
     Record,
+    Rejection,
     Reply,
     SchemaError,
     Status,
@@ -60,9 +61,16 @@ bodies = st.dictionaries(st.text(max_size=10), json_value, max_size=5)
 records = st.builds(Record, seq=st.integers(1, 2**63 - 1),
                     kind=st.sampled_from(schemas.RECORD_KINDS), ts=finite, individual_id=ids,
                     body=bodies)
+incarnations = st.just("") | st.uuids(version=4).map(lambda u: u.hex)
 messages = st.one_of(
-    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=5).map(tuple)),
-    st.builds(Ack, device_id=ids, seqs=st.lists(st.integers(1, 2**63 - 1), max_size=20).map(tuple)),
+    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=5).map(tuple),
+              incarnation=incarnations, v=st.just(2)),
+    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=5).map(tuple), v=st.just(1)),
+    st.builds(Ack, device_id=ids, seqs=st.lists(st.integers(1, 2**63 - 1), max_size=20).map(tuple),
+              incarnation=incarnations, rejected=st.lists(st.builds(
+                  Rejection, seq=st.integers(1, 2**63 - 1), reason=st.text(max_size=40)), max_size=4).map(tuple)),
+    st.builds(Ack, device_id=ids, seqs=st.lists(st.integers(1, 2**63 - 1), max_size=20).map(tuple),
+              v=st.just(1)),
     st.builds(Status, device_id=ids, state=st.sampled_from(schemas.STATES), ts=finite),
     st.builds(Command, device_id=ids, command_id=st.text(max_size=20), name=st.text(max_size=20),
               counter=st.integers(0, 2**63), args=bodies, sig=st.text("0123456789abcdef", max_size=128)),
@@ -239,7 +247,9 @@ def test_oversized_and_version_errors_name_the_problem() -> None:
     with pytest.raises(SchemaError, match="max"):
         decode(big)
     with pytest.raises(SchemaError, match="version"):
-        decode(b'{"v":2,"type":"ack","device_id":"d","seqs":[]}')
+        decode(b'{"v":3,"type":"ack","device_id":"d","seqs":[]}')
+    with pytest.raises(SchemaError, match="version"):
+        decode(b'{"v":2,"type":"feedback","alert_id":"a","individual_id":"b","action":"confirm","ts":1}')
     with pytest.raises(SchemaError, match="seqs"):
         decode(b'{"v":1,"type":"ack","device_id":"d","seqs":["1"]}')
 
@@ -286,10 +296,22 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     topic_choices = [topics.uplink("dev-1"), topics.status("dev-1"), topics.owner_feedback("rex"),
                      topics.replies("dev-1"), "edgeloop/v1/dev/bad id/up", "x", "",
                      "edgeloop/v1/dev/dev-1/up/extra", "$SYS/x"]
-    n_bad = 0
+    n_bad = partial = spoofed = 0
     for _, p in bad:
-        agg.handle_message(rng.choice(topic_choices), p)
+        topic = rng.choice(topic_choices)
+        # on an uplink topic a batch whose envelope is sound is taken record by record: its bad
+        # records are refused (and acked as refused), its good ones stored; or it is a spoof
+        if topic == topics.uplink("dev-1") and _batch_envelope_ok(p):
+            if schemas.decode_batch(p).batch.device_id == "dev-1":
+                partial += 1
+            else:
+                spoofed += 1
+        agg.handle_message(topic, p)
         n_bad += 1
+    assert agg.counts["records_rejected"] >= partial
+    assert len(published) == partial, "each batch with refused records is acked, naming them"
+    assert {t for t, _ in published} <= {topics.ack("dev-1")}
+    stored_before, published_before = store.count(), len(published)
     # well-formed but wrong: spoofed device id, wrong message type for the topic, bad topic
     good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1.0, "rex", {"day": "x"}),))
     wrong = [
@@ -302,23 +324,32 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     for t, p in wrong:
         agg.handle_message(t, p)
         n_bad += 1
-    assert agg.counts["rejected"] == n_bad, dict(agg.counts)
-    assert agg.counts["spoofed"] == 1
-    assert store.count() == 0 and published == []
+    assert agg.counts["rejected"] == n_bad - partial, dict(agg.counts)
+    assert agg.counts["spoofed"] == 1 + spoofed
+    assert store.count() == stored_before and len(published) == published_before
     # the last-line-of-defence path ("internal error") may only carry the known decode defects
     internal = [r for (r,) in store.db.execute(
         "SELECT reason FROM rejections WHERE reason LIKE 'internal error%'")]
     known = [r for r in internal if "RecursionError" in r or "unhashable" in r]
     assert internal == known, sorted(set(internal) - set(known))[:5]
     # still serving: a good batch is stored once and acked, a redelivery is a duplicate
+    new, dup = agg.counts["records_new"], agg.counts["records_duplicate"]
     agg.handle_message(topics.uplink("dev-2"), encode(good_batch))
     agg.handle_message(topics.uplink("dev-2"), encode(good_batch))
-    assert store.count() == 1
-    assert agg.counts["records_new"] == 1 and agg.counts["records_duplicate"] == 1
-    assert [decode(p) for _, p in published] == [Ack("dev-2", (1,))] * 2
-    assert agg.counts["rejected"] == n_bad
+    assert store.count() == stored_before + 1
+    assert agg.counts["records_new"] == new + 1 and agg.counts["records_duplicate"] == dup + 1
+    assert [decode(p) for _, p in published[published_before:]] == [Ack("dev-2", (1,))] * 2
+    assert agg.counts["rejected"] == n_bad - partial
     print(f"\naggregator: {n_bad} bad messages -> rejected {agg.counts['rejected']} "
           f"({len(internal)} through the internal-error path, all known decode defects)")
+
+
+def _batch_envelope_ok(p: bytes) -> bool:
+    try:
+        schemas.decode_batch(p)
+    except Exception:
+        return False
+    return True
 
 
 def _raises_known_defect(p: bytes) -> bool:

@@ -10,7 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import schemas, topics
-from shared.schemas import Ack, Command, Feedback, Record, Reply, SchemaError, Status, UplinkBatch
+from shared.schemas import (
+    Ack,
+    Command,
+    Feedback,
+    Record,
+    Rejection,
+    Reply,
+    SchemaError,
+    Status,
+    UplinkBatch,
+)
 
 ids = st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -20,9 +30,16 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**53), 2**
 bodies = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 records = st.builds(Record, seq=st.integers(1, 2**63 - 1), kind=st.sampled_from(schemas.RECORD_KINDS), ts=finite,
                     individual_id=ids, body=bodies)
+incarnations = st.just("") | st.uuids(version=4).map(lambda u: u.hex)
+seq_values = st.integers(1, 2**63 - 1)
 messages = st.one_of(
-    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=4).map(tuple)),
-    st.builds(Ack, device_id=ids, seqs=st.lists(st.integers(1, 2**63 - 1), max_size=5).map(tuple)),
+    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=4).map(tuple),
+              incarnation=incarnations),
+    st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=4).map(tuple), v=st.just(1)),
+    st.builds(Ack, device_id=ids, seqs=st.lists(seq_values, max_size=5).map(tuple), incarnation=incarnations,
+              rejected=st.lists(st.builds(Rejection, seq=seq_values, reason=st.text(max_size=20)),
+                                max_size=3).map(tuple)),
+    st.builds(Ack, device_id=ids, seqs=st.lists(seq_values, max_size=5).map(tuple), v=st.just(1)),
     st.builds(Status, device_id=ids, state=st.sampled_from(schemas.STATES), ts=finite),
     st.builds(Command, device_id=ids, command_id=st.text(max_size=10), name=st.text(max_size=10),
               counter=st.integers(0, 2**62), args=bodies, sig=st.text(max_size=10)),
@@ -42,7 +59,13 @@ BASE = {"v": 1, "type": "ack", "device_id": "d1", "seqs": [1, 2]}
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"v": 2}, r"schema version v=2 is not supported"),
+    ({"v": 3}, r"schema version v=3 is not supported"),
+    ({"incarnation": "a" * 32}, r"field\(s\) \['incarnation'\] need a newer version than v=1"),
+    ({"v": 2, "incarnation": "A" * 32}, r"ack.incarnation 'A+' is invalid: expected 32 lowercase hex"),
+    ({"v": 2, "incarnation": "a" * 31}, "incarnation .* is invalid"),
+    ({"v": 2, "rejected": [{"seq": 0, "reason": ""}]}, r"ack.rejected\[\].seq: must be 1"),
+    ({"v": 2, "rejected": [{"seq": 1}]}, r"ack.rejected\[\].reason: missing"),
+    ({"seqs": [0]}, r"ack.seqs: each must be 1"),
     ({"v": None}, "schema version"),
     ({"type": "nope"}, "type 'nope' is unknown"),
     ({"seqs": [1, "2"]}, r"ack.seqs: expected a list of integers"),
@@ -64,6 +87,7 @@ def test_bad_messages_name_the_problem(change: dict, match: str) -> None:
      b'"individual_id":"x","body":{}}]}', "seq: must be 1"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online"}', "status.ts: missing required field"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":true}', "expected float"),
+    (b'{"v":2,"type":"status","device_id":"d","state":"online","ts":1}', r"v=2 is not supported for a 'status'"),
     (b" " * (schemas.MAX_MESSAGE_BYTES + 1), "max"),
 ])
 def test_malformed_payloads(payload: bytes, match: str) -> None:

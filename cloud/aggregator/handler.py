@@ -1,7 +1,13 @@
 """Message handling for the aggregator, with no paho in it (tests call it directly).
 
 ``handle_message(topic, payload)`` never raises: every bad message is counted, stored in the
-``rejections`` table with its reason, and logged; the service keeps serving.
+``rejections`` table with its reason, and logged; the service keeps serving. In an uplink batch
+a bad record is refused alone (named in the ack's ``rejected``, so the device moves it aside);
+the batch's other records are stored.
+
+A record is stored once by its identity ``(device_id, incarnation, seq)``; an event is decided in
+the same transaction that stored it, and only then: a duplicate is acked, never decided again.
+A failure before the commit stores nothing and sends no ack, so the device's resend is new.
 """
 
 from __future__ import annotations
@@ -21,12 +27,10 @@ from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
     RulesError,
-    alert_id_for,
     collect_more_command,
-    get_decision,
     handle_event,
 )
-from cloud.store.db import CloudStore
+from cloud.store.db import CloudStore, write_lock
 from shared import schemas, topics
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class Aggregator:
         self.on_report = on_report
         self.counts: Counter[str] = Counter()
         self.decisions: list[Decision] = []
+        self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -84,16 +89,20 @@ class Aggregator:
             return
         device_id = topics.device_id_from_topic(topic)
         kind = parts[-1]
-        msg = schemas.decode(payload)
         if kind == "up":
-            if not isinstance(msg, schemas.UplinkBatch):
-                raise schemas.SchemaError(f"{topic}: expected a batch, got {msg.type!r}")
-            if msg.device_id != device_id:
+            try:
+                got = schemas.decode_batch(payload)
+            except schemas.SchemaError as exc:
+                raise schemas.SchemaError(f"{topic}: {exc}") from None
+            if got.batch.device_id != device_id:
                 self.counts["spoofed"] += 1
                 raise schemas.SchemaError(
-                    f"batch claims device {msg.device_id!r} on {device_id!r}'s topic: refused")
-            self._batch(msg)
-        elif kind == "status":
+                    f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
+            self._refused(topic, got)
+            self._batch(got.batch, got.rejected)
+            return
+        msg = schemas.decode(payload)
+        if kind == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts)
@@ -101,14 +110,27 @@ class Aggregator:
         else:
             raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
 
-    def _batch(self, batch: schemas.UplinkBatch) -> None:
-        result = self.store.store_batch(batch)
+    def _refused(self, topic: str, got: schemas.BatchDecode) -> None:
+        """Count, keep and log the records refused out of a batch (the rest goes on)."""
+        for reason in (*(f"seq {r.seq}: {r.reason}" for r in got.rejected), *got.unidentified):
+            self.counts["records_rejected"] += 1
+            logger.warning("aggregator.record_rejected", extra={
+                "device_id": got.batch.device_id, "incarnation": got.batch.incarnation, "reason": reason})
+            self.store.reject(topic, reason, 0)
+
+    def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
+        decided: list[tuple[Decision, schemas.Record]] = []
+        with write_lock(self.store.db):  # stored and decided together, or neither
+            known = self._note_incarnation(batch)
+            result = self.store.store_batch(batch)
+            for rec in result.new:  # a decision only ever follows this insert: never a duplicate
+                if rec.kind == "event" and (d := self._decide(batch, rec)) is not None:
+                    decided.append((d, rec))
+        self._incarnations.add(known)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
-        for rec in batch.records:
-            # an event stored earlier but never decided (the process died in between) is decided now
-            if rec.kind == "event" and get_decision(self.store, alert_id_for(batch.device_id, rec.seq)) is None:
-                self._event(batch.device_id, rec)
+        for decision, rec in decided:
+            self._act(decision, rec)
         for rec in result.new:
             self.latest_ts = max(self.latest_ts, rec.ts)
             if rec.kind == "report":
@@ -116,16 +138,38 @@ class Aggregator:
             elif rec.kind == "summary" and self.rollouts is not None:
                 self.rollouts.on_summary(batch.device_id, rec.body, self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
-            ack = schemas.Ack(batch.device_id, tuple(r.seq for r in batch.records))
+            seqs = tuple(r.seq for r in batch.records)
+            if batch.v >= 2:
+                ack = schemas.Ack(batch.device_id, seqs, batch.incarnation, rejected)
+            else:  # a v1 device cannot be told of refusals: it resends them (refused again)
+                ack = schemas.Ack(batch.device_id, seqs, v=1)
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
 
-    def _event(self, device_id: str, rec: schemas.Record) -> None:
+    def _note_incarnation(self, batch: schemas.UplinkBatch) -> tuple[str, str]:
+        """Record the batch's incarnation; log ``aggregator.new_incarnation`` the first time it is
+        seen. Returns the (device, incarnation) key to remember once the transaction commits."""
+        key = (batch.device_id, batch.incarnation)
+        if key in self._incarnations or not batch.records:
+            return key
+        before = self.store.note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
+        if before is not None:
+            self.counts["incarnations_new"] += 1
+            # a device seen before with another incarnation had its storage reset (or is a clone)
+            log = logger.warning if before else logger.info
+            log("aggregator.new_incarnation", extra={"device_id": batch.device_id,
+                                                     "incarnation": batch.incarnation, "previous": before})
+        return key
+
+    def _decide(self, batch: schemas.UplinkBatch, rec: schemas.Record) -> Decision | None:
         try:
-            decision = handle_event(self.store, self.policy, device_id, rec)
+            return handle_event(self.store, self.policy, batch.device_id, rec, incarnation=batch.incarnation)
         except RulesError as exc:
             self.counts["events_unreadable"] += 1
-            logger.warning("aggregator.event_unreadable", extra={"device_id": device_id, "reason": str(exc)})
-            return
+            logger.warning("aggregator.event_unreadable", extra={"device_id": batch.device_id, "reason": str(exc)})
+            return None
+
+    def _act(self, decision: Decision, rec: schemas.Record) -> None:
+        """After the commit: count the decision and do what it says (notify, collect more)."""
         self.counts["decision." + decision.action] += 1
         self.decisions.append(decision)
         if decision.action == "notify":

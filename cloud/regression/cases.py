@@ -117,8 +117,8 @@ def _window(store: CloudStore, item: Labelled, pad: float) -> dict[str, Any]:
     db = store.db
     event = None
     if item.seq is not None and item.device_id:
-        row = db.execute("SELECT * FROM records WHERE device_id = ? AND seq = ?",
-                         [item.device_id, item.seq]).fetchone()
+        row = db.execute("SELECT * FROM records WHERE device_id = ? AND incarnation = ? AND seq = ?",
+                         [item.device_id, item.alert.get("incarnation") or "", item.seq]).fetchone()
         if row is not None:
             cols = [c.name for c in db.table("records").columns]
             event = dict(zip(cols, row, strict=True))

@@ -46,7 +46,7 @@ ALERT_COLUMNS = {
     "start_ts": float, "action": str, "reason": str, "rule": str, "incident_id": str,
     "severity": str, "metrics": str, "score": float, "model_version": str,
     "detector_version": str, "notified_at": float, "state": str, "decided_at": float,
-    "directions": str, "baseline": str, "observed": str,
+    "directions": str, "baseline": str, "observed": str, "incarnation": str,
 }
 FEEDBACK_COLUMNS = {
     "id": int, "alert_id": str, "individual_id": str, "device_id": str, "action": str,

@@ -46,11 +46,11 @@ def export_dataset(store: CloudStore, out_dir: str | Path, now: float,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=False)
     events = {}
-    for r in store.db.query("SELECT device_id, seq, body FROM records WHERE kind = 'event'"):
-        events[(r["device_id"], r["seq"])] = json.loads(r["body"])
+    for r in store.db.query("SELECT device_id, incarnation, seq, body FROM records WHERE kind = 'event'"):
+        events[(r["device_id"], r["incarnation"], r["seq"])] = json.loads(r["body"])
     alerts = []
     for item in labelled(store.db, now) if items is None else items:
-        event = events.get((item.device_id, item.seq))
+        event = events.get((item.device_id, item.alert.get("incarnation") or "", item.seq))
         alerts.append({
             "alert_id": item.alert_id, "device_id": item.device_id,
             "individual_id": item.individual_id, "seq": item.seq, "ts": item.ts,

@@ -175,4 +175,4 @@ def _apply(store: CloudStore, policy: NotificationPolicy, a: Mapping[str, Any], 
     if not notify:
         return None
     return Decision(a["alert_id"], "notify", upd["reason"], upd["rule"], upd.get("incident_id"),
-                    a["individual_id"], a["device_id"], a["seq"], a["ts"])
+                    a["individual_id"], a["device_id"], a["seq"], a["ts"], a.get("incarnation") or "")

@@ -49,6 +49,7 @@ class Decision:
     device_id: str
     seq: int
     ts: float
+    incarnation: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ class Event:
     tz_offset_h: float | None
 
 
-def alert_id_for(device_id: str, seq: int) -> str:
-    return f"{device_id}:{seq}"
+def alert_id_for(device_id: str, seq: int, incarnation: str = "") -> str:
+    """The alert of the event record (device_id, incarnation, seq): ``device:incarnation:seq``
+    (``device:seq`` for a record of a v1 device, which has no incarnation)."""
+    return f"{device_id}:{incarnation}:{seq}" if incarnation else f"{device_id}:{seq}"
 
 
 def parse_event(body: Any, ts: float) -> Event:
@@ -173,9 +176,10 @@ class Facts:
     """Everything a condition can ask, computed lazily (only the queries a rule needs run)."""
 
     def __init__(self, store: CloudStore, policy: NotificationPolicy, device_id: str,
-                 record: Record, ev: Event, t: float, incident: dict[str, Any] | None) -> None:
+                 record: Record, ev: Event, t: float, incident: dict[str, Any] | None,
+                 incarnation: str = "") -> None:
         self.store, self.policy, self.device_id, self.record = store, policy, device_id, record
-        self.ev, self.t, self.incident = ev, t, incident
+        self.ev, self.t, self.incident, self.incarnation = ev, t, incident, incarnation
         self.db = store.db
         self.ind = record.individual_id
 
@@ -198,8 +202,9 @@ class Facts:
             return True
         if self.policy.settings.warmup_s <= 0:
             return False
-        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? ORDER BY seq LIMIT 1",
-                              [self.device_id]).fetchone()  # first by seq: an index lookup
+        # this incarnation's first record: a reset device learns its baseline again
+        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? AND incarnation = ? ORDER BY seq LIMIT 1",
+                              [self.device_id, self.incarnation]).fetchone()  # first by seq: an index lookup
         first = self.record.ts if row is None else min(row[0], self.record.ts)
         return self.record.ts - first < self.policy.settings.warmup_s
 
@@ -207,8 +212,9 @@ class Facts:
     def stale(self) -> bool:
         """Decided long after it happened: by the decision clock, or by the device's own newest
         record (a backlog uploaded after a network cut is stale even when replayed)."""
-        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
-                              [self.device_id]).fetchone()  # newest by seq: an index lookup
+        row = self.db.execute(
+            "SELECT ts FROM records WHERE device_id = ? AND incarnation = ? ORDER BY seq DESC LIMIT 1",
+            [self.device_id, self.incarnation]).fetchone()  # newest by seq: an index lookup
         latest = max(self.t, row[0] if row is not None else self.t)
         return latest - self.record.ts > self.policy.settings.stale_after_s
 
@@ -397,7 +403,7 @@ def _decision(row: dict[str, Any]) -> Decision:
     return Decision(alert_id=row["alert_id"], action=row["action"], reason=row["reason"],
                     rule=row["rule"], incident_id=row["incident_id"],
                     individual_id=row["individual_id"], device_id=row["device_id"],
-                    seq=row["seq"], ts=row["ts"])
+                    seq=row["seq"], ts=row["ts"], incarnation=row.get("incarnation") or "")
 
 
 def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
@@ -407,11 +413,11 @@ def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
 
 
 def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
-            ev: Event, aid: str, t: float) -> Decision:
+            ev: Event, aid: str, t: float, incarnation: str) -> Decision:
     ind = record.individual_id
     close_idle_incidents(store, policy, t, ind)
     incident = open_incident(store, ind)
-    facts = Facts(store, policy, device_id, record, ev, t, incident)
+    facts = Facts(store, policy, device_id, record, ev, t, incident, incarnation)
     rule, reason = evaluate(policy, facts)
     action: Action = rule.action if rule else "uncertain"
     state = "deferred" if rule is not None and rule.defer else _STATE[action]
@@ -420,7 +426,8 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
     if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
         incident_id = attach_to_incident(store, incident, ind, aid, ev.severity, t, notify=action == "notify")
     store.db.table("alerts").insert({
-        "alert_id": aid, "device_id": device_id, "seq": record.seq, "individual_id": ind,
+        "alert_id": aid, "device_id": device_id, "incarnation": incarnation, "seq": record.seq,
+        "individual_id": ind,
         "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
         "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
         "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
@@ -431,18 +438,19 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
         "observed": json.dumps(dict(zip(ev.metrics, ev.observed, strict=False)), sort_keys=True),
     })
     return Decision(aid, action, reason, rule.name if rule else NO_RULE, incident_id, ind,
-                    device_id, record.seq, record.ts)
+                    device_id, record.seq, record.ts, incarnation)
 
 
 def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
-                 now: float | None = None) -> Decision:
-    """Decide on one event record, store the decision (idempotent by device id + seq), return it.
+                 now: float | None = None, incarnation: str = "") -> Decision:
+    """Decide on one event record, store the decision (idempotent by the record's identity,
+    device id + incarnation + seq), return it.
 
     Raises EventBodyError (counted in the store's rejections) for a body the rules cannot read,
     and RulesError for a record that is not an event.
     """
     ensure_schema(store.db)
-    aid = alert_id_for(device_id, record.seq)
+    aid = alert_id_for(device_id, record.seq, incarnation)
     done = get_decision(store, aid)
     if done is not None:
         return done
@@ -460,7 +468,7 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
         decision = get_decision(store, aid)  # another aggregator may have decided meanwhile
         if decision is not None:
             return decision
-        decision = _decide(store, policy, device_id, record, ev, aid, t)
+        decision = _decide(store, policy, device_id, record, ev, aid, t, incarnation)
     logger.info("rules.decided", extra={"device_id": device_id, "individual_id": decision.individual_id,
                                         "alert_id": aid, "action": decision.action,
                                         "rule": decision.rule, "incident_id": decision.incident_id})
@@ -533,15 +541,16 @@ def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decisi
             store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "
                              "WHERE incident_id = ? AND state = 'deferred'", [t, inc["incident_id"]])
         out.append(Decision(a["alert_id"], "notify", reason, rule, inc["incident_id"],
-                            a["individual_id"], a["device_id"], a["seq"], a["ts"]))
+                            a["individual_id"], a["device_id"], a["seq"], a["ts"], a.get("incarnation") or ""))
     return out
 
 
 def alert_event_body(store: CloudStore, alert_id: str) -> dict[str, Any]:
     """The stored event body behind an alert (for notifiers); {} if the record is gone."""
-    device_id, _, seq = alert_id.rpartition(":")
-    row = store.db.execute("SELECT body FROM records WHERE device_id = ? AND seq = ?",
-                           [device_id, int(seq) if seq.isdigit() else -1]).fetchone()
+    ensure_schema(store.db)
+    row = store.db.execute(
+        "SELECT r.body FROM alerts a JOIN records r ON r.device_id = a.device_id "
+        "AND r.incarnation = a.incarnation AND r.seq = a.seq WHERE a.alert_id = ?", [alert_id]).fetchone()
     return json.loads(row[0]) if row else {}
 
 

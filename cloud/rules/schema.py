@@ -3,7 +3,9 @@
 The retraining engineer reads ``alerts``, ``incidents``, ``feedback`` and ``personalisation``;
 keep their columns (add new ones only in new migrations).
 
-- ``alerts``: one row per event record the rules decided on (``alert_id`` = ``device_id:seq``).
+- ``alerts``: one row per event record the rules decided on (``alert_id`` =
+  ``device_id:incarnation:seq``, or ``device_id:seq`` for a record of a v1 device; the columns
+  ``device_id``, ``incarnation``, ``seq`` name the record).
   ``state`` moves: held | suppressed | deferred | collecting | notified -> delivered -> opened
   -> acted, and the explicit verdicts confirmed | dismissed | normal_for_her, or ignored.
 - ``incidents``: alerts for one individual grouped while the incident is open.
@@ -75,6 +77,12 @@ def m002_decision_indexes(db: Database) -> None:
     db.table("alerts").create_index(["individual_id", "notified_at"])
     db.table("alerts").create_index(["device_id", "action", "decided_at"])
     db.table("feedback").create_index(["consumed_by"])
+
+
+@migrations()
+def m003_alert_incarnation(db: Database) -> None:
+    """An alert names its record by (device_id, incarnation, seq)."""
+    db.table("alerts").add_column("incarnation", str, not_null_default="")
 
 
 def ensure_schema(db: Database) -> None:

@@ -1,4 +1,6 @@
-"""The cloud store. Records are keyed by (device_id, seq): a redelivered record is stored once.
+"""The cloud store. A record is keyed by (device_id, incarnation, seq): a redelivered record is
+stored once, and a device whose storage was reset (a new incarnation, seqs from 1 again) is not
+taken for a duplicate of its earlier life.
 
 Schema changes go through the named sqlite-utils ``Migrations`` set below (applied once each,
 transactionally); other cloud modules add their own tables with their own migration sets.
@@ -42,6 +44,19 @@ def m001_records(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_record_incarnation(db: Database) -> None:
+    """The record identity gains the device's incarnation (v1 records keep "")."""
+    db["records"].add_column("incarnation", str, not_null_default="")
+    db["records"].transform(pk=("device_id", "incarnation", "seq"),
+                            column_order=["device_id", "incarnation", "seq"])
+    db["incarnations"].create({"device_id": str, "incarnation": str, "first_seen": float, "first_seq": int},
+                              pk=("device_id", "incarnation"))
+    db.execute("INSERT INTO incarnations (device_id, incarnation, first_seen, first_seq) "
+               "SELECT device_id, incarnation, MIN(received_at), MIN(seq) FROM records "
+               "GROUP BY device_id, incarnation")
+
+
 @contextlib.contextmanager
 def write_lock(db: Database) -> Iterator[None]:
     """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
@@ -83,16 +98,17 @@ class CloudStore:
                 migrations.apply(self.db)
 
     def store_batch(self, batch: UplinkBatch) -> StoreResult:
-        """Insert the batch's records once each, in one transaction; returns the new ones."""
+        """Insert the batch's records once each, in one transaction (the caller's, if one is
+        open); returns the new ones: a record is new only if this insert stored it."""
         now = time.time()
         new: list[Record] = []
         dup = 0
         with self.db.atomic():
             for r in batch.records:
                 cur = self.db.execute(
-                    "INSERT OR IGNORE INTO records (device_id, seq, kind, ts, individual_id, body, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [batch.device_id, r.seq, r.kind, r.ts, r.individual_id,
+                    "INSERT OR IGNORE INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [batch.device_id, batch.incarnation, r.seq, r.kind, r.ts, r.individual_id,
                      json.dumps(r.body, separators=(",", ":")), now],
                 )
                 if cur.rowcount == 1:
@@ -100,6 +116,22 @@ class CloudStore:
                 else:
                     dup += 1
         return StoreResult(tuple(new), dup)
+
+    def note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> int | None:
+        """Remember a device's incarnation; None if known, else how many it had before (0: a new
+        device; more: its storage was reset)."""
+        cur = self.db.execute("INSERT OR IGNORE INTO incarnations (device_id, incarnation, first_seen, first_seq) "
+                              "VALUES (?, ?, ?, ?)", [device_id, incarnation, time.time(), first_seq])
+        if cur.rowcount != 1:
+            return None
+        return int(self.db.execute("SELECT COUNT(*) - 1 FROM incarnations WHERE device_id = ?",
+                                   [device_id]).fetchone()[0])
+
+    def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
+        """One stored record by its identity (body decoded), or None."""
+        rows = list(self.db["records"].rows_where("device_id = ? AND incarnation = ? AND seq = ?",
+                                                  [device_id, incarnation, seq]))
+        return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
 
     def set_device_state(self, device_id: str, state: str, ts: float) -> None:
         self.db["devices"].upsert(
@@ -122,7 +154,7 @@ class CloudStore:
         if individual_id:
             where.append("individual_id = ?")
             args.append(individual_id)
-        rows = self.db["records"].rows_where(" AND ".join(where) or None, args, order_by="ts, device_id, seq")
+        rows = self.db["records"].rows_where(" AND ".join(where) or None, args, order_by="ts, device_id, incarnation, seq")
         return [dict(r, body=json.loads(r["body"])) for r in rows]
 
     def count(self, kind: str | None = None) -> int:
