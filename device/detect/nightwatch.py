@@ -56,18 +56,18 @@ class NightWatchConfig:
     """One set of defaults for every wearer (people's watches, the collar's nights)."""
 
     window: int = 28  # clean nights in each baseline (median and MAD)
-    min_nights: int = 7  # a feature scores once its baseline holds this many nights
+    min_nights: int = 14  # a feature scores once its baseline holds this many nights
     k: float = 0.5  # CUSUM allowance (z per night): a 1-spread shift adds 0.5 a night
     threshold: float = 3.0  # red at this sum (z-nights)
     cap: float = 1.5  # the sum is capped at cap x threshold (a long illness ends in bounded time)
-    z_clip: float = 4.0  # a night's z per feature is clipped to +-this
+    z_clip: float = 3.0  # a night's z per feature is clipped to +-this
     rhr_prior: float = 3.0  # bpm: prior spread of the overnight resting HR ...
     steps_prior: float = 0.4  # ... of log steps (a 40 % change) ...
     restless_prior: float = 15.0  # ... of restless minutes; each weighs like min_nights nights
     exclude_z: float = 2.0  # a night this far above (resting HR) is kept out of the baseline
     steps_offset: float = 500.0  # steps are compared as log(steps + offset)
     use_steps: bool = True  # the drop in steps corroborates resting HR ...
-    use_restless: bool = True  # ... and so does a restless night
+    use_restless: bool = False  # ... a restless night could (measured: it does not help)
     max_excluded: int = 14  # nights in a row kept out of the baseline before it gives in
 
     def __post_init__(self) -> None:
@@ -173,7 +173,7 @@ class NightWatch:
         for f in FEATURES:
             if clean and math.isfinite(vals[f]):
                 self._base[f].append(vals[f])
-        self._excluded = 0 if clean else self._excluded + 1
+        self._excluded = self._excluded + 1 if sick else 0  # gave in: learn until a normal night
         if notify:
             logger.info("nightwatch.red", extra={"day": rec.day, "evidence": self.evidence})
         return NightAssessment(rec.day, rec.ts, level, notify, self.evidence, night, z, base)

@@ -27,7 +27,10 @@ DEFAULT_PATH = Path(__file__).resolve().with_name("variants.tsv")
 _FIELDS = ("fingerprint", "dataset", "date", "label", "summary")
 # Scored before the ledger existed (device/detect/README.md, NAB rounds 0-5, and the Stanford
 # attempts there): counted from the tables, one per configuration row or value scanned.
-PRIOR = {"nab": 270, "stanford": 30}  # about: rounds 0-5 scored ~95, ~90, ~35, ~40 and 8
+PRIOR = {"nab": 270, "stanford": 120}
+# nab: about 95, 90, 35, 40 and 8 in rounds 0-5; stanford: about 30 in the README's attempts and
+# about 90 (night watch designs x red levels) scored while the night watch was designed, before
+# the ledger recorded Stanford runs
 
 
 def fingerprint(arrays: Iterable[np.ndarray | Iterable[float]]) -> str:
