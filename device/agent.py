@@ -28,9 +28,11 @@ from device.commands import CommandHandler
 from device.config import AgentConfig
 from device.detect.detector_config import engine_config
 from device.detect.engine import DeviationEvent, Engine
+from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
+from device.features.nightly import NightlyTracker
 from device.inference.slots import ModelSlots, ShadowStats
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
@@ -92,6 +94,11 @@ class Agent:
         self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
         self.engine = self._restore_engine()
+        # the collar's nights (resting HR overnight, restlessness, the day's steps) through the
+        # night watch: its level and evidence travel in the daily summary
+        self.nights = NightlyTracker() if isinstance(self.features, CollarMetrics) else None
+        self.watch = self._restore_watch() if self.nights is not None else None
+        self.last_night: NightAssessment | None = None
         self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
         self.gate: Any = None
@@ -128,9 +135,20 @@ class Agent:
                 self.counts["engine_state_unreadable"] += 1
         return Engine(m, directions=d)
 
+    def _restore_watch(self) -> NightWatch:
+        blob = self.outbox.get("nightwatch_state")
+        if blob:
+            try:
+                return NightWatch.from_state(blob)
+            except NightWatchStateError as exc:
+                logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
+                self.counts["nightwatch_state_unreadable"] += 1
+        return NightWatch()
+
     def save_state(self) -> None:
         self.outbox.put_many({"engine_state": self.engine.state(),
-                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode()})
+                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode(),
+                              **({"nightwatch_state": self.watch.state()} if self.watch else {})})
         if self.individual_id:
             self.outbox.put("individual_id", self.individual_id.encode())
 
@@ -208,6 +226,10 @@ class Agent:
                 self.counts["window_unclassifiable"] += 1
                 logger.debug("features.unclassifiable", extra={"reason": str(exc)})
         vec = self.features.vector(w, label)
+        if self.nights is not None and self.watch is not None:
+            night = self.nights.add(w.minute_ts, w.heart_rate, w.steps)
+            if night is not None:
+                self.last_night = self.watch.update(night)
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
@@ -285,6 +307,11 @@ class Agent:
         if d is None:
             return
         body = d.body()
+        if self.last_night is not None and self.last_night.day == int(d.ts // 86400.0):
+            a = self.last_night  # this morning's verdict on last night
+            body["night"] = {"level": a.level, "evidence": round(a.evidence, 3),
+                             "night_z": round(a.night, 3), "z": dict(zip(a.z, json_floats(a.z.values()), strict=True)),
+                             "baseline": dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True))}
         body.update({
             "latency": self.budget.report(), "ingest": self.ingest_counts(),
             "warming_up": self.engine.warming_up, "model_version": self.model_version,

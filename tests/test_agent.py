@@ -313,3 +313,16 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a.outbox.put("individual_id", b"Bella Smith")
     b = Agent(a.cfg, connect=False)
     assert b.individual_id == "" and b.counts["individual_id_rejected"] == 1
+
+
+def test_the_collar_reads_its_nights_into_the_daily_summary(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    """A sleeping dog's nights go through the night watch; the morning's verdict travels in the
+    summary of that day, and the watch's state is saved and restored with the engine's."""
+    a = run_trace(tmp_path, fleet[4], 3.0)
+    a.write_summary()
+    nights = [r.body["night"] for r in a.outbox.due(10**6) if r.kind == "summary" and "night" in r.body]
+    assert len(nights) >= 2
+    assert nights[-1]["level"] == "green" and nights[-1]["z"]["rhr"] is None  # a young baseline
+    a.save_state()
+    b = Agent(replace(a.cfg, source=a.cfg.source), connect=False)
+    assert b.watch is not None and b.watch.state() == a.watch.state()
