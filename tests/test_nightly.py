@@ -158,3 +158,14 @@ def test_nightsignal_as_published() -> None:
     # steps during the night: those minutes do not count
     steps = np.where(np.arange(len(t)) % 2 == 0, 0.0, 5.0)
     assert len(nightsignal(t_a, hr_a, t_a, steps).dates) == days
+
+
+def test_fewer_steps_alone_is_not_an_illness() -> None:
+    """Corroboration adds to a resting-HR rise and never makes one: the weeks of low activity
+    after an illness (or a lazy week) do not keep the level red."""
+    w = _settled()
+    first = w.update(_night(30, 59.0, steps=1200.0))
+    assert first.z["steps"] > 2 and first.z["rhr"] <= 0 and first.night == pytest.approx(first.z["rhr"])
+    for d in range(31, 50):
+        a = w.update(_night(d, 59.0, steps=1200.0))
+        assert a.level == "green" and (a.z["rhr"] > 0 or a.night == pytest.approx(a.z["rhr"]))

@@ -7,8 +7,8 @@ red, nor a night whose resting heart rate is ``exclude_z`` spreads up: a fever m
 the baseline; after ``max_excluded`` nights in a row kept out the baseline accepts the new
 normal); the spread is shrunk towards a prior (``rhr_prior`` ...) as if it were ``min_nights``
 nights. A night's evidence is the robust
-z of its resting heart rate (up counts), combined with the drop in steps and the rise in
-restlessness (``use_steps``, ``use_restless``; Stouffer: their z's summed over the square root of how
+z of its resting heart rate (up counts), combined, on a night whose resting heart rate is up,
+with the drop in steps and the rise in restlessness (``use_steps``, ``use_restless``; Stouffer: their z's summed over the square root of how
 many there are, each clipped to ``[-z_clip, z_clip]``: one wild night is bounded, no weights).
 A one-sided CUSUM adds the nights' evidence less an allowance ``k``, one night carrying at most
 half the way to red: one elevated night is never an alert, several in a row are.
@@ -150,7 +150,9 @@ class NightWatch:
                     z[f] = min(max(zz, -c.z_clip), c.z_clip)
         used = [z["rhr"]] if math.isfinite(z["rhr"]) else []
         for f, on in (("steps", c.use_steps), ("restless", c.use_restless)):
-            if on and used and math.isfinite(z[f]):
+            # corroboration adds to a resting-HR rise, it never makes one: fewer steps alone (a
+            # lazy week, the weeks after an illness) is not evidence of an illness
+            if on and used and z["rhr"] > 0.0 and math.isfinite(z[f]):
                 used.append(z[f])
         night = sum(used) / math.sqrt(len(used)) if used else 0.0
         if used:  # a night without resting HR neither adds nor takes away; one night carries
