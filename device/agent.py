@@ -3,52 +3,65 @@
 One thread does all the work (reading, scoring, SQLite); paho's network thread only reports
 into a queue (device/sync.py). Bad frames, bad payloads and bad commands are counted and logged,
 never raised: the agent keeps serving.
+
+The agent in parts: a per-kind :class:`~device.profiles.DeviceProfile` (metrics, the engine's
+row, the daily summary), a :class:`~device.releases.ReleaseHandler` (models, detector config,
+release commands) and a :class:`~device.syncer.Syncer` (the uplink: batches, acks, refusals).
+What is left here is the loop: ingest, score, record, and the state that survives a restart.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import json
 import logging
 import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device.budget import SHED_RAW, SHED_SHADOW, LatencyBudget
+from device.budget import SHED_RAW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
-from device.detect.detector_config import engine_config
-from device.detect.engine import DeviationEvent, Engine
+from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
 from device.features.daily import DayAccumulator, json_floats
-from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
-from device.inference.slots import ModelSlots, ShadowStats
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
+from device.profiles import DeviceProfile, profile_for
 from device.reader import ByteSource, open_source
-from device.sync import Uplink
+from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
+from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
-from shared import schemas, topics
-from shared.alert_gate import GATE_KEYS, AlertGate, event_numbers
+from shared.alert_gate import EventNumbers
+from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, decode_payload
+from shared.records import (
+    CommandReport,
+    Direction,
+    Event,
+    EventTrace,
+    NightVerdict,
+    RawWindow,
+    RecordBody,
+    Severity,
+    kind_of,
+)
+from shared.signing import PublicKeyLike
 from shared.topics import TopicError, check_id
 
+__all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
-AGENT_VERSION = "0.1.0"
 BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
-MAX_BATCH_BYTES = 192 * 1024  # below the cloud's 256 KiB message cap, with room for the envelope
 TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
 FORWARD_JUMP_S = 1800.0  # a frame this far ahead of the previous one: a gap or a clock jump
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
@@ -65,10 +78,22 @@ def _day_name(day: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far an agent got, safe to read from another thread (the CLI's progress lines)."""
+
+    device_id: str
+    started: bool  # the source is open
+    ts: float | None  # the newest sensor time (the device's timeline)
+    windows: int
+    events: int
+
+
 class Agent:
     """One agent per device. ``run()`` until the source ends (exit_on_eof) or ``stop`` is set."""
 
-    def __init__(self, cfg: AgentConfig, *, classifier: Any = "factory", connect: bool = True) -> None:
+    def __init__(self, cfg: AgentConfig, *, classifier: ActivityModel | str | None = "factory",
+                 connect: bool = True) -> None:
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -77,56 +102,49 @@ class Agent:
         self.counts: Counter[str] = Counter()
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
-        self.features = CollarMetrics(cfg.quiet_minutes, score_rest=cfg.score_rest) if cfg.kind == "collar" else PerceptionMetrics()
+        self.profile: DeviceProfile = profile_for(cfg)
         # configured, else learnt from the device-info frame (kept across restarts)
         self.individual_id = ""
         self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
                                source="saved state")
         public_key = _load_public_key(cfg.cloud_public_key)
-        # signed model releases need the cloud's key; without it the shipped model runs alone
-        self.slots = (ModelSlots(self.state_dir, public_key, device_class=cfg.kind, agent_version=AGENT_VERSION)
-                      if public_key is not None and cfg.kind == "collar" and classifier == "factory" else None)
-        if self.slots is not None:
-            self.classifier: Any = self.slots.active_classifier()
-        else:
-            self.classifier = _load_classifier(classifier) if cfg.kind == "collar" else None
-        self.model_version = getattr(self.classifier, "sha256", "none")[:12]
-        self.shadow: Any = None  # a shadow model outside slots (tests); slots keep their own
-        self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
         self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
         # called with (minute_ts, feature vector, engine output) after each window (replay plots);
         # the output's arrays are the engine's buffers: copy what you keep
         self.observer: Callable[[float, list[float], Any], None] | None = None
         self.engine = self._restore_engine()
-        # the collar's nights (resting HR overnight, restlessness, the day's steps) through the
-        # night watch: its level and evidence travel in the daily summary
-        self.nights = NightlyTracker() if isinstance(self.features, CollarMetrics) else None
+        # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
+        # watch: the morning's verdict travels in the daily summary (``night``)
+        self.nights = NightlyTracker() if self.profile.kind == "collar" else None
         self.watch = self._restore_watch() if self.nights is not None else None
         self.last_night: NightAssessment | None = None
-        self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
+        self.trace = (TraceRing(self.profile.metrics, cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
-        self.gate: Any = None
-        self._apply_detector_config()
+        self.releases = ReleaseHandler(self.profile, self.state_dir, public_key, classifier, self.counts,
+                                       reconfigure=self.apply_detector_config)
+        self.apply_detector_config()
         self.raw_until = 0.0
         self.end_of_stream = False
         self.clock_offset = 0.0
         self._last_ts: float | None = None
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
+        self._last_expire = time.monotonic()
         self.day: DayAccumulator | None = None
         self._source: ByteSource | None = None
-        self.uplink = Uplink(cfg.mqtt, cfg.device_id, incarnation=self.outbox.incarnation) if connect else None
+        self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
+                             on_command=self._on_command)
+        self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
         self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
-        self.commands.register("install_shadow", self._cmd_install_shadow)
-        self.commands.register("promote", self._cmd_promote)
-        self.commands.register("rollback", self._cmd_rollback)
+        for name, handler in self.releases.commands().items():
+            self.commands.register(name, handler)
 
     # ---- state ---------------------------------------------------------------------------------
     def _restore_engine(self) -> Engine:
-        m, d = self.features.metrics, self.features.directions
+        m, d = self.profile.metrics, self.profile.directions
         blob = self.outbox.get("engine_state")
         names = self.outbox.get("engine_metrics")
         if blob:
@@ -149,6 +167,15 @@ class Agent:
                 logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
                 self.counts["nightwatch_state_unreadable"] += 1
         return NightWatch()
+
+    def _night_verdict(self, day_ts: float) -> NightVerdict | None:
+        """This morning's verdict on last night, for the summary of the day it was read."""
+        a = self.last_night
+        if a is None or a.day != int(day_ts // 86400.0):
+            return None
+        return NightVerdict(level=a.level, evidence=round(a.evidence, 3), night_z=round(a.night, 3),  # type: ignore[arg-type]
+                            z=dict(zip(a.z, json_floats(a.z.values()), strict=True)),
+                            baseline=dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True)))
 
     def save_state(self) -> None:
         self.outbox.put_many({"engine_state": self.engine.state(),
@@ -218,21 +245,9 @@ class Agent:
 
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
-        label = None
-        accel = w.accel_window(getattr(self.classifier, "window_seconds", 4.0))
-        if self.classifier is not None and accel is not None and len(accel) >= 8:
-            try:
-                t_inf = time.perf_counter()
-                pred = self.classifier.predict(accel, float(w.accel_rate))
-                self.metrics.inference(time.perf_counter() - t_inf)
-                label = pred.label
-                shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
-                if shadow is not None and self.budget.allows(SHED_SHADOW):
-                    self.shadow_stats.record(w.minute_ts, pred, shadow.predict(accel, float(w.accel_rate)))
-            except ValueError as exc:
-                self.counts["window_unclassifiable"] += 1
-                logger.debug("features.unclassifiable", extra={"reason": str(exc)})
-        vec = self.features.vector(w, label)
+        accel = w.accel_window(self.releases.window_seconds)
+        label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget, self.metrics)
+        vec = self.profile.vector(w, label)
         if self.nights is not None and self.watch is not None:
             night = self.nights.add(w.minute_ts, w.heart_rate, w.steps)
             if night is not None:
@@ -247,10 +262,9 @@ class Agent:
         for ev in out.events:
             self._emit_event(ev)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
-            self._append("raw", w.minute_ts, {"minute_ts": w.minute_ts, "metrics": json_floats(vec),
-                                               "names": list(self.features.metrics),
-                                               "label": label, "accel": None if accel is None else
-                                               np.round(accel, 3).tolist()})
+            xyz = None if accel is None else tuple((float(x), float(y), float(z))
+                                                   for x, y, z in np.round(accel, 3).tolist())
+            self._append(RawWindow(w.minute_ts, json_floats(vec), self.profile.metrics, label, xyz), w.minute_ts)
         took = time.perf_counter() - t0
         self.budget.record(took * 1000.0, self.source_backlog())
         self.metrics.window(took)
@@ -263,76 +277,65 @@ class Agent:
             self._last_state_ts, self._last_state_wall = w.minute_ts, time.monotonic()
 
     def _emit_event(self, ev: DeviationEvent) -> None:
-        body = asdict(ev)
-        body.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=json_floats(ev.baseline),
-                    observed=json_floats(ev.observed), model_version=self.model_version,
-                    detector_version=self.detector_version)
-        if self.gate is not None and not self.gate.alerts(event_numbers(None, body)):
+        gate = self.releases.gate
+        if gate is not None and not gate.alerts(EventNumbers.from_event(ev)):
             self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
             return
-        trace = self._event_trace()
-        if trace is not None:
-            body["trace"] = trace
-        self._append("event", ev.ts, body)
+        event = Event(start_ts=float(ev.start_ts), ts=float(ev.ts), metrics=tuple(ev.metrics),
+                      directions=tuple(_direction(d) for d in ev.directions), score=float(ev.score),
+                      severity=Severity(ev.severity), kind="sustained", baseline=json_floats(ev.baseline),
+                      observed=json_floats(ev.observed), model_version=self.releases.model_version,
+                      detector_version=self.releases.detector_version, trace=self._event_trace())
+        self._append(event, ev.ts)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
 
-    def _event_trace(self) -> dict[str, Any] | None:
+    def _event_trace(self) -> EventTrace | None:
         """The longest trace that keeps the event row well inside the outbox's row cap (a long
         ``event_trace_hours`` with many metrics is cut at a later snapshot); None if none fits."""
         if self.trace is None:
             return None
         for start in range(self.trace.snapshots):
             tr = self.trace.export(start)
-            if tr is not None and len(json.dumps(tr, separators=(",", ":"))) <= TRACE_MAX_BYTES:
+            if tr is not None and len(json.dumps(to_json(tr), separators=(",", ":"))) <= TRACE_MAX_BYTES:
                 if start:
                     self.counts["event_trace_shortened"] += 1
                 return tr
         self.counts["event_trace_dropped"] += 1
         return None
 
-    def _append(self, kind: str, ts: float, body: dict[str, Any]) -> None:
+    def _append(self, body: RecordBody, ts: float) -> None:
+        kind = kind_of(body)
         try:
-            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, body)
+            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body))
         except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
             logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
 
     # ---- daily summary -----------------------------------------------------------------------
-    def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: Any) -> None:
+    def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: EngineOutput) -> None:
         day = _utc_day(w.minute_ts)
         if self.day is not None and self.day.day != day:
             self.write_summary()
         if self.day is None:
-            self.day = DayAccumulator(day, w.minute_ts, tuple(self.features.metrics),
-                                      track_rest=isinstance(self.features, CollarMetrics))
-        collar = self.features if isinstance(self.features, CollarMetrics) else None
-        self.day.add(w.minute_ts, np.asarray(vec, dtype=np.float64), w.steps, label, w.temp, w.battery,
-                     out.baseline[0] if out.baseline.size else out.baseline,
-                     out.spread[0] if out.spread.size else out.spread,
-                     rest=collar is not None and collar.rest.still,
-                     rest_closed=collar.rest.closed if collar is not None else ())
+            self.day = self.profile.new_day(day, w.minute_ts)
+        self.profile.add_minute(self.day, w, vec, label, out.baseline[0] if out.baseline.size else out.baseline,
+                                out.spread[0] if out.spread.size else out.spread)
 
     def write_summary(self) -> None:
         d, self.day = self.day, None
         if d is None:
             return
-        body = d.body()
-        if self.last_night is not None and self.last_night.day == int(d.ts // 86400.0):
-            a = self.last_night  # this morning's verdict on last night
-            body["night"] = {"level": a.level, "evidence": round(a.evidence, 3),
-                             "night_z": round(a.night, 3), "z": dict(zip(a.z, json_floats(a.z.values()), strict=True)),
-                             "baseline": dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True))}
-        body.update({
-            "latency": self.budget.report(), "ingest": self.ingest_counts(),
-            "warming_up": self.engine.warming_up, "model_version": self.model_version,
-            "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
-            "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
-            "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
+        rel = self.releases
+        summary = replace(
+            d.body(), latency=self.budget.report(), ingest=self.ingest_counts(),
+            warming_up=self.engine.warming_up, model_version=rel.model_version,
+            detector_version=rel.detector_version, agent_version=AGENT_VERSION,
+            shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
+            models=rel.status(), outbox=self.outbox.counters(), night=self._night_verdict(d.ts),
             # what still waits for the cloud's ack (the fleet page shows it beside the battery)
-            "backlog": {"rows": self.outbox.pending_count(), "bytes": self.outbox.bytes_used},
-        })
-        self._append("summary", d.ts, body)
+            backlog={"rows": self.outbox.pending_count(), "bytes": self.outbox.bytes_used})
+        self._append(summary, d.ts)
 
     def ingest_counts(self) -> dict[str, int]:
         return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
@@ -358,177 +361,64 @@ class Agent:
         self.raw_until = max(self.raw_until, (self._last_ts or time.time()) + minutes * 60.0)
         return {"raw_until": self.raw_until}
 
-    def _need_slots(self) -> ModelSlots:
-        if self.slots is None:
-            raise ValueError("model releases need cloud_public_key (and a collar agent with its factory model)")
-        return self.slots
-
-    def _use_active(self) -> dict[str, Any]:
-        slots = self._need_slots()
-        self.classifier = slots.active_classifier()
-        self.model_version = self.classifier.sha256[:12]
-        self.shadow_stats.reset()
-        self._apply_detector_config()
-        return {"model_version": self.model_version, "detector_version": self.detector_version,
-                "models": slots.status()}
-
-    def _apply_detector_config(self, cfg: Mapping[str, Any] | None = None) -> None:
-        """A release's detector config (``detector.json`` in the signed bundle; default: the
-        active slot's) takes effect here: engine keys (EngineConfig fields) rebuild the engine from
-        its own state, so nothing is relearnt; alert-gate keys (min_score, metric_thresholds, ...)
-        filter events before they are queued, with the same semantics the cloud's release check
-        replays."""
-        if cfg is None:
-            cfg = self.slots.detector_config("active") if self.slots is not None else {}
-        try:
-            new = engine_config(cfg)
-            gate = AlertGate.from_config(cfg) if any(k in cfg for k in GATE_KEYS) else None
-        except (ValueError, TypeError) as exc:  # signed but unusable: keep what runs, say so
-            self.counts["detector_config_rejected"] += 1
-            logger.error("agent.detector_config_rejected", extra={"reason": str(exc)})
-            cfg, new, gate = {}, self.engine.config, None
-        if new != self.engine.config:
-            self.engine = Engine.from_state(self.engine.state(), self.features.metrics, config=new,
-                                            directions=self.features.directions)
+    def apply_detector_config(self, cfg: dict[str, Any] | None = None) -> None:
+        """Apply a release's detector config (default: the active one's; see device/releases.py);
+        a rebuilt engine starts a new trace (earlier snapshots lack the change)."""
+        engine = self.releases.configure(self.engine, self.profile, cfg)
+        if engine is not self.engine:
+            self.engine = engine
             if self.trace is not None:
                 self.trace.reset()
-        self.gate = gate
-        self.detector_version = hashlib.sha256(
-            json.dumps(cfg, sort_keys=True).encode() + repr(self.engine.config).encode()).hexdigest()[:12]
-
-    def _cmd_install_shadow(self, args: dict[str, Any]) -> dict[str, Any]:
-        slots = self._need_slots()
-        data = base64.b64decode(str(args.get("bundle_b64", "")), validate=True)
-        if not data:
-            raise ValueError("install_shadow needs bundle_b64 (the signed bundle)")
-        m = slots.install_shadow(data)
-        if args.get("sha256") and args["sha256"] != m.sha256:
-            slots.discard_shadow()
-            raise ValueError(f"bundle model sha256 {m.sha256[:12]} is not the announced {str(args['sha256'])[:12]}")
-        self.shadow_stats.reset()
-        return {"installed": m.name, "version": m.version, "models": slots.status()}
-
-    def _cmd_promote(self, args: dict[str, Any]) -> dict[str, Any]:
-        self._need_slots().promote()
-        return self._use_active()
-
-    def _cmd_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Undo a release. With ``name``/``version`` only the slot holding that release is touched
-        (active: restore the previous model; shadow: discard it; neither: nothing to undo), so a
-        rollback sent to a device whose install never happened cannot downgrade it."""
-        slots = self._need_slots()
-        if "version" in args:
-            want = (str(args.get("name", "")), str(args["version"]))
-
-            def holds(role: str) -> bool:
-                m = slots.manifest(role)
-                return m is not None and (m.name, str(m.version)) == want
-
-            if holds("active"):
-                slots.rollback()
-            elif holds("shadow"):
-                slots.discard_shadow()
-            else:
-                return {**self._use_active(), "undone": None}
-        elif args.get("promoted", True):
-            slots.rollback()
-        else:
-            slots.discard_shadow()
-        return self._use_active()
 
     def _on_command(self, payload: bytes) -> None:
         cid, ok, detail, data = self.commands.handle(payload)
-        self._append("report", self._last_ts or time.time(),
-                     {"command_id": cid, "ok": ok, "detail": detail, "data": data})
+        self._append(CommandReport(cid, ok, detail, to_json(data)), self._last_ts or time.time())
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
-        """Handle network events and publish due outbox rows."""
-        if self.uplink is None:
-            return
-        for ev in self.uplink.poll():
-            if ev.kind == "puback":
-                seqs = self.uplink.inflight.pop(ev.mid, [])
-                if ev.ok:
-                    self.outbox.mark_published(seqs)
-                else:
-                    self.counts["publish_refused"] += 1
-                    logger.warning("sync.publish_refused", extra={"reason": ev.detail})
-            elif ev.kind == "message":
-                self._on_message(ev.topic, ev.payload)
-            elif ev.kind == "connected":
-                self.outbox.unmark_published()  # sync.connected is logged by the uplink
-        while self.uplink.can_send():
-            busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
-            rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]
-            rows = _fit_batch(rows, self.cfg.outbox.batch_size, MAX_BATCH_BYTES)
-            if not rows or self.uplink.send(rows) is None:
-                break
-
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == topics.ack(self.cfg.device_id):
-            try:
-                msg = schemas.decode(payload)
-                if not isinstance(msg, schemas.Ack) or msg.device_id != self.cfg.device_id:
-                    raise schemas.SchemaError("not an ack for this device")
-            except schemas.SchemaError as exc:
-                self.counts["ack_rejected"] += 1
-                logger.warning("sync.ack_rejected", extra={"reason": str(exc)})
-                return
-            self._on_ack(msg)
-        elif topic == topics.commands(self.cfg.device_id):
-            self._on_command(payload)
-        else:
-            self.counts["unexpected_topic"] += 1
-
-    def _on_ack(self, msg: schemas.Ack) -> None:
-        """Forget what the cloud stored; move aside what it refused for good. An ack for another
-        incarnation (this device before a reset) says nothing about these rows."""
-        if msg.incarnation != self.outbox.incarnation:
-            self.counts["ack_other_incarnation"] += 1
-            logger.warning("sync.ack_other_incarnation", extra={"device_id": self.cfg.device_id,
-                                                                "incarnation": msg.incarnation})
-            return
-        self.outbox.ack(list(msg.seqs))
-        if msg.rejected:
-            moved = self.outbox.reject((r.seq, r.reason) for r in msg.rejected)
-            for r in moved:
-                logger.error("sync.record_rejected", extra={
-                    "device_id": self.cfg.device_id, "seq": r.seq, "kind": r.kind, "reason": r.reason})
+        """Handle network events and publish due outbox rows (device/syncer.py)."""
+        self.syncer.pump()
 
     def source_backlog(self) -> int:
         return self._source.backlog() if self._source is not None else 0
 
     # ---- main loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, source: ByteSource | None = None) -> dict[str, Any]:
+        """Serve until the source ends (with ``exit_on_eof``) or ``stop`` is set; then finish the
+        open day, drain the uplink (bounded) and save. Returns the final report."""
         stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
         self._source = source or open_source(self.cfg.source, self.cfg.baudrate)
-        if self.uplink:
-            self.uplink.start()
-        last_expire = time.monotonic()
+        self.syncer.start()
         try:
-            while not stop.is_set():
-                data = self._source.read()
-                if data:
-                    self.feed(data)
-                self.pump()
-                if time.monotonic() - last_expire > 60.0:
-                    self.outbox.expire()
-                    last_expire = time.monotonic()
-                if self._source.eof or self.end_of_stream:
-                    if self.cfg.exit_on_eof:
-                        break
-                    time.sleep(0.1)
+            while not stop.is_set() and not self.step():
+                pass
             self.finish()
-            self.drain(stop)
+            self.syncer.drain(self.cfg.drain_timeout)
         finally:
             self.save_state()
-            if self.uplink:
-                self.uplink.stop()
+            self.syncer.stop()
             self._source.close()
         return self.report()
+
+    def step(self) -> bool:
+        """One pass of the loop: read what the source has, score it, sync, housekeeping. True when
+        the input has ended and the agent should stop (``exit_on_eof``)."""
+        assert self._source is not None
+        data = self._source.read()
+        if data:
+            self.feed(data)
+        self.pump()
+        if time.monotonic() - self._last_expire > 60.0:
+            self.outbox.expire()
+            self._last_expire = time.monotonic()
+        if not (self._source.eof or self.end_of_stream):
+            return False
+        if self.cfg.exit_on_eof:
+            return True
+        time.sleep(0.1)
+        return False
 
     def finish(self) -> None:
         """End of input: close the open window and write the partial day's summary."""
@@ -539,14 +429,10 @@ class Agent:
         self.write_summary()
         self.save_state()
 
-    def drain(self, stop: threading.Event) -> None:
-        """Wait (bounded) until the cloud acknowledged every row."""
-        if self.uplink is None:
-            return
-        deadline = time.monotonic() + self.cfg.drain_timeout
-        while self.outbox.pending_count() and time.monotonic() < deadline:
-            self.pump()
-            time.sleep(0.02)
+    def progress(self) -> Progress:
+        """Where the agent is (thread-safe reads of plain values; no SQLite)."""
+        return Progress(self.cfg.device_id, self._source is not None, self._last_ts,
+                        self.counts["windows"], self.counts["events"])
 
     def report(self) -> dict[str, Any]:
         rejected = {"count": self.outbox.rejected_count(),
@@ -554,34 +440,15 @@ class Agent:
         return {"device_id": self.cfg.device_id, "individual_id": self.individual_id,
                 "incarnation": self.outbox.incarnation,
                 "pending": self.outbox.pending_count(), "rejected": rejected, "outbox": self.outbox.counters(),
-                "ingest": self.ingest_counts(), "latency": self.budget.report(),
+                "ingest": self.ingest_counts(), "latency": to_json(self.budget.report()),
                 "commands": dict(self.commands.counts)}
 
 
-def _fit_batch(rows: list[Any], max_rows: int, max_bytes: int) -> list[Any]:
-    """The leading rows that fit one MQTT message (always at least one: rows are capped smaller)."""
-    out, total = [], 0
-    for r in rows[:max_rows]:
-        if out and total + r.size > max_bytes:
-            break
-        out.append(r)
-        total += r.size
-    return out
+def _direction(d: int) -> Direction:
+    return 1 if d > 0 else -1 if d < 0 else 0
 
 
-def _load_classifier(spec: Any) -> Any:
-    if spec != "factory":
-        return spec
-    try:
-        from device.inference.classifier import factory_classifier
-
-        return factory_classifier()
-    except (OSError, ImportError, RuntimeError, KeyError, json.JSONDecodeError) as exc:
-        logger.warning("agent.no_model", extra={"reason": str(exc)})
-        return None
-
-
-def _load_public_key(path: str) -> Any:
+def _load_public_key(path: str) -> PublicKeyLike | None:
     if not path:
         return None
     from shared.signing import load_public_key

@@ -12,6 +12,8 @@ from collections import Counter
 
 import numpy as np
 
+from shared.records import Latency
+
 SHED_SHADOW, SHED_RAW = 1, 2
 
 
@@ -51,11 +53,11 @@ class LatencyBudget:
             self.shed["shadow" if level == SHED_SHADOW else "raw"] += 1
         return ok
 
-    def report(self) -> dict[str, float | int]:
+    def report(self) -> Latency:
         """p50/p99 (ms) over the recent windows, overruns, level, and shed counts."""
         k = min(self._n, len(self._ring))
         recent = self._ring[:k]
         p50, p99 = (np.percentile(recent, [50, 99]) if k else (0.0, 0.0))
-        return {"windows": self._n, "p50_ms": round(float(p50), 4), "p99_ms": round(float(p99), 4),
-                "budget_ms": self.budget_ms, "overruns": self.overruns, "shed_level": self.level,
-                "shed_shadow": self.shed["shadow"], "shed_raw": self.shed["raw"]}
+        return Latency(windows=self._n, p50_ms=round(float(p50), 4), p99_ms=round(float(p99), 4),
+                       budget_ms=float(self.budget_ms), overruns=self.overruns, shed_level=self.level,
+                       shed_shadow=self.shed["shadow"], shed_raw=self.shed["raw"])

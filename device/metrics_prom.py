@@ -78,8 +78,8 @@ class AgentCollector(Collector):
         a = self.agent
         info = InfoMetricFamily("edgeloop_agent", "This agent: device, individual and versions")
         info.add_metric([], {"device_id": a.cfg.device_id, "individual_id": a.individual_id or "",
-                             "kind": a.cfg.kind, "model_version": str(a.model_version),
-                             "detector_version": str(getattr(a, "detector_version", ""))})
+                             "kind": a.cfg.kind, "model_version": str(a.releases.model_version),
+                             "detector_version": str(a.releases.detector_version)})
         yield info
         stats = a.decoder.stats
         yield CounterMetricFamily("edgeloop_agent_frames", "Frames decoded from the source (good CRC)",

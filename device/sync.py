@@ -1,8 +1,8 @@
 """MQTT uplink for the agent: QoS 1, persistent session, retained status with a last will.
 
 paho's network thread only puts what happened into a queue; the agent's main thread drains it
-(``poll``) and does all SQLite work, so the outbox is touched by one thread only. A row is marked
-``published`` on PUBACK and deleted on the cloud's application-level ack (see device/outbox.py).
+(``poll``) and does all SQLite work, so the outbox is touched by one thread only. What is in flight,
+and what PUBACKs and acks mean for the outbox, is the syncer's business (device/syncer.py).
 """
 
 from __future__ import annotations
@@ -13,21 +13,26 @@ import queue
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 
-from device.outbox import Row
 from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
+from shared.records import Record
 
 logger = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 
 
+SyncEventKind = Literal["connected", "disconnected", "puback", "message"]
+
+
 @dataclass(frozen=True)
 class SyncEvent:
-    kind: str  # "connected" | "disconnected" | "puback" | "message"
+    """What paho's network thread reports to the agent's thread."""
+
+    kind: SyncEventKind
     mid: int = 0
     topic: str = ""
     payload: bytes = b""
@@ -44,7 +49,6 @@ class Uplink:
         self.incarnation = incarnation  # the outbox's: sent with every batch
         self.events: queue.Queue[SyncEvent] = queue.Queue()
         self.connected = False
-        self.inflight: dict[int, list[int]] = {}
         self.max_inflight = max_inflight
         self.connects = 0
         self.sessions = 0  # successful connects seen by the network thread
@@ -112,7 +116,7 @@ class Uplink:
         self.client.loop_start()
 
     def poll(self) -> list[SyncEvent]:
-        """Drain what the network thread reported, updating connection and inflight state."""
+        """Drain what the network thread reported, updating the connection state."""
         out = []
         while True:
             try:
@@ -122,22 +126,16 @@ class Uplink:
             if ev.kind == "connected":
                 self.connected = True
                 self.connects += 1
-                self.inflight.clear()  # anything unacked becomes due again via the outbox
             elif ev.kind == "disconnected":
                 self.connected = False
             out.append(ev)
 
-    def can_send(self) -> bool:
-        return self.connected and len(self.inflight) < self.max_inflight
-
-    def send(self, rows: list[Row]) -> int | None:
-        """Publish rows as one batch (QoS 1). Returns the mid, or None if not sent."""
-        batch = schemas.UplinkBatch(self.device_id, tuple(
-            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in rows), self.incarnation)
+    def send(self, records: list[Record]) -> int | None:
+        """Publish records as one batch (QoS 1). Returns the mid, or None if not sent."""
+        batch = schemas.UplinkBatch(self.device_id, tuple(records), self.incarnation)
         info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
-        self.inflight[info.mid] = [r.seq for r in rows]
         return info.mid
 
     def stop(self, timeout: float = 5.0) -> None:

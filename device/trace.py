@@ -14,14 +14,13 @@ import base64
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-TRACE_VERSION = 1
+from shared.records import TRACE_VERSION, EventTrace
 
 
-def _exact(xs: list[float]) -> list[float | None]:
+def _exact(xs: list[float]) -> tuple[float | None, ...]:
     """JSON-safe and exact (JSON keeps a float's repr, which round-trips): NaN/inf -> None."""
-    return [float(x) if x is not None and math.isfinite(float(x)) else None for x in xs]
+    return tuple(float(x) if x is not None and math.isfinite(float(x)) else None for x in xs)
 
 
 class TraceRing:
@@ -65,13 +64,12 @@ class TraceRing:
     def snapshots(self) -> int:
         return len(self._snaps)
 
-    def export(self, start: int = 0) -> dict[str, Any] | None:
-        """``{"v", "metrics", "t0", "state" (base64), "ts", "values"}`` from snapshot ``start``
-        (0: the oldest, the longest trace; higher: shorter), or None when there is none."""
+    def export(self, start: int = 0) -> EventTrace | None:
+        """The trace from snapshot ``start`` (0: the oldest, the longest trace; higher: shorter),
+        or None when there is none."""
         if not 0 <= start < len(self._snaps):
             return None
         t0, state = self._snaps[start]
         rows = [r for r in self._rows if r[0] >= t0]
-        return {"v": TRACE_VERSION, "metrics": list(self.metrics), "t0": t0,
-                "state": base64.b64encode(state).decode("ascii"),
-                "ts": [r[0] for r in rows], "values": [_exact(r[1]) for r in rows]}
+        return EventTrace(TRACE_VERSION, tuple(self.metrics), t0, base64.b64encode(state).decode("ascii"),
+                          tuple(r[0] for r in rows), tuple(_exact(r[1]) for r in rows))

@@ -243,10 +243,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def _progress_thread(agent: Any, stop: threading.Event) -> None:
     def loop() -> None:
         while not stop.wait(0.5):
-            if agent._source is None:
+            p = agent.progress()
+            if not p.started:
                 continue  # progress starts once the source is open (the demo waits for it)
-            print(json.dumps({"device_id": agent.cfg.device_id, "ts": agent._last_ts,
-                              "windows": agent.counts["windows"], "events": agent.counts["events"]}),
+            print(json.dumps({"device_id": p.device_id, "ts": p.ts, "windows": p.windows, "events": p.events}),
                   flush=True)
 
     threading.Thread(target=loop, daemon=True).start()

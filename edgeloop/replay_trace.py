@@ -92,7 +92,7 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
                 ev.pop("trace", None)  # the engine snapshot for release checks: not for reading
                 f.write(json.dumps(ev) + "\n")
                 events.append(ev)
-    metrics = list(agent.features.metrics)
+    metrics = list(agent.profile.metrics)
     png = out / "trace.png"
     plot_trace(rec, metrics, events, png, title=f"{Path(trace).name}: {agent.individual_id or agent.cfg.device_id}")
     ingest = report["ingest"]

@@ -9,7 +9,7 @@ returns once every outbox row is acknowledged by the cloud (so the cloud holds a
 
 ``SimAgent`` adds model-release handlers (``install_shadow``, ``promote``, ``rollback``): the
 bundle (base64 in the command, signature checked with ``shared.bundles.read_bundle``) carries a
-detector config that the agent's own ``_apply_detector_config`` applies: its alert gate
+detector config that the agent's own ``apply_detector_config`` applies: its alert gate
 (``shared.alert_gate``: ``min_score``, ``metric_thresholds``) filters events, its engine keys
 (fields of ``EngineConfig``, e.g. ``cusum_h``) re-configure the engine, keeping its learned state.
 Events are stamped with the active release's model sha256[:12], as the agent does for its
@@ -69,8 +69,8 @@ class SimAgent(Agent):
 
     # ---- releases ------------------------------------------------------------------------------
     def _apply(self, rel: Release) -> None:
-        self._apply_detector_config(rel.detector)  # the agent's own: engine keys and alert gate
-        self.model_version = rel.sha256[:12]
+        self.apply_detector_config(rel.detector)  # the agent's own: engine keys and alert gate
+        self.releases.model_version = rel.sha256[:12]
 
     def _rel_install(self, args: dict[str, Any]) -> dict[str, Any]:
         data = base64.b64decode(str(args.get("bundle_b64", "")), validate=True)
@@ -90,18 +90,18 @@ class SimAgent(Agent):
         self.previous, self.active, self.shadow_release = self.active, self.shadow_release, None
         self._apply(self.active)
         self.save_state()
-        return {"model_version": self.model_version, "version": self.active.version}
+        return {"model_version": self.releases.model_version, "version": self.active.version}
 
     def _rel_rollback(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("promoted", True):
             self.shadow_release = None
-            return {"model_version": self.model_version, "discarded_shadow": True}
+            return {"model_version": self.releases.model_version, "discarded_shadow": True}
         if self.previous is None:
             raise ValueError("nothing to roll back to")
         self.active, self.previous = self.previous, None
         self._apply(self.active)
         self.save_state()
-        return {"model_version": self.model_version, "version": self.active.version}
+        return {"model_version": self.releases.model_version, "version": self.active.version}
 
     @property
     def handled(self) -> int:

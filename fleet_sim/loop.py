@@ -49,6 +49,7 @@ from fleet_sim.owners import OwnerConfig, OwnerSim
 from fleet_sim.pipeline import ReleasePipeline, sim_rollout_config
 from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client
+from shared.records import CommandReport
 from shared.signing import generate_keypair, save_private_key, save_public_key
 
 logger = logging.getLogger(__name__)
@@ -230,9 +231,9 @@ def run_simulation(cfg: SimConfig) -> SimResult:
         cloud.agg.rollouts = pipeline.mgr  # the aggregator routes replies/summaries to it and ticks it
 
         def on_report(device_id: str, rec: schemas.Record) -> None:
-            body = rec.body if isinstance(rec.body, dict) else {}
-            if not str(body.get("command_id", "")).startswith("rollout."):
-                config_replies["ok" if body.get("ok") else "failed: " + str(body.get("detail", ""))[:80]] += 1
+            body = rec.body
+            if isinstance(body, CommandReport) and not body.command_id.startswith("rollout."):
+                config_replies["ok" if body.ok else "failed: " + body.detail[:80]] += 1
 
         cloud.agg.on_report = on_report
 

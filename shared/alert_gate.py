@@ -9,13 +9,25 @@ of a detector config is ignored here. See ``cloud/regression/replay.py`` for the
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 GATE_KEYS = ("min_score", "metric_thresholds", "default_metric_threshold", "min_metrics")
+
+
+class HasNumbers(Protocol):
+    """What the gate reads of an event (device.detect.engine.DeviationEvent, shared.records.Event)."""
+
+    @property
+    def score(self) -> float: ...
+    @property
+    def metrics(self) -> Sequence[str]: ...
+    @property
+    def baseline(self) -> Sequence[float | None]: ...
+    @property
+    def observed(self) -> Sequence[float | None]: ...
 
 
 class AlertGateError(ValueError):
@@ -27,15 +39,6 @@ def _num(x: Any) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def _obj(x: Any) -> Any:
-    if isinstance(x, str):
-        try:
-            return json.loads(x)
-        except ValueError:
-            return None
-    return x
 
 
 MAX_DEVIATION = 1e9  # caps |o - b| / |b| for tiny baselines (keeps datasets finite JSON)
@@ -64,36 +67,19 @@ class EventNumbers:
         return {"score": self.score, "devs": self.devs}
 
     @classmethod
+    def from_event(cls, ev: HasNumbers) -> EventNumbers:
+        """An event's score and, per metric, ``|observed - baseline| / |baseline|`` (None when
+        either is not recorded): a device engine event or a ``shared.records.Event``."""
+        n = len(ev.metrics)
+        base = ev.baseline if len(ev.baseline) == n else (None,) * n
+        obs = ev.observed if len(ev.observed) == n else (None,) * n
+        return cls(_num(ev.score), {str(m): rel_deviation(o, b) for m, b, o in zip(ev.metrics, base, obs, strict=True)})
+
+    @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> EventNumbers:
         d = d or {}
         devs = d.get("devs") or {}
         return cls(_num(d.get("score")), {str(k): _num(v) for k, v in devs.items()})
-
-
-def event_numbers(alert: Mapping[str, Any] | None, event_body: Mapping[str, Any] | None = None
-                  ) -> EventNumbers:
-    """Score and deviations from an alert row (preferred) or an event record body."""
-    alert = alert or {}
-    body = event_body or {}
-    score = _num(alert.get("score"))
-    if score is None:
-        score = _num(body.get("score"))
-    devs: dict[str, float | None] = {}
-    obs, base = _obj(alert.get("observed")), _obj(alert.get("baseline"))
-    names = _obj(alert.get("metrics"))
-    if isinstance(obs, Mapping) and isinstance(base, Mapping):
-        for m in set(obs) | set(base) | set(names if isinstance(names, list) else []):
-            devs[str(m)] = rel_deviation(obs.get(m), base.get(m))
-    elif isinstance(names, list) and names:
-        devs = {str(m): None for m in names}
-    if not any(v is not None for v in devs.values()):
-        bm, bb, bo = body.get("metrics"), body.get("baseline"), body.get("observed")
-        if isinstance(bm, list) and bm:
-            bb = bb if isinstance(bb, list) else []
-            bo = bo if isinstance(bo, list) else []
-            devs = {str(m): rel_deviation(bo[i] if i < len(bo) else None, bb[i] if i < len(bb) else None)
-                    for i, m in enumerate(bm)}
-    return EventNumbers(score, devs)
 
 
 @dataclass(frozen=True)

@@ -15,27 +15,28 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
 
-from shared.topics import TopicError, check_id
+from shared.codec import SchemaError, from_json, to_json
+from shared.records import Record, RecordKind
+from shared.topics import check_id
+
+__all__ = ["FEEDBACK_ACTIONS", "MAX_MESSAGE_BYTES", "RECORD_KINDS", "SCHEMA_VERSION", "STATES", "UPLINK_VERSION",
+           "Ack", "BatchDecode", "Command", "Feedback", "Message", "Record", "Rejection", "Reply", "SchemaError",
+           "Status", "UplinkBatch", "canonical", "check_incarnation", "decode", "decode_batch", "encode"]
 
 SCHEMA_VERSION = 1  # status, command, reply, feedback (and the owner-facing alert)
 UPLINK_VERSION = 2  # batch and ack; see VERSIONS
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DEPTH = 64  # JSON nesting accepted by decode (deeper bodies could not be re-encoded)
-RECORD_KINDS = ("event", "summary", "raw", "report")
-STATES = ("online", "offline", "stopped")
-FEEDBACK_ACTIONS = ("confirm", "dismiss", "normal_for_her", "label", "delivered", "opened",
-                    "acted", "ignored")
-
-
 MAX_REASON_CHARS = 300  # a refusal's reason as carried in an ack
+DeviceState = Literal["online", "offline", "stopped"]
+FeedbackAction = Literal["confirm", "dismiss", "normal_for_her", "label", "delivered", "opened", "acted", "ignored"]
+RECORD_KINDS: tuple[str, ...] = tuple(k.value for k in RecordKind)
+STATES: tuple[str, ...] = get_args(DeviceState)
+FEEDBACK_ACTIONS: tuple[str, ...] = get_args(FeedbackAction)
 _INCARNATION = re.compile(r"[0-9a-f]{32}")
-
-
-class SchemaError(ValueError):
-    """A message does not match its schema."""
 
 
 def check_incarnation(value: str) -> str:
@@ -47,16 +48,9 @@ def check_incarnation(value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Record:
-    """One outbox row as sent upstream; ``(device_id, incarnation, seq)`` is its identity (the
-    device id and incarnation travel once per batch)."""
-
-    seq: int
-    kind: str
-    ts: float
-    individual_id: str
-    body: dict[str, Any]
+def _check_seq(seq: int, name: str = "seq") -> None:
+    if not 1 <= seq < 2**63:
+        raise SchemaError(f"{name}: must be 1 .. 2^63-1, found {seq}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +65,10 @@ class UplinkBatch:
     incarnation: str = ""
     v: int = UPLINK_VERSION
 
+    def validate(self) -> None:
+        check_id(self.device_id)
+        check_incarnation(self.incarnation)
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -79,6 +77,9 @@ class Rejection:
 
     seq: int
     reason: str
+
+    def validate(self) -> None:
+        _check_seq(self.seq)
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,23 @@ class Ack:
     rejected: tuple[Rejection, ...] = ()
     v: int = UPLINK_VERSION
 
+    def validate(self) -> None:
+        check_id(self.device_id)
+        check_incarnation(self.incarnation)
+        if not all(1 <= s < 2**63 for s in self.seqs):
+            raise SchemaError("seqs: each must be 1 .. 2^63-1")
+
 
 @dataclass(frozen=True)
 class Status:
     type: ClassVar[str] = "status"
     device_id: str
-    state: str
+    state: DeviceState
     ts: float
     v: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        check_id(self.device_id)
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,9 @@ class Command:
     sig: str = ""
     v: int = SCHEMA_VERSION
 
+    def validate(self) -> None:
+        check_id(self.device_id)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -130,16 +143,22 @@ class Reply:
     data: dict[str, Any] = field(default_factory=dict)
     v: int = SCHEMA_VERSION
 
+    def validate(self) -> None:
+        check_id(self.device_id)
+
 
 @dataclass(frozen=True)
 class Feedback:
     type: ClassVar[str] = "feedback"
     alert_id: str
     individual_id: str
-    action: str
+    action: FeedbackAction
     ts: float
     label: str = ""
     v: int = SCHEMA_VERSION
+
+    def validate(self) -> None:
+        check_id(self.individual_id, "individual id")
 
 
 Message = UplinkBatch | Ack | Status | Command | Reply | Feedback
@@ -159,7 +178,7 @@ class BatchDecode:
 
 def encode(msg: Message) -> bytes:
     """Serialise a message to compact JSON bytes (fields newer than ``msg.v`` are left out)."""
-    d = asdict(msg)
+    d = to_json(msg)
     for name, since in getattr(msg, "since", {}).items():
         if msg.v < since:
             if d[name]:
@@ -177,7 +196,8 @@ def canonical(d: dict[str, Any]) -> bytes:
 def decode(payload: bytes) -> Message:
     """Parse and validate a message. Raises SchemaError with a one-line reason."""
     d, cls = _envelope(payload)
-    return _build(cls, d, cls.type)
+    msg: Message = from_json(cls, _without_type(d), cls.type)
+    return msg
 
 
 def decode_batch(payload: bytes) -> BatchDecode:
@@ -189,16 +209,13 @@ def decode_batch(payload: bytes) -> BatchDecode:
     raw = d.get("records")
     if not isinstance(raw, list):
         raise SchemaError(f"batch.records: expected a list of records, found {type(raw).__name__}")
-    env: UplinkBatch = _build(cls, {**d, "records": []}, cls.type)
+    env: UplinkBatch = from_json(UplinkBatch, {**_without_type(d), "records": []}, "batch")
     good: list[Record] = []
     rejected: list[Rejection] = []
     unidentified: list[str] = []
     for i, r in enumerate(raw):
-        path = f"batch.records[{i}]"
         try:
-            if not isinstance(r, dict):
-                _bad(path, "object", r)
-            good.append(_build(Record, r, path))
+            good.append(from_json(Record, r, f"batch.records[{i}]"))
         except SchemaError as exc:
             seq = r.get("seq") if isinstance(r, dict) else None
             if type(seq) is int and 1 <= seq < 2**63:
@@ -207,6 +224,10 @@ def decode_batch(payload: bytes) -> BatchDecode:
                 unidentified.append(str(exc)[:MAX_REASON_CHARS])
     batch = UplinkBatch(env.device_id, tuple(good), env.incarnation, env.v)
     return BatchDecode(batch, tuple(rejected), tuple(unidentified))
+
+
+def _without_type(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != "type"}
 
 
 def _envelope(payload: bytes) -> tuple[dict[str, Any], Any]:
@@ -263,81 +284,3 @@ def _finite(text: str) -> float:
     if not math.isfinite(x):  # 1e999: JSON allows it, but it could never be sent on
         raise ValueError(f"number {text[:40]} is out of range")
     return x
-
-
-_SIMPLE = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict[str, Any]": dict}
-
-
-def _build(cls: type, d: dict[str, Any], path: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    extra = set(d) - names - {"type"}
-    if extra:
-        raise SchemaError(f"{path}: unknown field(s) {sorted(extra)}")
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in d:
-            if f.default is not MISSING or f.default_factory is not MISSING:
-                continue
-            raise SchemaError(f"{path}.{f.name}: missing required field")
-        kwargs[f.name] = _value(str(f.type), d[f.name], f"{path}.{f.name}")
-    obj = cls(**kwargs)
-    _semantic(obj, path)
-    return obj
-
-
-def _value(tname: str, x: Any, path: str) -> Any:
-    if tname == "tuple[Rejection, ...]":
-        if not isinstance(x, list):
-            raise SchemaError(f"{path}: expected a list of {{seq, reason}}, found {type(x).__name__}")
-        return tuple(_build(Rejection, r if isinstance(r, dict) else _bad(path, "object", r), path + "[]")
-                     for r in x)
-    if tname == "tuple[Record, ...]":
-        if not isinstance(x, list):
-            raise SchemaError(f"{path}: expected a list of records, found {type(x).__name__}")
-        return tuple(_build(Record, r if isinstance(r, dict) else _bad(path, "object", r), path + "[]")
-                     for r in x)
-    if tname == "tuple[int, ...]":
-        if not isinstance(x, list) or not all(type(i) is int for i in x):
-            raise SchemaError(f"{path}: expected a list of integers, found {x!r:.60}")
-        return tuple(x)
-    want = _SIMPLE[tname]
-    if isinstance(x, bool) and tname in ("int", "float"):
-        _bad(path, tname, x)
-    if not isinstance(x, want):
-        _bad(path, tname, x)
-    if tname == "float":
-        x = float(x)
-        if not math.isfinite(x):
-            _bad(path, "finite number", x)
-    return x
-
-
-def _bad(path: str, want: str, x: Any) -> Any:
-    raise SchemaError(f"{path}: expected {want}, found {type(x).__name__} {x!r:.60}")
-
-
-def _semantic(obj: Any, path: str) -> None:
-    try:
-        if isinstance(obj, Record | Rejection) and not 1 <= obj.seq < 2**63:
-            raise SchemaError(f"{path}.seq: must be 1 .. 2^63-1, found {obj.seq}")
-        if isinstance(obj, UplinkBatch | Ack):
-            try:
-                check_incarnation(obj.incarnation)
-            except SchemaError as exc:
-                raise SchemaError(f"{path}.{exc}") from None
-        if isinstance(obj, Ack) and not all(1 <= s < 2**63 for s in obj.seqs):
-            raise SchemaError(f"{path}.seqs: each must be 1 .. 2^63-1")
-        if isinstance(obj, Record):
-            check_id(obj.individual_id, "individual id")
-            if obj.kind not in RECORD_KINDS:
-                raise SchemaError(f"{path}.kind: expected one of {RECORD_KINDS}, found {obj.kind!r}")
-        if hasattr(obj, "device_id"):
-            check_id(obj.device_id)
-        if isinstance(obj, Status) and obj.state not in STATES:
-            raise SchemaError(f"{path}.state: expected one of {STATES}, found {obj.state!r}")
-        if isinstance(obj, Feedback):
-            check_id(obj.individual_id, "individual id")
-            if obj.action not in FEEDBACK_ACTIONS:
-                raise SchemaError(f"{path}.action: expected one of {FEEDBACK_ACTIONS}, found {obj.action!r}")
-    except TopicError as exc:
-        raise SchemaError(f"{path}: {exc}") from None

@@ -18,6 +18,7 @@ from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DAY, DEMO_START, Condition, default_fleet
 from shared import schemas
 from shared.command_signing import sign_command
+from shared.records import CommandReport
 from shared.signing import generate_keypair, save_public_key
 
 
@@ -70,19 +71,19 @@ def test_events_carry_a_trace_that_replays_to_the_same_event(tmp_path: Path, fle
         tr = json.loads(json.dumps(e.body["trace"]))  # what the cloud receives
         assert tr["metrics"] == list(a.engine.metrics)
         assert 6 * 3600 <= e.ts - tr["t0"] < 7 * 3600 + 60
-        (again,) = [b for b in replay_trace(tr, {}, until=e.ts) if b["ts"] == e.ts]
-        assert again["metrics"] == e.body["metrics"] and again["score"] == e.body["score"]
+        (again,) = [ev for ev in replay_trace(tr, {}, until=e.ts) if ev.ts == e.ts]
+        assert list(again.metrics) == e.body["metrics"] and again.score == e.body["score"]
     assert not a.counts["event_trace_shortened"], "the default 6 h of 4 metrics fits whole"
     (tmp_path / "long").mkdir()
     c = run_trace(tmp_path / "long", fleet[0], 8.0, event_trace_hours=24.0)
     for e in events(c):  # a 24 h trace of 4 metrics would not fit: cut at a later snapshot
         tr = e.body["trace"]
         assert len(json.dumps(tr, separators=(",", ":"))) <= 64 * 1024
-        assert replay_trace(tr, {}, until=e.ts)[-1]["ts"] == e.ts
+        assert replay_trace(tr, {}, until=e.ts)[-1].ts == e.ts
     assert c.counts["event_trace_shortened"] >= 1 and not c.counts["event_trace_dropped"]
     (tmp_path / "off").mkdir()
     b = run_trace(tmp_path / "off", fleet[0], 8.0, event_trace_hours=0.0)
-    assert events(b) and all("trace" not in e.body for e in events(b))
+    assert events(b) and all(e.body["trace"] is None for e in events(b))
 
 
 def test_summaries_carry_latency_ingest_and_hourly_baselines(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -214,12 +215,12 @@ def test_budget_sheds_optional_work_instead_of_lagging(tmp_path: Path, fleet) ->
     trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
     a = Agent(AgentConfig(device_id="collar-004", source=str(trace), state_dir=str(tmp_path / "s"),
                           exit_on_eof=True, budget_ms=1.0), connect=False)
-    a.shadow = SlowShadow()
+    a.releases.shadow = SlowShadow()
     a.raw_until = DEMO_START + 10 * DAY
     a.run()
     rep = a.budget.report()
-    assert rep["shed_shadow"] > 0.8 * 720, "the shadow model is shed once the budget is exceeded"
-    assert rep["shed_raw"] > 0, "then raw capture"
+    assert rep.shed_shadow > 0.8 * 720, "the shadow model is shed once the budget is exceeded"
+    assert rep.shed_raw > 0, "then raw capture"
     assert a.counts["windows"] == 720, "every window is still scored"
     assert SlowShadow.calls < 20
 
@@ -232,7 +233,7 @@ def test_budget_levels_rise_and_fall() -> None:
     for _ in range(200):
         b.record(0.1)
     assert b.level == 0
-    assert b.report()["p99_ms"] == pytest.approx(50.0)
+    assert b.report().p99_ms == pytest.approx(50.0)
 
 
 def test_offline_replay_cli_writes_events(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -283,11 +284,11 @@ def test_acks_count_only_for_this_outbox_incarnation_and_refusals_move_aside(tmp
     a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
     seqs = [a.outbox.append("summary", "rex", float(i), {"i": i}) for i in range(3)]
     other = "f" * 32 if a.outbox.incarnation != "f" * 32 else "e" * 32
-    a._on_message(topics.ack("collar-009"), schemas.encode(schemas.Ack("collar-009", tuple(seqs), other)))
+    a.syncer.handle_message(topics.ack("collar-009"), schemas.encode(schemas.Ack("collar-009", tuple(seqs), other)))
     assert a.outbox.pending_seqs() == seqs, "an ack for the device's earlier life deletes nothing"
     assert a.counts["ack_other_incarnation"] == 1
     ack = schemas.Ack("collar-009", (seqs[0],), a.outbox.incarnation, (schemas.Rejection(seqs[1], "bad id"),))
-    a._on_message(topics.ack("collar-009"), schemas.encode(ack))
+    a.syncer.handle_message(topics.ack("collar-009"), schemas.encode(ack))
     assert a.outbox.pending_seqs() == [seqs[2]]
     rep = a.report()
     assert rep["rejected"]["count"] == 1 and rep["rejected"]["latest"][0]["seq"] == seqs[1]
@@ -305,7 +306,7 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
     a.feed(info("Bella Smith"))
     assert a.counts["individual_id_rejected"] == 1 and a.individual_id == ""
-    a._append("report", DEMO_START, {"x": 1})
+    a._append(CommandReport("c1", True), DEMO_START)
     assert a.outbox.due()[0].individual_id == "collar-009", "filed under the device id"
     a.feed(info("bella"))
     assert a.individual_id == "bella"
@@ -313,6 +314,26 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a.outbox.put("individual_id", b"Bella Smith")
     b = Agent(a.cfg, connect=False)
     assert b.individual_id == "" and b.counts["individual_id_rejected"] == 1
+
+
+def test_progress_is_a_public_view_and_profiles_replace_the_kind_branches(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    from device.profiles import CollarProfile, PerceptionProfile
+
+    a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "c")), classifier=None, connect=False)
+    p0 = a.progress()
+    assert (p0.started, p0.ts, p0.windows, p0.events) == (False, None, 0, 0)
+    trace = tmp_path / "t.bin"
+    sim = CollarSim(fleet[4], DEMO_START, 0.2)
+    trace.write_bytes(b"".join(sim.frames()) + sim.end_frame())
+    b = Agent(AgentConfig(device_id="collar-009", source=str(trace), state_dir=str(tmp_path / "c2"),
+                          exit_on_eof=True), classifier=None, connect=False)
+    b.run()
+    p1 = b.progress()
+    assert p1.started and p1.windows == b.counts["windows"] > 200 and p1.ts is not None and p1.ts > DEMO_START
+    assert isinstance(a.profile, CollarProfile) and a.profile.classifies
+    pi = Agent(AgentConfig(device_id="pi-000", kind="perception", state_dir=str(tmp_path / "p")), connect=False)
+    assert isinstance(pi.profile, PerceptionProfile) and pi.releases.classifier is None
+    assert pi.profile.new_day("2026-01-01", DEMO_START).track_rest is False
 
 
 def test_the_collar_reads_its_nights_into_the_daily_summary(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from recs import record_of
+
 from cloud.aggregator.handler import Aggregator
 from cloud.commands import Commander
 from cloud.rules.notify import NotificationPolicy
@@ -39,8 +41,8 @@ def batch(dev: str, *recs: schemas.Record) -> bytes:
 
 def test_store_once_and_ack_every_delivery() -> None:
     agg, sent, _ = make()
-    r1 = schemas.Record(1, "summary", T0, "bella", {"day": "2026-01-05"})
-    r2 = schemas.Record(2, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    r1 = record_of(1, "summary", T0, "bella", {"day": "2026-01-05"})
+    r2 = record_of(2, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
     for _ in range(3):  # redelivered twice
         agg.handle_message(topics.uplink("collar-000"), batch("collar-000", r1, r2))
     assert agg.store.count() == 2 and agg.counts["records_duplicate"] == 4
@@ -52,7 +54,7 @@ def test_store_once_and_ack_every_delivery() -> None:
 
 def test_bad_messages_are_counted_and_nothing_else_is_lost() -> None:
     agg, sent, _ = make()
-    good = batch("collar-000", schemas.Record(1, "summary", T0, "bella", {}))
+    good = batch("collar-000", record_of(1, "summary", T0, "bella", {"day": "2026-01-05"}))
     bad = [
         (topics.uplink("collar-000"), b"not json"),
         (topics.uplink("collar-000"), json.dumps({"v": 9, "type": "batch"}).encode()),
@@ -61,21 +63,25 @@ def test_bad_messages_are_counted_and_nothing_else_is_lost() -> None:
         ("edgeloop/v1/dev/collar-000/unknown", good),
         ("some/other/topic", good),
         (topics.owner_feedback("bella"), b"{}"),
-        (topics.uplink("collar-000"), batch("collar-000", schemas.Record(5, "event", T0, "bella", {"x": 1}))),
     ]
     for topic, payload in bad:
         agg.handle_message(topic, payload)
+    # an event body the rules could not read: now refused as a record, with its reason
+    unreadable = json.loads(good)
+    unreadable["records"][0].update(seq=5, kind="event", body={"x": 1})
+    agg.handle_message(topics.uplink("collar-000"), json.dumps(unreadable).encode())
     agg.handle_message(topics.uplink("collar-000"), good)
-    assert agg.counts["rejected"] == len(bad) - 1  # the unreadable event body is stored, not decided
-    assert agg.counts["events_unreadable"] == 1 and agg.counts["spoofed"] == 1
+    assert agg.counts["rejected"] == len(bad) and agg.counts["spoofed"] == 1
+    assert agg.counts["records_rejected"] == 1 and "unknown field(s) ['x']" in str(
+        schemas.decode(sent[0][1]).rejected[0].reason)  # type: ignore[union-attr]
     # every bad message leaves a row; the feedback module records its own rejection as well
-    assert agg.store.db["rejections"].count == len(bad) + 1
-    assert agg.store.count() == 2
+    assert agg.store.db["rejections"].count == len(bad) + 2
+    assert agg.store.count() == 1
 
 
 def test_collect_more_sends_a_signed_command_the_device_accepts() -> None:
     agg, sent, key = make(commander=True)
-    rec = schemas.Record(3, "event", T0 + 3 * 86400 + 7200, "bella",
+    rec = record_of(3, "event", T0 + 3 * 86400 + 7200, "bella",
                          event_body(score=0.55, severity="warning", metrics=("resting_hr",)))
     agg.handle_message(topics.uplink("collar-000"), batch("collar-000", rec))
     assert agg.decisions[0].action == "collect_more", agg.decisions[0]
@@ -99,9 +105,9 @@ def test_no_decision_on_a_discarded_duplicate() -> None:
     """A record the insert discarded as a duplicate is acked, never decided: the event body that
     arrived under a stored (device, incarnation, seq) is not the one the cloud keeps."""
     agg, sent, _ = make()
-    summary = schemas.Record(5, "summary", T0, "bella", {"day": "2026-01-05"})
+    summary = record_of(5, "summary", T0, "bella", {"day": "2026-01-05"})
     agg.handle_message(topics.uplink("collar-000"), batch("collar-000", summary))
-    clash = schemas.Record(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    clash = record_of(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
     agg.handle_message(topics.uplink("collar-000"), batch("collar-000", clash))
     assert agg.counts["records_duplicate"] == 1
     alerts = agg.store.db["alerts"]
@@ -112,7 +118,7 @@ def test_no_decision_on_a_discarded_duplicate() -> None:
 
 def test_a_new_incarnation_is_a_new_record_and_is_decided() -> None:
     agg, sent, _ = make()
-    ev = schemas.Record(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    ev = record_of(5, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
     for inc in (INC_A, INC_B, INC_A):
         agg.handle_message(topics.uplink("collar-000"),
                            schemas.encode(schemas.UplinkBatch("collar-000", (ev,), inc)))
@@ -126,10 +132,11 @@ def test_a_new_incarnation_is_a_new_record_and_is_decided() -> None:
 
 def test_one_bad_record_is_refused_alone_and_named_in_the_ack() -> None:
     agg, sent, _ = make()
-    good = [schemas.Record(1, "summary", T0, "bella", {}), schemas.Record(3, "event", T0 + 3 * 86400 + 7200,
-                                                                          "bella", event_body())]
+    good = [record_of(1, "summary", T0, "bella", {"day": "2026-01-05"}),
+            record_of(3, "event", T0 + 3 * 86400 + 7200, "bella", event_body())]
     payload = json.loads(schemas.encode(schemas.UplinkBatch("collar-000", tuple(good), INC_A)))
-    payload["records"].insert(1, {"seq": 2, "kind": "summary", "ts": T0, "individual_id": "Bella Smith", "body": {}})
+    payload["records"].insert(1, {"seq": 2, "kind": "summary", "ts": T0, "individual_id": "Bella Smith",
+                                  "body": {"day": "2026-01-05"}})
     payload["records"].append({"seq": "x"})  # no usable seq: refused, cannot be named
     agg.handle_message(topics.uplink("collar-000"), json.dumps(payload).encode())
     assert agg.store.count() == 2 and len(agg.decisions) == 1
@@ -143,12 +150,12 @@ def test_one_bad_record_is_refused_alone_and_named_in_the_ack() -> None:
 def test_a_v1_device_keeps_working() -> None:
     """v1 batches (no incarnation) are stored under incarnation "" and acked in v1."""
     agg, sent, _ = make()
-    rec = schemas.Record(1, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
+    rec = record_of(1, "event", T0 + 3 * 86400 + 7200, "bella", event_body())
     v1 = json.dumps({"v": 1, "type": "batch", "device_id": "collar-000",
                      "records": [{"seq": 1, "kind": "event", "ts": rec.ts, "individual_id": "bella",
-                                  "body": rec.body},
+                                  "body": event_body()},
                                  {"seq": 2, "kind": "event", "ts": rec.ts, "individual_id": "bad id",
-                                  "body": rec.body}]}).encode()
+                                  "body": event_body()}]}).encode()
     agg.handle_message(topics.uplink("collar-000"), v1)
     assert agg.store.records()[0]["incarnation"] == ""
     assert agg.decisions[0].alert_id == "collar-000:1"

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from recs import record_of
 
 from cloud.regression import RegressionConfig, ReplayError, capture_cases, check_release, list_cases
 from cloud.regression.engine_replay import EngineReplayer, case_trace, replay_trace
@@ -15,7 +16,8 @@ from cloud.regression.replay import ThresholdReplayer, as_replayer
 from device.detect.detector_config import engine_config
 from device.detect.engine import Engine, EngineConfig
 from device.trace import TraceRing
-from shared.schemas import Record, UplinkBatch
+from shared.codec import to_json
+from shared.schemas import UplinkBatch
 
 T0 = 1_767_571_200.0
 METRICS = ("resting_hr", "skin_temp")
@@ -45,9 +47,9 @@ def _device_run(ts: np.ndarray, vals: np.ndarray) -> tuple[list[dict], Engine]:
         ring.add_row(t, v)
         for ev in out.events:
             bodies.append({"ts": ev.ts, "start_ts": ev.start_ts, "metrics": list(ev.metrics),
-                           "directions": list(ev.directions), "score": ev.score,
+                           "directions": list(ev.directions), "score": ev.score, "severity": ev.severity,
                            "baseline": list(ev.baseline), "observed": list(ev.observed),
-                           "trace": json.loads(json.dumps(ring.export()))})
+                           "trace": json.loads(json.dumps(to_json(ring.export())))})
     return bodies, eng
 
 
@@ -77,10 +79,11 @@ def test_trace_ring_keeps_the_lookback_and_exports_shorter_traces() -> None:
         ring.add_row(t, [float(i)])
     full, short = ring.export(), ring.export(ring.snapshots - 1)
     assert full is not None and short is not None and ring.export(ring.snapshots) is None
-    assert 3 * 3600 <= full["ts"][-1] - full["t0"] < 4 * 3600
-    assert short["t0"] > full["t0"] and short["ts"][0] == short["t0"] and short["ts"][-1] == full["ts"][-1]
+    assert 3 * 3600 <= full.ts[-1] - full.t0 < 4 * 3600
+    assert short.t0 > full.t0 and short.ts[0] == short.t0 and short.ts[-1] == full.ts[-1]
     ring.before_row(T0, lambda: b"x")  # the clock went back: start over
-    assert ring.snapshots == 1 and ring.export()["ts"] == []  # type: ignore[index]
+    again = ring.export()
+    assert ring.snapshots == 1 and again is not None and again.ts == ()
     with pytest.raises(ValueError, match="must be > 0"):
         TraceRing(("a",), lookback_s=0)
 
@@ -88,9 +91,10 @@ def test_trace_ring_keeps_the_lookback_and_exports_shorter_traces() -> None:
 def test_replay_with_the_device_config_gives_the_device_event(device_events: list[dict]) -> None:
     for body in device_events:
         got = replay_trace(body["trace"], {}, until=body["ts"])
-        assert [b["ts"] for b in got] == [body["ts"]]
-        for k in ("metrics", "directions", "score", "baseline", "observed", "start_ts"):
-            assert got[0][k] == body[k], k
+        assert [ev.ts for ev in got] == [body["ts"]]
+        for k in ("metrics", "directions", "baseline", "observed"):
+            assert list(getattr(got[0], k)) == body[k], k
+        assert (got[0].score, got[0].start_ts) == (body["score"], body["start_ts"])
 
 
 def test_engine_only_candidate_is_judged_by_the_engine(device_events: list[dict]) -> None:
@@ -134,7 +138,7 @@ def test_release_check_blocks_a_silent_engine_on_a_traced_confirmed_case(device_
 
     store = CloudStore()
     body = device_events[0]
-    store.store_batch(UplinkBatch("dev-1", (Record(1, "event", body["ts"], "ind-1", body),)))
+    store.store_batch(UplinkBatch("dev-1", (record_of(1, "event", body["ts"], "ind-1", body),)))
     add_alert(store, "ill", body["ts"], seq=1, score=body["score"],
               metrics={m: (o, b) for m, o, b in zip(body["metrics"], body["observed"], body["baseline"],
                                                      strict=True)})

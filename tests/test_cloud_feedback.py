@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recs import record_of
 
 from cloud.feedback import (
     ERROR_COUNTS,
@@ -26,7 +27,7 @@ from cloud.feedback.http import start_feedback_server
 from cloud.rules.notify import NotificationPolicy, due_renotifications, handle_event
 from cloud.store.db import CloudStore
 from shared import topics
-from shared.schemas import Feedback, Record, UplinkBatch, encode
+from shared.schemas import Feedback, UplinkBatch, encode
 
 DAY = 86400.0
 NOON = 10 * DAY + 12 * 3600
@@ -39,7 +40,7 @@ def event(store, t=NOON, ind="rex", dev="dev1", **kw):
          "score": 0.8, "severity": "warning", "kind": "sustained", "baseline": [60.0, 1.0],
          "observed": [75.0, 0.5], "model_version": "m1", "detector_version": "d1"}
     b.update(kw)
-    rec = Record(seq=next(_seq), kind="event", ts=t, individual_id=ind, body=b)
+    rec = record_of(seq=next(_seq), kind="event", ts=t, individual_id=ind, body=b)
     store.store_batch(UplinkBatch(device_id=dev, records=(rec,)))
     return handle_event(store, POLICY, dev, rec)
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 
+from recs import record_of
+
 from cloud.aggregator.handler import Aggregator
 from cloud.feedback import personalisation_commands
 from cloud.notifiers import MqttNotifier
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
 from shared import topics
-from shared.schemas import Feedback, Record, UplinkBatch, encode
+from shared.schemas import Feedback, UplinkBatch, encode
 
 NOON = 20 * 86400.0 + 12 * 3600
 
@@ -21,7 +23,7 @@ def _batch(seq, ts, observed):
     body = {"start_ts": ts - 7200, "ts": ts, "metrics": ["resting_hr"], "directions": [1],
             "score": 0.85, "severity": "critical", "kind": "sustained", "baseline": [62.0],
             "observed": [observed], "model_version": "abc123", "detector_version": "1"}
-    return encode(UplinkBatch("collar-7", (Record(seq, "event", ts, "bella", body),)))
+    return encode(UplinkBatch("collar-7", (record_of(seq, "event", ts, "bella", body),)))
 
 
 def test_feedback_loop_through_the_aggregator():

@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from recs import record_of
 
 from cloud.feedback.periodic import periodic
 from cloud.notifiers import LogNotifier
 from cloud.rules.followup import collected_followups, judge
 from cloud.rules.notify import NotificationPolicy, handle_event, set_individual_prefs
 from cloud.store.db import CloudStore
-from shared.schemas import Record, UplinkBatch
+from shared.schemas import UplinkBatch
 
 DAY = 86400.0
 NOON = 10 * DAY + 12 * 3600
@@ -53,7 +54,7 @@ def test_judge_keeps_the_share_of_the_deviation(temp: float, fraction: float) ->
 def _collecting(store: CloudStore, seq: int, t: float = NOON, dev: str = "dev1", ind: str = "rex") -> str:
     body = {"start_ts": t - 3600, "ts": t, "score": 0.5, "severity": "warning", "kind": "sustained",
             "model_version": "m1", "detector_version": "d1", **EV}
-    rec = Record(seq, "event", t, ind, body)
+    rec = record_of(seq, "event", t, ind, body)
     store.store_batch(UplinkBatch(dev, (rec,)))
     d = handle_event(store, POLICY, dev, rec, now=t)
     assert (d.action, d.rule) == ("collect_more", "single-weak-metric")
@@ -62,7 +63,7 @@ def _collecting(store: CloudStore, seq: int, t: float = NOON, dev: str = "dev1",
 
 def _raw(store: CloudStore, seq0: int, t0: float, temp: float, n: int = 60, dev: str = "dev1") -> None:
     store.store_batch(UplinkBatch(dev, tuple(
-        Record(seq0 + i, "raw", t0 + 60 * i, "rex", {"minute_ts": t0 + 60 * i, "metrics": [90.0, None, 4.0, temp],
+        record_of(seq0 + i, "raw", t0 + 60 * i, "rex", {"minute_ts": t0 + 60 * i, "metrics": [90.0, None, 4.0, temp],
                                                      "names": NAMES, "label": "rest", "accel": None})
         for i in range(n))))
 
@@ -111,7 +112,7 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     strong = {"start_ts": NOON, "ts": NOON + 600, "score": 0.9, "severity": "critical", "kind": "sustained",
               "model_version": "m1", "detector_version": "d1", "metrics": ["heart_rate", "skin_temp"],
               "directions": [1, 1], "baseline": [80.0, 38.4], "observed": [110.0, 39.4]}
-    rec = Record(200, "event", NOON + 600, "rex", strong)
+    rec = record_of(200, "event", NOON + 600, "rex", strong)
     store.store_batch(UplinkBatch("dev1", (rec,)))
     told = handle_event(store, POLICY, "dev1", rec, now=NOON + 600)
     assert told.action == "notify"

@@ -78,7 +78,8 @@ def test_two_default_aggregators_share_the_work_and_store_each_record_once(
         batches = []
         for n in range(40):
             for d in devices:
-                recs = tuple(schemas.Record(n * 3 + k + 1, "summary", T0 + n * 60 + k, f"ind-{d}", {"n": n})
+                recs = tuple(schemas.Record(n * 3 + k + 1, "summary", T0 + n * 60 + k, f"ind-{d}",
+                                            {"day": "2026-01-05", "minutes": n})
                              for k in range(3))
                 batches.append((topics.uplink(d), schemas.encode(schemas.UplinkBatch(d, recs))))
         with Collector.connect(mosquitto, "acks") as acks:

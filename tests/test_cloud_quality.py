@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recs import record_of
 
 from cloud.feedback import implicit_sweep, record_feedback
 from cloud.quality import format_quality_table, quality_by_model_version
 from cloud.rules.notify import NotificationPolicy, handle_event
 from cloud.store.db import CloudStore
-from shared.schemas import Feedback, Record
+from shared.schemas import Feedback
 
 DAY = 86400.0
 POLICY = NotificationPolicy.from_toml()
@@ -31,7 +32,7 @@ class World:
                 "score": score, "severity": "warning", "kind": "sustained",
                 "baseline": [1.0] * len(metrics), "observed": [2.0] * len(metrics),
                 "model_version": model, "detector_version": "d"}
-        return handle_event(self.s, POLICY, f"dev-{ind}", Record(self.seq, "event", t, ind, body))
+        return handle_event(self.s, POLICY, f"dev-{ind}", record_of(self.seq, "event", t, ind, body))
 
     def fb(self, d, action, t):
         record_feedback(self.s, Feedback(d.alert_id, d.individual_id, action, t))

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from recs import record_of
 
 import cloud.regression as reg
 from cloud.regression import (
@@ -20,15 +21,17 @@ from cloud.regression import (
     ThresholdReplayer,
     capture_cases,
     check_release,
-    event_numbers,
     list_cases,
     mark_sensitive,
     passed_check_id,
+    window_numbers,
 )
 from cloud.regression.fixtures import add_alert, add_feedback
 from cloud.releases import register_release, release_check_cli
 from cloud.store.db import CloudStore
-from shared.schemas import Record, UplinkBatch
+from shared.codec import from_json, to_json
+from shared.records import Event
+from shared.schemas import UplinkBatch
 
 D = 86400.0
 NOW = 1_800_000_000.0
@@ -56,9 +59,11 @@ def _history(store: CloudStore) -> None:
 def test_capture_turns_confirmed_misses_and_false_alarms_into_cases_once() -> None:
     store = CloudStore()
     store.store_batch(UplinkBatch("dev-2", (
-        Record(7, "event", NOW - 7 * D, "ind-2", {"metrics": ["resting_hr"], "score": 0.4}),
-        Record(8, "raw", NOW - 7 * D - 600, "ind-2", {"hr": [60, 61]}),
-        Record(9, "raw", NOW - 7 * D - 10 * 3600, "ind-2", {"hr": [1]}),  # outside the pad
+        record_of(7, "event", NOW - 7 * D, "ind-2", {"start_ts": NOW - 7 * D, "ts": NOW - 7 * D,
+                                                     "metrics": ["resting_hr"], "directions": [1], "score": 0.4,
+                                                     "severity": "warning"}),
+        record_of(8, "raw", NOW - 7 * D - 600, "ind-2", {"minute_ts": NOW - 7 * D - 600, "metrics": [60, 61]}),
+        record_of(9, "raw", NOW - 7 * D - 10 * 3600, "ind-2", {"minute_ts": NOW, "metrics": [1]}),  # outside the pad
     )))
     _history(store)
     new = capture_cases(store, NOW)
@@ -109,14 +114,19 @@ def test_cases_are_kept_forever() -> None:
         mark_sensitive(store, 999, "x")
 
 
-def test_event_numbers_from_alert_row_and_event_body() -> None:
-    n = event_numbers({"score": 0.5, "metrics": '["hr", "steps"]', "observed": '{"hr": 66, "steps": 0}',
-                       "baseline": '{"hr": 60, "steps": 0}'})
+def test_case_numbers_from_the_event_record_else_the_alert_row() -> None:
+    alert = {"score": 0.5, "metrics": '["hr", "steps"]', "observed": '{"hr": 66, "steps": 0}',
+             "baseline": '{"hr": 60, "steps": 0}'}
+    n = window_numbers(alert, None)
     assert n.score == 0.5 and n.devs == {"hr": pytest.approx(0.1), "steps": 0.0}
-    body = {"metrics": ["hr"], "baseline": [50.0], "observed": [60.0], "score": 0.7}
-    assert event_numbers(None, body) == EventNumbers(0.7, {"hr": pytest.approx(0.2)})
-    assert event_numbers({"metrics": ["hr"], "score": 0.2}).devs == {"hr": None}
-    assert event_numbers(None, None).empty
+    body = {"start_ts": 0.0, "ts": 60.0, "metrics": ["hr"], "directions": [1], "score": 0.7,
+            "severity": "warning", "baseline": [50.0], "observed": [60.0]}
+    assert window_numbers(alert, body) == EventNumbers(0.7, {"hr": pytest.approx(0.2)}), "the event's own numbers"
+    ev = from_json(Event, body, "event")
+    assert EventNumbers.from_event(ev) == window_numbers(None, body)
+    assert window_numbers(alert, {"score": 0.7}) == n, "an unreadable body: the alert row"
+    assert window_numbers({"metrics": ["hr"], "score": 0.2}, None).devs == {"hr": None}
+    assert window_numbers(None, None).empty
 
 
 @pytest.mark.parametrize(("cfg", "numbers", "alerts"), [
@@ -313,7 +323,11 @@ _ids = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
 def test_cases_round_trip_type_edges(device: str, individual: str, seq: int, label: str, score: float,
                                      obs: float, base: float, metric: str) -> None:
     store = CloudStore()
-    store.store_batch(UplinkBatch(device, (Record(seq, "event", NOW - D, individual, {"label": label}),)))
+    event = record_of(seq, "event", NOW - D, individual, {"start_ts": NOW - D, "ts": NOW - D, "metrics": [metric],
+                                                          "directions": [0], "score": score, "severity": "info",
+                                                          "baseline": [base], "observed": [obs],
+                                                          "model_version": label})
+    store.store_batch(UplinkBatch(device, (event,)))
     add_alert(store, "a", NOW - D, device_id=device, individual_id=individual, seq=seq, score=score,
               metrics={metric: (obs, base)})
     add_feedback(store, "a", "label", NOW - 10, label="missed", device_id=device, individual_id=individual)
@@ -321,7 +335,7 @@ def test_cases_round_trip_type_edges(device: str, individual: str, seq: int, lab
     add_feedback(store, "b", "label", NOW - 5, label=label)  # free text: a case only if it says so
     (case, *others) = capture_cases(store, NOW)
     assert (case.device_id, case.individual_id, case.seq) == (device, individual, seq)
-    assert case.window["event"]["body"] == {"label": label}
+    assert case.window["event"]["body"] == to_json(event.body)
     assert case.window["alert"]["metrics"] == [metric]
     assert list_cases(store)[0] == case  # what was stored is what is read
     dev = EventNumbers.from_json(case.window["numbers"]).devs[metric]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from recs import record_of
 
 from cloud.regression import ReleaseRef, check_release
 from cloud.regression.fixtures import add_alert, add_feedback
@@ -37,7 +38,7 @@ from cloud.retrain import (
 from cloud.retrain.detector import Sample
 from cloud.store.db import CloudStore
 from shared.config import ConfigError
-from shared.schemas import Record, UplinkBatch
+from shared.schemas import UplinkBatch
 
 D = 86400.0
 NOW = 1_800_000_000.0
@@ -81,7 +82,9 @@ def test_config_errors_name_the_key(data: dict, match: str) -> None:
 
 def test_precision_rule_fires_records_reason_and_exports_dataset(tmp_path: Path) -> None:
     store = CloudStore()
-    store.store_batch(UplinkBatch("dev-1", (Record(5, "event", NOW - 3 * D, "ind-1", {"score": 0.6}),)))
+    store.store_batch(UplinkBatch("dev-1", (record_of(5, "event", NOW - 3 * D, "ind-1", {
+        "start_ts": NOW - 3 * D, "ts": NOW - 3 * D, "metrics": ["resting_hr"], "directions": [1], "score": 0.6,
+        "severity": "warning", "baseline": [60.0], "observed": [80.0]}),)))
     _labelled_history(store, 8, 12, NOW - 3 * D)
     store.db["alerts"].update("a0", {"seq": 5})
     rule = PrecisionRule(name="prec", model_name="collar", min_precision=0.5, min_labelled=20)
@@ -98,7 +101,7 @@ def test_precision_rule_fires_records_reason_and_exports_dataset(tmp_path: Path)
     a0 = next(a for a in alerts if a["alert_id"] == "a0")
     assert (a0["device_id"], a0["individual_id"], a0["seq"], a0["model_version"]) == ("dev-1", "ind-1", 5, "1")
     assert a0["feedback"]["action"] == "confirm" and a0["outcome"] == "tp" and a0["alert"] is True
-    assert a0["event"] == {"score": 0.6} and a0["numbers"]["devs"]["resting_hr"] == pytest.approx(1 / 3)
+    assert a0["event"]["score"] == 0.6 and a0["numbers"]["devs"]["resting_hr"] == pytest.approx(1 / 3)
     assert evaluations(store, "prec")[0]["outcome"] == "fired"
 
 
@@ -235,8 +238,9 @@ def test_no_model_is_logged() -> None:
 def _summaries(store: CloudStore, rng: np.random.Generator, t0: float, days: int, devices: int,
                mean: float, seq0: int) -> None:
     for dev in range(devices):
-        recs = tuple(Record(seq0 + k, "summary", t0 + k * D + dev, f"ind-{dev}",
-                            {"metrics": {"resting_hr": float(rng.normal(mean, 3.0)), "steps": 5000}})
+        recs = tuple(record_of(seq0 + k, "summary", t0 + k * D + dev, f"ind-{dev}",
+                               {"day": f"d{k}", "minutes": 1440, "steps": 5000,
+                                "metrics_mean": {"resting_hr": float(rng.normal(mean, 3.0))}})
                      for k in range(days))
         store.store_batch(UplinkBatch(f"dev-{dev}", recs))
 
@@ -247,7 +251,8 @@ def _agent_summaries(body: Callable[[int], dict[str, Any]], devices: int = 10, d
     add_alert(store, "x", NOW - 40 * D)
     for dev in range(devices):
         store.store_batch(UplinkBatch(f"dev-{dev}", tuple(
-            Record(k + 1, "summary", NOW - days * D + k * D + dev, f"ind-{dev}", body(k)) for k in range(days))))
+            record_of(k + 1, "summary", NOW - days * D + k * D + dev, f"ind-{dev}",
+                      {"day": f"d{k}", "minutes": 1440, **body(k)}) for k in range(days))))
     return store
 
 

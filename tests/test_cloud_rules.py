@@ -9,12 +9,12 @@ import textwrap
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recs import record_of
 
 from cloud.rules.notify import (
     Decision,
     EventBodyError,
     NotificationPolicy,
-    RulesError,
     alert_event_body,
     close_incident,
     collect_more_command,
@@ -24,8 +24,9 @@ from cloud.rules.notify import (
 )
 from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
+from shared.codec import SchemaError
 from shared.config import ConfigError
-from shared.schemas import Record, UplinkBatch
+from shared.schemas import UplinkBatch
 
 DAY = 86400.0
 NOON = 10 * DAY + 12 * 3600  # a UTC noon, outside the default quiet hours 22:00-07:00
@@ -46,7 +47,7 @@ _seq = iter(range(1, 10**9))
 
 def event(store, t=NOON, ind="rex", dev="dev1", now=None, policy=POLICY, seq=None, **kw):
     kw.setdefault("start_ts", t - 3600)
-    rec = Record(seq=seq or next(_seq), kind="event", ts=t, individual_id=ind, body=body(ts=t, **kw))
+    rec = record_of(seq=seq or next(_seq), kind="event", ts=t, individual_id=ind, body=body(ts=t, **kw))
     store.store_batch(UplinkBatch(device_id=dev, records=(rec,)))
     return handle_event(store, policy, dev, rec, now=now)
 
@@ -135,7 +136,7 @@ def test_no_rule_matched_is_held():
 
 
 def test_handle_event_is_idempotent(store):
-    rec = Record(seq=777, kind="event", ts=NOON, individual_id="rex", body=body())
+    rec = record_of(seq=777, kind="event", ts=NOON, individual_id="rex", body=body())
     d1 = handle_event(store, POLICY, "dev1", rec)
     d2 = handle_event(store, POLICY, "dev1", rec)
     assert d1 == d2 and store.db["alerts"].count == 1
@@ -330,23 +331,23 @@ def test_missing_rules_file(tmp_path):
         NotificationPolicy.from_toml(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("bad", [
-    {"metrics": []}, {"metrics": "hr"}, {"score": 1.5}, {"score": "high"}, {"severity": "doom"},
-    {"directions": [1]}, {"observed": [1.0]}, {"start_ts": None},
+@pytest.mark.parametrize("bad, field", [
+    ({"metrics": []}, "metrics"), ({"metrics": "hr"}, "metrics"), ({"score": 1.5}, "score"),
+    ({"score": "high"}, "score"), ({"severity": "doom"}, "severity"), ({"directions": [1]}, "directions"),
+    ({"observed": [1.0]}, "observed"), ({"start_ts": None}, "start_ts"),
 ])
-def test_bad_event_body_is_a_named_counted_error(store, bad):
-    rec = Record(seq=5, kind="event", ts=NOON, individual_id="rex", body=body(**bad))
-    with pytest.raises(EventBodyError) as ei:
-        handle_event(store, POLICY, "dev1", rec)
-    assert "event body." in str(ei.value)
-    assert store.db["rejections"].count == 1
-    assert store.db["alerts"].count == 0
+def test_bad_event_body_is_refused_as_a_record_naming_the_field(bad, field):
+    """The rules no longer parse bodies: the record's decoder refuses a bad one (the aggregator
+    names it in the ack's ``rejected``), so the rules only ever see a valid typed event."""
+    with pytest.raises(SchemaError, match=rf"record 5\.body\.{field}: "):
+        record_of(seq=5, kind="event", ts=NOON, individual_id="rex", body=body(**bad))
 
 
 def test_non_event_record_is_rejected(store):
-    rec = Record(seq=5, kind="summary", ts=NOON, individual_id="rex", body={})
-    with pytest.raises(RulesError, match="not an event"):
+    rec = record_of(seq=5, kind="summary", ts=NOON, individual_id="rex", body={"day": "1970-01-11"})
+    with pytest.raises(EventBodyError, match="not an event"):
         handle_event(store, POLICY, "dev1", rec)
+    assert store.db["rejections"].count == 1 and store.db["alerts"].count == 0
 
 
 def test_alert_event_body_round_trip(store):
@@ -378,7 +379,8 @@ def bodies(draw):
 def test_any_valid_event_gets_exactly_one_stored_decision(events):
     s = CloudStore()
     for i, (b, t, ind) in enumerate(events, start=1):
-        d = handle_event(s, POLICY, "dev1", Record(seq=i, kind="event", ts=t, individual_id=ind, body=b))
+        d = handle_event(s, POLICY, "dev1", record_of(seq=i, kind="event", ts=t, individual_id=ind,
+                                                      body={**b, "ts": t}))
         assert d.action in ("notify", "collect_more", "uncertain", "suppress")
         row = s.db["alerts"].get(d.alert_id)
         assert (row["action"], row["rule"], row["reason"]) == (d.action, d.rule, d.reason)
@@ -398,14 +400,16 @@ def test_any_valid_event_gets_exactly_one_stored_decision(events):
                                         "start_ts", "baseline"]),
                        st.one_of(st.none(), st.integers(), st.text(max_size=5), _floats,
                                  st.lists(st.integers(), max_size=3)), max_size=7))
-def test_garbage_bodies_only_raise_event_body_error(junk):
+def test_garbage_bodies_are_refused_by_the_decoder_or_decided(junk):
     s = CloudStore()
     b = body()
     b.update(junk)
     try:
-        handle_event(s, POLICY, "dev1", Record(seq=1, kind="event", ts=NOON, individual_id="rex", body=b))
-    except EventBodyError:
-        assert s.db["rejections"].count == 1
+        rec = record_of(seq=1, kind="event", ts=NOON, individual_id="rex", body=b)
+    except SchemaError:
+        return  # refused as a record
+    d = handle_event(s, POLICY, "dev1", rec)
+    assert s.db["alerts"].get(d.alert_id)["action"] == d.action
     s.close()
 
 
@@ -414,7 +418,7 @@ def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
 
     path = tmp_path / "cloud.db"
     CloudStore(path).close()
-    recs = [Record(seq=i, kind="event", ts=NOON + 60 * i, individual_id="rex",
+    recs = [record_of(seq=i, kind="event", ts=NOON + 60 * i, individual_id="rex",
                    body=body(ts=NOON + 60 * i, start_ts=NOON + 60 * i - 30,
                              severity="critical" if i % 7 == 0 else "warning"))
             for i in range(1, 31)]
@@ -447,8 +451,8 @@ def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
 
 
 def test_backlog_after_a_network_cut_is_stale_by_device_time(store):
-    old = Record(seq=901, kind="event", ts=NOON, individual_id="rex", body=body(ts=NOON))
-    new = Record(seq=902, kind="event", ts=NOON + 2 * DAY, individual_id="rex",
+    old = record_of(seq=901, kind="event", ts=NOON, individual_id="rex", body=body(ts=NOON))
+    new = record_of(seq=902, kind="event", ts=NOON + 2 * DAY, individual_id="rex",
                  body=body(ts=NOON + 2 * DAY, start_ts=NOON + 2 * DAY - 600))
     store.store_batch(UplinkBatch(device_id="dev1", records=(old, new)))
     assert handle_event(store, POLICY, "dev1", old).rule == "stale"

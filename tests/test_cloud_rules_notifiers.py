@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from recs import record_of
 
 from cloud.notifiers import (
     FanOutNotifier,
@@ -20,7 +21,7 @@ from cloud.notifiers import (
 from cloud.rules.notify import Decision, NotificationPolicy, alert_event_body, handle_event
 from cloud.store.db import CloudStore
 from shared import topics
-from shared.schemas import Record, UplinkBatch
+from shared.schemas import UplinkBatch
 
 BODY = {"start_ts": 100.0, "ts": 43200.0, "metrics": ["hr_rest"], "directions": [1], "score": 0.9,
         "severity": "critical", "kind": "sustained", "baseline": [60.0], "observed": [80.0],
@@ -125,7 +126,7 @@ def test_fan_out_survives_a_broken_notifier():
 
 def test_end_to_end_decision_to_notifier():
     store = CloudStore()
-    rec = Record(seq=4, kind="event", ts=43200.0, individual_id="rex", body=BODY)
+    rec = record_of(seq=4, kind="event", ts=43200.0, individual_id="rex", body=BODY)
     store.store_batch(UplinkBatch(device_id="dev1", records=(rec,)))
     d = handle_event(store, NotificationPolicy.from_toml(), "dev1", rec)
     assert (d.alert_id, d.action, d.rule, d.incident_id) == (DEC.alert_id, "notify", "critical", DEC.incident_id)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from recs import record_of
 
 from cloud.feedback import FeedbackError, implicit_sweep, record_feedback
 from cloud.rules.notify import NotificationPolicy, due_renotifications, handle_event
 from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
-from shared.schemas import Feedback, Record, UplinkBatch
+from shared.schemas import Feedback, UplinkBatch
 
 POLICY = NotificationPolicy.from_toml()
 S = POLICY.settings
@@ -45,7 +46,7 @@ class Loop(RuleBasedStateMachine):
         body = {"start_ts": self.t - age, "ts": self.t, "metrics": metrics, "directions": [1] * n,
                 "score": score, "severity": sev, "kind": "sustained", "baseline": [1.0] * n,
                 "observed": [1.0 + score] * n, "model_version": "m", "detector_version": "d"}
-        rec = Record(self.seq, "event", self.t, ind, body)
+        rec = record_of(self.seq, "event", self.t, ind, body)
         self.store.store_batch(UplinkBatch(f"dev-{ind}", (rec,)))
         d = handle_event(self.store, POLICY, f"dev-{ind}", rec)
         self.alerts.append(d.alert_id)

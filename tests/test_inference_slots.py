@@ -21,6 +21,8 @@ from shared.bundles import (
     BundleWrongDeviceClass,
     build_bundle,
 )
+from shared.codec import to_json
+from shared.records import Disagreement
 from shared.signing import generate_keypair, sign_message, verify_message
 
 PRIV, PUB = generate_keypair()
@@ -216,14 +218,13 @@ def test_shadow_stats_bounded_and_summarised() -> None:
     for t in range(100):
         s.record(float(t), _pred(0), _pred(0 if t % 2 else 1))
     d = s.summary()
-    assert d["windows"] == 100 and d["agree"] == 50 and d["agreement"] == 0.5
-    assert d["confusion"] == {"rest": {"rest": 50, "walk": 50}}
-    assert len(d["disagreements"]) == 20
-    assert d["disagreements"][-1] == {"ts": 98.0, "active": "rest", "shadow": "walk",
-                                      "active_confidence": 0.9, "shadow_confidence": 0.9}
-    json.dumps(d)
-    back = ShadowStats.from_summary(d)
-    assert back.summary() == d
+    assert d.windows == 100 and d.agree == 50 and d.agreement == 0.5
+    assert d.confusion == {"rest": {"rest": 50, "walk": 50}}
+    assert len(d.disagreements) == 20
+    assert d.disagreements[-1] == Disagreement(98.0, "rest", "walk", 0.9, 0.9)
+    saved = json.loads(json.dumps(to_json(d)))
+    assert ShadowStats.from_summary(d).summary() == d
+    assert ShadowStats.from_summary(saved).summary() == d, "restored from the saved JSON"
 
 
 def test_shadow_stats_reset_on_new_shadow(slots: ModelSlots) -> None:

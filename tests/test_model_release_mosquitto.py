@@ -48,8 +48,8 @@ def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> No
 
     agent = Agent(AgentConfig(device_id="collar-000", individual_id="bella", state_dir=str(tmp_path / "dev"),
                               cloud_public_key=str(tmp_path / "cloud.pub"), mqtt=mq))
-    assert agent.slots is not None
-    factory_sha = agent.classifier.sha256
+    assert agent.releases.slots is not None
+    factory_sha = agent.releases.classifier.sha256
     agent.uplink.start()  # type: ignore[union-attr]
     assert wait_for(lambda: agent.uplink.connected, pump=agent.pump)  # type: ignore[union-attr]
 
@@ -73,19 +73,19 @@ def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> No
     cmd.send("collar-000", "install_shadow", {"bundle_b64": base64.b64encode(bundle).decode()})
     assert wait_for(lambda: len(reports()) == 1, pump=step), reports()
     assert reports()[0]["ok"], reports()[0]
-    assert agent.slots.status()["shadow"]["version"] == 2
-    assert agent.shadow_stats.total > 0 or wait_for(lambda: agent.shadow_stats.total > 0, pump=step)
-    assert agent.shadow_stats.agreement == 1.0, "identical weights agree on every window"
+    assert agent.releases.slots.status()["shadow"]["version"] == 2
+    assert agent.releases.shadow_stats.total > 0 or wait_for(lambda: agent.releases.shadow_stats.total > 0, pump=step)
+    assert agent.releases.shadow_stats.agreement == 1.0, "identical weights agree on every window"
 
     cmd.send("collar-000", "promote", {})
     assert wait_for(lambda: len(reports()) == 2, pump=step)
-    assert reports()[1]["ok"] and agent.slots.status()["active"]["version"] == 2
-    assert agent.model_version == agent.classifier.sha256[:12]
+    assert reports()[1]["ok"] and agent.releases.slots.status()["active"]["version"] == 2
+    assert agent.releases.model_version == agent.releases.classifier.sha256[:12]
 
     cmd.send("collar-000", "rollback", {"promoted": True})
     assert wait_for(lambda: len(reports()) == 3, pump=step)
-    assert reports()[2]["ok"] and agent.slots.status()["active"]["slot"] == "factory"
-    assert agent.classifier.sha256 == factory_sha
+    assert reports()[2]["ok"] and agent.releases.slots.status()["active"]["slot"] == "factory"
+    assert agent.releases.classifier.sha256 == factory_sha
 
     # refused: tampered bundle, a bundle signed by another key, and a downgrade below the active
     other, _ = generate_keypair()
@@ -97,7 +97,7 @@ def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> No
         cmd.send("collar-000", "install_shadow", {"bundle_b64": base64.b64encode(b).decode()})
     assert wait_for(lambda: len(reports()) == 5, pump=step)
     assert [r["ok"] for r in reports()[3:]] == [False, False]
-    assert agent.slots.status()["shadow"] is None and agent.slots.status()["active"]["slot"] == "factory"
+    assert agent.releases.slots.status()["shadow"] is None and agent.releases.slots.status()["active"]["slot"] == "factory"
     assert svc.agg.counts["reports.failed"] == 2
 
     agent.uplink.stop()  # type: ignore[union-attr]
@@ -113,13 +113,13 @@ def test_targeted_rollback_never_downgrades_an_uninvolved_device(tmp_path: Path)
     meta = load_manifest()["model"]
     model = FACTORY_MODEL.read_bytes()
     v2 = build_bundle(model, {}, name="activity", version=2, private_key=priv, device_class="collar", model_meta=meta)
-    agent._cmd_install_shadow({"bundle_b64": base64.b64encode(v2).decode()})
-    agent._cmd_promote({})
+    agent.releases.install_shadow({"bundle_b64": base64.b64encode(v2).decode()})
+    agent.releases.promote({})
     # a rollback of release v3 (which this device never installed) must leave v2 active
-    out = agent._cmd_rollback({"name": "activity", "version": 3, "promoted": True})
-    assert out["undone"] is None and agent.slots.status()["active"]["version"] == 2  # type: ignore[union-attr]
-    agent._cmd_rollback({"name": "activity", "version": 2})
-    assert agent.slots.status()["active"]["slot"] == "factory"  # type: ignore[union-attr]
+    out = agent.releases.rollback({"name": "activity", "version": 3, "promoted": True})
+    assert out["undone"] is None and agent.releases.slots.status()["active"]["version"] == 2  # type: ignore[union-attr]
+    agent.releases.rollback({"name": "activity", "version": 2})
+    assert agent.releases.slots.status()["active"]["slot"] == "factory"  # type: ignore[union-attr]
 
 
 def test_a_release_detector_config_takes_effect_on_the_device(tmp_path: Path) -> None:
@@ -129,11 +129,11 @@ def test_a_release_detector_config_takes_effect_on_the_device(tmp_path: Path) ->
     save_public_key(tmp_path / "cloud.pub", pub)
     agent = Agent(AgentConfig(device_id="collar-000", state_dir=str(tmp_path / "dev"),
                               cloud_public_key=str(tmp_path / "cloud.pub")), connect=False)
-    before = agent.detector_version
+    before = agent.releases.detector_version
     bundle = build_bundle(FACTORY_MODEL.read_bytes(), {"min_score": 0.6, "cusum_h": 6.0}, name="activity",
                           version=2, private_key=priv, device_class="collar", model_meta=load_manifest()["model"])
-    agent._cmd_install_shadow({"bundle_b64": base64.b64encode(bundle).decode()})
-    out = agent._cmd_promote({})
+    agent.releases.install_shadow({"bundle_b64": base64.b64encode(bundle).decode()})
+    out = agent.releases.promote({})
     assert agent.engine.config.cusum_h == 6.0 and out["detector_version"] != before
 
     def event(score: float) -> DeviationEvent:
@@ -143,5 +143,5 @@ def test_a_release_detector_config_takes_effect_on_the_device(tmp_path: Path) ->
     agent._emit_event(event(0.7))
     sent = [r.body["score"] for r in agent.outbox.due(10) if r.kind == "event"]
     assert sent == [0.7] and agent.counts["events_below_gate"] == 1
-    agent._cmd_rollback({"name": "activity", "version": 2})
-    assert agent.gate is None and agent.engine.config.cusum_h == 12.0
+    agent.releases.rollback({"name": "activity", "version": 2})
+    assert agent.releases.gate is None and agent.engine.config.cusum_h == 12.0

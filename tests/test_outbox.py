@@ -191,24 +191,27 @@ TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, d
 def test_batches_stay_under_the_message_cap() -> None:
     """Raw windows are large: a batch is bounded in bytes as well as in rows, and one row that
     could never fit a message is refused at append time instead of blocking the queue forever."""
-    from device.agent import MAX_BATCH_BYTES, _fit_batch
     from device.outbox import MAX_ROW_BYTES
+    from device.syncer import MAX_BATCH_BYTES, fit_batch
     from shared import schemas
+    from shared.codec import from_json
+    from shared.records import Record
 
     o = Outbox(None)
     accel = [[0.123, -0.456, 0.987]] * 100
     for i in range(60):
-        o.append("raw", "rex", float(i), {"minute_ts": float(i), "accel": accel})
+        o.append("raw", "rex", float(i), {"minute_ts": float(i), "metrics": [1.0], "accel": accel})
     rows = o.due(200)
     batches = []
     while rows:
-        b = _fit_batch(rows, 50, MAX_BATCH_BYTES)
+        b = fit_batch(rows, 50, MAX_BATCH_BYTES)
         batches.append(b)
         rows = rows[len(b):]
     assert len(batches) > 1
     for b in batches:
         payload = schemas.encode(schemas.UplinkBatch("collar-000", tuple(
-            schemas.Record(r.seq, r.kind, r.ts, r.individual_id, r.body) for r in b)))
+            from_json(Record, {"seq": r.seq, "kind": r.kind, "ts": r.ts, "individual_id": r.individual_id,
+                               "body": r.body}, "record") for r in b)))
         assert len(payload) <= schemas.MAX_MESSAGE_BYTES
         schemas.decode(payload)
     with pytest.raises(BufferFullError, match="could never be sent"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from brokers import MosquittoBroker
+from recs import record_of
 from test_reliability_harness import (
     CloudProcess,
     DeviceSpec,
@@ -90,7 +91,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
 
     store = CloudStore()
     agg = handler.Aggregator(store, NotificationPolicy.from_toml(), publish=lambda t, p: None)
-    rec = schemas.Record(1, "event", 1_767_614_400.0, "rex", event_body(1, 1_767_614_400.0))
+    rec = record_of(1, "event", 1_767_614_400.0, "rex", event_body(1, 1_767_614_400.0))
     payload = schemas.encode(schemas.UplinkBatch("dev-1", (rec,)))
     real = handler.handle_event
     calls = {"n": 0}
@@ -117,9 +118,10 @@ def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
     db = tmp_path / "cloud.db"
     code = (
         "from cloud.store.db import CloudStore; from shared.schemas import *\n"
+        "from shared.records import DailySummary\n"
         f"s = CloudStore({str(db)!r}); i = 0\n"
         "while True:\n"
-        "    s.store_batch(UplinkBatch('d', tuple(Record(i*10+k+1, 'summary', 0.0, 'x', {'k': k})"
+        "    s.store_batch(UplinkBatch('d', tuple(Record(i*10+k+1, 'summary', 0.0, 'x', DailySummary(str(k)))"
         " for k in range(10)))); i += 1\n"
     )
     repo = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -139,11 +141,12 @@ def test_cloud_store_survives_sigkill_mid_write(tmp_path: Any) -> None:
 def test_store_batch_is_atomic() -> None:
     """A batch that fails half-way leaves nothing behind (db.atomic(), not `with db.conn:`)."""
     from cloud.store.db import CloudStore
-    from shared.schemas import Record, UplinkBatch
+    from shared.records import CommandReport, Record
+    from shared.schemas import UplinkBatch
 
     store = CloudStore()
-    ok = Record(1, "summary", 0.0, "x", {"k": 1})
-    unserialisable = Record(2, "summary", 0.0, "x", {"k": {1, 2}})  # json.dumps fails mid-batch
+    ok = record_of(1, "summary", 0.0, "x", {"day": "2026-01-05"})
+    unserialisable = Record(2, "report", 0.0, "x", CommandReport("c", True, data={"k": {1, 2}}))  # json.dumps fails
     with pytest.raises(TypeError):
         store.store_batch(UplinkBatch("d", (ok, unserialisable)))
     assert store.count() == 0, "half of a failed batch stayed committed"

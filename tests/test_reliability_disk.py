@@ -26,6 +26,8 @@ from test_reliability_harness import (
     wait_drained,
 )
 
+from shared.records import Event, RawWindow, Severity
+
 MAX_BYTES = 64 * 1024  # the smallest bound OutboxConfig.validate allows
 MIX = ("event", "raw", "summary", "raw", "summary", "raw")
 
@@ -127,10 +129,14 @@ def _small_tmpfs(size: str = "1m") -> Iterator[Path]:
             d.rmdir()
 
 
+def padded_event(ts: float) -> Event:
+    return Event(ts - 60, ts, ("hr",), (1,), 0.5, Severity.WARNING, model_version="x" * 500)
+
+
 def _fill(agent: Any, n: int = 100_000) -> tuple[int, BaseException | None]:
     for i in range(n):
         try:
-            agent._append("event", float(i), {"pad": "x" * 500})
+            agent._append(padded_event(float(i)), float(i))
         except Exception as exc:
             return i, exc
     return n, None
@@ -164,7 +170,7 @@ def test_sqlite_full_evicts_then_refuses_and_resumes(tmp_path: Path) -> None:
     events are refused (counted); the database stays sound, and acks make room again."""
     agent = _agent(tmp_path)
     for i in range(8):
-        agent._append("raw", float(i), {"pad": "r" * 500})
+        agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
     pages = agent.outbox.db.execute("PRAGMA page_count").fetchone()[0]
     agent.outbox.db.execute(f"PRAGMA max_page_count = {pages + 2}")
     n, exc = _fill(agent, 400)

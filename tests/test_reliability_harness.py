@@ -51,7 +51,18 @@ def event_body(i: int, ts: float) -> dict[str, Any]:
     return {"start_ts": ts - 3600, "ts": ts, "metrics": ["hr_rest", "activity"],
             "directions": [1, -1], "score": round(0.5 + (i % 50) / 100, 2), "severity": "warning",
             "kind": "sustained", "baseline": [60.0, 1.0], "observed": [75.0, 0.5],
-            "model_version": "chaos", "detector_version": "chaos", "n": i}
+            "model_version": "chaos", "detector_version": f"chaos-{i}"}
+
+
+def padded_body(kind: str, i: int, ts: float) -> dict[str, Any]:
+    """A valid record body of ``kind`` (shared.records) of about 250 bytes."""
+    if kind == "event":
+        return event_body(i, ts)
+    if kind == "summary":
+        return {"day": f"chaos-{i}", "agent_version": "x" * 200}
+    if kind == "raw":
+        return {"minute_ts": ts, "metrics": [float(i)], "label": "x" * 200}
+    return {"command_id": f"chaos-{i}", "ok": True, "detail": "x" * 200}
 
 
 # --------------------------------------------------------------------------- device
@@ -121,7 +132,7 @@ class LoadDevice:
             i = self._n
             kind = kinds[i % len(kinds)]
             ts = 1_767_571_200.0 + i * 60.0
-            body = event_body(i, ts) if kind == "event" else {"n": i, "pad": "x" * 200}
+            body = padded_body(kind, i, ts)
             try:
                 seq = self.agent.outbox.append(kind, self.agent.cfg.individual_id, ts, body)
             except BufferFullError:

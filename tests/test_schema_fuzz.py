@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from record_strategies import records
 
 from shared import schemas, topics
+from shared.records import CommandReport, DailySummary, Event, RawWindow, RecordBody, Severity
 from shared.schemas import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -58,9 +60,6 @@ json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), fi
 json_value = st.recursive(json_leaf, lambda c: st.one_of(
     st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)), max_leaves=12)
 bodies = st.dictionaries(st.text(max_size=10), json_value, max_size=5)
-records = st.builds(Record, seq=st.integers(1, 2**63 - 1),
-                    kind=st.sampled_from(schemas.RECORD_KINDS), ts=finite, individual_id=ids,
-                    body=bodies)
 incarnations = st.just("") | st.uuids(version=4).map(lambda u: u.hex)
 messages = st.one_of(
     st.builds(UplinkBatch, device_id=ids, records=st.lists(records, max_size=5).map(tuple),
@@ -113,12 +112,21 @@ def test_structured_junk_is_schema_error_or_valid(d: dict[str, Any], typ: str | 
 
 # --------------------------------------------------------------------------- seeded mutator
 
+def _sample_body(rng: random.Random, i: int) -> RecordBody:
+    t = rng.uniform(0, 2e9)
+    return rng.choice([
+        Event(t - 600, t, ("hr", "steps"), (1, -1), rng.random(), Severity.WARNING, baseline=(60.0, 10.0),
+              observed=(70.0, None), model_version=f"m{i}"),
+        DailySummary(f"day-{i}", minutes=1440, steps=i, metrics_mean={"hr": rng.random()}, classes={"rest": i}),
+        RawWindow(t, (rng.random(), None), ("hr", "steps"), "walk", ((0.1, 0.2, 0.3),)),
+        CommandReport(f"c{i}", bool(i % 2), "ok", {"k": i}),
+    ])
+
+
 def _valid_samples(rng: random.Random) -> list[bytes]:
     out = []
     for i in range(40):
-        recs = tuple(Record(seq=rng.randint(1, 10**6), kind=rng.choice(schemas.RECORD_KINDS),
-                            ts=rng.uniform(0, 2e9), individual_id=f"ind-{i}",
-                            body={"score": rng.random(), "metrics": ["hr", "steps"], "n": i})
+        recs = tuple(Record.of(rng.randint(1, 10**6), rng.uniform(0, 2e9), f"ind-{i}", _sample_body(rng, i))
                      for _ in range(rng.randint(0, 4)))
         out += [
             encode(UplinkBatch(f"dev-{i}", recs)),

@@ -8,13 +8,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from record_strategies import records
 
 from shared import schemas, topics
 from shared.schemas import (
     Ack,
     Command,
     Feedback,
-    Record,
     Rejection,
     Reply,
     SchemaError,
@@ -28,8 +28,6 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**53), 2**
                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
                            max_leaves=8)
 bodies = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
-records = st.builds(Record, seq=st.integers(1, 2**63 - 1), kind=st.sampled_from(schemas.RECORD_KINDS), ts=finite,
-                    individual_id=ids, body=bodies)
 incarnations = st.just("") | st.uuids(version=4).map(lambda u: u.hex)
 seq_values = st.integers(1, 2**63 - 1)
 messages = st.one_of(
@@ -63,8 +61,8 @@ BASE = {"v": 1, "type": "ack", "device_id": "d1", "seqs": [1, 2]}
     ({"incarnation": "a" * 32}, r"field\(s\) \['incarnation'\] need a newer version than v=1"),
     ({"v": 2, "incarnation": "A" * 32}, r"ack.incarnation 'A+' is invalid: expected 32 lowercase hex"),
     ({"v": 2, "incarnation": "a" * 31}, "incarnation .* is invalid"),
-    ({"v": 2, "rejected": [{"seq": 0, "reason": ""}]}, r"ack.rejected\[\].seq: must be 1"),
-    ({"v": 2, "rejected": [{"seq": 1}]}, r"ack.rejected\[\].reason: missing"),
+    ({"v": 2, "rejected": [{"seq": 0, "reason": ""}]}, r"ack.rejected\[0\].seq: must be 1"),
+    ({"v": 2, "rejected": [{"seq": 1}]}, r"ack.rejected\[0\].reason: missing"),
     ({"seqs": [0]}, r"ack.seqs: each must be 1"),
     ({"v": None}, "schema version"),
     ({"type": "nope"}, "type 'nope' is unknown"),
@@ -83,8 +81,12 @@ def test_bad_messages_name_the_problem(change: dict, match: str) -> None:
     (b"[1,2]", "must be a JSON object"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":NaN}', "not UTF-8 JSON"),
     (b'{"v":1,"type":"status","device_id":"d","state":"zombie","ts":1}', "status.state"),
-    (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":0,"kind":"event","ts":1,'
-     b'"individual_id":"x","body":{}}]}', "seq: must be 1"),
+    (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":0,"kind":"summary","ts":1,'
+     b'"individual_id":"x","body":{"day":"d"}}]}', r"batch.records\[0\].seq: must be 1"),
+    (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":1,"kind":"event","ts":1,'
+     b'"individual_id":"x","body":{}}]}', r"batch.records\[0\].body.start_ts: missing"),
+    (b'{"v":1,"type":"batch","device_id":"d","records":[{"seq":1,"kind":"log","ts":1,'
+     b'"individual_id":"x","body":{}}]}', r"batch.records\[0\].kind: expected one of \['event'"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online"}', "status.ts: missing required field"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":true}', "expected float"),
     (b'{"v":2,"type":"status","device_id":"d","state":"online","ts":1}', r"v=2 is not supported for a 'status'"),

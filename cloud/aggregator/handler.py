@@ -32,6 +32,8 @@ from cloud.rules.notify import (
 )
 from cloud.store.db import CloudStore, write_lock
 from shared import schemas, topics
+from shared.codec import to_json
+from shared.records import CommandReport, DailySummary, Event
 
 logger = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
@@ -120,24 +122,24 @@ class Aggregator:
             self.store.reject(topic, reason, 0)
 
     def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
-        decided: list[tuple[Decision, schemas.Record]] = []
+        decided: list[tuple[Decision, Event]] = []
         with write_lock(self.store.db):  # stored and decided together, or neither
             known = self._note_incarnation(batch)
             result = self.store.store_batch(batch)
             for rec in result.new:  # a decision only ever follows this insert: never a duplicate
-                if rec.kind == "event" and (d := self._decide(batch, rec)) is not None:
-                    decided.append((d, rec))
+                if isinstance(rec.body, Event) and (d := self._decide(batch, rec)) is not None:
+                    decided.append((d, rec.body))
         self._incarnations.add(known)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
-        for decision, rec in decided:
-            self._act(decision, rec)
+        for decision, ev in decided:
+            self._act(decision, ev)
         for rec in result.new:
             self.latest_ts = max(self.latest_ts, rec.ts)
-            if rec.kind == "report":
-                self._report(batch.device_id, rec)
-            elif rec.kind == "summary" and self.rollouts is not None:
-                self.rollouts.on_summary(batch.device_id, rec.body, self.now())
+            if isinstance(rec.body, CommandReport):
+                self._report(batch.device_id, rec, rec.body)
+            elif isinstance(rec.body, DailySummary) and self.rollouts is not None:
+                self.rollouts.on_summary(batch.device_id, to_json(rec.body), self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
             seqs = tuple(r.seq for r in batch.records)
             if batch.v >= 2:
@@ -169,24 +171,23 @@ class Aggregator:
             logger.warning("aggregator.event_unreadable", extra={"device_id": batch.device_id, "reason": str(exc)})
             return None
 
-    def _act(self, decision: Decision, rec: schemas.Record) -> None:
+    def _act(self, decision: Decision, ev: Event) -> None:
         """After the commit: count the decision and do what it says (notify, collect more)."""
         self.counts["decision." + decision.action] += 1
         self.decisions.append(decision)
         if decision.action == "notify":
+            body = to_json(ev)
             for n in self.notifiers:
-                n.send(decision, rec.body)
+                n.send(decision, body)
         elif decision.action == "collect_more" and self.commander is not None:
-            dev, name, args = collect_more_command(self.policy, decision, metrics=rec.body.get("metrics"))
+            dev, name, args = collect_more_command(self.policy, decision, metrics=list(ev.metrics))
             self.commander.send(dev, name, args, reason=f"{decision.rule}: {decision.reason}")
 
-    def _report(self, device_id: str, rec: schemas.Record) -> None:
+    def _report(self, device_id: str, rec: schemas.Record, report: CommandReport) -> None:
         """A command's result from the device: hand it to the rollout (if it is one of its steps)."""
-        b = rec.body
-        self.counts["reports.ok" if b.get("ok") else "reports.failed"] += 1
-        if self.rollouts is not None and isinstance(b.get("command_id"), str):
-            reply = schemas.Reply(device_id, b["command_id"], bool(b.get("ok")), str(b.get("detail", "")),
-                                  b.get("data") if isinstance(b.get("data"), dict) else {})
+        self.counts["reports.ok" if report.ok else "reports.failed"] += 1
+        if self.rollouts is not None:
+            reply = schemas.Reply(device_id, report.command_id, report.ok, report.detail, dict(report.data))
             self.rollouts.handle_reply(reply, self.now())
         if self.on_report is not None:
             self.on_report(device_id, rec)

@@ -30,13 +30,13 @@ from cloud.regression.replay import (
     ThresholdReplayer,
     as_replayer,
     case_numbers,
-    event_numbers,
+    window_numbers,
 )
 
 __all__ = [
     "AlertGate", "CaseNotFoundError", "CaseOutcome", "EventNumbers",
     "RegressionCase", "RegressionConfig", "RegressionError", "ReleaseCheck", "ReleaseRef",
     "Replayer", "ReplayError", "ThresholdReplayer", "as_replayer", "capture_cases",
-    "case_numbers", "check_release", "detector_sha256", "event_numbers", "ensure_schema", "get_case", "list_cases",
+    "case_numbers", "check_release", "detector_sha256", "window_numbers", "ensure_schema", "get_case", "list_cases",
     "mark_sensitive", "passed_check_id",
 ]

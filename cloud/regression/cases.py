@@ -22,7 +22,7 @@ from sqlite_utils.migrations import Migrations
 
 from cloud.regression.errors import CaseNotFoundError
 from cloud.regression.evidence import Labelled, labelled, table_exists
-from cloud.regression.replay import event_numbers
+from cloud.regression.replay import window_numbers
 from cloud.store.db import CloudStore
 from shared.config import doc
 
@@ -128,7 +128,7 @@ def _window(store: CloudStore, item: Labelled, pad: float) -> dict[str, Any]:
     raw = [dict(r, body=json.loads(r["body"])) for r in db.query(
         "SELECT * FROM records WHERE kind = 'raw' AND device_id = ? AND ts BETWEEN ? AND ? "
         "ORDER BY ts, seq LIMIT ?", [item.device_id, lo, hi, MAX_RAW_RECORDS])]
-    numbers = event_numbers(item.alert or None, event["body"] if event else None)
+    numbers = window_numbers(item.alert or None, event["body"] if event else None)
     return {"alert": item.alert or None, "event": event, "raw": raw, "numbers": numbers.to_json()}
 
 

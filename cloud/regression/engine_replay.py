@@ -19,7 +19,6 @@ import base64
 import binascii
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,8 @@ import numpy as np
 from cloud.regression.errors import ReplayError
 from cloud.regression.gate_replay import ThresholdReplayer
 from device.detect.detector_config import engine_config
-from device.detect.engine import Engine, EngineStateError
-from shared.alert_gate import event_numbers
+from device.detect.engine import DeviationEvent, Engine, EngineStateError
+from shared.alert_gate import EventNumbers
 
 logger = logging.getLogger(__name__)
 SLACK_S = 60.0  # a replayed event up to one row after the recorded one still counts
@@ -51,9 +50,9 @@ def case_trace(case: Any) -> tuple[dict[str, Any], float] | None:
 
 
 def replay_trace(trace: Mapping[str, Any], config: Mapping[str, Any], until: float | None = None
-                 ) -> list[dict[str, Any]]:
-    """The event bodies the engine raises on ``trace`` with ``config``'s engine settings (rows
-    after ``until`` are not replayed). Raises ReplayError naming what is wrong with the trace."""
+                 ) -> list[DeviationEvent]:
+    """The events the engine raises on ``trace`` with ``config``'s engine settings (rows after
+    ``until`` are not replayed). Raises ReplayError naming what is wrong with the trace."""
     try:
         metrics = tuple(str(m) for m in trace["metrics"])
         state = base64.b64decode(str(trace["state"]), validate=True)
@@ -70,14 +69,7 @@ def replay_trace(trace: Mapping[str, Any], config: Mapping[str, Any], until: flo
     if until is not None:
         keep = ts <= until + SLACK_S
         ts, vals = ts[keep], vals[keep]
-    out = eng.process(ts, vals)
-    bodies = []
-    for ev in out.events:
-        b = asdict(ev)
-        b.update(metrics=list(ev.metrics), directions=list(ev.directions), baseline=list(ev.baseline),
-                 observed=list(ev.observed))
-        bodies.append(b)
-    return bodies
+    return list(eng.process(ts, vals).events)
 
 
 class EngineReplayer:
@@ -99,11 +91,11 @@ class EngineReplayer:
             return self.gate.replay(case)
         trace, event_ts = found
         try:
-            bodies = replay_trace(trace, self.config, until=event_ts)
+            events = replay_trace(trace, self.config, until=event_ts)
         except ReplayError as exc:  # a damaged trace costs this case its engine replay, no more
             self.unusable.append(f"case {getattr(case, 'id', '?')}: {exc}")
             logger.warning("regression.trace_unusable", extra={"case": getattr(case, "id", None),
                                                                 "reason": str(exc)})
             return self.gate.replay(case)
         self.replayed += 1
-        return any(self.gate.gate.alerts(event_numbers(None, b)) for b in bodies)
+        return any(self.gate.gate.alerts(EventNumbers.from_event(ev)) for ev in events)

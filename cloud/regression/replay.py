@@ -7,8 +7,8 @@ an *alert gate* to the numbers the case recorded when the device emitted its eve
 
 * the event's combined ``score`` (in [0, 1]);
 * per contributing metric, the relative deviation ``|observed - baseline| / |baseline|``
-  (``|observed - baseline|`` when the baseline is 0), taken from the alert row's ``observed`` /
-  ``baseline`` objects, else from the event body's ``metrics``/``baseline``/``observed`` lists.
+  (``|observed - baseline|`` when the baseline is 0), taken from the event record (a typed
+  ``shared.records.Event``), else from the alert row's ``observed`` / ``baseline`` objects.
 
 Gate keys read from the detector config (every other key, e.g. the engine's, is ignored here):
 
@@ -28,14 +28,18 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from cloud.regression.errors import ReplayError
-from cloud.regression.gate_replay import ThresholdReplayer, case_numbers  # noqa: F401 - re-exported
+from cloud.regression.gate_replay import (  # noqa: F401 - re-exported
+    ThresholdReplayer,
+    alert_numbers,
+    case_numbers,
+    window_numbers,
+)
 from shared.alert_gate import (  # noqa: F401 - re-exported: the gate lives in shared/ (device uses it too)
     GATE_KEYS,
     MAX_DEVIATION,
     AlertGate,
     AlertGateError,
     EventNumbers,
-    event_numbers,
     rel_deviation,
 )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from cloud.regression.cases import list_cases
 from cloud.regression.evidence import Labelled, labelled
-from cloud.regression.replay import event_numbers
+from cloud.regression.replay import window_numbers
 from cloud.retrain.errors import DatasetError
 from cloud.store.db import CloudStore
 
@@ -58,7 +58,7 @@ def export_dataset(store: CloudStore, out_dir: str | Path, now: float,
             "notified": item.notified, "severity": item.severity, "score": item.score,
             "metrics": list(item.metrics),
             "observed": item.alert.get("observed"), "baseline": item.alert.get("baseline"),
-            "numbers": event_numbers(item.alert or None, event).to_json(),
+            "numbers": window_numbers(item.alert or None, event).to_json(),
             "outcome": item.outcome,
             "alert": None if item.outcome is None else item.outcome in ("tp", "miss"),
             "feedback": {"id": item.feedback_id, "action": item.feedback_action,

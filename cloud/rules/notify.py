@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +19,7 @@ from typing import Any, Literal
 from cloud.rules.policy import NotificationPolicy, Rule, When, in_window, severity_rank
 from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
-from shared.schemas import Record
+from shared.records import Event, Record
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class RulesError(ValueError):
 
 
 class EventBodyError(RulesError):
-    """An event record's body does not have the fields the rules need."""
+    """A record handed to the rules is not an event (bodies are typed: shared.records.Event)."""
 
 
 @dataclass(frozen=True)
@@ -52,73 +51,10 @@ class Decision:
     incarnation: str = ""
 
 
-@dataclass(frozen=True)
-class Event:
-    """A validated event body."""
-
-    start_ts: float
-    metrics: tuple[str, ...]
-    directions: tuple[int, ...]
-    score: float
-    severity: str
-    kind: str
-    baseline: tuple[float, ...]
-    observed: tuple[float, ...]
-    model_version: str
-    detector_version: str
-    warming_up: bool
-    tz_offset_h: float | None
-
-
 def alert_id_for(device_id: str, seq: int, incarnation: str = "") -> str:
     """The alert of the event record (device_id, incarnation, seq): ``device:incarnation:seq``
     (``device:seq`` for a record of a v1 device, which has no incarnation)."""
     return f"{device_id}:{incarnation}:{seq}" if incarnation else f"{device_id}:{seq}"
-
-
-def parse_event(body: Any, ts: float) -> Event:
-    """Validate an event body; EventBodyError names the field and what was expected."""
-    if not isinstance(body, dict):
-        raise EventBodyError(f"event body must be an object, found {type(body).__name__}")
-
-    def num(key: str, default: float | None = None) -> float:
-        v = body.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise EventBodyError(f"event body.{key}: expected a finite number, found {v!r:.40}")
-        return float(v)
-
-    metrics = body.get("metrics")
-    if (not isinstance(metrics, list) or not metrics
-            or not all(isinstance(m, str) and m for m in metrics)):
-        raise EventBodyError(f"event body.metrics: expected a non-empty list of names, found {metrics!r:.60}")
-    n = len(metrics)
-    directions = body.get("directions") or [0] * n
-    if (not isinstance(directions, list) or len(directions) != n
-            or not all(type(d) is int for d in directions)):
-        raise EventBodyError(f"event body.directions: expected {n} integers, found {directions!r:.60}")
-    vecs = []
-    for key in ("baseline", "observed"):
-        v = body.get(key) or []
-        if not isinstance(v, list) or (v and len(v) != n) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v):
-            raise EventBodyError(f"event body.{key}: expected {n} finite numbers, found {v!r:.60}")
-        vecs.append(tuple(float(x) for x in v))
-    score = num("score")
-    if not 0.0 <= score <= 1.0:
-        raise EventBodyError(f"event body.score: expected a number in [0, 1], found {score}")
-    severity = body.get("severity")
-    if severity not in ("info", "warning", "critical"):
-        raise EventBodyError(f"event body.severity: expected info|warning|critical, found {severity!r:.40}")
-    start_ts = min(num("start_ts", ts), ts)
-    tz = body.get("tz_offset_h")
-    tz_h = float(tz) if isinstance(tz, int | float) and not isinstance(tz, bool) and -14 <= tz <= 14 else None
-    return Event(start_ts=start_ts, metrics=tuple(metrics), directions=tuple(directions),
-                 score=score, severity=severity, kind=str(body.get("kind", "sustained")),
-                 baseline=vecs[0], observed=vecs[1],
-                 model_version=str(body.get("model_version") or "unknown"),
-                 detector_version=str(body.get("detector_version") or "unknown"),
-                 warming_up=body.get("warming_up") is True,
-                 tz_offset_h=tz_h)
 
 
 # ---------------------------------------------------------------- individual preferences
@@ -232,7 +168,7 @@ class Facts:
         sevs = self.db.execute(
             "SELECT DISTINCT severity FROM alerts WHERE device_id = ? AND individual_id = ? "
             "AND start_ts = ? AND metrics = ?",
-            [self.device_id, self.ind, self.ev.start_ts, self.metrics_json]).fetchall()
+            [self.device_id, self.ind, self.ev.onset, self.metrics_json]).fetchall()
         return any(severity_rank(s) >= severity_rank(self.ev.severity) for (s,) in sevs)
 
     @cached_property
@@ -428,7 +364,7 @@ def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, recor
     store.db.table("alerts").insert({
         "alert_id": aid, "device_id": device_id, "incarnation": incarnation, "seq": record.seq,
         "individual_id": ind,
-        "ts": record.ts, "start_ts": ev.start_ts, "action": action, "reason": reason,
+        "ts": record.ts, "start_ts": ev.onset, "action": action, "reason": reason,
         "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
         "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
         "model_version": ev.model_version, "detector_version": ev.detector_version,
@@ -455,9 +391,9 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
     if done is not None:
         return done
     try:
-        if record.kind != "event":
-            raise RulesError(f"record {aid} is a {record.kind!r}, not an event: only events are decided")
-        ev = parse_event(record.body, record.ts)
+        if not isinstance(record.body, Event):
+            raise EventBodyError(f"record {aid} is a {str(record.kind)!r}, not an event: only events are decided")
+        ev = record.body
     except RulesError as exc:
         store.reject(f"rules:{aid}", str(exc), 0)
         logger.warning("rules.event_rejected", extra={"device_id": device_id, "alert_id": aid,

@@ -19,9 +19,9 @@ class _EventLike(Protocol):
     @property
     def directions(self) -> tuple[int, ...]: ...
     @property
-    def baseline(self) -> tuple[float, ...]: ...
+    def baseline(self) -> tuple[float | None, ...]: ...
     @property
-    def observed(self) -> tuple[float, ...]: ...
+    def observed(self) -> tuple[float | None, ...]: ...
 
 
 def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int], float]:
@@ -41,6 +41,8 @@ def within_personal_range(db: Database, individual_id: str, ev: _EventLike) -> b
     if not th:
         return False
     for m, d, b, o in zip(ev.metrics, ev.directions, ev.baseline, ev.observed, strict=False):
+        if b is None or o is None:  # a metric without numbers is not known to be in range
+            return False
         dev = o - b
         direction = d or (1 if dev > 0 else -1 if dev < 0 else 0)
         limit = max(th.get((m, direction), -1.0), th.get((m, 0), -1.0))

@@ -58,9 +58,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.config import ConfigError, doc, from_dict
+from shared.records import Severity
 
 ACTIONS = ("notify", "collect_more", "uncertain", "suppress")
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES: tuple[str, ...] = tuple(s.value for s in Severity)  # lowest first
 PLACEHOLDERS = frozenset({"score", "severity", "metrics", "n_metrics", "individual_id",
                           "device_id", "local_time", "model_version"})
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from shared.codec import to_json
 from shared.schemas import Record, UplinkBatch
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class CloudStore:
                     "INSERT OR IGNORE INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, "
                     "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [batch.device_id, batch.incarnation, r.seq, r.kind, r.ts, r.individual_id,
-                     json.dumps(r.body, separators=(",", ":")), now],
+                     json.dumps(to_json(r.body), separators=(",", ":")), now],
                 )
                 if cur.rowcount == 1:
                     new.append(r)

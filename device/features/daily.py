@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from device.features.rest import RestPeriod
+from shared.records import DailySummary, HourlySeries, RestDay, SleepPeriod
 
 
-def json_floats(xs: Any) -> list[float | None]:
+def json_floats(xs: Iterable[float | None]) -> tuple[float | None, ...]:
     """JSON-safe floats: NaN/inf become None, values rounded to 4 decimals."""
-    return [None if (x is None or not math.isfinite(float(x))) else round(float(x), 4) for x in xs]
+    return tuple(None if (x is None or not math.isfinite(float(x))) else round(float(x), 4) for x in xs)
 
 
 class DayAccumulator:
@@ -66,33 +66,27 @@ class DayAccumulator:
         self.rest_hourly[hour] += rest
         self.rest_periods.extend(rest_closed)
 
-    def rest_body(self) -> dict[str, Any]:
+    def rest_body(self) -> RestDay:
         """Rest and sleep of the day: rest minutes, and the periods that ended this day (a night's
         sleep counts on the day it ends, as wearables report it)."""
         sleep = [p for p in self.rest_periods if p.sleep]
         main = max(sleep, key=lambda p: p.minutes, default=None)
-        return {
-            "minutes": self.rest_minutes, "hourly_minutes": self.rest_hourly,
-            "periods": len(self.rest_periods),
-            "longest_minutes": max((p.minutes for p in self.rest_periods), default=0),
-            "sleep_minutes": sum(p.minutes for p in sleep), "sleep_periods": len(sleep),
-            "main_sleep": None if main is None else {"start_ts": main.start_ts, "end_ts": main.end_ts,
-                                                     "minutes": main.minutes},
-        }
+        return RestDay(
+            minutes=self.rest_minutes, hourly_minutes=tuple(self.rest_hourly), periods=len(self.rest_periods),
+            longest_minutes=max((p.minutes for p in self.rest_periods), default=0),
+            sleep_minutes=sum(p.minutes for p in sleep), sleep_periods=len(sleep),
+            main_sleep=None if main is None else SleepPeriod(main.start_ts, main.end_ts, main.minutes))
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> DailySummary:
+        """The day's summary (the agent adds latency, counters and versions)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             means = self.sum / self.n
             hmeans = self.hsum / self.hn
-        body: dict[str, Any] = {
-            "day": self.day, "minutes": self.minutes, "steps": self.steps,
-            "metrics_mean": {m: round(float(x), 3) for m, x in zip(self.metrics, means, strict=True)
-                             if math.isfinite(x)},
-            "classes": dict(self.classes),
-            "temp_max": self.temp_max if math.isfinite(self.temp_max) else None, "battery": self.battery,
-            "hourly": {m: {"mean": json_floats(hmeans[:, j]), "baseline": json_floats(self.hbase[:, j]),
-                           "spread": json_floats(self.hspread[:, j])} for j, m in enumerate(self.metrics)},
-        }
-        if self.track_rest:
-            body["rest"] = self.rest_body()
-        return body
+        return DailySummary(
+            day=self.day, minutes=self.minutes, steps=self.steps,
+            metrics_mean={m: round(float(x), 3) for m, x in zip(self.metrics, means, strict=True) if math.isfinite(x)},
+            classes=dict(self.classes),
+            temp_max=self.temp_max if math.isfinite(self.temp_max) else None, battery=self.battery,
+            hourly={m: HourlySeries(json_floats(hmeans[:, j]), json_floats(self.hbase[:, j]),
+                                    json_floats(self.hspread[:, j])) for j, m in enumerate(self.metrics)},
+            rest=self.rest_body() if self.track_rest else None)

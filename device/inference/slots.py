@@ -20,6 +20,7 @@ import re
 import shutil
 import threading
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from device.inference.classifier import (
     smoke_test,
 )
 from shared.bundles import BundleError, BundleIncompatible, Manifest
+from shared.codec import from_json, to_json
+from shared.records import Disagreement, ShadowSummary
 from shared.signing import PublicKeyLike, load_public_key
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class ShadowStats:
         self.total = 0
         self.agree = 0
         self.confusion = np.zeros((k, k), dtype=np.int64)
-        self.disagreements: deque[dict[str, Any]] = deque(maxlen=self.max_disagreements)
+        self.disagreements: deque[Disagreement] = deque(maxlen=self.max_disagreements)
 
     def record(self, ts: float, active: Prediction, shadow: Prediction) -> bool:
         """Count one window; return True when the models agree."""
@@ -86,38 +89,38 @@ class ShadowStats:
         if active.label == shadow.label:
             self.agree += 1
             return True
-        self.disagreements.append({
-            "ts": float(ts), "active": active.label, "shadow": shadow.label,
-            "active_confidence": round(active.confidence, 4),
-            "shadow_confidence": round(shadow.confidence, 4),
-        })
+        self.disagreements.append(Disagreement(float(ts), active.label, shadow.label,
+                                               round(active.confidence, 4), round(shadow.confidence, 4)))
         return False
 
     @property
     def agreement(self) -> float | None:
         return self.agree / self.total if self.total else None
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready dict for the daily summary."""
+    def summary(self) -> ShadowSummary:
+        """The counts as the daily summary carries them."""
         conf = {a: {s: int(self.confusion[i, j]) for j, s in enumerate(self.classes)
                     if self.confusion[i, j]}
                 for i, a in enumerate(self.classes) if self.confusion[i].any()}
-        return {"windows": self.total, "agree": self.agree,
-                "agreement": None if self.agreement is None else round(self.agreement, 4),
-                "confusion": conf, "disagreements": list(self.disagreements)}
+        return ShadowSummary(windows=self.total, agree=self.agree,
+                             agreement=None if self.agreement is None else round(self.agreement, 4),
+                             confusion=conf, disagreements=tuple(self.disagreements))
 
     @classmethod
-    def from_summary(cls, d: dict[str, Any], classes: tuple[str, ...] = CLASSES,
+    def from_summary(cls, d: ShadowSummary | Mapping[str, Any], classes: tuple[str, ...] = CLASSES,
                      max_disagreements: int = 20) -> ShadowStats:
-        """Restore counts saved with ``summary()`` (e.g. across an agent restart)."""
+        """Restore counts saved with ``summary()`` (e.g. across an agent restart; a mapping is
+        the saved JSON). Raises SchemaError (a ValueError) when the saved counts are unreadable."""
+        if not isinstance(d, ShadowSummary):
+            d = from_json(ShadowSummary, {k: v for k, v in d.items() if k != "shadow"}, "shadow_stats")
         s = cls(classes, max_disagreements)
-        s.total, s.agree = int(d.get("windows", 0)), int(d.get("agree", 0))
+        s.total, s.agree = d.windows, d.agree
         idx = {c: i for i, c in enumerate(classes)}
-        for a, row in d.get("confusion", {}).items():
+        for a, row in d.confusion.items():
             for b, n in row.items():
                 if a in idx and b in idx:
-                    s.confusion[idx[a], idx[b]] = int(n)
-        s.disagreements.extend(d.get("disagreements", [])[-max_disagreements:])
+                    s.confusion[idx[a], idx[b]] = n
+        s.disagreements.extend(d.disagreements[-max_disagreements:])
         return s
 
 
@@ -220,7 +223,7 @@ class ModelSlots:
         """Persist the shadow statistics (call with the agent's periodic state save)."""
         with self._lock:
             atomic_write_json(self.root / "shadow_stats.json",
-                              {"shadow": self._index["shadow"], **self.shadow_stats.summary()})
+                              {"shadow": self._index["shadow"], **to_json(self.shadow_stats.summary())})
 
     def _load_shadow_stats(self) -> None:
         try:
@@ -288,7 +291,7 @@ class ModelSlots:
                 m = None if name is None else self._manifest_of(name)
                 out[role] = None if m is None else {
                     "slot": name, "name": m.name, "version": m.version, "sha256": m.sha256}
-            out["shadow_stats"] = self.shadow_stats.summary() if self._index["shadow"] else None
+            out["shadow_stats"] = to_json(self.shadow_stats.summary()) if self._index["shadow"] else None
             out["load_errors"] = list(self.load_errors)
             return out
 
