@@ -169,3 +169,17 @@ def test_fewer_steps_alone_is_not_an_illness() -> None:
     for d in range(31, 50):
         a = w.update(_night(d, 59.0, steps=1200.0))
         assert a.level == "green" and (a.z["rhr"] > 0 or a.night == pytest.approx(a.z["rhr"]))
+
+
+def test_the_night_verdict_travels_in_the_typed_daily_summary() -> None:
+    from shared import codec
+    from shared.codec import SchemaError
+    from shared.records import DailySummary, NightVerdict
+
+    s = DailySummary(day="2026-01-01", night=NightVerdict(level="red", evidence=3.2, night_z=2.1,
+                                                          z={"rhr": 2.5, "steps": None}))  # fmt: skip
+    d = codec.to_json(s)
+    assert codec.from_json(DailySummary, d, "body") == s
+    d["night"]["level"] = "purple"
+    with pytest.raises(SchemaError, match="night.level"):
+        codec.from_json(DailySummary, d, "body")
