@@ -30,8 +30,10 @@ from device.budget import SHED_RAW, LatencyBudget
 from device.commands import CommandHandler
 from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
+from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
+from device.features.nightly import NightlyTracker
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.profiles import DeviceProfile, profile_for
@@ -49,6 +51,7 @@ from shared.records import (
     Direction,
     Event,
     EventTrace,
+    NightVerdict,
     RawWindow,
     RecordBody,
     Severity,
@@ -114,6 +117,11 @@ class Agent:
         # the output's arrays are the engine's buffers: copy what you keep
         self.observer: Callable[[float, list[float], Any], None] | None = None
         self.engine = self._restore_engine()
+        # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
+        # watch: the morning's verdict travels in the daily summary (``night``)
+        self.nights = NightlyTracker() if self.profile.kind == "collar" else None
+        self.watch = self._restore_watch() if self.nights is not None else None
+        self.last_night: NightAssessment | None = None
         self.trace = (TraceRing(self.profile.metrics, cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
         self.releases = ReleaseHandler(self.profile, self.state_dir, public_key, classifier, self.counts,
@@ -153,9 +161,29 @@ class Agent:
                 self.counts["engine_state_unreadable"] += 1
         return Engine(m, directions=d)
 
+    def _restore_watch(self) -> NightWatch:
+        blob = self.outbox.get("nightwatch_state")
+        if blob:
+            try:
+                return NightWatch.from_state(blob)
+            except NightWatchStateError as exc:
+                logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
+                self.counts["nightwatch_state_unreadable"] += 1
+        return NightWatch()
+
+    def _night_verdict(self, day_ts: float) -> NightVerdict | None:
+        """This morning's verdict on last night, for the summary of the day it was read."""
+        a = self.last_night
+        if a is None or a.day != int(day_ts // 86400.0):
+            return None
+        return NightVerdict(level=a.level, evidence=round(a.evidence, 3), night_z=round(a.night, 3),  # type: ignore[arg-type]
+                            z=dict(zip(a.z, json_floats(a.z.values()), strict=True)),
+                            baseline=dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True)))
+
     def save_state(self) -> None:
         self.outbox.put_many({"engine_state": self.engine.state(),
-                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode()})
+                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode(),
+                              **({"nightwatch_state": self.watch.state()} if self.watch else {})})
         if self.individual_id:
             self.outbox.put("individual_id", self.individual_id.encode())
 
@@ -223,6 +251,10 @@ class Agent:
         accel = w.accel_window(self.releases.window_seconds)
         label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget, self.metrics)
         vec = self.profile.vector(w, label)
+        if self.nights is not None and self.watch is not None:
+            night = self.nights.add(w.minute_ts, w.heart_rate, w.steps)
+            if night is not None:
+                self.last_night = self.watch.update(night)
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
@@ -303,7 +335,7 @@ class Agent:
             warming_up=self.engine.warming_up, model_version=rel.model_version,
             detector_version=rel.detector_version, agent_version=AGENT_VERSION,
             shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
-            models=rel.status(), outbox=self.outbox.counters(),
+            models=rel.status(), outbox=self.outbox.counters(), night=self._night_verdict(d.ts),
             # what still waits for the cloud's ack (the fleet page shows it beside the battery)
             backlog=Backlog(self.outbox.pending_count(), self.outbox.bytes_used))
         self._append(summary, d.ts)

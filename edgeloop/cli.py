@@ -96,14 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="run the engine over recorded data (NAB CSV, Stanford wearables, traces)",
                        description="Replay recorded data through the same engine and defaults as the agent.")
     rs = p.add_subparsers(dest="what", required=True, metavar="KIND")
-    r = rs.add_parser("nab", help="timestamp,value CSV -> timestamp,value,anomaly_score CSV")
+    r = rs.add_parser("nab", help="timestamp,value CSV -> timestamp,value,anomaly_score CSV",
+                      description="Score a NAB-format file causally (one engine, default config) and print a "
+                      "one-line summary: rows, alerts (score >= 0.5), rows whose time repeats or goes backwards "
+                      "(scored, not learnt), garbage rows with their line numbers, time.")
     r.add_argument("input")
     r.add_argument("output")
-    r = rs.add_parser("wearable", help="Stanford-format <id>_hr.csv.xz + <id>_steps.csv.xz -> events + plot")
+    r.add_argument("--plot", metavar="PNG", help="also write a PNG of the series with its scores")
+    r = rs.add_parser("wearable", help="Stanford-format <id>_hr.csv.xz + <id>_steps.csv.xz -> events, nights, plot",
+                      description="Hourly metrics through the engine (deviation events) and nights through the "
+                      "night watch (illness alerts: yellow = watch, red = act); writes events.csv, nights.csv and "
+                      "a PNG, prints a one-line summary.")
     r.add_argument("--hr", required=True)
     r.add_argument("--steps", required=True)
     r.add_argument("--id", required=True, help="person id (used in file names)")
     r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--onset", metavar="YYYY-MM-DD", help="symptom onset, when known: marked on the plot (never "
+                   "seen by the detectors)")
+    r.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events, plot, summary",
                       description="Runs a recorded frame trace through the agent (offline) and writes "
                       "events.jsonl, trace.png (signals, baseline band, scores, events) and summary.json; "
@@ -273,21 +283,40 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     if args.what == "nab":
-        from device.replay import replay_nab_csv
+        from device.replay import ReplayInputError, replay_nab_csv
 
-        replay_nab_csv(args.input, args.output)
-        print(f"wrote {args.output}")
+        try:
+            summary = replay_nab_csv(args.input, args.output, plot=args.plot, progress=progress)
+        except (ReplayInputError, OSError) as exc:
+            print(f"replay nab: {exc}", file=sys.stderr)
+            return 2
+        print(summary.line() + f"; wrote {args.output}" + (f" and {args.plot}" if args.plot else ""))
     elif args.what == "wearable":
-        from device.replay import replay_wearable
+        import numpy as np
 
-        summary = replay_wearable(args.hr, args.steps, args.out, args.id)
-        print(json.dumps(summary, indent=1, default=str))
+        from device.replay import ReplayInputError, replay_wearable
+
+        try:
+            onset = None if args.onset is None else np.datetime64(args.onset, "D")
+        except ValueError:
+            print(f"replay wearable: --onset {args.onset!r} is not a date; use YYYY-MM-DD", file=sys.stderr)
+            return 2
+        try:
+            out = replay_wearable(args.hr, args.steps, args.out, args.id, onset=onset, progress=progress)
+        except (ReplayInputError, OSError) as exc:
+            print(f"replay wearable: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(out, indent=1, default=str) if args.json else
+              f"{out['line']}; wrote {out['events_csv']}, {out['nights_csv']}, {out['plot']}")
     else:
         from edgeloop.replay_trace import replay_trace, summary_line
 
-        summary = replay_trace(args.trace, args.out, progress=True if args.progress else None)
-        print(summary_line(summary))
+        trace_summary = replay_trace(args.trace, args.out, progress=True if args.progress else None)
+        print(summary_line(trace_summary))
     return 0
 
 

@@ -192,6 +192,17 @@ class Backlog:
 
 
 @dataclass(frozen=True)
+class NightVerdict:
+    """A collar's night watch on last night, read at 07:00 (device/detect/nightwatch.py)."""
+
+    level: Literal["green", "yellow", "red"]  # yellow = watch, red = act
+    evidence: float  # z-nights accumulated (red at the watch's threshold)
+    night_z: float  # last night's combined z
+    z: dict[str, float | None] = field(default_factory=dict)  # per feature: rhr, steps, restless
+    baseline: dict[str, float | None] = field(default_factory=dict)  # per feature baseline
+
+
+@dataclass(frozen=True)
 class DailySummary:
     """One device day (kind ``summary``)."""
 
@@ -214,6 +225,7 @@ class DailySummary:
     models: dict[str, Any] | None = None  # the model slots' status (device/inference/slots.py)
     outbox: dict[str, int] = field(default_factory=dict)  # outbox counters
     backlog: Backlog | None = None
+    night: NightVerdict | None = None  # collars: the morning's night watch verdict
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,7 @@ class _Metric:
         self.denv = [0.0] * 24  # per hour: largest recent big |z| (as of that hour bin's time)
         self.dtime = [0.0] * 24  # when it was recorded
         self.dconf = [0.0] * 24  # a big |z| seen on two different days near this hour
+        self.nov = NaiveNovelty()  # the pattern-novelty channel
 
 
 class NaiveEngine:
@@ -304,8 +305,11 @@ class NaiveEngine:
         if not math.isfinite(base):
             base = x if finite else 0.0
         score = ev = ev_l = 0.0
+        novel = math.nan
         if ok and finite:
             z = (x - base) / sd
+            novel = s.nov.add(t, z, c.novelty_seg_s, c.novelty_vigilance, c.novelty_rate,
+                              c.novelty_memory_s, c.novelty_min_segments)  # fmt: skip
             if s.n == 0:
                 s.first, s.level = t, x
             else:
@@ -340,7 +344,8 @@ class NaiveEngine:
         if s.warm:
             ev, ev_l = sustained_evidence(s.zs, s.dir, 1.0, ev, ev_l, c.surprise_z_clip)
         outs = {"score": score, "pers": p, "base": base, "sd": sd,
-                "level": s.level if s.n > 0 else base, "start": start, "dir": sign, "zs": s.zs}  # fmt: skip
+                "level": s.level if s.n > 0 else base, "start": start, "dir": sign, "zs": s.zs,
+                "novel": novel if math.isfinite(novel) else 0.0}  # fmt: skip
         return finite, ev, ev_l, outs
 
     def step(self, t: float, xs) -> dict:
@@ -352,8 +357,8 @@ class NaiveEngine:
         if ok:
             self.tprev, self.nrows = t, self.nrows + 1
         tq = t if ok else self.tprev
-        res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs")}
-        raw, raw_l, warm = 0.0, 0.0, []
+        res = {k: [] for k in ("score", "pers", "base", "sd", "level", "start", "dir", "zs", "novel")}
+        raw, raw_l, warm, novel = 0.0, 0.0, [], 0.0
         for s, x in zip(self.ms, xs, strict=True):
             finite, ev, ev_l, outs = self._metric(s, ok, t, tq, x, h, dt)
             flags |= 0 if finite else 1
@@ -362,6 +367,7 @@ class NaiveEngine:
             warm.append(s.warm)
             if s.warm:
                 raw, raw_l = max(raw, ev), max(raw_l, ev_l)
+                novel = max(novel, outs["novel"])
         any_warm = any(warm)
         flags |= 0 if any_warm else 8
         res["flags"], res["event"], res["escore"] = flags, False, 0.0
@@ -377,6 +383,8 @@ class NaiveEngine:
         lw, lm2 = decay(self.lw, self.lm2, dt, c.surprise_long_s)
         comb, self.short = surprise(self.short, self.lmean, lw, lm2, raw, dts, any_warm,
                                     c.surprise_short_s, c.surprise_floor, c.surprise_scale)  # fmt: skip
+        if novel > 0:  # the pattern channel, calibrated the same way: the more surprising wins
+            comb = max(comb, 1 - math.exp(-novel / c.surprise_scale))
         comb, self.peak = refractory(comb, self.peak, dt, c.refractory_s, c.refractory_level,
                                      c.refractory_margin, c.refractory_factor)  # fmt: skip
         if any_warm:
@@ -388,3 +396,66 @@ class NaiveEngine:
             c.cooldown_s, c.zs_clip)  # fmt: skip
         res["event"], res["escore"], res["contrib"] = ev, score, contrib
         return res
+
+
+# ---------------------------------------------------------------- the pattern-novelty channel
+NV_CATS, NV_WINDOW, NV_Z_CLIP, NV_SD_FLOOR = 16, 8, 4.0, 0.02
+
+
+class NaiveNovelty:
+    """Twin of ``device.kernels.novelty`` for one metric, with lists and plain names."""
+
+    def __init__(self) -> None:
+        self.protos = [[0.0] * NV_WINDOW for _ in range(NV_CATS)]
+        self.weight = [0.0] * NV_CATS
+        self.used = [0.0] * NV_CATS
+        self.window: list[float] = []  # segment shapes in time order (at most NV_WINDOW)
+        self.n_segments = 0
+        self.seg_sum = self.seg_n = self.seg_start = 0.0
+        self.nw = self.nmean = self.nm2 = 0.0
+
+    def _close(self, t: float, vigilance: float, rate: float, memory: float) -> float:
+        m = clip(self.seg_sum / self.seg_n, -NV_Z_CLIP, NV_Z_CLIP)
+        self.window = (self.window + [(m + NV_Z_CLIP) / (2 * NV_Z_CLIP)])[-NV_WINDOW:]
+        self.n_segments += 1
+        self.seg_sum = self.seg_n = 0.0
+        if self.n_segments < NV_WINDOW:
+            return math.nan
+        sims, weights = [], []
+        for c in range(NV_CATS):
+            weights.append(self.weight[c] * math.exp(-(t - self.used[c]) / memory))
+            if self.weight[c] > 0:
+                dist = sum(abs(a - b) for a, b in zip(self.window, self.protos[c], strict=True))
+                sims.append((1 - dist / NV_WINDOW, c))
+        best_sim, best = max(sims, key=lambda x: x[0]) if sims else (-1.0, -1)
+        # the first of equal similarities wins, as in the kernel's strict '>'
+        if sims:
+            best = next(c for sim, c in sims if sim == best_sim)
+        weakest = min(range(NV_CATS), key=lambda c: (weights[c], c))
+        if best >= 0 and best_sim >= vigilance:
+            self.protos[best] = [p + rate * (w - p) for p, w in zip(self.protos[best], self.window,
+                                                                     strict=True)]  # fmt: skip
+            self.weight[best] = self.weight[best] * math.exp(-(t - self.used[best]) / memory) + 1
+            self.used[best] = t
+        else:
+            self.protos[weakest] = list(self.window)
+            self.weight[weakest], self.used[weakest] = 1.0, t
+        return 1 - best_sim if best >= 0 else 0.0
+
+    def add(self, t: float, z: float, seg_s: float, vigilance: float, rate: float, memory: float,
+            min_segments: float) -> float:  # fmt: skip
+        if seg_s <= 0:
+            return math.nan
+        out = math.nan
+        if self.seg_n > 0 and t - self.seg_start >= seg_s:
+            raw = self._close(t, vigilance, rate, memory)
+            if math.isfinite(raw):
+                nw, nm2 = decay(self.nw, self.nm2, seg_s, memory)
+                if self.n_segments >= min_segments and nw > 0:
+                    out = (raw - self.nmean) / max(math.sqrt(nm2 / nw), NV_SD_FLOOR)
+                self.nw, self.nmean, self.nm2 = welford_update(nw, self.nmean, nm2, raw, 1.0)
+        if self.seg_n == 0:
+            self.seg_start = t
+        self.seg_sum += clip(z, -NV_Z_CLIP, NV_Z_CLIP)
+        self.seg_n += 1
+        return out

@@ -334,3 +334,16 @@ def test_progress_is_a_public_view_and_profiles_replace_the_kind_branches(tmp_pa
     pi = Agent(AgentConfig(device_id="pi-000", kind="perception", state_dir=str(tmp_path / "p")), connect=False)
     assert isinstance(pi.profile, PerceptionProfile) and pi.releases.classifier is None
     assert pi.profile.new_day("2026-01-01", DEMO_START).track_rest is False
+
+
+def test_the_collar_reads_its_nights_into_the_daily_summary(tmp_path: Path, fleet) -> None:  # type: ignore[no-untyped-def]
+    """A sleeping dog's nights go through the night watch; the morning's verdict travels in the
+    summary of that day, and the watch's state is saved and restored with the engine's."""
+    a = run_trace(tmp_path, fleet[4], 3.0)
+    a.write_summary()
+    nights = [r.body["night"] for r in a.outbox.due(10**6) if r.kind == "summary" and "night" in r.body]
+    assert len(nights) >= 2
+    assert nights[-1]["level"] == "green" and nights[-1]["z"]["rhr"] is None  # a young baseline
+    a.save_state()
+    b = Agent(replace(a.cfg, source=a.cfg.source), connect=False)
+    assert b.watch is not None and b.watch.state() == a.watch.state()

@@ -79,3 +79,18 @@ def test_missing_config_file_is_one_line_error(capsys: pytest.CaptureFixture[str
 def test_parser_has_the_five_commands() -> None:
     actions = [a for a in build_parser()._actions if a.dest == "cmd"]
     assert set(actions[0].choices) >= {"sim", "agent", "cloud", "replay", "demo"}
+
+
+def test_replay_nab_prints_one_line_and_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = ["timestamp,value"] + [f"2014-04-01 {h:02d}:{m:02d}:00,{10 + (m % 7) * 0.1}"
+                                  for h in range(24) for m in range(0, 60, 5)]  # fmt: skip
+    rows[100] = "2014-04-01 00:05:00,10"  # time goes back
+    rows[150] = "2014-04-01 12:30:00,x"  # garbage
+    (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
+    assert main(["replay", "nab", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"),
+                 "--plot", str(tmp_path / "p.png")]) == 0  # fmt: skip
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "288 rows" in out[0] and "line 101" in out[0] and "line 151" in out[0]
+    assert (tmp_path / "p.png").exists()
+    assert main(["replay", "nab", str(tmp_path / "missing.csv"), str(tmp_path / "o.csv")]) == 2
+    assert "replay nab:" in capsys.readouterr().err

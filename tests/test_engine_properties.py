@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_kernels_deviation import FAST, streams
+from test_kernels_deviation import FAST, NOVEL, streams
 
 from device.detect.engine import Engine, EngineConfig, EngineInputError, EngineOutput
 
@@ -16,7 +16,7 @@ METRICS = ("a", "b")
 
 
 def _cat(outs: list[EngineOutput]) -> dict[str, np.ndarray]:
-    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level")
+    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level", "novelty")
     return {k: np.concatenate([getattr(o, k) for o in outs]) for k in keys}
 
 
@@ -26,12 +26,13 @@ def _assert_same(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(streams(), st.lists(st.integers(1, 50), min_size=1, max_size=10))
-def test_any_chunking_equals_one_batch(s: tuple, cuts: list[int]) -> None:
+@given(streams(max_rows=200), st.lists(st.integers(1, 50), min_size=1, max_size=10),
+       st.sampled_from([FAST, NOVEL]))  # fmt: skip
+def test_any_chunking_equals_one_batch(s: tuple, cuts: list[int], cfg: EngineConfig) -> None:
     ts, vals, dirs = s
     d = dict(zip(METRICS, dirs, strict=True))
-    whole = Engine(METRICS, FAST, d).process(ts, vals)
-    eng = Engine(METRICS, FAST, d)
+    whole = Engine(METRICS, cfg, d).process(ts, vals)
+    eng = Engine(METRICS, cfg, d)
     outs, i, k = [], 0, 0
     while i < len(ts):
         j = min(len(ts), i + cuts[k % len(cuts)])
@@ -57,9 +58,9 @@ def test_process_one_equals_process(s: tuple) -> None:
 def test_process_one_reuse_gives_the_same_values(s: tuple) -> None:
     ts, vals, dirs = s
     d = dict(zip(METRICS, dirs, strict=True))
-    whole = Engine(METRICS, FAST, d).process(ts, vals)
-    eng = Engine(METRICS, FAST, d)
-    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level")
+    whole = Engine(METRICS, NOVEL, d).process(ts, vals)
+    eng = Engine(METRICS, NOVEL, d)
+    keys = ("scores", "persistence", "combined", "flags", "baseline", "spread", "level", "novelty")
     got: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     events = []
     for t, v in zip(ts, vals, strict=True):
@@ -72,20 +73,20 @@ def test_process_one_reuse_gives_the_same_values(s: tuple) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(streams(), st.integers(0, 120))
-def test_save_restore_continue(s: tuple, cut: int) -> None:
+@given(streams(max_rows=200), st.integers(0, 200), st.sampled_from([FAST, NOVEL]))
+def test_save_restore_continue(s: tuple, cut: int, cfg: EngineConfig) -> None:
     ts, vals, dirs = s
     d = dict(zip(METRICS, dirs, strict=True))
-    whole = Engine(METRICS, FAST, d).process(ts, vals)
+    whole = Engine(METRICS, cfg, d).process(ts, vals)
     cut = min(cut, len(ts))
-    first = Engine(METRICS, FAST, d)
+    first = Engine(METRICS, cfg, d)
     a = first.process(ts[:cut], vals[:cut])
     blob = first.state()
     assert len(blob) <= 4096 * len(METRICS)
-    second = Engine.from_state(blob, METRICS, FAST)
+    second = Engine.from_state(blob, METRICS, cfg)
     b = second.process(ts[cut:], vals[cut:])
     _assert_same(_cat([whole]), _cat([a, b]))
-    assert second.state() == Engine.from_state(second.state(), METRICS, FAST).state()
+    assert second.state() == Engine.from_state(second.state(), METRICS, cfg).state()
 
 
 @settings(max_examples=30, deadline=None)
@@ -117,10 +118,11 @@ def test_state_migrates_to_other_metrics(s: tuple, cut: int) -> None:
         Engine.from_state(blob, ("a", "b", "c"), FAST)  # without the saved names: refused, not misread
 
 
-@pytest.mark.parametrize(("magic", "n_old"), [(b"ELE2", 116), (b"ELE3", 118)])
+@pytest.mark.parametrize(("magic", "n_old"), [(b"ELE2", 116), (b"ELE3", 118), (b"ELE4", 190)])
 def test_an_old_state_is_upgraded_not_refused(magic: bytes, n_old: int) -> None:
-    """Agents that saved ELE2 (before the envelope) or ELE3 (before the daily envelope) keep
-    their baselines after the upgrade; the missing envelopes start empty."""
+    """Agents that saved ELE2 (before the envelope), ELE3 (before the daily envelope) or ELE4
+    (before the pattern novelty) keep their baselines after the upgrade; the missing parts
+    start empty."""
     from device.detect.engine import _HEADER
     from device.kernels import layout as K
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import naive
 import numpy as np
 import numpy.testing as npt
@@ -15,6 +17,9 @@ from device.kernels import config
 # A config that warms up after 5 rows and fires quickly, so short streams reach every branch.
 FAST = EngineConfig(warmup_s=300.0, warmup_n=5.0, cusum_h=0.05, cooldown_s=600.0,
                     bin_prior=2.0, e_prior_weight=5.0)  # fmt: skip
+# The same with the pattern-novelty channel on: 3-minute segments, novelty after 10 of them.
+NOVEL = dataclasses.replace(FAST, novelty_seg_s=180.0, novelty_min_segments=10.0,
+                            novelty_memory_s=7200.0, novelty_vigilance=0.95)  # fmt: skip
 T0 = 1_704_067_200.0
 
 
@@ -51,6 +56,7 @@ def _compare(ts: np.ndarray, vals: np.ndarray, dirs: list[int], cfg: EngineConfi
     npt.assert_allclose(out.spread, ref["sd"], **tol)
     npt.assert_allclose(out.level, ref["level"], **tol)
     npt.assert_allclose(out.combined, ref["comb"], **tol)
+    npt.assert_allclose(out.novelty, ref["novel"], **tol)
     npt.assert_array_equal(out.flags, ref["flags"])
     assert [ev.ts for ev in out.events] == list(ts[ref["event"]])
     npt.assert_allclose([ev.score for ev in out.events], ref["escore"][ref["event"]], **tol)
@@ -70,6 +76,24 @@ def test_hand_example_matches_naive() -> None:
 @given(streams())
 def test_kernel_equals_naive_fast_config(s: tuple) -> None:
     _compare(*s, FAST)
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams(max_rows=200))
+def test_kernel_equals_naive_with_pattern_novelty(s: tuple) -> None:
+    _compare(*s, NOVEL)
+
+
+def test_pattern_novelty_is_exercised() -> None:
+    """The novelty comparison is not vacuous: a new shape after a repeating one scores."""
+    ts = T0 + 60.0 * np.arange(600)
+    x = np.where((np.arange(600) // 6) % 2 == 0, 10.0, 12.0)  # a square wave of 6-minute halves
+    x[500:530] = 11.0 + np.linspace(-3, 3, 30)  # a ramp: a shape never seen
+    out = Engine(["m0"], NOVEL).process(ts, x.reshape(-1, 1))
+    ref = _run_naive(ts, x.reshape(-1, 1), [0], NOVEL)
+    assert np.count_nonzero(out.novelty) > 50
+    npt.assert_allclose(out.novelty[:, 0], ref["novel"][:, 0], rtol=1e-7, atol=1e-9)
+    assert out.novelty[500:540].max() > 2.0 > np.median(out.novelty[200:500][out.novelty[200:500] != 0])
 
 
 @settings(max_examples=25, deadline=None)

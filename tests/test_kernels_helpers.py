@@ -15,7 +15,7 @@ import numpy.testing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.kernels import config, decide, evidence, persistence, surprise
+from device.kernels import config, decide, evidence, novelty, persistence, surprise
 from device.kernels import layout as L
 
 TOL = {"rtol": config.EDGELOOP_TEST_RTOL, "atol": config.EDGELOOP_TEST_ATOL}
@@ -203,3 +203,22 @@ def test_layout_offsets_follow_the_names() -> None:
         assert nxt - at == widths[name]
     assert len(L.CFG_FIELDS) == L.N_CFG and len(set(L.CFG_FIELDS)) == L.N_CFG
     assert L.N_STATE * 8 <= 4096
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(30, 400), st.floats(-8, 8)), min_size=1, max_size=150),
+       st.floats(60, 900), st.floats(0.5, 0.99), st.floats(0.01, 0.5), st.floats(600, 1e5),
+       st.floats(8, 20))  # fmt: skip
+def test_novelty(steps: list, seg_s: float, vigilance: float, rate: float, memory: float,
+                 min_segments: float) -> None:  # fmt: skip
+    """The pattern-novelty channel, sample by sample, against NaiveNovelty."""
+    s = np.zeros(L.N_STATE)
+    ref = naive.NaiveNovelty()
+    t = T0
+    for dt, z in steps:
+        t += dt
+        got = novelty._novelty(s, t, z, seg_s, vigilance, rate, memory, min_segments)
+        want = ref.add(t, z, seg_s, vigilance, rate, memory, min_segments)
+        _same(got, want)
+    _same(s[L.NV_NMEAN], ref.nmean)
+    assert s[L.NV_NSEG] == ref.n_segments

@@ -166,3 +166,77 @@ def test_windowed_gaussian_reproduces_published_scores_on_the_35_files() -> None
         results[key] = (ts, np.array([float(f"{x:.12g}") for x in scores]))
     got = {k: round(v.score, 2) for k, v in score_all_profiles(results, corpus.windows).items()}  # type: ignore[attr-defined]
     assert got == {"standard": 37.09, "reward_low_FP_rate": 18.84, "reward_low_FN_rate": 45.39}
+
+
+# ---------------------------------------------------------------- timestamps that go backwards
+
+
+def _sweeper_raw(ts: list, scores: list, windows: list, threshold: float, fp_w: float = 0.11) -> float:
+    """NAB v1.1's sweeper restated row by row (lists, list.index, file order): the raw standard
+    score of one file at ``threshold``."""
+    n = len(ts)
+    prob = min(math.floor(0.15 * n), 0.15 * 5000)
+    lims = list(windows)
+    cur = None
+    prev_right = prev_width = None
+    parts: dict[int, float] = {}
+    fp = 0.0
+    for i, (t, sc) in enumerate(zip(ts, scores, strict=True)):
+        if cur is None and lims and t == lims[0][0]:
+            cur = lims.pop(0)
+            right, width = ts.index(cur[1]), ts.index(cur[1]) - ts.index(cur[0]) + 1
+            wid = len(windows) - len(lims) - 1
+        if cur is not None:
+            w = sig(-(right - i + 1) / width) / sig(-1.0)
+            if i >= prob:
+                parts.setdefault(wid, -1.0)
+                if sc >= threshold:
+                    parts[wid] = max(parts[wid], w)
+            if t == cur[1]:
+                prev_right, prev_width, cur = i, width, None
+        else:
+            pos = 3.0 if prev_right is None else abs(prev_right - i) / (prev_width - 1)
+            if i >= prob and sc >= threshold:
+                fp += fp_w * sig(pos)
+    return fp + sum(parts.values())
+
+
+def _backwards_file() -> tuple[np.ndarray, list]:
+    ts = TS.copy()
+    ts[500] = ts[498]  # one row repeats an earlier time ...
+    ts[820:823] = ts[810:813]  # ... and a short run jumps back ten minutes
+    return ts, [(TS[W1[0]], TS[W1[1]]), (TS[W2[0]], TS[W2[1]])]
+
+
+def test_a_file_whose_time_goes_backwards_is_scored_not_refused() -> None:
+    """Issue 12: NAB's scorer scores such a file; ours refused it ("timestamps must be
+    non-decreasing"). It is scored in file order, as NAB's sweeper does."""
+    ts, wins = _backwards_file()
+    rng = np.random.default_rng(3)
+    scores = rng.random(N)
+    scores[[305, 499, 500, 705, 815, 821, 900]] = 0.97
+    res = {"f": (ts, scores)}
+    for thr in (0.5, 0.9, 0.96):
+        got = score_at_threshold(res, {"f": wins}, thr).raw
+        want = _sweeper_raw([int(x) for x in ts.astype(np.int64)], scores.tolist(),
+                            [(int(a.astype(np.int64)), int(b.astype(np.int64))) for a, b in wins],
+                            thr)  # fmt: skip
+        assert got == pytest.approx(want, abs=1e-9)
+    assert score_corpus(res, {"f": wins}).tp >= 1
+
+
+def test_row_order_walk_equals_the_vectorised_scorer_on_sorted_files() -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.random(N)
+    for prof in nab.PROFILES.values():
+        a = nab._prepare_file("f", TS, scores, WINDOWS["f"], prof, 0)
+        b = nab._prepare_file_in_row_order("f", TS, scores, WINDOWS["f"], prof, 0)
+        np.testing.assert_allclose(a.weight, b.weight, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(a.window, b.window)
+
+
+def test_a_window_end_missing_from_a_backwards_file_is_named() -> None:
+    ts, _ = _backwards_file()
+    bad = [(TS[W1[0]], np.datetime64("2030-01-01T00:00", "ns"))]
+    with pytest.raises(ValueError, match="window 0 ends at"):
+        score_at_threshold({"f": (ts, np.zeros(N))}, {"f": bad}, 0.5)

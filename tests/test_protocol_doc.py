@@ -29,6 +29,7 @@ DOCUMENTED: list[tuple[str, type]] = [
     ("`summary`: `DailySummary`", records.DailySummary),
     ("`HourlySeries`", records.HourlySeries),
     ("`RestDay`", records.RestDay),
+    ("`NightVerdict`", records.NightVerdict),
     ("`SleepPeriod`", records.SleepPeriod),
     ("`Latency`", records.Latency),
     ("`ShadowSummary`", records.ShadowSummary),

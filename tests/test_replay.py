@@ -126,3 +126,41 @@ def test_hourly_rest_counts_worn_still_minutes_per_day() -> None:
     np.testing.assert_allclose(vals[24 + 22, 2], 24.0 * (8 * 60 - 11) / (1440 - 120))
     _, plain = hourly_metrics(t, hr, t, steps)
     np.testing.assert_array_equal(plain, vals[:, :2])
+
+
+def test_nab_replay_of_a_messy_file_scores_every_row_and_says_what_it_saw(tmp_path: Path) -> None:
+    """Issue 12/13: a time that goes backwards is scored (not refused), garbage names its line,
+    every input row gets an output row, and a PNG can be written."""
+    rng = np.random.default_rng(2)
+    values = 10 + rng.normal(0, 0.1, 600)
+    stamps = _write_nab(tmp_path / "in.csv", values)
+    lines = (tmp_path / "in.csv").read_text().splitlines()
+    lines[301] = f"{stamps[298]},{values[300]}"  # line 302: a time seen three rows before
+    lines[401] = f"{stamps[400]},not-a-number"  # line 402: garbage value
+    lines[451] = f"yesterday,{values[450]}"  # line 452: garbage time
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    s = replay_nab_csv(tmp_path / "in.csv", tmp_path / "out.csv", plot=tmp_path / "p.png")
+    got_stamps, scores = _read(tmp_path / "out.csv")
+    assert len(got_stamps) == 600 and np.all(np.isfinite(scores))
+    assert got_stamps[450] == "yesterday"
+    assert (s.rows, s.out_of_order, s.first_out_of_order_line) == (600, 1, 302)
+    assert s.problems.lines == {"bad values (scored as missing)": [402],
+                                "bad timestamps (row scored with the previous score)": [452]}  # fmt: skip
+    assert scores[300] == scores[299]  # the repeated time keeps the previous score
+    line = s.line()
+    assert "600 rows" in line and "line 302" in line and "line 402" in line and "line 452" in line
+    assert (tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_wearable_garbage_rows_name_their_line(tmp_path: Path) -> None:
+    n = 3 * 1440
+    t = np.datetime64("2020-03-01T00:00") + np.arange(n).astype("timedelta64[m]")
+    stamps = [str(x).replace("T", " ") + ":00" for x in t]
+    _write_stanford(tmp_path / "hr.csv.xz", "heartrate", stamps, np.full(n, 60.0))
+    _write_stanford(tmp_path / "st.csv.xz", "steps", stamps, np.zeros(n))
+    with lzma.open(tmp_path / "hr.csv.xz", "at") as fh:
+        fh.write("9,P1,2020-03-04 00:00:00,n/a\n")  # line n + 2
+    out = replay_wearable(tmp_path / "hr.csv.xz", tmp_path / "st.csv.xz", tmp_path / "o", "P1",
+                          onset=np.datetime64("2020-03-02"))  # fmt: skip
+    assert out["problems"] == {"garbage rows in hr.csv.xz (skipped)": 1}
+    assert f"line {n + 2}" in str(out["line"]) and (tmp_path / "o" / "nights.csv").exists()

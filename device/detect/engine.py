@@ -24,7 +24,9 @@ from device.kernels import layout as L
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"ELE4"  # ELE4: daily envelope per hour (ELE3: deviation envelope; ELE2: z-unit evidence)
+_MAGIC = b"ELE5"  # ELE5: pattern novelty (ELE4: daily envelope per hour; ELE3: deviation
+# envelope; ELE2: z-unit evidence)
+NOVELTY_SEG_S = 0.0  # the pattern novelty channel's default segment length (0: off)
 _O_SCORE, _O_PERS, _O_BASE, _O_SD, _O_LEVEL = L.O_SCORE, L.O_PERS, L.O_BASE, L.O_SD, L.O_LEVEL
 _R_COMB, _R_EVENT = L.R_COMB, L.R_EVENT
 _HEADER = struct.Struct("<4sHH")  # magic, n_metrics, n_state
@@ -99,6 +101,11 @@ class EngineConfig:
     daily_env_s: float = 7 * 86400.0  # memory of big deviations per hour of day (0 = off) ...
     daily_env_z: float = 10.0  # ... with |z| >= this; one seen on two days at this hour ...
     daily_env_factor: float = 1.0  # ... is subtracted (this share) from a new one's |z|
+    novelty_seg_s: float = NOVELTY_SEG_S  # pattern novelty: segment length (0 = off) ...
+    novelty_vigilance: float = 0.9  # ... a shape this similar to a category resonates ...
+    novelty_rate: float = 0.1  # ... and the category learns it at this rate ...
+    novelty_memory_s: float = 3 * 86400.0  # ... categories and the novelty's null forget this ...
+    novelty_min_segments: float = 48.0  # ... and novelty scores after this many segments
     warning_score: float = 0.5  # event score at which severity becomes "warning"
     critical_score: float = 0.8  # event score at which severity becomes "critical"
 
@@ -123,6 +130,7 @@ class EngineConfig:
             "surprise_short_s",
             "surprise_scale",
             "refractory_s",
+            "novelty_memory_s",
         ):
             if getattr(self, name) == 0:
                 raise EngineInputError(f"EngineConfig.{name} must be > 0, found 0")
@@ -155,16 +163,20 @@ class EngineOutput:
     baseline: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) baseline
     spread: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) baseline spread
     level: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) observed level
+    novelty: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # (n, m) pattern novelty
+    # z of the segment a sample closed (0 elsewhere, and always 0 with novelty_seg_s = 0)
 
 
 # ELE2 rows are ELE4 rows without the two envelope slots (M_ENVP, M_ENVN) and the daily envelope
-# (72 slots at the end), ELE3 rows without the daily envelope: an upgraded agent keeps everything
-# it learnt; the missing envelopes start empty ("nothing seen lately")
-_OLD_N_STATE = {b"ELE2": 116, b"ELE3": 118}
+# (72 slots at the end), ELE3 rows without the daily envelope, ELE4 rows without the pattern
+# novelty (177 slots at the end): an upgraded agent keeps everything it learnt; the missing parts
+# start empty ("nothing seen lately", no shapes known)
+_OLD_N_STATE = {b"ELE2": 116, b"ELE3": 118, b"ELE4": 190}
 
 
 def _upgrade_state(data: bytes) -> bytes:
-    """ELE2 / ELE3 state -> ELE4 (other bytes are returned as they are, for from_state to judge)."""
+    """ELE2 / ELE3 / ELE4 state -> ELE5 (other bytes are returned as they are, for from_state to
+    judge)."""
     if data[:4] not in _OLD_N_STATE or len(data) < _HEADER.size:
         return data
     _, m, n_state = _HEADER.unpack_from(data)
@@ -216,7 +228,7 @@ class Engine:
         self._step = K._step_kernel
         o1, r1 = self._out1, self._rows1
         self._shared = EngineOutput(o1[_O_SCORE], o1[_O_PERS], r1[_R_COMB], self._flags1, [],
-                                    o1[_O_BASE], o1[_O_SD], o1[_O_LEVEL])  # fmt: skip
+                                    o1[_O_BASE], o1[_O_SD], o1[_O_LEVEL], o1[L.O_NOVEL])  # fmt: skip
         directions = dict(directions or {})
         unknown = set(directions) - set(self.metrics)
         if unknown:
@@ -289,7 +301,7 @@ class Engine:
         if rows[_R_EVENT, 0] > 0.0:
             return self._output(self._ts1.copy(), out, rows, flags)
         return EngineOutput(out[_O_SCORE], out[_O_PERS], rows[_R_COMB], flags, [],
-                            out[_O_BASE], out[_O_SD], out[_O_LEVEL])  # fmt: skip
+                            out[_O_BASE], out[_O_SD], out[_O_LEVEL], out[L.O_NOVEL])  # fmt: skip
 
     def _output(
         self, ts: np.ndarray, out: np.ndarray, rows: np.ndarray, flags: np.ndarray
@@ -307,6 +319,7 @@ class Engine:
             baseline=out[L.O_BASE],
             spread=out[L.O_SD],
             level=out[L.O_LEVEL],
+            novelty=out[L.O_NOVEL],
         )
 
     def _event(self, ts: float, o: np.ndarray, score: float) -> DeviationEvent:

@@ -22,12 +22,14 @@ Then the combined score (:mod:`device.kernels.surprise`). Deciding is apart
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 from device.kernels import config
+from device.kernels.cache import drop_stale
 from device.kernels.circadian import _baseline_kernel, _learn_kernel
 from device.kernels.decide import _decide
 from device.kernels.evidence import (
@@ -58,6 +60,11 @@ from device.kernels.layout import (
     C_K,
     C_MAXABS,
     C_MEM,
+    C_NVMEM,
+    C_NVMIN,
+    C_NVRATE,
+    C_NVSEG,
+    C_NVVIG,
     C_PROTMAX,
     C_PROTP,
     C_PROTW,
@@ -118,6 +125,7 @@ from device.kernels.layout import (
     O_CONTRIB,
     O_DIR,
     O_LEVEL,
+    O_NOVEL,
     O_PERS,
     O_SCORE,
     O_SD,
@@ -126,6 +134,7 @@ from device.kernels.layout import (
     O_ZS,
     R_COMB,
 )
+from device.kernels.novelty import _novelty
 from device.kernels.persistence import (
     _cusum,
     _hour,
@@ -147,9 +156,10 @@ _JIT: dict[str, Any] = {"cache": True, "fastmath": config.EDGELOOP_FASTMATH, "in
 def _score_metric(
     cfg: np.ndarray, s: np.ndarray, ok: bool, finite: bool, t: float, tq: float, x: float,
     hh: int, dt_h: float, alpha: float, u_time: float, out: np.ndarray, i: int, j: int,
-) -> tuple[float, float, bool]:  # fmt: skip
-    """Score metric ``j`` of row ``i`` into ``out`` and learn; ``(ev, ev_l, warm)``: its evidence
-    for the combined score (``ev_l`` before the daily discount) and whether it is warm.
+) -> tuple[float, float, bool, float]:  # fmt: skip
+    """Score metric ``j`` of row ``i`` into ``out`` and learn; ``(ev, ev_l, warm, novel)``: its
+    evidence for the combined score (``ev_l`` before the daily discount), whether it is warm,
+    and the pattern novelty z of a segment this sample closed (NaN: none).
 
     ``s``: the metric's state row; ``ok``: the row was accepted; ``finite``: ``x`` is a usable
     value; ``tq``: the time the baseline is read at (the row's, or the last accepted row's)."""
@@ -162,8 +172,11 @@ def _score_metric(
     score = 0.0
     ev = 0.0
     ev_l = 0.0
+    novel = np.nan
     if ok and finite:
         z = (x - base) / sd
+        novel = _novelty(s, t, z, cfg[C_NVSEG], cfg[C_NVVIG], cfg[C_NVRATE], cfg[C_NVMEM],
+                         cfg[C_NVMIN])  # fmt: skip
         if s[M_NVALID] == 0.0:
             s[M_FIRST] = t
             s[M_LEVEL] = x
@@ -208,9 +221,10 @@ def _score_metric(
     out[O_CONTRIB, i, j] = 0.0
     out[O_ZS, i, j] = s[M_ZS]
     out[O_WARM, i, j] = 1.0 if warm else 0.0
+    out[O_NOVEL, i, j] = novel if np.isfinite(novel) else 0.0
     if warm:
         ev, ev_l = _sustained_evidence(s[M_ZS], d, scale, ev, ev_l, cfg[C_SZCLIP])
-    return ev, ev_l, warm
+    return ev, ev_l, warm, novel
 
 
 @njit(**_JIT)
@@ -240,16 +254,19 @@ def _score_row(
     raw = 0.0
     raw_l = 0.0  # the evidence before the daily discount: what the long-run statistic learns
     any_warm = False
+    novel = 0.0  # the largest pattern novelty z of a warm metric's closed segment
     for j in range(vals.shape[1]):
         x = vals[i, j]
         finite = np.isfinite(x) and abs(x) <= cfg[C_MAXABS]
         if not finite:
             flags |= FLAG_MISSING
-        ev, ev_l, warm = _score_metric(
+        ev, ev_l, warm, nov = _score_metric(
             cfg, st[j], ok, finite, t, tq, x, hh, dt_h, alpha, u_time, out, i, j
         )
         if warm:
             any_warm = True
+            if nov > novel:  # NaN never is
+                novel = nov
             if ev > raw:
                 raw = ev
             if ev_l > raw_l:
@@ -271,6 +288,10 @@ def _score_row(
     lw, lm2 = _decay_kernel(eng[E_LW], eng[E_LM2], dt, cfg[C_SLONG])
     comb, eng[E_SHORT] = _surprise(eng[E_SHORT], eng[E_LMEAN], lw, lm2, raw, dts, any_warm,
                                    cfg[C_SSHORT], cfg[C_SFLOOR], cfg[C_SURSCALE])  # fmt: skip
+    if novel > 0.0:  # the pattern channel, calibrated the same way: the more surprising wins
+        comb_n = 1.0 - math.exp(-novel / cfg[C_SURSCALE])
+        if comb_n > comb:
+            comb = comb_n
     comb, eng[E_PEAK] = _refractory(comb, eng[E_PEAK], dt, cfg[C_REFR], cfg[C_REFRL],
                                     cfg[C_REFRM], cfg[C_REFRF])  # fmt: skip
     if any_warm:  # the long-run statistic learns the evidence before the daily discount
@@ -328,3 +349,10 @@ def _step_kernel(work: np.ndarray, flags: np.ndarray) -> None:
         work[e : e + N_ROW].reshape((N_ROW, 1)),
         flags,
     )
+
+
+# numba's cache is keyed on this file alone; the helpers compiled in live in the other modules of
+# the package: drop the cached kernels when any of them changed (before anything is loaded)
+_cache = getattr(_process_kernel, "_cache", None)  # None with NUMBA_DISABLE_JIT=1
+if _cache is not None and hasattr(_cache, "_cache_path"):
+    drop_stale(_cache._cache_path, Path(__file__).parent)

@@ -4,8 +4,8 @@ Every offset is generated from a tuple of names (and widths), so adding a field 
 here and the kernels, the wrapper (:mod:`device.detect.engine`) and the tests follow. Numba reads
 the module-level integers below as compile-time constants.
 
->>> STATE_OFFSETS["tlast"], STATE_OFFSETS["d_env"], N_STATE
-(100, 118, 190)
+>>> STATE_OFFSETS["tlast"], STATE_OFFSETS["d_env"], STATE_OFFSETS["nv_proto"], N_STATE
+(100, 118, 190, 367)
 """
 
 from __future__ import annotations
@@ -35,17 +35,21 @@ CFG_FIELDS: tuple[str, ...] = (
     "surprise_floor", "surprise_scale", "bin_sd_floor", "max_abs_value", "surprise_z_clip",
     "refractory_s", "refractory_factor", "envelope_s", "envelope_factor", "refractory_level",
     "refractory_margin", "surprise_step_cap", "daily_env_s", "daily_env_z", "daily_env_factor",
+    "novelty_seg_s", "novelty_vigilance", "novelty_rate", "novelty_memory_s", "novelty_min_segments",
 )  # fmt: skip
 CFG = {name: i for i, name in enumerate(CFG_FIELDS)}
 (C_MEM, C_WUNIT, C_WCAP, C_PRIOR, C_HUBER, C_SDREL, C_SDABS, C_ZCLIP, C_SMOOTH, C_EPW, C_EPRMS,
  C_EFLOOR, C_K, C_H, C_CAP, C_ZSCLIP, C_Z0, C_SSCALE, C_WARMS, C_WARMN, C_PROTP, C_PROTW,
  C_PROTMAX, C_CONTRIB, C_EVSUM, C_COOL, C_GAP, C_JUMP, C_SSHORT, C_SLONG,
  C_SFLOOR, C_SURSCALE, C_BINSD, C_MAXABS, C_SZCLIP, C_REFR, C_REFRF, C_ENVS, C_ENVF, C_REFRL,
- C_REFRM, C_SSTEP, C_DENVS, C_DENVZ, C_DENVF) = range(len(CFG_FIELDS))  # fmt: skip
+ C_REFRM, C_SSTEP, C_DENVS, C_DENVZ, C_DENVF, C_NVSEG, C_NVVIG, C_NVRATE, C_NVMEM,
+ C_NVMIN) = range(len(CFG_FIELDS))  # fmt: skip
 N_CFG = len(CFG_FIELDS)
 
 # ---- per-metric state row ----
 N_BINS = 24
+NV_CATS = 16  # pattern novelty: remembered window shapes (categories) ...
+NV_WINDOW = 8  # ... of this many segments each
 BIN_W, BIN_MEAN, BIN_M2, BIN_T = 0, 1, 2, 3  # offsets inside one bin (4 floats per bin)
 STATE_FIELDS: tuple[tuple[str, int], ...] = (
     ("bins", 4 * N_BINS),  # per hour of day: weighted Welford (w, mean, m2, t)
@@ -60,6 +64,12 @@ STATE_FIELDS: tuple[tuple[str, int], ...] = (
     # per hour of day: largest recent big |z| (as of the hour bin's time), when it was recorded,
     # and the "daily" level: a big |z| seen on two different days at this hour (or a neighbour)
     ("d_env", N_BINS), ("d_time", N_BINS), ("d_conf", N_BINS),
+    # pattern novelty (device/kernels/novelty.py): category prototypes, their weights and when each
+    # was last used, the window of segment means (a ring, next slot at nv_wpos), the segment being
+    # filled, segments seen, and the raw novelty's running null (w, mean, m2)
+    ("nv_proto", NV_CATS * NV_WINDOW), ("nv_weight", NV_CATS), ("nv_used", NV_CATS),
+    ("nv_win", NV_WINDOW), ("nv_wpos", 1), ("nv_seg_sum", 1), ("nv_seg_n", 1),
+    ("nv_seg_start", 1), ("nv_nseg", 1), ("nv_nw", 1), ("nv_nmean", 1), ("nv_nm2", 1),
 )  # fmt: skip
 STATE_OFFSETS, N_STATE = offsets(STATE_FIELDS)
 _S = STATE_OFFSETS
@@ -70,6 +80,10 @@ M_FIRST, M_NVALID, M_DIR, M_SCALE = _S["first"], _S["nvalid"], _S["dir"], _S["sc
 M_PROT, M_LEVEL, M_ZS, M_WARM = _S["prot"], _S["level"], _S["zs"], _S["warm"]
 M_ENVP, M_ENVN = _S["envp"], _S["envn"]
 D_ENV, D_TIME, D_CONF = _S["d_env"], _S["d_time"], _S["d_conf"]
+NV_PROTO, NV_WEIGHT, NV_USED, NV_WIN = _S["nv_proto"], _S["nv_weight"], _S["nv_used"], _S["nv_win"]
+NV_WPOS, NV_SEG_SUM, NV_SEG_N, NV_SEG_START = (_S["nv_wpos"], _S["nv_seg_sum"], _S["nv_seg_n"],
+                                              _S["nv_seg_start"])  # fmt: skip
+NV_NSEG, NV_NW, NV_NMEAN, NV_NM2 = _S["nv_nseg"], _S["nv_nw"], _S["nv_nmean"], _S["nv_nm2"]
 
 # ---- engine state (one per individual) ----
 ENG_FIELDS: tuple[str, ...] = (
@@ -87,10 +101,10 @@ STEP_RATE = 1.05  # the typical step moves by this factor per row towards dt
 
 # ---- outputs: per metric (N_OUT, n, m), per row (N_ROW, n) and flags (n,) uint8 ----
 OUT_FIELDS: tuple[str, ...] = (
-    "score", "pers", "base", "sd", "level", "start", "dir", "contrib", "zs", "warm",
+    "score", "pers", "base", "sd", "level", "start", "dir", "contrib", "zs", "warm", "novel",
 )  # fmt: skip
 (O_SCORE, O_PERS, O_BASE, O_SD, O_LEVEL, O_START, O_DIR, O_CONTRIB, O_ZS,
- O_WARM) = range(len(OUT_FIELDS))  # fmt: skip
+ O_WARM, O_NOVEL) = range(len(OUT_FIELDS))  # fmt: skip
 N_OUT = len(OUT_FIELDS)
 ROW_FIELDS: tuple[str, ...] = ("comb", "event", "escore")
 R_COMB, R_EVENT, R_ESCORE = range(len(ROW_FIELDS))

@@ -14,6 +14,8 @@ Rules reproduced (as in NAB v1.1's sweeper, which both optimises and scores):
   ``R_prev, W_prev`` belong to the closest preceding window: a detection just after a window costs
   almost nothing, one far after it (3+ window widths) costs the full ``A_FP``; a detection before
   any window costs ``A_FP``.
+* Rows are scored in file order: a file whose timestamps go backwards is scored as NAB's sweeper
+  scores it (a window spans the rows from the one equal to its start to the one equal to its end).
 * One threshold per profile is chosen over the whole corpus: every distinct score is a candidate
   (plus "never fire"); the highest total wins, ties going to the higher threshold.
 * Normalised score: ``100 * (S - S_null) / (S_perfect - S_null)``, with ``S_perfect = A_TP x
@@ -145,7 +147,7 @@ def _prepare_file(
     if np.any(~np.isfinite(s)):
         raise ValueError(f"{key}: anomaly scores must be finite; found NaN/inf")
     if len(t) > 1 and np.any(t[1:] < t[:-1]):
-        raise ValueError(f"{key}: timestamps must be non-decreasing")
+        return _prepare_file_in_row_order(key, t, s, limits, profile, window_offset)
     n = len(t)
     idx = np.arange(n)
     window = np.full(n, -1, dtype=np.int64)
@@ -186,6 +188,53 @@ def _prepare_file(
     else:
         pos = np.full(n, 3.0)
     weight[outside] = profile.fp * scaled_sigmoid(pos[outside])
+    p = probation_length(n)
+    scored = np.unique(window[p:][window[p:] >= 0])
+    return _Prepared(key, s[p:], weight[p:], window[p:], len(limits), scored)
+
+
+def _prepare_file_in_row_order(
+    key: str,
+    t: np.ndarray,
+    s: np.ndarray,
+    limits: Sequence[tuple[object, ...]],
+    profile: Profile,
+    window_offset: int,
+) -> _Prepared:
+    """A file whose timestamps go backwards somewhere, scored as NAB's sweeper scores any file:
+    walking the rows in file order, a window opens at the first row (after the previous window)
+    whose timestamp equals its start and closes at the row equal to its end; its width and its
+    right edge are the row indices of the first rows equal to its start and end. Rows are never
+    reordered. (For non-decreasing timestamps this gives the same weights as the vectorised
+    :func:`_prepare_file`.)"""
+    n = len(t)
+    bounds = [(_as_ns(a, f"{key} window"), _as_ns(b, f"{key} window")) for a, b, *_ in limits]
+    first_row: dict[np.datetime64, int] = {}
+    for i, ti in enumerate(t.tolist()):
+        first_row.setdefault(ti, i)
+    window = np.full(n, -1, dtype=np.int64)
+    weight = np.empty(n, dtype=np.float64)
+    nxt = 0  # next window to open
+    cur = -1  # open window, -1 when none
+    right = width = 0
+    prev_right = prev_width = -1
+    for i in range(n):
+        ti = t[i]
+        if cur < 0 and nxt < len(bounds) and ti == bounds[nxt][0]:
+            start, end = bounds[nxt]
+            if end.item() not in first_row:
+                raise ValueError(f"{key}: window {nxt} ends at {end}, a timestamp not in the file")
+            cur, nxt = nxt, nxt + 1
+            right = first_row[end.item()]
+            width = right - first_row[start.item()] + 1
+        if cur >= 0:
+            window[i] = window_offset + cur
+            weight[i] = profile.tp * float(scaled_sigmoid(-(right - i + 1) / width)) / _MAX_TP
+            if ti == bounds[cur][1]:
+                prev_right, prev_width, cur = i, width, -1
+        else:
+            pos = 3.0 if prev_right < 0 or prev_width <= 1 else abs(prev_right - i) / (prev_width - 1)
+            weight[i] = profile.fp * float(scaled_sigmoid(pos))
     p = probation_length(n)
     scored = np.unique(window[p:][window[p:] >= 0])
     return _Prepared(key, s[p:], weight[p:], window[p:], len(limits), scored)

@@ -168,3 +168,54 @@ def summarise(
         false_alerts=sum(o.false_alerts for o in labelled),
         healthy_months=sum(o.healthy_months for o in labelled),
     )
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    """Alerts against the illness window ``[onset - 7 d, onset + 21 d]`` (issue 12's measure)."""
+
+    person_id: str
+    onset: np.datetime64 | None
+    caught_early: bool | None  # first alert in the window on or before the onset date
+    first_alert_rel_days: float | None
+    alert_days_outside: int  # distinct days with an alert outside the window
+    months_outside: float  # monitored months (days with heart-rate data) outside the window
+
+    @property
+    def per_month(self) -> float | None:
+        return self.alert_days_outside / self.months_outside if self.months_outside > 0 else None
+
+
+def window_outcome(
+    person_id: str,
+    alert_times: Iterable[object] | np.ndarray,
+    label: StanfordLabel | None,
+    data_times: np.ndarray,
+    *,
+    early_days: float = 7.0,
+    late_days: float = 21.0,
+) -> WindowOutcome:
+    """Caught at or before onset, and alert days per monitored month outside the illness window.
+
+    Without an onset date there is no window: every alert day counts as outside (the caller
+    decides whether such a person enters a pooled rate)."""
+    alerts = np.sort(to_datetime64(alert_times))
+    days = np.unique(np.asarray(data_times).astype("datetime64[D]"))
+    alert_days = np.unique(alerts.astype("datetime64[D]"))
+    onset = label.onset if label is not None else None
+    if onset is None:
+        return WindowOutcome(person_id, None, None, None, len(alert_days), len(days) / DAYS_PER_MONTH)
+    onset_s = np.asarray(onset).astype("datetime64[s]")[()]
+    lo = onset_s - np.timedelta64(int(round(early_days * 86400)), "s")
+    hi = onset_s + np.timedelta64(int(round(late_days * 86400)), "s")
+    inside = alerts[(alerts >= lo) & (alerts <= hi)]
+    first = None
+    caught = False
+    if len(inside):
+        first = float((inside[0] - onset_s) / np.timedelta64(1, "s")) / 86400.0
+        caught = bool(inside[0] < onset_s + _DAY)
+    lo_d, hi_d = lo.astype("datetime64[D]"), hi.astype("datetime64[D]")
+    out_days = days[(days < lo_d) | (days > hi_d)]
+    out_alerts = alert_days[(alert_days < lo_d) | (alert_days > hi_d)]
+    return WindowOutcome(person_id, onset, caught, first, len(out_alerts),
+                         len(out_days) / DAYS_PER_MONTH)  # fmt: skip
