@@ -32,6 +32,7 @@ from device.features.daily import DayAccumulator, json_floats
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.inference.slots import ModelSlots, ShadowStats
+from device.kernels.loader import kernels
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
@@ -221,6 +222,8 @@ class Agent:
                                                "label": label, "accel": None if accel is None else
                                                np.round(accel, 3).tolist()})
         self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
+        if not self.counts["windows"]:  # cold start ends here (scripts/bench_agent reads it)
+            logger.info("agent.first_window wall=%.6f kernels=%s", time.time(), self.engine.kernel_path)
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
         self._accumulate_day(w, vec, label, out)
@@ -516,7 +519,7 @@ class Agent:
                 "incarnation": self.outbox.incarnation,
                 "pending": self.outbox.pending_count(), "rejected": rejected, "outbox": self.outbox.counters(),
                 "ingest": self.ingest_counts(), "latency": self.budget.report(),
-                "commands": dict(self.commands.counts)}
+                "commands": dict(self.commands.counts), "kernels": kernels().info()}
 
 
 def _fit_batch(rows: list[Any], max_rows: int, max_bytes: int) -> list[Any]:
