@@ -28,7 +28,6 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,6 +179,8 @@ def _missing_reason(directory: Path, fp: str) -> str:
 
 def build_in_subprocess(directory: Path) -> None:
     """Run ``python -m device.kernels.aot --dir directory`` (numba and LLVM stay out of here)."""
+    import subprocess
+
     logger.warning("kernels.building dir=%s", directory)
     proc = subprocess.run([sys.executable, "-m", "device.kernels.aot", "--dir", str(directory)],
                           capture_output=True, text=True, cwd=str(_ROOT))  # fmt: skip
