@@ -95,13 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even if an up-to-date module exists")
     ap.add_argument("--status", action="store_true", help="print which kernels a process would run, build nothing")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     if args.status:
         k = load(directory=args.dir)
         print(json.dumps(k.info()))  # noqa: T201 - entry point
         return 0
-    path = build(args.dir, force=args.force)
-    print(path)  # noqa: T201 - entry point
+    d = args.dir if args.dir is not None else kernel_dir()
+    target = module_path(d, fingerprint())
+    if args.force or not target.exists():
+        print(f"kernels: compiling the ahead-of-time module into {d} (numba.pycc and the C compiler; "  # noqa: T201
+              "about 15 s here, minutes on a Raspberry Pi)", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            target = build(d, force=args.force)
+        except Exception as exc:  # noqa: BLE001 - any build failure is reported the same way
+            print(f"kernels: the build failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+            return 1
+        print(f"kernels: built {target.name} in {time.monotonic() - t0:.0f} s", file=sys.stderr)  # noqa: T201
+    print(target)  # noqa: T201 - entry point
     return 0
 
 
