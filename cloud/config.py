@@ -2,17 +2,111 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
 
 from shared.config import doc
 from shared.mqtt import MqttConfig
 
 
 @dataclass(frozen=True)
+class NotifierConfig:
+    """One way to tell owners (a ``[[notifiers]]`` table); every alert goes to every notifier."""
+
+    kind: Literal["log", "webhook", "mqtt"] = field(default="log", metadata=doc(
+        "log: a notify.sent log line; webhook: POST the alert JSON to url; mqtt: publish it on "
+        "edgeloop/v1/owner/<individual>/alerts (QoS 1)"))
+    name: str = field(default="", metadata=doc("name in logs, metrics and the dashboard; empty = kind"))
+    url: str = field(default="", metadata=doc("webhook: http(s)://host[:port]/path"))
+    timeout: float = field(default=5.0, metadata=doc("webhook: seconds to wait for an answer per attempt"))
+    retries: int = field(default=5, metadata=doc("attempts after the first before the delivery is given up"))
+    backoff: float = field(default=30.0, metadata=doc("seconds before the first retry; doubles per retry"))
+    backoff_max: float = field(default=3600.0, metadata=doc("longest wait between two retries (s)"))
+    token_env: str = field(default="", metadata=doc(
+        "webhook: environment variable holding a token sent as 'Authorization: Bearer <token>'"))
+    hmac_secret_env: str = field(default="", metadata=doc(
+        "webhook: environment variable holding a secret; each POST carries X-Edgeloop-Signature: "
+        "sha256=<HMAC-SHA256 of the body>"))
+    headers: dict = field(default_factory=dict, metadata=doc("webhook: extra HTTP headers (a TOML table)"))  # type: ignore[type-arg]
+
+    def validate(self) -> None:
+        if self.kind == "webhook":
+            u = urlsplit(self.url)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise ValueError(f"url: {self.url!r} must be http(s)://host[:port]/path for a webhook")
+        elif self.url:
+            raise ValueError(f"url: only a webhook takes a url (kind is {self.kind!r})")
+        if not 0.1 <= self.timeout <= 120:
+            raise ValueError(f"timeout: {self.timeout} must be 0.1..120 s")
+        if not 0 <= self.retries <= 50:
+            raise ValueError(f"retries: {self.retries} must be 0..50")
+        if not 0 < self.backoff <= self.backoff_max:
+            raise ValueError(f"backoff: {self.backoff} must be > 0 and <= backoff_max ({self.backoff_max})")
+        for k, v in self.headers.items():
+            if not isinstance(v, str):
+                raise ValueError(f"headers -> {k}: expected a string, found {v!r:.40}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """Publish each individual to Home Assistant through its MQTT discovery convention."""
+
+    enabled: bool = field(default=False, metadata=doc(
+        "publish discovery configs and states (status, last alert, battery) for Home Assistant"))
+    prefix: str = field(default="homeassistant", metadata=doc("Home Assistant's discovery_prefix"))
+    every: float = field(default=30.0, metadata=doc("seconds between state refreshes (alerts refresh at once)"))
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", self.prefix):
+            raise ValueError(f"prefix: {self.prefix!r} must be a topic path without wildcards")
+        if self.every < 1:
+            raise ValueError(f"every: {self.every} must be >= 1 s")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
-    instance: str = field(default="cloud-1", metadata=doc("this aggregator's id (MQTT client id suffix)"))
+    instance: str = field(default="", metadata=doc(
+        "this aggregator's name; its MQTT client id is edgeloop-<instance> with a persistent session. "
+        "Empty: cloud-<host>-<pid>, unique per process, with a session that ends at disconnect (start "
+        "as many as you like: they share the work through the shared subscription)"))
     db: str = field(default="edgeloop-cloud.db", metadata=doc("SQLite file of the cloud store"))
     rules: str = field(default="", metadata=doc("notification rules TOML; empty = built-in defaults"))
     shared_subscription: bool = field(default=True, metadata=doc("use $share/ so N aggregators split the load"))
     signing_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 private key (commands, releases)"))
+    notifiers: tuple[NotifierConfig, ...] = field(default=(NotifierConfig(),), metadata=doc(
+        "how owners are told: [[notifiers]] tables (kind = log | webhook | mqtt); default: the log only"))
+    home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig, metadata=doc(
+        "Home Assistant MQTT discovery"))
+    http: str = field(default="", metadata=doc(
+        "HOST:PORT of the operators' web server (dashboard, /metrics, /healthz); empty = none"))
+    operator_token_env: str = field(default="EDGELOOP_OPERATOR_TOKEN", metadata=doc(
+        "environment variable holding the operator token that state-changing dashboard actions "
+        "(feedback, halt, promote, rollback) require; unset = those actions are refused"))
+    stats_every: float = field(default=60.0, metadata=doc("seconds between cloud.stats log lines (0: never)"))
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(username=""), metadata=doc("broker connection"))
+
+    def validate(self) -> None:
+        names = [n.label for n in self.notifiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"notifiers: names {names} repeat: give each a distinct name")
+        if self.instance and not re.fullmatch(r"[A-Za-z0-9_.-]{1,48}", self.instance):
+            raise ValueError(f"instance: {self.instance!r} must be 1-48 characters from A-Z a-z 0-9 _ . -")
+
+    @property
+    def client_id(self) -> str:
+        """``edgeloop-<instance>``; without an instance, unique to this process."""
+        return f"edgeloop-{self.instance or auto_instance()}"
+
+
+def auto_instance() -> str:
+    """``cloud-<host>-<pid>``: two processes on one or many machines never share it."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:24] or "host"
+    return f"cloud-{host}-{os.getpid()}"

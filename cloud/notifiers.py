@@ -7,6 +7,8 @@ JSON every notifier sends (``v``/``type`` like the other messages in ``shared.sc
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import urllib.error
@@ -21,6 +23,10 @@ from shared.schemas import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 REMINDER_RULES = ("renotify", "deferred-delivery")
+
+
+class DeliveryError(Exception):
+    """One delivery attempt failed; the message says how (HTTP status, timeout, refused)."""
 
 
 class Notifier(Protocol):
@@ -39,6 +45,11 @@ def alert_payload(decision: Decision, event_body: dict[str, Any]) -> dict[str, A
         "score": event_body.get("score"), "start_ts": event_body.get("start_ts"),
         "model_version": event_body.get("model_version"),
     }
+
+
+def encode_alert(decision: Decision, event_body: dict[str, Any]) -> bytes:
+    """The alert payload as compact JSON bytes (what every transport sends)."""
+    return _encode(decision, event_body)
 
 
 def _encode(decision: Decision, event_body: dict[str, Any]) -> bytes:
@@ -81,21 +92,37 @@ class LogNotifier(_Counted):
 class WebhookNotifier(_Counted):
     """POSTs the JSON payload to an http(s) URL; non-2xx, timeouts and refusals are failures."""
 
-    def __init__(self, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, headers: dict[str, str] | None = None,
+                 hmac_secret: str | None = None) -> None:
         super().__init__()
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"webhook url {url!r} must be http(s)://host[:port]/path")
-        self.url, self.timeout = url, timeout
-        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.url, self.timeout, self.hmac_secret = url, timeout, hmac_secret
+        self.headers = {"Content-Type": "application/json", "User-Agent": "edgeloop-cloud", **(headers or {})}
 
-    def send(self, decision: Decision, event_body: dict[str, Any]) -> None:
-        req = urllib.request.Request(self.url, data=_encode(decision, event_body),
-                                     headers=self.headers, method="POST")
+    def deliver(self, body: bytes) -> None:
+        """One POST; raises DeliveryError naming what went wrong (status, timeout, refusal)."""
+        headers = dict(self.headers)
+        if self.hmac_secret:
+            digest = hmac.new(self.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Edgeloop-Signature"] = f"sha256={digest}"
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - scheme checked
                 resp.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:  # HTTPError is a URLError
+        except urllib.error.HTTPError as exc:
+            raise DeliveryError(f"HTTP {exc.code} {exc.reason} from {self.url}") from None
+        except TimeoutError:
+            raise DeliveryError(f"no answer from {self.url} within {self.timeout:g} s") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeliveryError(f"cannot reach {self.url}: {reason}") from None
+
+    def send(self, decision: Decision, event_body: dict[str, Any]) -> None:
+        try:
+            self.deliver(_encode(decision, event_body))
+        except DeliveryError as exc:
             self._failed(decision, exc)
             return
         self.sent += 1

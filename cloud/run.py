@@ -6,12 +6,13 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
 from cloud.config import CloudConfig
-from cloud.notifiers import LogNotifier
+from cloud.delivery import build_deliveries
 from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
@@ -25,32 +26,96 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list | None = No
           sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)
-    agg = Aggregator(store, policy, notifiers=notifiers if notifiers is not None else [LogNotifier()],
-                     sim_clock=sim_clock)
-    svc = AggregatorService(agg, cfg.mqtt, f"edgeloop-{cfg.instance}{client_suffix}", cfg.shared_subscription)
+    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock)
+    svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
+                            persistent=bool(cfg.instance), instance=cfg.instance or None)
     if cfg.signing_key:
         from shared.signing import load_private_key
 
         agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
         register_factory_release(store)
+    if notifiers is None:  # the configured channels, each delivery recorded and retried
+        agg.notifiers = [build_deliveries(store.db, cfg.notifiers, svc.client.publish)]
+    if cfg.home_assistant.enabled:
+        from cloud.ops.homeassistant import HomeAssistantBridge
+
+        ha = HomeAssistantBridge(store.db, svc.client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
+        agg.notifiers = [*agg.notifiers, ha]
+        svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
+            lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
     agg.retrain = load_retrain_config(None)
     agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
     return svc
 
 
-def serve_forever(cfg: CloudConfig, stop: threading.Event) -> None:
+def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
+    """Serve until ``stop``; 0 on a clean stop, 1 when another process took our client id."""
     svc = build(cfg)
+    web = start_web(svc, cfg) if cfg.http else None
     svc.start()
-    print(f"edgeloop cloud {cfg.instance}: serving {cfg.mqtt.url}, store {cfg.db}", flush=True)
-    last = time.monotonic()
+    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}"
+          + (f", http://{web.host}:{web.port}/" if web else ""), flush=True)
+    stats = StatsLine(svc)
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
     worker.start()
     try:
         while not stop.wait(1.0):
-            if time.monotonic() - last > 60:
-                logger.info("cloud.stats", extra=dict(svc.agg.counts))
-                last = time.monotonic()
+            if svc.taken_over.is_set():
+                return 1
+            if cfg.stats_every > 0 and stats.due(cfg.stats_every):
+                stats.log()
     finally:
         worker.join(5)
         svc.stop()
+        if web is not None:
+            web.stop()
+        for n in svc.agg.notifiers:
+            close = getattr(n, "close", None)
+            if close is not None:
+                close()
+    return 0
+
+
+def start_web(svc: AggregatorService, cfg: CloudConfig) -> Any:
+    """The operators' web server (imported only when --http is given)."""
+    import os
+
+    from cloud.ops.web import WebServer, create_app, parse_listen
+
+    host, port = parse_listen(cfg.http)
+    token = os.environ.get(cfg.operator_token_env) if cfg.operator_token_env else None
+    return WebServer(create_app(svc, cfg.db or None, operator_token=token), host, port).start()
+
+
+class StatsLine:
+    """The periodic ``cloud.stats`` line: totals since start plus the rate over the last interval."""
+
+    def __init__(self, svc: AggregatorService) -> None:
+        self.svc = svc
+        self.t0 = self.last = time.monotonic()
+        self.last_received = 0
+
+    def due(self, every: float) -> bool:
+        return time.monotonic() - self.last >= every
+
+    def fields(self) -> dict[str, float | int | bool]:
+        now = time.monotonic()
+        svc, c = self.svc, self.svc.agg.counts
+        rate = (svc.received - self.last_received) / max(now - self.last, 1e-9)
+        self.last, self.last_received = now, svc.received
+        out: dict[str, float | int | bool] = {
+            "uptime_s": round(now - self.t0), "connected": svc.connected.is_set(), "messages": svc.received,
+            "messages_per_s": round(rate, 2), "inbox": svc.inbox.qsize(),
+            "records_new": c["records_new"], "records_duplicate": c["records_duplicate"],
+            "rejected": c["rejected"], "feedback": c["feedback"]}
+        for key, n in sorted(c.items()):
+            if key.startswith(("decision.", "commands.", "reports.")):
+                out[key.replace(".", "_")] = n
+        sent = sum(getattr(n, "sent", 0) for n in svc.agg.notifiers)
+        failed = sum(getattr(n, "failures", 0) for n in svc.agg.notifiers)
+        out.update(notifications_sent=sent, notifications_failed=failed)
+        return out
+
+    def log(self) -> None:
+        logger.info("cloud.stats", extra=self.fields())

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.inference.slots import ModelSlots, ShadowStats
 from device.kernels.loader import kernels
+from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.reader import ByteSource, open_source
 from device.sync import Uplink
@@ -92,6 +93,10 @@ class Agent:
         self.shadow: Any = None  # a shadow model outside slots (tests); slots keep their own
         self.shadow_stats = ShadowStats()
         self.budget = LatencyBudget(cfg.budget_ms)
+        self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
+        # called with (minute_ts, feature vector, engine output) after each window (replay plots);
+        # the output's arrays are the engine's buffers: copy what you keep
+        self.observer: Callable[[float, list[float], Any], None] | None = None
         self.engine = self._restore_engine()
         self.trace = (TraceRing(tuple(self.features.metrics), cfg.event_trace_hours * 3600.0)
                       if cfg.event_trace_hours > 0 else None)
@@ -200,7 +205,9 @@ class Agent:
         accel = w.accel_window(getattr(self.classifier, "window_seconds", 4.0))
         if self.classifier is not None and accel is not None and len(accel) >= 8:
             try:
+                t_inf = time.perf_counter()
                 pred = self.classifier.predict(accel, float(w.accel_rate))
+                self.metrics.inference(time.perf_counter() - t_inf)
                 label = pred.label
                 shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
                 if shadow is not None and self.budget.allows(SHED_SHADOW):
@@ -212,6 +219,8 @@ class Agent:
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
+        if self.observer is not None:
+            self.observer(w.minute_ts, vec, out)
         if self.trace is not None:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
@@ -221,7 +230,9 @@ class Agent:
                                                "names": list(self.features.metrics),
                                                "label": label, "accel": None if accel is None else
                                                np.round(accel, 3).tolist()})
-        self.budget.record((time.perf_counter() - t0) * 1000.0, self.source_backlog())
+        took = time.perf_counter() - t0
+        self.budget.record(took * 1000.0, self.source_backlog())
+        self.metrics.window(took)
         if not self.counts["windows"]:  # cold start ends here (scripts/bench_agent reads it)
             logger.info("agent.first_window wall=%.6f kernels=%s", time.time(), self.engine.kernel_path)
         self.counts["windows"] += 1
@@ -294,6 +305,8 @@ class Agent:
             "detector_version": self.detector_version, "agent_version": AGENT_VERSION,
             "shadow": self.shadow_stats.summary() if self.shadow_stats.total else {},
             "models": self.slots.status() if self.slots else None, "outbox": self.outbox.counters(),
+            # what still waits for the cloud's ack (the fleet page shows it beside the battery)
+            "backlog": {"rows": self.outbox.pending_count(), "bytes": self.outbox.bytes_used},
         })
         self._append("summary", d.ts, body)
 
@@ -420,8 +433,7 @@ class Agent:
             elif ev.kind == "message":
                 self._on_message(ev.topic, ev.payload)
             elif ev.kind == "connected":
-                self.outbox.unmark_published()
-                logger.info("sync.connected", extra={"device_id": self.cfg.device_id})
+                self.outbox.unmark_published()  # sync.connected is logged by the uplink
         while self.uplink.can_send():
             busy = {s for seqs in self.uplink.inflight.values() for s in seqs}
             rows = [r for r in self.outbox.due(self.cfg.outbox.batch_size * 4) if r.seq not in busy]

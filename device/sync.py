@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from shared import schemas, topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 
 logger = logging.getLogger(__name__)
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,14 @@ class Uplink:
         self.inflight: dict[int, list[int]] = {}
         self.max_inflight = max_inflight
         self.connects = 0
+        self.sessions = 0  # successful connects seen by the network thread
+        self.failed_attempts = 0  # TCP/TLS attempts that failed since the last connect
+        self._stopping = False
         self.client = make_client(cfg, device_id)
         self.client.max_inflight_messages_set(max_inflight)
         self.client.will_set(topics.status(device_id), self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
@@ -59,16 +65,40 @@ class Uplink:
     # paho thread -------------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
-            logger.warning("sync.connect_refused", extra={"device_id": self.device_id, "reason": str(rc)})
+            # the broker answered and said no (bad credentials, not authorised, server busy)
+            logger.warning("sync.connect_refused", extra={"device_id": self.device_id, "broker": self.cfg.url,
+                                                          "reason": str(rc)})
             self.events.put(SyncEvent("disconnected", detail=f"refused: {rc}"))
             return
         client.subscribe([(topics.ack(self.device_id), 1), (topics.commands(self.device_id), 1)])
         client.publish(topics.status(self.device_id), self._status("online"), qos=1, retain=True)
-        self.events.put(SyncEvent("connected", detail=str(getattr(flags, "session_present", ""))))
+        session = bool(getattr(flags, "session_present", False))
+        logger.info("sync.connected", extra={"device_id": self.device_id, "broker": self.cfg.url,
+                                             "session_present": session, "reconnect": self.sessions > 0,
+                                             "failed_attempts": self.failed_attempts})
+        self.sessions += 1
+        self.failed_attempts = 0
+        self.events.put(SyncEvent("connected", detail=str(session)))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the exception is the reason
+        exc = sys.exc_info()[1]
+        self.failed_attempts += 1
+        logger.info("sync.connect_failed", extra={"device_id": self.device_id, "broker": self.cfg.url,
+                                                  "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown",
+                                                  "attempt": self.failed_attempts})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         rearm_backoff(client, self.cfg)
-        self.events.put(SyncEvent("disconnected", detail=str(rc)))
+        reason = str(rc)
+        if getattr(rc, "value", None) == SESSION_TAKEN_OVER:
+            logger.warning("sync.session_taken_over", extra={
+                "device_id": self.device_id, "broker": self.cfg.url, "reason": reason,
+                "hint": "another process connected with this device id: run one agent per device_id"})
+        elif not self._stopping:
+            logger.info("sync.disconnected", extra={"device_id": self.device_id, "broker": self.cfg.url,
+                                                    "reason": reason})
+        self.events.put(SyncEvent("disconnected", detail=reason))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
         self.events.put(SyncEvent("puback", mid=mid, ok=not rc.is_failure, detail=str(rc)))
@@ -112,6 +142,7 @@ class Uplink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish a clean 'stopped' status, then disconnect."""
+        self._stopping = True
         if self.connected:
             info = self.client.publish(topics.status(self.device_id), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):

@@ -17,7 +17,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeloop import logs
 from shared.config import ConfigError, describe, load
+
+# long-running commands log at info by default (connects, reconnects, stats); the rest at warning
+INFO_BY_DEFAULT = ("agent", "cloud")
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-format", choices=logs.FORMATS, default=os.environ.get("EDGELOOP_LOG_FORMAT") or "logfmt",
+                   help="one line per event with its fields: logfmt (default), json, or text "
+                   "(default from $EDGELOOP_LOG_FORMAT)")
+    g.add_argument("--log-level", choices=logs.LEVELS, help="minimum level (overrides -v/-q)")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 def _common_config(p: argparse.ArgumentParser) -> None:
@@ -26,7 +40,6 @@ def _common_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-config", action="store_true", help="list every config key, default and meaning")
     p.add_argument("--broker", help="broker URL mqtt://host:port (overrides mqtt.url)")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (overrides mqtt.protocol)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, help="seconds to wait at exit for cloud acks")
     p.add_argument("--offline", action="store_true", help="no MQTT: keep everything in the outbox")
     p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (docs/metrics.md)")
 
     p = sub.add_parser("cloud", help="run the cloud aggregator (subscribe, store, decide, ack)",
                        description="Cloud aggregator: shared subscription to device uplinks, schema "
@@ -73,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLite file of the cloud store")
     p.add_argument("--rules", help="notification rules TOML")
     p.add_argument("--no-shared", action="store_true", help="plain subscription (brokers without $share)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the dashboard, /metrics and /healthz here (overrides http)")
     p.add_argument("--keygen", metavar="DIR", help="write a new ed25519 key pair (cloud.key, cloud.pub) and exit")
 
     p = sub.add_parser("replay", help="run the engine over recorded data (NAB CSV, Stanford wearables, traces)",
@@ -86,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", required=True)
     r.add_argument("--id", required=True, help="person id (used in file names)")
     r.add_argument("--out", required=True, help="output folder")
-    r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events JSON lines")
+    r = rs.add_parser("trace", help="a frame trace file through the agent, offline -> events, plot, summary",
+                      description="Runs a recorded frame trace through the agent (offline) and writes "
+                      "events.jsonl, trace.png (signals, baseline band, scores, events) and summary.json; "
+                      "prints one summary line.")
     r.add_argument("trace")
-    r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl)")
+    r.add_argument("--out", required=True, help="output folder (agent state, events.jsonl, trace.png)")
+    r.add_argument("--progress", action="store_true",
+                   help="progress on stderr even when it is not a terminal (default: terminals, files > 4 MB)")
 
     p = sub.add_parser("feedback", help="record an owner's answer to an alert (confirm, dismiss, normal_for_her, label)",
                        description="Explicit feedback through the CLI (the same path as the HTTP endpoint and the "
@@ -151,13 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    for sp in sub.choices.values():  # every leaf command takes the logging options
+        nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]
+        for leaf in (nested[0].choices.values() if nested else [sp]):
+            _log_options(leaf)
     return ap
 
 
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _setup_logging(args: argparse.Namespace) -> None:
+    default = "info" if args.cmd in INFO_BY_DEFAULT else "warning"
+    if getattr(args, "quiet", False):
+        default = "warning"
+    level = logs.level_for(getattr(args, "verbose", 0), getattr(args, "log_level", None), default)
+    logs.configure(getattr(args, "log_format", "logfmt"), level)
 
 
 def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
@@ -192,6 +220,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
         "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
     agent = Agent(cfg, connect=not args.offline)
+    if args.metrics:  # prometheus_client is imported only here: a collar without it stays lean
+        from device.metrics_prom import serve_agent_metrics
+
+        serve_agent_metrics(agent, args.metrics)
     stop = threading.Event()
     _stop_on_signals(stop)
     if args.progress:
@@ -233,15 +265,14 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         save_public_key(d / "cloud.pub", pub)
         print(f"wrote {d / 'cloud.key'} (keep secret) and {d / 'cloud.pub'} (give to devices)")
         return 0
-    cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules,
+    cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules, "http": args.http,
                                         "shared_subscription": False if args.no_shared else None})
     from cloud.run import serve_forever
 
     logging.getLogger("cloud.notifiers").setLevel(logging.INFO)  # operators see every notification
     stop = threading.Event()
     _stop_on_signals(stop)
-    serve_forever(cfg, stop)
-    return 0
+    return serve_forever(cfg, stop)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -256,20 +287,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary = replay_wearable(args.hr, args.steps, args.out, args.id)
         print(json.dumps(summary, indent=1, default=str))
     else:
-        from device.agent import Agent
-        from device.config import AgentConfig
+        from edgeloop.replay_trace import replay_trace, summary_line
 
-        out = Path(args.out)
-        agent = Agent(AgentConfig(source=args.trace, state_dir=str(out / "state"), exit_on_eof=True),
-                      connect=False)
-        report = agent.run()
-        n = 0
-        with open(out / "events.jsonl", "w") as f:
-            for row in agent.outbox.due(10**9):
-                if row.kind == "event":
-                    f.write(json.dumps({"seq": row.seq, "individual_id": row.individual_id, **row.body}) + "\n")
-                    n += 1
-        print(f"{n} events -> {out / 'events.jsonl'}; ingest: {json.dumps(report['ingest'])}")
+        summary = replay_trace(args.trace, args.out, progress=True if args.progress else None)
+        print(summary_line(summary))
     return 0
 
 
@@ -339,7 +360,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0))
+    _setup_logging(args)
     try:
         return COMMANDS[args.cmd](args)
     except ConfigError as exc:

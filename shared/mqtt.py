@@ -48,14 +48,15 @@ class MqttConfig:
         return u.port or (8883 if u.scheme == "mqtts" else 1883)
 
 
-def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
-    """A paho client configured for a persistent session (clean start off)."""
+def make_client(cfg: MqttConfig, client_id: str, persistent: bool = True) -> mqtt.Client:
+    """A paho client configured for a persistent session (clean start off); ``persistent=False``
+    for a client id that dies with its process (the session ends at disconnect)."""
     v5 = cfg.protocol == "5"
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else False,
+        clean_session=None if v5 else not persistent,
     )
     if cfg.username:
         client.username_pw_set(cfg.username, os.environ.get("EDGELOOP_MQTT_PASSWORD"))
@@ -83,12 +84,13 @@ def paho_keepalive(cfg: MqttConfig) -> int:
     return max(1, int(cfg.keepalive * 0.75))
 
 
-def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:
-    """Start connecting in the background with a persistent session."""
+def connect_async(client: mqtt.Client, cfg: MqttConfig, persistent: bool = True) -> None:
+    """Start connecting in the background with a persistent session (or, ``persistent=False``,
+    a fresh one that the broker drops at disconnect)."""
     keepalive = paho_keepalive(cfg)
     if cfg.protocol == "5":
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = cfg.session_expiry
-        client.connect_async(cfg.host, cfg.port, keepalive, clean_start=False, properties=props)
+        props.SessionExpiryInterval = cfg.session_expiry if persistent else 0
+        client.connect_async(cfg.host, cfg.port, keepalive, clean_start=not persistent, properties=props)
     else:
         client.connect_async(cfg.host, cfg.port, keepalive)

@@ -63,6 +63,15 @@ def owner_feedback(individual_id: str) -> str:
     return f"{ROOT}/owner/{check_id(individual_id, 'individual id')}/feedback"
 
 
+def cloud_status(instance: str) -> str:
+    """Cloud -> cloud and operators, retained: an aggregator instance's presence (online with its
+    host, pid and start time; offline as its last will; stopped at a clean exit)."""
+    return f"{ROOT}/cloud/{check_id(instance, 'cloud instance')}/status"
+
+
+CLOUD_STATUS_FILTER = f"{ROOT}/cloud/+/status"
+
+
 # Subscription filters used by the cloud (shared, so N aggregators split the load).
 def cloud_uplink_filter(shared: bool = True) -> str:
     f = f"{ROOT}/dev/+/up"

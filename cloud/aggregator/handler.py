@@ -67,13 +67,14 @@ class Aggregator:
         try:
             self._dispatch(topic, payload)
         except (schemas.SchemaError, topics.TopicError, RulesError, FeedbackError) as exc:
-            self._reject(topic, str(exc), len(payload))
+            self._reject(topic, str(exc), len(payload), _reject_kind(exc))
         except Exception as exc:  # last line of defence: count, log, keep serving
             logger.exception("aggregator.unexpected_error", extra={"topic": topic})
-            self._reject(topic, f"internal error {type(exc).__name__}: {exc}", len(payload))
+            self._reject(topic, f"internal error {type(exc).__name__}: {exc}", len(payload), "internal")
 
-    def _reject(self, topic: str, reason: str, size: int) -> None:
+    def _reject(self, topic: str, reason: str, size: int, kind: str = "schema") -> None:
         self.counts["rejected"] += 1
+        self.counts[f"rejected.{kind}"] += 1  # by kind, for the metrics
         logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
         try:
             self.store.reject(topic, reason, size)
@@ -205,6 +206,14 @@ class Aggregator:
 
     def tick(self) -> None:
         """Timed work (reminders, deferred notifications, ignore sweep, personalisation commands)."""
+        for n in self.notifiers:  # notifiers with their own timed work (delivery outcomes, retries)
+            pump = getattr(n, "tick", None)
+            if pump is not None:
+                try:
+                    pump()
+                except Exception:
+                    self.counts["tick_failed"] += 1
+                    logger.exception("aggregator.notifier_tick_failed")
         if self.sim_clock and not self.latest_ts:
             return
         try:
@@ -224,3 +233,11 @@ class Aggregator:
             self.counts["tick_failed"] += 1
             logger.exception("aggregator.tick_failed")
 
+
+
+def _reject_kind(exc: Exception) -> str:
+    """A bounded label for a rejection (the metrics' reason)."""
+    for cls, kind in ((FeedbackError, "feedback"), (RulesError, "rules"), (topics.TopicError, "topic")):
+        if isinstance(exc, cls):
+            return kind
+    return "schema"

@@ -2,63 +2,159 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from cloud import presence
 from cloud.aggregator.handler import Aggregator
+from cloud.ops.broker_sys import SYS_FILTER, BrokerSys
 from shared import topics
 from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
 
 logger = logging.getLogger(__name__)
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
+
+
+class ClientIdTaken(RuntimeError):
+    """Another live process holds this aggregator's (named) instance and so its client id."""
 
 
 class AggregatorService:
     """Subscribes to device uplinks (shared subscription), status and owner feedback."""
 
     def __init__(self, aggregator: Aggregator, mqtt_cfg: MqttConfig, client_id: str,
-                 shared_subscription: bool = True) -> None:
+                 shared_subscription: bool = True, persistent: bool = True,
+                 instance: str | None = None) -> None:
+        """``instance``: a named aggregator publishes its presence and refuses to share its
+        client id with another live process (see cloud.presence)."""
         self.agg = aggregator
         self.shared = shared_subscription
+        self.persistent = persistent
+        self.instance = instance
+        self.me = presence.me(instance, client_id) if instance else None
+        self.client_id = client_id
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.connected = threading.Event()
-        self.client = make_client(mqtt_cfg, client_id)
+        self.taken_over = threading.Event()  # another process connected with our client id
+        self.received = 0  # messages taken off the broker (paho thread)
+        self.broker_sys = BrokerSys()  # the broker's own $SYS figures, for metrics and the dashboard
+        # other topics this service listens to, handled on paho's thread: {topic: handler(payload)}
+        self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
+        self.connects = 0
+        self.failed_attempts = 0
+        self._stopping = False
+        self.client = make_client(mqtt_cfg, client_id, persistent=persistent)
         self.client.max_inflight_messages_set(64)
         self.client.on_connect = self._on_connect
-        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.cfg = mqtt_cfg
+        if self.me is not None:
+            self.client.will_set(topics.cloud_status(self.me.instance),
+                                 replace(self.me, state="offline").encode(),
+                                 qos=1, retain=True)
         aggregator.publish = self.publish
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("$SYS/"):
+            self.broker_sys.update(msg.topic, bytes(msg.payload))
+            return
+        extra = self.extra_subscriptions.get(msg.topic)
+        if extra is not None:
+            extra(bytes(msg.payload))
+            return
+        if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
+            self._on_presence(client, presence.Presence.decode(msg.payload))
+            return
+        self.received += 1
+        self.inbox.put((msg.topic, bytes(msg.payload)))
+
+    def _on_presence(self, client: mqtt.Client, seen: presence.Presence | None) -> None:
+        assert self.me is not None
+        if presence.must_yield(seen, self.me) and not self.taken_over.is_set():
+            # two processes raced past the start-up probe: the later one yields
+            self.taken_over.set()
+            self._stopping = True
+            client.disconnect()
+            logger.error("cloud.client_id_taken", extra={
+                "client_id": self.client_id, "broker": self.cfg.url, "holder": seen.describe() if seen else "",
+                "hint": "another aggregator runs with this instance: give each its own instance, or "
+                        "leave instance empty for a unique one"})
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
-            logger.error("cloud.connect_refused", extra={"reason": str(rc)})
+            logger.error("cloud.connect_refused", extra={"client_id": self.client_id, "broker": self.cfg.url,
+                                                         "reason": str(rc)})
             return
-        client.subscribe([(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
-                          (topics.FEEDBACK_FILTER, 1)])
+        subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
+                (topics.FEEDBACK_FILTER, 1), (SYS_FILTER, 0)]
+        subs += [(t, 1) for t in self.extra_subscriptions]
+        if self.me is not None:
+            subs.append((topics.cloud_status(self.me.instance), 1))
+            client.publish(topics.cloud_status(self.me.instance), self.me.encode(), qos=1, retain=True)
+        client.subscribe(subs)
         self.connected.set()
-        logger.info("cloud.connected", extra={"shared": self.shared})
+        logger.info("cloud.connected", extra={
+            "client_id": self.client_id, "broker": self.cfg.url, "shared": self.shared,
+            "persistent": self.persistent, "session_present": bool(getattr(flags, "session_present", False)),
+            "reconnect": self.connects > 0, "failed_attempts": self.failed_attempts})
+        self.connects += 1
+        self.failed_attempts = 0
 
-    def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        exc = sys.exc_info()[1]  # paho calls this inside its ``except OSError``
+        self.failed_attempts += 1
+        logger.info("cloud.connect_failed", extra={
+            "client_id": self.client_id, "broker": self.cfg.url, "attempt": self.failed_attempts,
+            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown"})
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.connected.clear()
         rearm_backoff(client, self.cfg)
+        if getattr(rc, "value", None) == SESSION_TAKEN_OVER:
+            # reconnecting would knock the other process off in turn, every second: stop instead
+            self.taken_over.set()
+            client.disconnect()
+            logger.error("cloud.client_id_taken", extra={
+                "client_id": self.client_id, "broker": self.cfg.url, "reason": str(rc),
+                "hint": "another aggregator connected with this client id: give each its own "
+                        "instance, or leave instance empty for a unique one"})
+        elif not self._stopping:
+            logger.info("cloud.disconnected", extra={"client_id": self.client_id, "broker": self.cfg.url,
+                                                     "reason": str(rc)})
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
 
     def start(self) -> None:
-        connect_async(self.client, self.cfg)
+        """Connect in the background; a named instance first checks that no live process holds it
+        (ClientIdTaken)."""
+        if self.me is not None:
+            seen = presence.probe(self.cfg, self.me.instance)
+            if presence.holder_alive(seen, self.me):
+                assert seen is not None
+                raise ClientIdTaken(
+                    f"client id {self.client_id} is in use by another aggregator ({seen.describe()}): "
+                    f"give this one its own instance (--config instance = '...'), or leave instance "
+                    f"empty for a unique id")
+        connect_async(self.client, self.cfg, persistent=self.persistent)
         self.client.loop_start()
 
     def serve(self, stop: threading.Event, idle: float = 0.05, tick_every: float = 1.0) -> None:
         """Handle messages until ``stop`` is set (all SQLite work happens on this thread);
         run the aggregator's timed work every ``tick_every`` seconds."""
         last_tick = time.monotonic()
-        while not stop.is_set():
+        while not stop.is_set() and not self.taken_over.is_set():
             if time.monotonic() - last_tick >= tick_every:
                 self.agg.tick()
                 last_tick = time.monotonic()
@@ -80,5 +176,12 @@ class AggregatorService:
             n += 1
 
     def stop(self) -> None:
+        if self.me is not None and self.connected.is_set() and not self.taken_over.is_set():
+            info = self.client.publish(topics.cloud_status(self.me.instance),
+                                       replace(self.me, state="stopped").encode(),
+                                       qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()

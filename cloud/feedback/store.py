@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.feedback.clock import WALL_SLACK_S, data_clock_offsets
 from cloud.feedback.errors import (
     FeedbackError,
     InvalidFeedbackError,
@@ -192,12 +193,18 @@ def _next_state(store: CloudStore, alert: dict[str, Any], action: str, ts: float
 
 def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None = None) -> int:
     """Mark notified alerts with no interaction for ``ignore_after_s`` (default: the default
-    policy's setting) as 'ignored', with an implicit feedback row each. Returns how many."""
+    policy's setting) as 'ignored', with an implicit feedback row each. Returns how many.
+
+    ``notified_at`` is in the event's time: each individual's "now" is shifted onto its data
+    clock (cloud.feedback.clock), so alerts replayed from an old trace are not swept at once."""
     ensure_schema(store.db)
     after = default_policy().settings.ignore_after_s if ignore_after_s is None else ignore_after_s
-    rows = list(store.db.table("alerts").rows_where(
-        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at <= ?",
-        [now - after]))
+    # a wall-clock ``now`` is moved onto each individual's data clock; a simulation's clock
+    # (already event time) is not
+    offsets = data_clock_offsets(store.db) if abs(now - time.time()) < WALL_SLACK_S else {}
+    rows = [a for a in store.db.table("alerts").rows_where(
+        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at <= ?", [now - after])
+        if a["notified_at"] <= now - offsets.get(a["individual_id"], 0.0) - after]
     n = 0
     for a in rows:
         fb = Feedback(alert_id=a["alert_id"], individual_id=a["individual_id"], action="ignored",

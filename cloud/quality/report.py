@@ -20,6 +20,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from cloud.feedback.clock import WALL_SLACK_S, data_clock_offsets
 from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
 
@@ -49,14 +50,20 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
     if not alerts:
         return []
     ids = {a["alert_id"] for a in alerts}
+    # owners act in wall time, alerts carry event time: put the answers on each individual's
+    # data clock (0 for live collars; months for alerts replayed from an old trace)
+    offsets = data_clock_offsets(store.db)
+    ind_of = {a["alert_id"]: a["individual_id"] for a in alerts}
     verdict: dict[str, tuple[float, str]] = {}
     acted: dict[str, float] = {}
     for f in store.db.execute(
-            "SELECT alert_id, action, ts FROM feedback WHERE action IN "
+            "SELECT alert_id, action, ts, received_at FROM feedback WHERE action IN "
             "('confirm', 'dismiss', 'normal_for_her', 'acted') ORDER BY ts, id").fetchall():
-        aid, action, ts = f
+        aid, action, ts, received = f
         if aid not in ids:
             continue
+        if received is not None and abs(ts - received) < WALL_SLACK_S:  # a wall-clock answer
+            ts -= offsets.get(ind_of[aid], 0.0)
         if action == "acted":
             acted.setdefault(aid, ts)
         else:

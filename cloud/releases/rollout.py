@@ -356,6 +356,18 @@ class RolloutManager:
         with self.db.atomic():
             self._halt(ro, [f"operator: {reason}"], now, {})
 
+    def promote(self, rollout_id: int, reason: str, now: float) -> tuple[bool, str]:
+        """Advance a rollout one stage by hand (shadow -> canary -> fleet); the fleet stage still
+        completes on its own evidence. Returns (done, what happened)."""
+        ro = self._rollout(rollout_id)
+        was = ro["state"]
+        nxt = {"shadow": "canary", "canary": "fleet"}.get(was)
+        if nxt is None:
+            return False, f"rollout {rollout_id} is {was}: only shadow and canary stages can be promoted"
+        with self.db.atomic():
+            self._transition(ro, nxt, now, f"operator promoted: {reason}")
+        return True, f"promoted {was} -> {nxt}"
+
     def _halt(self, ro: dict[str, Any], reasons: list[str], now: float, metrics: Mapping[str, Any]) -> None:
         self._transition(ro, "halted", now, "HALT: " + "; ".join(reasons), {"metrics": metrics})
         register_release(self.store, ReleaseRef(ro["model_name"], ro["version"], ro["sha256"]),

@@ -1,0 +1,2 @@
+"""For operators: the broker's $SYS health, Prometheus metrics, the web dashboard, Home Assistant
+discovery. Nothing here decides anything; it reads (read_model) and shows."""

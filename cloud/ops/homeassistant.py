@@ -1,0 +1,167 @@
+"""Home Assistant MQTT discovery: each individual appears in Home Assistant as a device with its
+status, its last alert and its collar's battery, without another app.
+
+The convention (Home Assistant's MQTT integration, "discovery"): a retained JSON config on
+``<prefix>/<component>/<object_id>/config`` per entity, ``<object_id>`` from ``[a-zA-Z0-9_-]``
+and equal to the entity's ``unique_id`` (their best practice, no ``node_id``); entities of one
+animal share a ``device`` block (``identifiers``) so they group under one device; an ``origin``
+block names the software that published them. State goes to one retained JSON topic per
+individual (``edgeloop/v1/ha/<individual>/state``) that every entity reads with a
+``value_template``. Configs are published again whenever Home Assistant announces itself on
+``<prefix>/status`` (``online``, its birth message), as its documentation recommends.
+
+Entities per individual: ``binary_sensor`` alert (device_class problem: an owner has been
+notified and has not answered), ``sensor`` status (enum: ok / alert / offline / unknown),
+``sensor`` last alert (timestamp, with reason, rule and alert id as attributes), ``sensor``
+battery (%), ``binary_sensor`` collar (connectivity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared import topics
+
+logger = logging.getLogger(__name__)
+ORIGIN = {"name": "edgeloop", "sw_version": "0.1.0"}
+STATUS_OPTIONS = ["ok", "alert", "offline", "unknown"]
+_SLUG = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def slug(individual_id: str) -> str:
+    """An id in Home Assistant's ``[a-zA-Z0-9_-]`` (ours may hold dots)."""
+    return _SLUG.sub("_", individual_id)
+
+
+def state_topic(individual_id: str) -> str:
+    return f"{topics.ROOT}/ha/{topics.check_id(individual_id, 'individual id')}/state"
+
+
+def discovery_messages(individual_id: str, device_ids: list[str], prefix: str = "homeassistant") -> list[tuple[str, dict[str, Any]]]:
+    """(topic, config) for every entity of one individual (publish retained)."""
+    s = slug(individual_id)
+    device = {"identifiers": [f"edgeloop_{s}"], "name": individual_id, "manufacturer": "edgeloop",
+              "model": "pet-health collar", "sw_version": ORIGIN["sw_version"]}
+    if device_ids:
+        device["serial_number"] = ", ".join(sorted(device_ids))
+    st = state_topic(individual_id)
+    entities: list[tuple[str, str, dict[str, Any]]] = [
+        ("binary_sensor", "alert", {"name": "Alert", "device_class": "problem", "payload_on": "ON",
+                                    "payload_off": "OFF", "value_template": "{{ value_json.alert }}",
+                                    "icon": "mdi:paw"}),
+        ("sensor", "status", {"name": "Status", "device_class": "enum", "options": STATUS_OPTIONS,
+                              "value_template": "{{ value_json.status }}"}),
+        ("sensor", "last_alert", {"name": "Last alert", "device_class": "timestamp",
+                                  "value_template": "{{ value_json.last_alert_at }}",
+                                  "json_attributes_topic": st,
+                                  "json_attributes_template": "{{ value_json.last_alert | tojson }}"}),
+        ("sensor", "battery", {"name": "Collar battery", "device_class": "battery", "unit_of_measurement": "%",
+                               "state_class": "measurement", "entity_category": "diagnostic",
+                               "value_template": "{{ value_json.battery }}"}),
+        ("binary_sensor", "collar", {"name": "Collar", "device_class": "connectivity", "payload_on": "ON",
+                                     "payload_off": "OFF", "entity_category": "diagnostic",
+                                     "value_template": "{{ value_json.collar }}"}),
+    ]
+    out = []
+    for component, key, cfg in entities:
+        uid = f"edgeloop_{s}_{key}"
+        out.append((f"{prefix}/{component}/{uid}/config",
+                    {"unique_id": uid, "object_id": uid, "state_topic": st, "device": device, "origin": ORIGIN,
+                     "qos": 1, **cfg}))
+    return out
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
+
+
+def individual_states(db: Any) -> dict[str, dict[str, Any]]:
+    """Every individual's state for Home Assistant, from the store (the aggregator's connection)."""
+    def rows(sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return list(db.execute(sql, args or []).fetchall())
+        except Exception as exc:  # a table not created yet (no alert ever): nothing to say
+            if "no such table" in str(exc):
+                return []
+            raise
+
+    out: dict[str, dict[str, Any]] = {}
+    devices = dict(rows("SELECT device_id, state FROM devices"))
+    for ind, dev in rows("SELECT DISTINCT individual_id, device_id FROM records"):
+        st = out.setdefault(ind, {"devices": [], "battery": None, "collar": "OFF", "alert": "OFF",
+                                  "last_alert_at": None, "last_alert": {}, "status": "unknown"})
+        st["devices"].append(dev)
+        if devices.get(dev) == "online":
+            st["collar"] = "ON"
+    for ind, body in rows("SELECT r.individual_id, r.body FROM records r JOIN (SELECT individual_id, MAX(ts) AS ts "
+                          "FROM records WHERE kind = 'summary' GROUP BY individual_id) m "
+                          "ON r.individual_id = m.individual_id AND r.ts = m.ts WHERE r.kind = 'summary'"):
+        if ind in out:
+            with contextlib.suppress(ValueError):
+                out[ind]["battery"] = json.loads(body).get("battery")
+    for ind, alert_id, ts, reason, rule, severity in rows(
+            "SELECT a.individual_id, a.alert_id, a.ts, a.reason, a.rule, a.severity FROM alerts a JOIN "
+            "(SELECT individual_id, MAX(ts) AS ts FROM alerts WHERE action = 'notify' GROUP BY individual_id) m "
+            "ON a.individual_id = m.individual_id AND a.ts = m.ts WHERE a.action = 'notify'"):
+        if ind in out:
+            out[ind]["last_alert_at"] = _iso(ts)
+            out[ind]["last_alert"] = {"alert_id": alert_id, "reason": reason, "rule": rule, "severity": severity}
+    for (ind,) in rows("SELECT DISTINCT individual_id FROM incidents WHERE closed_at IS NULL AND notify_count > 0 "
+                       "AND COALESCE(answered, 0) = 0"):
+        if ind in out:
+            out[ind]["alert"] = "ON"
+    for st in out.values():
+        st["status"] = "offline" if st["collar"] == "OFF" else "alert" if st["alert"] == "ON" else "ok"
+    return out
+
+
+class HomeAssistantBridge:
+    """Publishes discovery configs and states; the aggregator calls ``send`` on every notified alert
+    and ``tick`` every second (it refreshes every ``every`` seconds)."""
+
+    def __init__(self, db: Any, publish: Callable[..., Any], prefix: str = "homeassistant", every: float = 30.0) -> None:
+        self.db = db
+        self.publish = publish
+        self.prefix = prefix
+        self.every = every
+        self._announced: dict[str, tuple[str, ...]] = {}
+        self._states: dict[str, str] = {}
+        self._last = 0.0
+        self.channels: dict[str, Any] = {}  # not a delivery channel (metrics)
+        self.sent = self.failures = 0
+
+    def send(self, decision: Any, event_body: dict[str, Any]) -> None:
+        self._last = 0.0  # refresh at the next tick
+
+    def rediscover(self) -> None:
+        """Home Assistant (re)started: publish every config again."""
+        self._announced.clear()
+        self._last = 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() - self._last < self.every:
+            return
+        self._last = time.monotonic()
+        for ind, st in individual_states(self.db).items():
+            try:
+                topics.check_id(ind, "individual id")
+            except topics.TopicError:
+                continue
+            devices = tuple(sorted(st["devices"]))
+            if self._announced.get(ind) != devices:
+                for topic, cfg in discovery_messages(ind, list(devices), self.prefix):
+                    self.publish(topic, json.dumps(cfg, separators=(",", ":")).encode(), retain=True)
+                self._announced[ind] = devices
+                logger.info("ha.discovered", extra={"individual_id": ind, "entities": 5})
+            state = json.dumps({k: v for k, v in st.items() if k != "devices"}, separators=(",", ":"))
+            if self._states.get(ind) != state:
+                self.publish(state_topic(ind), state.encode(), retain=True)
+                self._states[ind] = state
