@@ -55,7 +55,7 @@ def build(directory: Path | None = None, *, force: bool = False) -> Path:
     fp = fingerprint()
     target = module_path(d, fp)
     if target.exists() and not force:
-        logger.info("kernels.aot_up_to_date path=%s", target)
+        logger.info("kernels.aot_up_to_date", extra={"path": str(target)})
         return target
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -75,8 +75,8 @@ def build(directory: Path | None = None, *, force: bool = False) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     for w in caught:
-        logger.info("kernels.aot_build_warning category=%s message=%s", w.category.__name__,
-                    str(w.message).splitlines()[0])  # fmt: skip
+        logger.info("kernels.aot_build_warning", extra={
+            "category": w.category.__name__, "text": str(w.message).splitlines()[0]})
     import numpy as np
 
     manifest = {"module": target.name, "fingerprint": fp, "numba": numba.__version__,
@@ -85,7 +85,7 @@ def build(directory: Path | None = None, *, force: bool = False) -> Path:
                 "built_s": round(time.monotonic() - t0, 1)}  # fmt: skip
     side = target.with_name(module_name(fp) + ".json")
     side.write_text(json.dumps(manifest, indent=1) + "\n")
-    logger.info("kernels.aot_built path=%s seconds=%.1f", target, manifest["built_s"])
+    logger.info("kernels.aot_built", extra={"path": str(target), "seconds": manifest["built_s"]})
     return target
 
 

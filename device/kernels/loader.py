@@ -181,7 +181,7 @@ def build_in_subprocess(directory: Path) -> None:
     """Run ``python -m device.kernels.aot --dir directory`` (numba and LLVM stay out of here)."""
     import subprocess
 
-    logger.warning("kernels.building dir=%s", directory)
+    logger.warning("kernels.building", extra={"dir": str(directory)})
     proc = subprocess.run([sys.executable, "-m", "device.kernels.aot", "--dir", str(directory)],
                           capture_output=True, text=True, cwd=str(_ROOT))  # fmt: skip
     if proc.returncode != 0:
@@ -223,5 +223,6 @@ def kernels() -> Kernels:
     """The kernels this process runs (chosen once; logged as ``kernels.selected``)."""
     k = load()
     level = logging.INFO if k.path != "jit" or k.reason.startswith("EDGELOOP") else logging.WARNING
-    logger.log(level, "kernels.selected path=%s reason=%s module=%s", k.path, k.reason, k.module)
+    logger.log(level, "kernels.selected",
+               extra={"path": k.path, "reason": k.reason, "kernel_module": k.module})
     return k
