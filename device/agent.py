@@ -234,7 +234,8 @@ class Agent:
         self.budget.record(took * 1000.0, self.source_backlog())
         self.metrics.window(took)
         if not self.counts["windows"]:  # cold start ends here (scripts/bench_agent reads it)
-            logger.info("agent.first_window", extra={"wall": time.time(), "kernels": self.engine.kernel_path})
+            logger.info("agent.first_window", extra={"wall": time.time(), "cpu_s": time.process_time(),
+                                                     "kernels": self.engine.kernel_path})
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
         self._accumulate_day(w, vec, label, out)

@@ -230,6 +230,14 @@ def test_a_stale_or_missing_module_falls_back_to_the_jit_and_says_why(tmp_path: 
         loader.load("fast")
 
 
+def test_another_numpy_makes_the_module_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module is compiled against the pinned numpy's C API: another numpy never loads it."""
+    before = loader.fingerprint()
+    monkeypatch.setattr(loader.np, "__version__", "2.5.0")
+    assert loader.fingerprint() != before
+    assert loader.module_name(loader.fingerprint()) != loader.module_name(before)
+
+
 def test_the_fingerprint_follows_every_kernel_source(tmp_path: Path) -> None:
     """Everything the kernels import from the project is hashed: a change anywhere in what the
     AOT module is compiled from makes it stale (never a silently outdated kernel)."""
