@@ -176,7 +176,7 @@ class Outbox:
         self.resend_after = resend_after
         self.raw_ttl = raw_ttl
         self.rejected_max_bytes = max(MAX_ROW_BYTES, max_bytes // 8)
-        self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self._bytes: int = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.incarnation = (self.get("incarnation") or b"").decode()
 
     # ---- queue -------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ class Outbox:
         self._bump("rejected_dropped", dropped)
 
     def rejected_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+        return int(self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
 
     def rejected_rows(self, limit: int = 5) -> list[RejectedRow]:
         """The newest rows the cloud refused (newest first)."""
@@ -343,7 +343,7 @@ class Outbox:
         return len(rows)
 
     def pending_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def pending_seqs(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT seq FROM outbox ORDER BY seq")]
@@ -379,7 +379,7 @@ class Outbox:
         return None if row is None else bytes(row[0])
 
     def integrity_ok(self) -> bool:
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return bool(self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     def close(self) -> None:
         self.db.close()

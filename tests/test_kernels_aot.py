@@ -285,3 +285,24 @@ def test_a_trace_replayed_on_both_paths_gives_the_same_events(tmp_path: Path, ao
     assert events and all(e["kind"] == "sustained" for e in events), "the illness is caught"
     assert ev_aot == ev_jit
     assert st_aot == st_jit
+
+
+def test_the_kernel_directory_and_odd_installs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGELOOP_KERNEL_DIR", str(tmp_path / "k"))
+    assert loader.kernel_dir() == tmp_path / "k"
+    monkeypatch.delenv("EDGELOOP_KERNEL_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert loader.kernel_dir() == tmp_path / "c" / "edgeloop" / "kernels"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(loader.Path, "home", staticmethod(no_home))
+    assert f"edgeloop-cache-{os.getuid()}" in str(loader.kernel_dir()), "a service account without a home"
+    # an install without the kernel sources: no module can be checked, so none is trusted
+    monkeypatch.setattr(loader, "source_files", lambda: [REPO / "device" / "kernels" / "gone.py"])
+    k = loader.load("auto", directory=tmp_path)
+    assert k.path in ("jit", "python") and "cannot fingerprint the kernel sources" in k.reason
+    with pytest.raises(loader.KernelsUnavailable, match="cannot fingerprint"):
+        loader.load("aot", directory=tmp_path)

@@ -78,7 +78,14 @@ def kernel_dir() -> Path:
     env = os.environ.get("EDGELOOP_KERNEL_DIR")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if not cache:
+        try:
+            cache = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (a bare service account): a per-user temp dir
+            import tempfile
+
+            cache = str(Path(tempfile.gettempdir()) / f"edgeloop-cache-{os.getuid()}")
     return Path(cache) / "edgeloop" / "kernels"
 
 
@@ -197,7 +204,12 @@ def load(mode: str | None = None, directory: Path | None = None) -> Kernels:
     mode = (mode or os.environ.get("EDGELOOP_KERNELS") or "auto").strip().lower()
     if mode not in MODES:
         raise KernelsUnavailable(f"EDGELOOP_KERNELS={mode!r}: expected one of {', '.join(MODES)}")
-    fp = fingerprint()
+    try:
+        fp = fingerprint()
+    except OSError as exc:  # an install without the kernel sources: nothing to check a module against
+        if mode == "aot":
+            raise KernelsUnavailable(f"cannot fingerprint the kernel sources ({exc})") from exc
+        return _from_jit("", f"cannot fingerprint the kernel sources ({exc}): no AOT module is trusted")
     if mode == "jit":
         return _from_jit(fp, "EDGELOOP_KERNELS=jit")
     if mode == "auto" and os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
