@@ -34,6 +34,7 @@ from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStat
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
+from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.profiles import DeviceProfile, profile_for
@@ -271,6 +272,9 @@ class Agent:
         took = time.perf_counter() - t0
         self.budget.record(took * 1000.0, self.source_backlog())
         self.metrics.window(took)
+        if not self.counts["windows"]:  # cold start ends here (scripts/bench_agent reads it)
+            logger.info("agent.first_window", extra={"wall": time.time(), "cpu_s": time.process_time(),
+                                                     "kernels": self.engine.kernel_path})
         self.counts["windows"] += 1
         # I/O below is not part of the scoring budget (SQLite fsyncs are the outbox's cost)
         self._accumulate_day(w, vec, label, out)
@@ -444,7 +448,7 @@ class Agent:
                 "incarnation": self.outbox.incarnation,
                 "pending": self.outbox.pending_count(), "rejected": rejected, "outbox": self.outbox.counters(),
                 "ingest": self.ingest_counts(), "latency": to_json(self.budget.report()),
-                "commands": dict(self.commands.counts)}
+                "commands": dict(self.commands.counts), "kernels": kernels().info()}
 
 
 def _direction(d: int) -> Direction:

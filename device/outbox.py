@@ -1,4 +1,4 @@
-"""Store-and-forward outbox in SQLite (WAL, synchronous=FULL), through sqlite-utils.
+"""Store-and-forward outbox in SQLite (WAL, synchronous=FULL), through the standard library.
 
 A row lives until the cloud acknowledges that it stored it (application-level ack on the
 device's ack topic); PUBACK from the broker only marks it ``published``. Rows published but not
@@ -16,25 +16,29 @@ with every batch; a record is ``(device_id, incarnation, seq)``, so a device who
 An outbox from before incarnations keeps "" while it still holds rows the cloud may have stored
 under that identity. Rows the cloud refuses for good move to the ``rejected`` table (kept,
 counted, bounded; never sent again).
+
+The device talks to SQLite through :mod:`sqlite3` alone (sqlite-utils, which the cloud uses, would
+add its CLI and plugin stack to every device process: 4 MB resident and 60 ms of start-up); the
+schema history stays in sqlite-utils' ``_sqlite_migrations`` table, so outboxes made by earlier
+agents open unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.device.outbox")
+MIGRATION_SET = "edgeloop.device.outbox"
 
 PRIORITY = {"event": 0, "report": 1, "summary": 2, "raw": 3}  # lower = more important
 NEVER_EVICT = 0
@@ -45,8 +49,53 @@ class BufferFullError(RuntimeError):
     """The outbox is full of rows that may not be evicted (events)."""
 
 
-@migrations()
-def m001_outbox(db: Database) -> None:
+class _Executes(Protocol):
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+
+class Database:
+    """A connection in autocommit mode: a statement outside :meth:`atomic` commits at once (as
+    sqlite-utils' ``Database.execute`` does); ``atomic()`` is one transaction, savepoints inside."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.conn = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, parameters)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Database]:
+        """All statements inside commit together or not at all."""
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT atomic")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:  # an error may have ended the transaction already
+                    self.conn.execute("ROLLBACK TO SAVEPOINT atomic")
+                    self.conn.execute("RELEASE SAVEPOINT atomic")
+                raise
+            self.conn.execute("RELEASE SAVEPOINT atomic")
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def m001_outbox(db: _Executes) -> None:
     db.execute(
         "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, "
         "priority INTEGER NOT NULL, individual_id TEXT NOT NULL, ts REAL NOT NULL, body TEXT NOT NULL, "
@@ -54,12 +103,11 @@ def m001_outbox(db: Database) -> None:
     )
     db.execute("CREATE INDEX outbox_due ON outbox (published_at, seq)")
     db.execute("CREATE INDEX outbox_evict ON outbox (priority, seq)")
-    db.table("counters").create({"name": str, "value": int}, pk="name")
-    db.table("kv").create({"key": str, "value": bytes}, pk="key")
+    db.execute("CREATE TABLE [counters] ([name] TEXT PRIMARY KEY, [value] INTEGER)")
+    db.execute("CREATE TABLE [kv] ([key] TEXT PRIMARY KEY, [value] BLOB)")
 
 
-@migrations()
-def m002_incarnation_and_rejected(db: Database) -> None:
+def m002_incarnation_and_rejected(db: _Executes) -> None:
     """The outbox's incarnation, and a table for rows the cloud refused for good."""
     legacy = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] > 0
     # rows queued before incarnations may be stored at the cloud under (device, "", seq) already
@@ -69,6 +117,30 @@ def m002_incarnation_and_rejected(db: Database) -> None:
         "CREATE TABLE rejected (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, individual_id TEXT NOT NULL, "
         "ts REAL NOT NULL, body TEXT NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL, "
         "rejected_at REAL NOT NULL, reason TEXT NOT NULL)")
+
+
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (m001_outbox, m002_incarnation_and_rejected)
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the migrations this outbox has not had yet, each in its own transaction with its
+    record in ``_sqlite_migrations`` (sqlite-utils' table and layout); returns their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS [_sqlite_migrations] ([id] INTEGER PRIMARY KEY, "
+               "[migration_set] TEXT, [name] TEXT, [applied_at] TEXT)")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS [idx__sqlite_migrations_migration_set_name] "
+               "ON [_sqlite_migrations] ([migration_set], [name])")
+    done = {r[0] for r in db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                                     [MIGRATION_SET])}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db.atomic():
+            fn(db)
+            db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                       [MIGRATION_SET, fn.__name__, str(datetime.datetime.now(datetime.UTC))])
+        applied.append(fn.__name__)
+    return applied
 
 
 @dataclass(frozen=True)
@@ -95,11 +167,11 @@ class Outbox:
 
     def __init__(self, path: str | Path | None, max_bytes: int = 64 * 1024 * 1024,
                  resend_after: float = 30.0, raw_ttl: float = 7 * 86400.0) -> None:
-        self.db = Database(memory=True) if path is None else Database(str(path))
+        self.db = Database(path)
         if path is not None:
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        migrations.apply(self.db)
+        migrate(self.db)
         self.max_bytes = max_bytes
         self.resend_after = resend_after
         self.raw_ttl = raw_ttl

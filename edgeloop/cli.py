@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop import logs
-from firmware_sim.scenario import DEMO_START
 from shared.config import ConfigError, describe, load
 
 # long-running commands log at info by default (connects, reconnects, stats); the rest at warning
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", type=int, default=5, help="size of the default fleet the individual comes from")
     p.add_argument("--days", type=float, default=14.0, help="simulated days")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--start", type=float, default=DEMO_START, help="simulated start, epoch seconds")
+    p.add_argument("--start", type=float, help="simulated start, epoch seconds (default: the demo's)")
     p.add_argument("--full-rate", action="store_true", help="1 Hz heart rate and continuous accelerometer")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--trace", help="write the byte stream to this file")
@@ -214,6 +213,10 @@ def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) ->
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from firmware_sim.run import run_sim
+    from firmware_sim.scenario import DEMO_START  # simulator code stays out of the agent's process
+
+    if args.start is None:
+        args.start = DEMO_START
 
     return run_sim(args)
 

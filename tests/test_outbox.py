@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,54 @@ def test_batches_stay_under_the_message_cap() -> None:
     with pytest.raises(BufferFullError, match="could never be sent"):
         o.append("raw", "rex", 0.0, {"blob": "x" * MAX_ROW_BYTES})
     assert o.counters()["refused.too_large.raw"] == 1
+
+
+def test_outboxes_made_through_sqlite_utils_open_unchanged_and_back(tmp_path: Path) -> None:
+    """Agents before this one kept the outbox through sqlite-utils' Migrations: the device's own
+    runner reads the same ``_sqlite_migrations`` history (no migration runs twice, rows and the
+    incarnation stay) and sqlite-utils sees an outbox made here as fully migrated."""
+    from sqlite_utils import Database as UtilsDatabase
+    from sqlite_utils.migrations import Migrations
+
+    from device.outbox import MIGRATION_SET, MIGRATIONS
+
+    def utils_migrations() -> Migrations:
+        m = Migrations(MIGRATION_SET)
+        for fn in MIGRATIONS:
+            m()(fn)
+        return m
+
+    old_path = tmp_path / "old.db"
+    db = UtilsDatabase(old_path)
+    utils_migrations().apply(db)
+    inc = db.execute("SELECT value FROM kv WHERE key = 'incarnation'").fetchone()[0].decode()
+    db.execute("INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
+               "VALUES ('event', 0, 'rex', 1.0, '{}', 66, 1.0)")
+    db.close()
+    o = Outbox(old_path)
+    assert o.incarnation == inc and len(inc) == 32
+    assert o.pending_seqs() == [1] and o.append("event", "rex", 2.0, {}) == 2
+    o.close()
+
+    new_path = tmp_path / "new.db"
+    Outbox(new_path).close()
+    db = UtilsDatabase(new_path)
+    assert utils_migrations().pending(db) == []
+    assert [m.name for m in utils_migrations().applied(db)] == [fn.__name__ for fn in MIGRATIONS]
+    db.close()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    o = Outbox(tmp_path / "o.db")
+    o.append("event", "rex", 1.0, {})
+    with pytest.raises(RuntimeError), o.db.atomic():
+        o.db.execute("DELETE FROM outbox")
+        with o.db.atomic():  # nested: a savepoint
+            o.db.execute("INSERT INTO kv (key, value) VALUES ('x', x'00')")
+        raise RuntimeError("power cut")
+    assert o.pending_count() == 1 and o.get("x") is None
+    with o.db.atomic():
+        o.db.execute("INSERT INTO kv (key, value) VALUES ('y', x'01')")
+        with pytest.raises(sqlite3.IntegrityError), o.db.atomic():
+            o.db.execute("INSERT INTO kv (key, value) VALUES ('y', x'02')")  # the savepoint alone
+    assert o.get("y") == b"\x01"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON_SCRIPTS = ("bench_model", "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
+PYTHON_SCRIPTS = ("bench_agent", "bench_model", "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
                   "sim_feedback_loop", "train_activity", "nab_folds")
 
 
@@ -32,3 +32,21 @@ def test_every_python_script_is_linted() -> None:
     assert set(PYTHON_SCRIPTS) == on_disk
     for name in on_disk:
         assert f'"scripts/{name}"' in text or ('"scripts/bench_*"' in text and name.startswith("bench_")), name
+
+
+@pytest.mark.slow
+def test_bench_agent_quick_prints_the_memory_table() -> None:
+    """scripts/bench_agent runs as a fresh clone would (after scripts/setup) and prints its table."""
+    r = subprocess.run([str(REPO / "scripts" / "bench_agent"), "--quick", "--paths", "aot"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "floor: python -c 'import numpy, sqlite3, paho.mqtt.client'" in out
+    for row in ("agent, live collar (pty)", "agent, trace replay"):
+        line = next(x for x in out.splitlines() if x.startswith(row))
+        kernels, steady, peak, ratio, cold = line.split()[-9:-4]
+        assert kernels == "aot" and 0 < float(steady) <= float(peak) * 1.05 and float(ratio) > 1, line
+        assert 0 < float(cold) < 60, line
+    live = next(x for x in out.splitlines() if x.startswith("agent, live collar (pty)"))
+    assert 0 < float(live.split()[-2]) < 100, "CPU % of one core at real time"
+    assert "kernels aot (EDGELOOP_KERNELS=aot" in out

@@ -20,8 +20,8 @@ import numpy as np
 
 from device.baseline.stats import RunningStats
 from device.detect.engine import Engine, EngineConfig
-from device.kernels import circadian as K
 from device.kernels import layout as L
+from device.kernels.loader import kernels
 
 
 class CircadianBaseline:
@@ -48,7 +48,7 @@ class CircadianBaseline:
 
     def predict(self, ts: float) -> tuple[float, float]:
         """Baseline ``(mean, spread)`` at epoch seconds ``ts`` (NaN mean before any data)."""
-        base, sd = K._baseline_kernel(self._cfg, self._s, self._hour(ts), float(ts))
+        base, sd = kernels().baseline(self._cfg, self._s, self._hour(ts), float(ts))
         return float(base), float(sd)
 
     def learn_one(self, ts: float, x: float) -> None:
@@ -61,7 +61,7 @@ class CircadianBaseline:
             return
         u = min(dt, cfg.weight_cap_s) / cfg.weight_unit_s
         base, sd = self.predict(ts)
-        K._learn_kernel(self._cfg, self._s, self._hour(ts), float(ts), float(x), base, sd, u)
+        kernels().learn(self._cfg, self._s, self._hour(ts), float(ts), float(x), base, sd, u)
         self._tprev = ts
 
     def score_one(self, ts: float, x: float) -> float:

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from device.kernels.welford import _decay_kernel, _merge_kernel, _update_kernel
+from device.kernels.loader import kernels
 
 
 class RunningStats:
@@ -33,13 +33,13 @@ class RunningStats:
     def update(self, x: float, weight: float = 1.0) -> RunningStats:
         """Add ``x`` with ``weight`` (NaN is ignored); returns self for chaining."""
         if math.isfinite(x):
-            n, mean, m2 = _update_kernel(self.n, self.mean, self.m2, x, weight)
+            n, mean, m2 = kernels().update(self.n, self.mean, self.m2, x, weight)
             self.n, self.mean, self.m2 = float(n), float(mean), float(m2)
         return self
 
     def decay(self, dt: float, memory: float) -> RunningStats:
         """Forget: weights and m2 shrink by ``exp(-dt / memory)``."""
-        n, m2 = _decay_kernel(self.n, self.m2, dt, memory)
+        n, m2 = kernels().decay(self.n, self.m2, dt, memory)
         self.n, self.m2 = float(n), float(m2)
         return self
 
@@ -53,7 +53,7 @@ class RunningStats:
         return self.mean
 
     def __iadd__(self, other: RunningStats) -> RunningStats:
-        n, mean, m2 = _merge_kernel(self.n, self.mean, self.m2, other.n, other.mean, other.m2)
+        n, mean, m2 = kernels().merge(self.n, self.mean, self.m2, other.n, other.mean, other.m2)
         self.n, self.mean, self.m2 = float(n), float(mean), float(m2)
         return self
 

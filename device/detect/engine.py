@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from device.kernels import deviation as K
 from device.kernels import layout as L
+from device.kernels.loader import Kernels, kernels
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,9 @@ class Engine:
         self._out1, self._rows1 = w["out"], w["rows"]
         self._flags1 = np.zeros(1, dtype=np.uint8)
         self._m = m
-        self._step = K._step_kernel
+        # the compiled kernels: ahead of time when built, else the JIT (device.kernels.loader)
+        self._k: Kernels = kernels()
+        self._step = self._k.step
         o1, r1 = self._out1, self._rows1
         self._shared = EngineOutput(o1[_O_SCORE], o1[_O_PERS], r1[_R_COMB], self._flags1, [],
                                     o1[_O_BASE], o1[_O_SD], o1[_O_LEVEL], o1[L.O_NOVEL])  # fmt: skip
@@ -268,7 +270,7 @@ class Engine:
         out = np.empty((L.N_OUT, n, m), dtype=np.float64)
         rows = np.empty((L.N_ROW, n), dtype=np.float64)
         flags = np.empty(n, dtype=np.uint8)
-        K._process_kernel(self._cfg, self._st, self._eng, ts_a, v_a, out, rows, flags)
+        self._k.process(self._cfg, self._st, self._eng, ts_a, v_a, out, rows, flags)
         return self._output(ts_a, out, rows, flags)
 
     def process_one(
@@ -347,6 +349,11 @@ class Engine:
 
     # ------------------------------------------------------------------ state
     @property
+    def kernel_path(self) -> str:
+        """Which kernels score: ``"aot"`` (compiled ahead of time), ``"jit"`` or ``"python"``."""
+        return self._k.path
+
+    @property
     def warming_up(self) -> bool:
         """True while no metric has finished warm-up ("still learning")."""
         return not bool(np.any(self._st[:, L.M_WARM] != 0.0))
@@ -419,7 +426,7 @@ class Engine:
             if s[L.M_NVALID] == 0.0:
                 continue
             h = int((t % 86400.0) // 3600.0)
-            base, sd = K._baseline_kernel(self._cfg, s, h, t)
+            base, sd = self._k.baseline(self._cfg, s, h, t)
             if not np.isfinite(base):
                 continue
             delta = s[L.M_LEVEL] - base

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.kernels.resting import _resting_hr_kernel
+from device.kernels.loader import kernels
 
 
 class FeatureInputError(ValueError):
@@ -49,4 +49,4 @@ def resting_hr(
         raise FeatureInputError(f"quiet_minutes must be >= 1, found {quiet_minutes!r}")
     th, h = _clean(ts_hr, hr, "heart rate")
     tsn, sn = _clean(ts_steps, steps, "steps")
-    return _resting_hr_kernel(th, h, tsn, sn, int(quiet_minutes))
+    return kernels().resting_hr(th, h, tsn, sn, int(quiet_minutes))

@@ -151,9 +151,9 @@ class ActivityClassifier:
             raise ModelIntegrityError(
                 f"model input {feature_set!r} is not supported by this agent (knows {FEATURE_SET!r})"
             )
-        from device.inference.prep import prep_kernel  # Numba: not needed by training code
+        from device.kernels.loader import kernels  # compiled kernels: not needed by training code
 
-        self._prep = prep_kernel
+        self._prep = kernels().prep
         self._interp = load_interpreter(data, num_threads=1)
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]
