@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from device.budget import SHED_RAW, LatencyBudget
+from device.clock import Clock
 from device.commands import CommandHandler
 from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
@@ -38,14 +39,14 @@ from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.profiles import DeviceProfile, profile_for
-from device.reader import ByteSource, open_source
+from device.reader import ByteSource, TraceSource, open_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
 from shared.alert_gate import EventNumbers
 from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
-from shared.payloads import DeviceInfo, PayloadError, decode_payload
+from shared.payloads import DeviceInfo, PayloadError, Reading, decode_payload
 from shared.records import (
     Backlog,
     CommandReport,
@@ -65,9 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
-BACKWARD_JUMP_S = 60.0  # a frame this far behind the previous one is a clock jump, not jitter
 TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
-FORWARD_JUMP_S = 1800.0  # a frame this far ahead of the previous one: a gap or a clock jump
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
 
@@ -130,11 +129,18 @@ class Agent:
         self.apply_detector_config()
         self.raw_until = 0.0
         self.end_of_stream = False
-        self.clock_offset = 0.0
-        self._last_ts: float | None = None
+        self.clock: Clock[tuple[int, Reading]] = Clock(counts=self.counts)
+        self.clock.restore(self.outbox.get("clock"))
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
+        # a trace remembers how far it got: the stream offset where frames not yet in a closed
+        # window begin, saved with the engine; records of windows up to the watermark are not
+        # appended again when a resumed trace replays them (they were, before a crash)
+        self._trace_key: str | None = None
+        self._open_from = 0
+        self._window_ts: float | None = None
+        self._replay_until: float | None = None
         self.day: DayAccumulator | None = None
         self._source: ByteSource | None = None
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
@@ -182,9 +188,18 @@ class Agent:
                             baseline=dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True)))
 
     def save_state(self) -> None:
-        self.outbox.put_many({"engine_state": self.engine.state(),
-                              "engine_metrics": json.dumps(list(self.engine.metrics)).encode(),
-                              **({"nightwatch_state": self.watch.state()} if self.watch else {})})
+        """The engine, the sensor clock's timeline, how far a trace got and who this is, saved
+        together (one transaction)."""
+        state = {"engine_state": self.engine.state(),
+                 "engine_metrics": json.dumps(list(self.engine.metrics)).encode(),
+                 "clock": self.clock.state()}
+        if self.watch is not None:
+            state["nightwatch_state"] = self.watch.state()
+        if self._trace_key is not None:
+            held = self.clock.held_first()
+            pos = self._open_from if held is None else min(self._open_from, held[0])
+            state["trace"] = json.dumps({"key": self._trace_key, "pos": pos}).encode()
+        self.outbox.put_many(state)
         if self.individual_id:
             self.outbox.put("individual_id", self.individual_id.encode())
 
@@ -215,20 +230,12 @@ class Agent:
                 if not self.individual_id:
                     self._learn_individual(reading.info.get("individual_id", ""))
                 continue
-            ts = frame.ts_ms / 1000.0 + self.clock_offset
-            if self._last_ts is not None and ts < self._last_ts - BACKWARD_JUMP_S:
-                # the device clock went back: keep our timeline monotonic and flag it
-                self.counts["clock_jump_back"] += 1
-                self.clock_offset += self._last_ts - ts
-                ts = self._last_ts
-                logger.warning("ingest.clock_jump", extra={"device_id": self.cfg.device_id})
-            elif self._last_ts is not None and ts > self._last_ts + FORWARD_JUMP_S:
-                # a gap or a forward clock jump: the two look alike from here; flagged either way
-                self.counts["gap_or_clock_jump_forward"] += 1
-            self._last_ts = max(ts, self._last_ts or ts)
-            closed = self.minutes.add(ts, reading)
-            if closed is not None:
-                self.process_window(closed)
+            # one bad timestamp is held and dropped; a jump several frames agree on is followed
+            for ts, (offset, r) in self.clock.admit(frame.ts_ms / 1000.0, (frame.offset, reading)):
+                closed = self.minutes.add(ts, r)
+                if closed is not None:
+                    self._open_from = offset  # this frame opens the next minute: a resume starts here
+                    self.process_window(closed)
 
     def _learn_individual(self, given: str, source: str = "device-info frame") -> None:
         """The device-info frame names the individual: checked like every other id. A bad one is
@@ -249,6 +256,7 @@ class Agent:
 
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
+        self._window_ts = w.minute_ts
         accel = w.accel_window(self.releases.window_seconds)
         label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget, self.metrics)
         vec = self.profile.vector(w, label)
@@ -311,10 +319,18 @@ class Agent:
         self.counts["event_trace_dropped"] += 1
         return None
 
-    def _append(self, body: RecordBody, ts: float) -> None:
+    def _append(self, body: RecordBody, ts: float, from_window: bool = True) -> None:
+        """Queue a record. One a window made carries the window's time as the replay watermark;
+        a resumed trace does not queue again what windows up to the watermark made."""
         kind = kind_of(body)
+        marks = None
+        if from_window and self._window_ts is not None:
+            if self._replay_until is not None and self._window_ts <= self._replay_until:
+                self.counts["replayed_not_resent"] += 1
+                return
+            marks = {"emitted_until": repr(self._window_ts).encode()}
         try:
-            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body))
+            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body), marks)
         except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
             logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
@@ -365,7 +381,7 @@ class Agent:
         minutes = float(args.get("minutes", 60))
         if not 0 < minutes <= 24 * 60:
             raise ValueError(f"collect_more minutes={minutes} must be in (0, 1440]")
-        self.raw_until = max(self.raw_until, (self._last_ts or time.time()) + minutes * 60.0)
+        self.raw_until = max(self.raw_until, (self.clock.last or time.time()) + minutes * 60.0)
         return {"raw_until": self.raw_until}
 
     def apply_detector_config(self, cfg: dict[str, Any] | None = None) -> None:
@@ -379,7 +395,7 @@ class Agent:
 
     def _on_command(self, payload: bytes) -> None:
         cid, ok, detail, data = self.commands.handle(payload)
-        self._append(CommandReport(cid, ok, detail, to_json(data)), self._last_ts or time.time())
+        self._append(CommandReport(cid, ok, detail, to_json(data)), self.clock.last or time.time(), from_window=False)
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
@@ -390,24 +406,52 @@ class Agent:
         return self._source.backlog() if self._source is not None else 0
 
     # ---- main loop -----------------------------------------------------------------------------
-    def run(self, stop: threading.Event | None = None, source: ByteSource | None = None) -> dict[str, Any]:
+    def run(self, stop: threading.Event | None = None, source: ByteSource | None = None,
+            hurry: threading.Event | None = None) -> dict[str, Any]:
         """Serve until the source ends (with ``exit_on_eof``) or ``stop`` is set; then finish the
-        open day, drain the uplink (bounded) and save. Returns the final report."""
+        open day, drain the uplink and save. Returns the final report.
+
+        At the end of the input the drain waits up to ``drain_timeout`` for the cloud's acks; after
+        a stop request only while the cloud answers (device/syncer.py), so SIGTERM with the cloud
+        out of reach stops at once; ``hurry`` (a second SIGINT) cuts any drain short. What is not
+        acknowledged stays in the outbox for the next start."""
         stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
         self._source = source or open_source(self.cfg.source, self.cfg.baudrate)
+        self._resume(self._source)
         self.syncer.start()
         try:
             while not stop.is_set() and not self.step():
                 pass
+            asked = stop.is_set()
             self.finish()
-            self.syncer.drain(self.cfg.drain_timeout)
+            self.syncer.drain(self.cfg.drain_timeout, hurry=hurry, patient=not asked)
         finally:
             self.save_state()
             self.syncer.stop()
             self._source.close()
         return self.report()
+
+    def _resume(self, source: ByteSource) -> None:
+        """A trace read before continues where it got to; another trace starts at its beginning."""
+        if not isinstance(source, TraceSource):
+            return
+        self._trace_key = source.key()
+        try:
+            saved = json.loads(self.outbox.get("trace") or b"{}")
+            pos = int(saved["pos"]) if saved.get("key") == self._trace_key else 0
+        except (ValueError, KeyError, TypeError):
+            pos = 0
+        if not 0 < pos <= source.size:
+            return
+        source.seek(pos)
+        self.decoder.offset = self._open_from = pos
+        mark = self.outbox.get("emitted_until")
+        self._replay_until = float(mark.decode()) if mark else None
+        self.counts["trace_resumed"] += 1
+        logger.info("agent.trace_resumed", extra={"device_id": self.cfg.device_id, "position": pos,
+                                                  "of": source.size, "replay_until": self._replay_until})
 
     def step(self) -> bool:
         """One pass of the loop: read what the source has, score it, sync, housekeeping. True when
@@ -429,7 +473,11 @@ class Agent:
 
     def finish(self) -> None:
         """End of input: close the open window and write the partial day's summary."""
+        at_end = self._source is None or self._source.eof or self.end_of_stream
         self._frames(self.decoder.flush())
+        self.clock.flush()
+        if at_end:  # every byte is in a window now; stopped mid-stream, the open minute is read again
+            self._open_from = self.decoder.offset
         w = self.minutes.flush()
         if w is not None:
             self.process_window(w)
@@ -438,7 +486,7 @@ class Agent:
 
     def progress(self) -> Progress:
         """Where the agent is (thread-safe reads of plain values; no SQLite)."""
-        return Progress(self.cfg.device_id, self._source is not None, self._last_ts,
+        return Progress(self.cfg.device_id, self._source is not None, self.clock.last,
                         self.counts["windows"], self.counts["events"])
 
     def report(self) -> dict[str, Any]:

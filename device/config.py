@@ -44,7 +44,9 @@ class AgentConfig:
         "hours of engine input each event carries (a state snapshot + rows) for the cloud's release "
         "check to replay through candidate engines; 0: events carry no trace"))
     exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
-    drain_timeout: float = field(default=60.0, metadata=doc("at exit, wait this long for the cloud to ack everything"))
+    drain_timeout: float = field(default=60.0, metadata=doc(
+        "at the end of the input, wait this long for the cloud to ack everything (after a stop signal only "
+        "while the cloud answers)"))
     mqtt: MqttConfig = field(default_factory=MqttConfig, metadata=doc("broker connection"))
     outbox: OutboxConfig = field(default_factory=OutboxConfig, metadata=doc("store-and-forward buffer"))
 

@@ -180,8 +180,10 @@ class Outbox:
         self.incarnation = (self.get("incarnation") or b"").decode()
 
     # ---- queue -------------------------------------------------------------------------------
-    def append(self, kind: str, individual_id: str, ts: float, body: dict[str, Any]) -> int:
-        """Durably add a row (committed before returning); returns its sequence number."""
+    def append(self, kind: str, individual_id: str, ts: float, body: dict[str, Any],
+               marks: dict[str, bytes] | None = None) -> int:
+        """Durably add a row (committed before returning); returns its sequence number. ``marks``
+        are key-value pairs committed with the row (the agent's replay watermark)."""
         data = json.dumps(body, separators=(",", ":"), allow_nan=False)
         size = len(data) + 64
         if size > MAX_ROW_BYTES:
@@ -195,6 +197,8 @@ class Outbox:
                 cur = self.db.execute(
                 "INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [kind, prio, individual_id, ts, data, size, time.time()])
+                for key, value in (marks or {}).items():
+                    self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
                 self._bump("appended." + kind)
         except BufferFullError:
             self.bump("refused.full." + kind)
@@ -203,7 +207,7 @@ class Outbox:
             if "full" not in str(exc) or not self._evict_for_disk(prio):
                 raise BufferFullError(f"disk full ({exc}) and nothing evictable: free disk space or "
                                       "lower outbox.max_bytes below the partition size") from None
-            return self.append(kind, individual_id, ts, body)
+            return self.append(kind, individual_id, ts, body, marks)
         self._bytes += size
         return int(cur.lastrowid or 0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -77,6 +78,20 @@ class TraceSource:
 
     def backlog(self) -> int:
         return 0  # a file never runs ahead of the agent
+
+    def key(self) -> str:
+        """What identifies this recording for a resume: its path and first 4 KiB (a file that
+        grows keeps its key; another recording at the same path does not)."""
+        here = self.f.tell()
+        self.f.seek(0)
+        head = self.f.read(4096)
+        self.f.seek(here)
+        return hashlib.sha256(str(Path(self.f.name).resolve()).encode() + b"\0" + head).hexdigest()
+
+    def seek(self, pos: int) -> None:
+        """Continue reading at byte ``pos`` (where an earlier run got to)."""
+        self.f.seek(pos)
+        self.eof = False
 
     def close(self) -> None:
         self.f.close()

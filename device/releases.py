@@ -75,7 +75,7 @@ class ReleaseHandler:
 
     # ---- per window ------------------------------------------------------------------------------
     def classify(self, accel: np.ndarray | None, rate_hz: float, ts: float, budget: LatencyBudget,
-                 metrics: MetricsSink = NULL_SINK) -> str | None:
+                 sink: MetricsSink = NULL_SINK) -> str | None:
         """The activity class of a minute's accelerometer window (the shadow model beside it while
         the budget allows), or None without a model or a usable window."""
         if self.classifier is None or accel is None or len(accel) < 8:
@@ -83,7 +83,7 @@ class ReleaseHandler:
         try:
             t0 = time.perf_counter()
             pred = self.classifier.predict(accel, rate_hz)
-            metrics.inference(time.perf_counter() - t0)
+            sink.inference(time.perf_counter() - t0)
             shadow = self.shadow or (self.slots.shadow_classifier() if self.slots else None)
             if shadow is not None and budget.allows(SHED_SHADOW):
                 self.shadow_stats.record(ts, pred, shadow.predict(accel, rate_hz))

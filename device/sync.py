@@ -142,9 +142,13 @@ class Uplink:
     def stop(self, timeout: float = 5.0) -> None:
         """Publish a clean 'stopped' status, then disconnect."""
         self._stopping = True
-        if self.connected:
-            info = self.client.publish(topics.status(self.device_id), self._status("stopped"), qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout)
+        if not self.connected:
+            # out of reach: nothing to say, and paho's thread may be asleep between attempts for up
+            # to a second; disconnect() ends its loop at the next wake, no need to wait for it
+            self.client.disconnect()
+            return
+        info = self.client.publish(topics.status(self.device_id), self._status("stopped"), qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()

@@ -24,6 +24,7 @@ from shared.records import Record
 
 logger = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 192 * 1024  # below the cloud's 256 KiB message cap, with room for the envelope
+DRAIN_IDLE_S = 5.0  # stopping: no ack for this long and the drain ends (the cloud is not answering)
 
 
 class Syncer:
@@ -136,19 +137,41 @@ class Syncer:
         self._refuse([(r.seq, r.reason) for r in msg.rejected])
 
     # ---- stopping ----------------------------------------------------------------------------
-    def drain(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Pump until the cloud acknowledged every row, ``timeout`` s passed, or ``stop`` is set
-        (a second stop request); True when nothing is left. Without a connection there is nothing
-        to wait for: the outbox keeps the rows for the next start."""
-        if self.uplink is None:
-            return not self.outbox.pending_count()
-        deadline = time.monotonic() + timeout
-        while self.outbox.pending_count() and time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
+    def drain(self, timeout: float, *, hurry: threading.Event | None = None, patient: bool = True) -> bool:
+        """Pump until the cloud acknowledged every row; True when nothing is left (the outbox keeps
+        the rest for the next start either way).
+
+        ``patient`` (the input ended): wait up to ``timeout`` s, through reconnects. Not patient (a
+        stop was asked for): only while connected and acks keep coming, each within
+        ``DRAIN_IDLE_S``; with the cloud out of reach that is not at all. ``hurry`` (a second stop
+        request) ends any drain at once."""
+        left = self.outbox.pending_count()
+        if self.uplink is None or not left:
+            return not left
+        start = last_ack = time.monotonic()
+        why = "timeout"
+        while left:
+            now = time.monotonic()
+            if hurry is not None and hurry.is_set():
+                why = "hurried"
+                break
+            if now - start >= timeout:
+                break
+            if not patient and not self.uplink.connected:
+                why = "unreachable"
+                break
+            if not patient and now - last_ack >= DRAIN_IDLE_S:
+                why = "no_acks"
                 break
             self.pump()
+            n = self.outbox.pending_count()
+            if n < left:
+                left, last_ack = n, time.monotonic()
             time.sleep(0.02)
-        return not self.outbox.pending_count()
+        if left:
+            logger.info("sync.drain_stopped", extra={"device_id": self.device_id, "why": why, "pending": left,
+                                                     "seconds": round(time.monotonic() - start, 3)})
+        return not left
 
 
 def fit_batch(rows: list[Row], max_rows: int, max_bytes: int) -> list[Row]:

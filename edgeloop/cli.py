@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir")
     p.add_argument("--cloud-public-key", help="PEM file: the cloud's ed25519 public key")
     p.add_argument("--exit-on-eof", action="store_true", default=None, help="stop when the source ends")
-    p.add_argument("--drain-timeout", type=float, help="seconds to wait at exit for cloud acks")
+    p.add_argument("--drain-timeout", type=float,
+                   help="seconds to wait for the cloud's acks at the end of the input (after SIGTERM/SIGINT "
+                        "only while the cloud answers; a second SIGINT stops at once)")
     p.add_argument("--offline", action="store_true", help="no MQTT: keep everything in the outbox")
     p.add_argument("--progress", action="store_true", help="print JSON progress lines on stdout")
     p.add_argument("--metrics", metavar="HOST:PORT",
@@ -234,11 +236,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         from device.metrics_prom import serve_agent_metrics
 
         serve_agent_metrics(agent, args.metrics)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop, hurry = threading.Event(), threading.Event()
+    _stop_on_signals(stop, hurry)
     if args.progress:
         _progress_thread(agent, stop)
-    report = agent.run(stop)
+    report = agent.run(stop, hurry=hurry)
     print(json.dumps({"final": report}), flush=True)
     return 0
 
@@ -255,11 +257,17 @@ def _progress_thread(agent: Any, stop: threading.Event) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, hurry: threading.Event | None = None) -> None:
+    """SIGTERM or SIGINT sets ``stop``; a second one also sets ``hurry`` (stop draining now)."""
     import signal
 
+    def handler(*_: object) -> None:
+        if stop.is_set() and hurry is not None:
+            hurry.set()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)
 
 
 def cmd_cloud(args: argparse.Namespace) -> int:

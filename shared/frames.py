@@ -44,6 +44,7 @@ class Frame:
     ts_ms: int
     payload: bytes
     version: int = VERSION
+    offset: int = field(default=-1, compare=False)  # decoded: where it starts in the byte stream
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -82,6 +83,7 @@ class FrameDecoder:
     """Streaming decoder. `feed(chunk)` returns the frames completed by that chunk."""
 
     stats: DecoderStats = field(default_factory=DecoderStats)
+    offset: int = 0  # the stream position of the first buffered byte (a resumed trace starts later)
     _buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -122,11 +124,13 @@ class FrameDecoder:
                 pos += 1
                 continue
             payload = bytes(buf[pos + HEADER_SIZE : end - CRC_SIZE])
-            out.append(Frame(sensor=sensor, seq=seq, ts_ms=ts_ms, payload=payload, version=version))
+            out.append(Frame(sensor=sensor, seq=seq, ts_ms=ts_ms, payload=payload, version=version,
+                             offset=self.offset + pos))
             self.stats.frames_ok += 1
             self.stats.bytes_ok += end - pos
             pos = end
         del buf[:pos]
+        self.offset += pos
         return out
 
     def flush(self) -> list[Frame]:
@@ -136,6 +140,7 @@ class FrameDecoder:
         while self._buf:
             rest = bytes(self._buf[1:])
             self._buf.clear()
+            self.offset += 1
             self._reject(1)
             out += self.feed(rest)
         return out
