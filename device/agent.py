@@ -28,7 +28,7 @@ import numpy as np
 
 from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
-from device.commands import CommandHandler
+from device.commands import CommandHandler, Position
 from device.config import AgentConfig
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
@@ -130,6 +130,7 @@ class Agent:
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
+        self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
         # a trace remembers how far it got: the stream offset where frames not yet in a closed
         # window begin, saved with the engine; records of windows up to the watermark are not
         # appended again when a resumed trace replays them (they were, before a crash)
@@ -142,7 +143,8 @@ class Agent:
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
-        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_counter, self._save_counter)
+        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_position, self._save_position,
+                                       incarnation=self.outbox.incarnation, now=self._timeline_now)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
         for name, handler in self.releases.commands().items():
@@ -233,12 +235,29 @@ class Agent:
         if self.individual_id:
             self.outbox.put("individual_id", self.individual_id.encode())
 
-    def _load_counter(self) -> int:
+    def _load_position(self) -> Position:
+        """The last accepted command's (epoch, counter), kept in the outbox's state (an agent
+        before command v2 saved the counter alone)."""
         v = self.outbox.get("command_counter")
-        return int(v.decode()) if v else 0
+        if not v:
+            return Position()
+        try:
+            d = json.loads(v)
+            return Position(int(d["epoch"]), int(d["counter"])) if isinstance(d, dict) else Position(0, int(d))
+        except (ValueError, KeyError, TypeError):
+            logger.error("commands.position_unreadable", extra={"value": v})
+            return Position(0, 2**62)  # refuse until the cloud re-syncs, rather than accept replays
 
-    def _save_counter(self, n: int) -> None:
-        self.outbox.put("command_counter", str(n).encode())
+    def _save_position(self, pos: Position) -> None:
+        self.outbox.put("command_counter", json.dumps({"epoch": pos.epoch, "counter": pos.counter}).encode())
+
+    def _timeline_now(self) -> float:
+        """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
+        command expiry follows), moved on by the wall time since the last frame; the wall clock
+        before any frame."""
+        if self.clock.last is None:
+            return time.time()
+        return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
 
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -246,6 +265,8 @@ class Agent:
         self._frames(self.decoder.feed(data))
 
     def _frames(self, frames: list[Frame]) -> None:
+        if frames:
+            self._frame_mono = time.monotonic()
         for frame in frames:
             try:
                 reading = decode_payload(frame.sensor, frame.payload)
