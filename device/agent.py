@@ -40,7 +40,7 @@ from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
 from device.profiles import DeviceProfile, profile_for
-from device.reader import ByteSource, TraceSource, open_source
+from device.reader import ByteSource, TraceSource, awaits_device, open_source, wait_for_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
@@ -451,11 +451,17 @@ class Agent:
         stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
-        self._source = source or open_source(self.cfg.source, self.cfg.baudrate)
-        self._resume(self._source)
+        # a trace or a port that is there opens now (a missing trace fails before any connect); a
+        # serial device not plugged in yet is waited for below, the uplink draining meanwhile
+        waits = source is None and awaits_device(self.cfg.source)
+        self._source = source or (None if waits else open_source(self.cfg.source, self.cfg.baudrate))
         self.syncer.start()
         try:
-            while not stop.is_set() and not self.step():
+            if waits:
+                self._source = wait_for_source(self.cfg.source, self.cfg.baudrate, stop, idle=self.pump)
+            if self._source is not None:
+                self._resume(self._source)
+            while self._source is not None and not stop.is_set() and not self.step():
                 pass
             asked = stop.is_set()
             self.finish()
@@ -463,7 +469,8 @@ class Agent:
         finally:
             self.save_state()
             self.syncer.stop()
-            self._source.close()
+            if self._source is not None:
+                self._source.close()
         return self.report()
 
     def _resume(self, source: ByteSource) -> None:
