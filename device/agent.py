@@ -30,7 +30,9 @@ from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
 from device.commands import CommandHandler
 from device.config import AgentConfig
+from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
+from device.detect.health import HealthWatch
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
@@ -122,6 +124,7 @@ class Agent:
         # called with (minute_ts, feature vector, engine output) after each window (replay plots);
         # the output's arrays are the engine's buffers: copy what you keep
         self.observer: Callable[[float, list[float], Any], None] | None = None
+        self.health = HealthWatch(cfg.frozen_alert_minutes, cfg.dropout_alert_minutes, cfg.battery_alert_percent)
         self._use_profile(self.profile)
         self.raw_until = 0.0
         self.end_of_stream = False
@@ -153,6 +156,7 @@ class Agent:
         watch, the event trace ring and the release handler."""
         self.profile = profile
         self.engine = self._restore_engine()
+        self._restore_profile()
         # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
         # watch: the morning's verdict travels in the daily summary (``night``)
         self.nights = NightlyTracker() if profile.kind == "collar" else None
@@ -198,6 +202,19 @@ class Agent:
                 self.counts["engine_state_unreadable"] += 1
         return Engine(m, directions=d)
 
+    def _restore_profile(self) -> None:
+        """The profile's own learnt state (a camera's class rates), saved with the engine."""
+        blob = self.outbox.get("profile_state")
+        if not blob:
+            return
+        try:
+            saved = json.loads(blob)
+            if saved.get("kind") == self.profile.kind:
+                self.profile.restore(saved["state"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("agent.state_unreadable", extra={"reason": f"profile state: {exc}"})
+            self.counts["profile_state_unreadable"] += 1
+
     def _restore_watch(self) -> NightWatch:
         blob = self.outbox.get("nightwatch_state")
         if blob:
@@ -225,6 +242,9 @@ class Agent:
                  "clock": self.clock.state()}
         if self.watch is not None:
             state["nightwatch_state"] = self.watch.state()
+        profile_state = self.profile.state()
+        if profile_state is not None:
+            state["profile_state"] = json.dumps({"kind": self.profile.kind, "state": profile_state}).encode()
         if self._trace_key is not None:
             held = self.clock.held_first()
             pos = self._open_from if held is None else min(self._open_from, held[0])
@@ -306,6 +326,8 @@ class Agent:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
             self._emit_event(ev)
+        for f in self.profile.findings(w) + self.health.update(w.minute_ts, w.det_unchanged_s, w.battery):
+            self._emit_finding(f)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
             xyz = None if accel is None else tuple((float(x), float(y), float(z))
                                                    for x, y, z in np.round(accel, 3).tolist())
@@ -337,6 +359,17 @@ class Agent:
         self._append(event, ev.ts)
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
+
+    def _emit_finding(self, f: Finding) -> None:
+        """A class-rate or health finding as an event of its kind (no engine trace: the cloud's
+        release check replays engine events only)."""
+        direction: Direction = -1 if f.what == "scene_change" else 1
+        event = Event(start_ts=f.start_ts, ts=f.ts, metrics=(f.what,), directions=(direction,), score=f.score,
+                      severity=Severity(f.severity), kind=f.kind, baseline=(f.expected,), observed=(f.observed,),
+                      model_version=self.releases.model_version, detector_version=self.releases.detector_version)
+        self._append(event, f.ts)
+        self.counts["events" if f.kind != "health" else "health_events"] += 1
+        logger.info("agent.event", extra={"device_id": self.cfg.device_id, "kind": f.kind, "metrics": [f.what]})
 
     def _event_trace(self) -> EventTrace | None:
         """The longest trace that keeps the event row well inside the outbox's row cap (a long
