@@ -34,13 +34,14 @@ from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.detect.health import HealthWatch
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
+from device.errors import CommandError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
 from device.identity import INFO_SCHEMA, info_schema, resolve_for_source, stream_kind
 from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
-from device.outbox import BufferFullError, Outbox
+from device.outbox import BufferFullError, DiskFullError, Outbox, OutboxUnavailableError
 from device.profiles import DeviceProfile, profile_for
 from device.reader import ByteSource, TraceSource, awaits_device, open_source, wait_for_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
@@ -72,6 +73,7 @@ logger = logging.getLogger(__name__)
 TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
+OUTBOX_RETRY_S = 10.0  # an outbox the full disk kept closed at start: try to open it this often
 
 
 def _utc_day(ts: float) -> str:
@@ -108,7 +110,10 @@ class Agent:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ob = cfg.outbox
+        # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
+        self.outbox_retry_s = OUTBOX_RETRY_S
+        self._outbox_tried = time.monotonic()
         self.counts: Counter[str] = Counter()
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
@@ -249,16 +254,47 @@ class Agent:
             held = self.clock.held_first()
             pos = self._open_from if held is None else min(self._open_from, held[0])
             state["trace"] = json.dumps({"key": self._trace_key, "pos": pos}).encode()
-        self.outbox.put_many(state)
         if self.individual_id:
-            self.outbox.put("individual_id", self.individual_id.encode())
+            state["individual_id"] = self.individual_id.encode()
+        try:
+            self.outbox.put_many(state)
+        except DiskFullError as exc:  # kept in memory: saved at the next attempt that fits
+            self.counts["state_unsaved"] += 1
+            logger.error("agent.state_unsaved", extra={"device_id": self.cfg.device_id, "reason": str(exc)})
 
     def _load_counter(self) -> int:
         v = self.outbox.get("command_counter")
         return int(v.decode()) if v else 0
 
     def _save_counter(self, n: int) -> None:
-        self.outbox.put("command_counter", str(n).encode())
+        try:
+            self.outbox.put("command_counter", str(n).encode())
+        except DiskFullError as exc:  # an unsaved counter would let the command be replayed
+            raise CommandError(f"cannot save the command counter ({exc}): command refused") from None
+
+    def _retry_outbox(self) -> None:
+        """The outbox could not be opened (disk full): try again every ``outbox_retry_s``; once
+        open, restore the state it kept (a learnt baseline is worth more than the minutes scored
+        without it) and send under its incarnation."""
+        if self.outbox.available or time.monotonic() - self._outbox_tried < self.outbox_retry_s:
+            return
+        self._outbox_tried = time.monotonic()
+        if not self.outbox.try_open():
+            return
+        self.counts["outbox_opened_late"] += 1
+        if self.syncer.uplink is not None:
+            self.syncer.uplink.incarnation = self.outbox.incarnation
+        if self.outbox.get("engine_state"):
+            self.engine = self._restore_engine()
+            self.apply_detector_config()
+            if self.trace is not None:
+                self.trace.reset()
+        if self.watch is not None and self.outbox.get("nightwatch_state"):
+            self.watch = self._restore_watch()
+        if not self.individual_id:
+            self._learn_individual((self.outbox.get("individual_id") or b"").decode(), source="saved state")
+        logger.warning("outbox.opened", extra={"device_id": self.cfg.device_id, "incarnation": self.outbox.incarnation,
+                                               "not_kept": self.counts["outbox_unavailable"]})
 
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -397,6 +433,8 @@ class Agent:
             marks = {"emitted_until": repr(self._window_ts).encode()}
         try:
             self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body), marks)
+        except OutboxUnavailableError:  # the disk was full at start: counted (logged once by the outbox)
+            self.counts["outbox_unavailable"] += 1
         except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
             logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
@@ -465,7 +503,9 @@ class Agent:
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
-        """Handle network events and publish due outbox rows (device/syncer.py)."""
+        """Handle network events and publish due outbox rows (device/syncer.py); an outbox the
+        disk kept closed is tried again now and then."""
+        self._retry_outbox()
         self.syncer.pump()
 
     def source_backlog(self) -> int:
