@@ -125,7 +125,12 @@ class CommandHandler:
             self.counts["resync_asked"] += 1
             return "", False, str(exc), {"resync": {"epoch": last.epoch, "counter": last.counter},
                                          "refused": exc.command_id}
-        self._save(Position(cmd.epoch, cmd.counter))
+        try:
+            self._save(Position(cmd.epoch, cmd.counter))
+        except CommandError as exc:  # not kept (disk full): running it would let it be replayed
+            self.counts["rejected"] += 1
+            logger.warning("commands.rejected", extra={"reason": str(exc)})
+            return cmd.command_id, False, str(exc), {}
         if cmd.name == RESYNC:
             self.counts["resynced"] += 1
             logger.warning("commands.resynced", extra={"epoch": cmd.epoch, "counter": cmd.counter,
