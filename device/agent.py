@@ -34,7 +34,7 @@ from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.detect.health import HealthWatch
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
-from device.errors import CommandError
+from device.errors import CommandError, SetupError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
@@ -108,7 +108,11 @@ class Agent:
         cfg = resolve_for_source(cfg)
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"state dir {self.state_dir}: cannot create it ({exc.strerror}): pass a writable "
+                             "folder as --state-dir (state_dir)") from None
         ob = cfg.outbox
         # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
@@ -122,7 +126,7 @@ class Agent:
         self.individual_id = ""
         self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
                                source="saved state")
-        self._public_key = _load_public_key(cfg.cloud_public_key)
+        self._public_key = load_cloud_public_key(cfg.cloud_public_key)
         self._classifier = classifier
         self.budget = LatencyBudget(cfg.budget_ms)
         self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
@@ -638,9 +642,17 @@ def _direction(d: int) -> Direction:
     return 1 if d > 0 else -1 if d < 0 else 0
 
 
-def _load_public_key(path: str) -> Ed25519PublicKey | None:
+def load_cloud_public_key(path: str) -> Ed25519PublicKey | None:
+    """The cloud's public key (commands, bundles), or a :class:`SetupError` naming the file."""
     if not path:
         return None
-    from shared.signing import load_public_key
+    from shared.signing import SigningError, load_public_key
 
-    return load_public_key(Path(path))
+    try:
+        return load_public_key(Path(path))
+    except OSError as exc:
+        raise SetupError(f"cloud_public_key: cannot read {path} ({exc.strerror}): pass the cloud.pub written "
+                         "by `edgeloop cloud --keygen DIR`") from None
+    except SigningError as exc:
+        raise SetupError(f"cloud_public_key: {path}: {exc}: pass the cloud.pub written by "
+                         "`edgeloop cloud --keygen DIR`") from None

@@ -228,3 +228,28 @@ def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cm
 
 def _fails(log: Path) -> list[str]:
     return [x for x in log.read_text().splitlines() if "connect_failed" in x]
+
+
+def test_agent_setup_files_are_named_with_the_fix(tmp_path: Path) -> None:
+    trace = tmp_path / "t.trace"
+    trace.write_bytes(b"")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder, not a key\n")
+    base = ["agent", "--source", str(trace), "--offline", "--device-id", "d1"]
+    error_line(run(*base, "--state-dir", str(afile / "state")), str(afile / "state"), "--state-dir")
+    missing = tmp_path / "cloud.pub"
+    error_line(run(*base, "--state-dir", str(tmp_path / "s"), "--cloud-public-key", str(missing)),
+               str(missing), "--keygen")
+    error_line(run(*base, "--state-dir", str(tmp_path / "s"), "--cloud-public-key", str(afile)), str(afile),
+               "not an Ed25519 public key")
+    r = run("agent", "--validate-config", "--cloud-public-key", str(afile))
+    error_line(r, "cloud_public_key", str(afile))
+    assert "config OK" not in r.stdout
+
+
+def test_replay_trace_into_an_unusable_folder_names_it(tmp_path: Path) -> None:
+    trace = tmp_path / "t.trace"
+    trace.write_bytes(b"")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    error_line(run("replay", "trace", str(trace), "--out", str(afile / "out")), str(afile / "out"), "--out")
