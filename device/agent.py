@@ -43,7 +43,14 @@ from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, DiskFullError, Outbox, OutboxUnavailableError
 from device.profiles import DeviceProfile, profile_for
-from device.reader import ByteSource, TraceSource, awaits_device, open_source, wait_for_source
+from device.reader import (
+    ByteSource,
+    SerialSource,
+    TraceSource,
+    awaits_device,
+    open_source,
+    wait_for_source,
+)
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
@@ -143,6 +150,7 @@ class Agent:
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
         self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
+        self._stop = threading.Event()  # run()'s: ends a wait for a serial device to come back
         # a trace remembers how far it got: the stream offset where frames not yet in a closed
         # window begin, saved with the engine; records of windows up to the watermark are not
         # appended again when a resumed trace replays them (they were, before a crash)
@@ -547,7 +555,7 @@ class Agent:
         a stop request only while the cloud answers (device/syncer.py), so SIGTERM with the cloud
         out of reach stops at once; ``hurry`` (a second SIGINT) cuts any drain short. What is not
         acknowledged stays in the outbox for the next start."""
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
         # a trace or a port that is there opens now (a missing trace fails before any connect); a
@@ -607,8 +615,23 @@ class Agent:
             return False
         if self.cfg.exit_on_eof:
             return True
+        if self._source.eof and isinstance(self._source, SerialSource) and self.cfg.source:
+            self._replug()
+            return False
         time.sleep(0.1)
         return False
+
+    def _replug(self) -> None:
+        """The serial device went away (a USB collar unplugged): wait for it to come back (logged
+        once, with backoff; the uplink drains meanwhile) and read on; a stop ends the wait."""
+        assert self._source is not None
+        self.counts["source_lost"] += 1
+        logger.warning("reader.lost", extra={"device_id": self.cfg.device_id, "source": self.cfg.source})
+        self._source.close()
+        src = wait_for_source(self.cfg.source, self.cfg.baudrate, self._stop, idle=self.pump, retry_open=True)
+        if src is not None:
+            self._source = src
+            self.counts["source_reopened"] += 1
 
     def finish(self) -> None:
         """End of input: close the open window and write the partial day's summary."""
