@@ -58,10 +58,8 @@ class Commander:
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def incarnation(self, device_id: str) -> str:
-        """The device's newest incarnation (its outbox's life) the cloud has seen, "" if none."""
-        row = self.store.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
-                                    "ORDER BY rowid DESC LIMIT 1", [device_id]).fetchone()
-        return str(row[0]) if row else ""
+        """The device's current incarnation (its outbox's life) as the cloud knows it, "" if none."""
+        return self.store.current_incarnation(device_id)
 
     def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
              command_id: str = "", *, epoch: int | None = None) -> schemas.Command:

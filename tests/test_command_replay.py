@@ -130,6 +130,9 @@ def test_the_cloud_binds_each_command_to_the_incarnation_and_an_expiry() -> None
     assert (out.incarnation, out.expires_at, out.epoch, out.counter) == (INC, 1600.0, 0, 1)
     c.store.note_incarnation("dev-1", NEW_INC, 1)  # the device's state was reset
     assert c.send("dev-1", "config", {}).incarnation == NEW_INC
+    # its status names the incarnation it runs now: an older one back (a restored SD card) included
+    c.store.set_device_state("dev-1", "online", 1000.0, INC)
+    assert c.send("dev-1", "config", {}).incarnation == INC
 
 
 def test_the_cloud_resyncs_only_when_it_is_behind() -> None:

@@ -108,7 +108,7 @@ class Aggregator:
         if kind == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
-            self.store.set_device_state(device_id, msg.state, msg.ts)
+            self.store.set_device_state(device_id, msg.state, msg.ts, msg.incarnation)
             if msg.incarnation:  # known before its first batch: commands are bound to it
                 self._incarnations.add(self._note_incarnation(device_id, msg.incarnation, 0))
             self.counts["status"] += 1

@@ -59,6 +59,12 @@ def m002_record_incarnation(db: Database) -> None:
                "GROUP BY device_id, incarnation")
 
 
+@migrations()
+def m003_device_incarnation(db: Database) -> None:
+    """The incarnation a device's latest status named (commands are bound to it)."""
+    db.table("devices").add_column("incarnation", str, not_null_default="")
+
+
 @contextlib.contextmanager
 def write_lock(db: Database) -> Iterator[None]:
     """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
@@ -148,11 +154,22 @@ class CloudStore:
                                                   [device_id, incarnation, seq]))
         return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
 
-    def set_device_state(self, device_id: str, state: str, ts: float) -> None:
-        self.db.table("devices").upsert(
-            {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts},
-            pk="device_id",
-        )
+    def set_device_state(self, device_id: str, state: str, ts: float, incarnation: str = "") -> None:
+        """A status: the device's state and, from a v2 status, its current incarnation."""
+        row: dict[str, Any] = {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts}
+        if incarnation:
+            row["incarnation"] = incarnation
+        self.db.table("devices").upsert(row, pk="device_id")
+
+    def current_incarnation(self, device_id: str) -> str:
+        """The device's incarnation now: its latest status's, else the newest one its records
+        brought, else "" (never seen, or a v1 device)."""
+        row = self.db.execute("SELECT incarnation FROM devices WHERE device_id = ?", [device_id]).fetchone()
+        if row and row[0]:
+            return str(row[0])
+        row = self.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? ORDER BY rowid DESC LIMIT 1",
+                              [device_id]).fetchone()
+        return str(row[0]) if row else ""
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
