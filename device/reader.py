@@ -17,7 +17,7 @@ import serial
 from device.errors import SourceError
 
 logger = logging.getLogger(__name__)
-DEVICE_PREFIXES = ("/dev/tty", "/dev/pts/", "/dev/serial/", "/dev/cu.", "/dev/rfcomm")
+NOT_DEVICES = ("/dev/shm/",)  # under /dev, yet files (traces): every other missing /dev path is a device
 SERIAL_URLS = ("loop://", "socket://", "rfc2217://", "spy://", "alt://", "hwgrep://")
 
 
@@ -165,4 +165,5 @@ def _is_char_device(path: str) -> bool:
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except OSError:  # not there (yet): a device path names a serial port; let pyserial name the problem
-        return path.startswith(DEVICE_PREFIXES) or (path.startswith("COM") and path[3:].isdigit())
+        return ((path.startswith("/dev/") and not path.startswith(NOT_DEVICES))
+                or (path.startswith("COM") and path[3:].isdigit()))
