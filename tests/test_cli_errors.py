@@ -260,9 +260,35 @@ def _toml(tmp_path: Path, text: str) -> str:
     return str(p)
 
 
+class SilentBroker:
+    """A port that accepts TCP connections and closes them without a CONNACK (a wrong service, a
+    proxy whose broker is down): paho reports a disconnect, not a failed connect."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("broker", ["refused", "silent"])
 @pytest.mark.parametrize("cmd", ["agent", "cloud"])
-def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cmd: str) -> None:
-    url = f"mqtt://127.0.0.1:{free_port()}"
+def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cmd: str, broker: str) -> None:
+    silent = SilentBroker() if broker == "silent" else None
+    url = f"mqtt://127.0.0.1:{silent.port if silent else free_port()}"
     conf = _toml(tmp_path, "[mqtt]\nreconnect_min = 0.2\nreconnect_max = 0.5\n")
     trace = tmp_path / "empty.trace"
     trace.write_bytes(b"")
@@ -279,6 +305,8 @@ def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cm
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(30)
+        if silent is not None:
+            silent.close()
     fails = _fails(log)
     assert len(fails) >= 3, log.read_text()[-3000:]  # it retries
     assert "level=warning" in fails[0] and url in fails[0] and "--broker" in fails[0], fails[0]

@@ -145,9 +145,16 @@ class AggregatorService:
             "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown", "hint": UNREACHABLE_HINT})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        was_up = self.connected.is_set()
         self.connected.clear()
         rearm_backoff(client, self.cfg)
-        if getattr(rc, "value", None) == SESSION_TAKEN_OVER:
+        if not was_up and not self._stopping and getattr(rc, "value", None) != SESSION_TAKEN_OVER:
+            # no CONNACK since the last try: the attempt failed (a broker that never answers)
+            self.failed_attempts += 1
+            logger.log(connect_fail_level(self.failed_attempts), "cloud.connect_failed", extra={
+                "client_id": self.client_id, "broker": self.cfg.url, "attempt": self.failed_attempts,
+                "reason": str(rc), "hint": UNREACHABLE_HINT})
+        elif getattr(rc, "value", None) == SESSION_TAKEN_OVER:
             # reconnecting would knock the other process off in turn, every second: stop instead
             self.taken_over.set()
             client.disconnect()
