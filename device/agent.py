@@ -28,7 +28,7 @@ import numpy as np
 
 from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
-from device.commands import CommandHandler
+from device.commands import CommandHandler, Position
 from device.config import AgentConfig
 from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
@@ -138,6 +138,7 @@ class Agent:
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
+        self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
         # a trace remembers how far it got: the stream offset where frames not yet in a closed
         # window begin, saved with the engine; records of windows up to the watermark are not
         # appended again when a resumed trace replays them (they were, before a crash)
@@ -150,7 +151,8 @@ class Agent:
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
-        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_counter, self._save_counter)
+        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_position, self._save_position,
+                                       incarnation=self.outbox.incarnation, now=self._timeline_now)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
         for name, handler in self.releases.commands().items():
@@ -262,15 +264,24 @@ class Agent:
             self.counts["state_unsaved"] += 1
             logger.error("agent.state_unsaved", extra={"device_id": self.cfg.device_id, "reason": str(exc)})
 
-    def _load_counter(self) -> int:
+    def _load_position(self) -> Position:
+        """The last accepted command's (epoch, counter), kept in the outbox's state (an agent
+        before command v2 saved the counter alone)."""
         v = self.outbox.get("command_counter")
-        return int(v.decode()) if v else 0
-
-    def _save_counter(self, n: int) -> None:
+        if not v:
+            return Position()
         try:
-            self.outbox.put("command_counter", str(n).encode())
-        except DiskFullError as exc:  # an unsaved counter would let the command be replayed
-            raise CommandError(f"cannot save the command counter ({exc}): command refused") from None
+            d = json.loads(v)
+            return Position(int(d["epoch"]), int(d["counter"])) if isinstance(d, dict) else Position(0, int(d))
+        except (ValueError, KeyError, TypeError):
+            logger.error("commands.position_unreadable", extra={"value": v})
+            return Position(0, 2**62)  # refuse until the cloud re-syncs, rather than accept replays
+
+    def _save_position(self, pos: Position) -> None:
+        try:
+            self.outbox.put("command_counter", json.dumps({"epoch": pos.epoch, "counter": pos.counter}).encode())
+        except DiskFullError as exc:  # an unsaved position would let the command be replayed
+            raise CommandError(f"cannot save the command position ({exc}): command refused") from None
 
     def _retry_outbox(self) -> None:
         """The outbox could not be opened (disk full): try again every ``outbox_retry_s``; once
@@ -284,6 +295,7 @@ class Agent:
         self.counts["outbox_opened_late"] += 1
         if self.syncer.uplink is not None:
             self.syncer.uplink.incarnation = self.outbox.incarnation
+        self.commands.incarnation = self.outbox.incarnation
         if self.outbox.get("engine_state"):
             self.engine = self._restore_engine()
             self.apply_detector_config()
@@ -296,12 +308,22 @@ class Agent:
         logger.warning("outbox.opened", extra={"device_id": self.cfg.device_id, "incarnation": self.outbox.incarnation,
                                                "not_kept": self.counts["outbox_unavailable"]})
 
+    def _timeline_now(self) -> float:
+        """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
+        command expiry follows), moved on by the wall time since the last frame; the wall clock
+        before any frame."""
+        if self.clock.last is None:
+            return time.time()
+        return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
+
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Decode bytes and process every completed frame."""
         self._frames(self.decoder.feed(data))
 
     def _frames(self, frames: list[Frame]) -> None:
+        if frames:
+            self._frame_mono = time.monotonic()
         for frame in frames:
             try:
                 reading = decode_payload(frame.sensor, frame.payload)

@@ -72,7 +72,7 @@ class Uplink:
         self.client.on_message = self._on_message
 
     def _status(self, state: DeviceState) -> bytes:
-        return schemas.encode(schemas.Status(self.device_id, state, time.time()))
+        return schemas.encode(schemas.Status(self.device_id, state, time.time(), self.incarnation))
 
     # paho thread -------------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
