@@ -18,6 +18,7 @@ from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
+from cloud.store import bindings
 from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,10 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
           sim_clock: bool = False) -> AggregatorService:
     store = CloudStore(cfg.db or None)
     policy = NotificationPolicy.from_toml(cfg.rules or None)
-    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock)
+    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock, binding=cfg.binding)
+    if cfg.devices:
+        n = bindings.provision(store.db, ((d.device_id, d.individuals) for d in cfg.devices))
+        logger.info("cloud.devices_provisioned", extra={"devices": len(cfg.devices), "new_bindings": n})
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
                             persistent=bool(cfg.instance), instance=cfg.instance or None)
     if cfg.signing_key:

@@ -8,6 +8,9 @@ the batch's other records are stored.
 A record is stored once by its identity ``(device_id, incarnation, seq)``; an event is decided in
 the same transaction that stored it, and only then: a duplicate is acked, never decided again.
 A failure before the commit stores nothing and sends no ack, so the device's resend is new.
+
+A record is refused alone, never decided, when one of its timestamps is not a real time
+(cloud/timestamps.py) or its individual is not one its device is bound to (cloud/store/bindings.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,9 @@ from cloud.rules.notify import (
     collect_more_command,
     handle_event,
 )
+from cloud.store import bindings
 from cloud.store.db import CloudStore, write_lock
+from cloud.timestamps import check_record
 from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
@@ -46,9 +52,11 @@ class Aggregator:
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
-                 retrain: Any = None, export_dir: str | None = None) -> None:
+                 retrain: Any = None, export_dir: str | None = None,
+                 binding: bindings.Policy = "first_seen") -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
-        in seconds); otherwise the wall clock."""
+        in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
+        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings)."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -64,6 +72,8 @@ class Aggregator:
         self.counts: Counter[str] = Counter()
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
+        self.binding = binding
+        bindings.ensure_schema(store.db)
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -102,7 +112,7 @@ class Aggregator:
                 raise schemas.SchemaError(
                     f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
             self._refused(topic, got)
-            self._batch(got.batch, got.rejected)
+            self._batch(topic, got.batch, got.rejected)
             return
         msg = schemas.decode(payload)
         if kind == "status":
@@ -116,15 +126,58 @@ class Aggregator:
     def _refused(self, topic: str, got: schemas.BatchDecode) -> None:
         """Count, keep and log the records refused out of a batch (the rest goes on)."""
         for reason in (*(f"seq {r.seq}: {r.reason}" for r in got.rejected), *got.unidentified):
-            self.counts["records_rejected"] += 1
-            logger.warning("aggregator.record_rejected", extra={
-                "device_id": got.batch.device_id, "incarnation": got.batch.incarnation, "reason": reason})
-            self.store.reject(topic, reason, 0)
+            self._record_refused(topic, got.batch, reason, "schema")
 
-    def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
+    def _record_refused(self, topic: str, batch: schemas.UplinkBatch, reason: str, kind: str) -> None:
+        self.counts["records_rejected"] += 1
+        if kind != "schema":  # a record's schema refusals are counted as records_rejected only
+            self.counts[f"rejected.{kind}"] += 1
+        logger.warning("aggregator.record_rejected", extra={
+            "device_id": batch.device_id, "incarnation": batch.incarnation, "kind": kind, "reason": reason})
+        self.store.reject(topic, reason, 0)
+
+    def _timely(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records whose timestamps are not real times (each refused alone)."""
+        now = time.time()
+        keep, refused = [], []
+        for r in batch.records:
+            reason = check_record(r.ts, r.body, now)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "timestamp")
+        return replace(batch, records=tuple(keep)), refused
+
+    def _bound(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records for individuals the device is not bound to (inside the
+        batch's transaction: a first-seen binding commits with the records)."""
+        verdict = bindings.admit(self.store.db, batch.device_id, (r.individual_id for r in batch.records),
+                                 self.binding)
+        for ind in verdict.bound_now:
+            logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
+                                                   "source": "first_seen"})
+        if not verdict.refused:
+            return batch, []
+        keep, refused = [], []
+        for r in batch.records:
+            reason = verdict.reason(r.individual_id)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "binding")
+        for ind, reason in verdict.refused.items():
+            n = sum(r.individual_id == ind for r in batch.records)
+            bindings.note_refused(self.store.db, batch.device_id, ind, reason, n)
+        return replace(batch, records=tuple(keep)), refused
+
+    def _batch(self, topic: str, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
         decided: list[tuple[Decision, Event]] = []
+        batch, late = self._timely(topic, batch)
         with write_lock(self.store.db):  # stored and decided together, or neither
             known = self._note_incarnation(batch)
+            batch, unbound = self._bound(topic, batch)
             result = self.store.store_batch(batch)
             for rec in result.new:  # a decision only ever follows this insert: never a duplicate
                 if isinstance(rec.body, Event) and (d := self._decide(batch, rec)) is not None:
@@ -142,6 +195,7 @@ class Aggregator:
                 self.rollouts.on_summary(batch.device_id, to_json(rec.body), self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
             seqs = tuple(r.seq for r in batch.records)
+            rejected = (*rejected, *late, *unbound)
             if batch.v >= 2:
                 ack = schemas.Ack(batch.device_id, seqs, batch.incarnation, rejected)
             else:  # a v1 device cannot be told of refusals: it resends them (refused again)

@@ -26,7 +26,7 @@ from cloud.ops.broker_sys import COUNTERS
 
 logger = logging.getLogger(__name__)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-REJECT_REASONS = ("schema", "topic", "rules", "feedback", "internal")
+REJECT_REASONS = ("schema", "topic", "rules", "feedback", "internal", "binding", "timestamp")
 ROLLOUT_STATES = ("shadow", "canary", "fleet", "done", "halted", "rolled_back")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
