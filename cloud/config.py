@@ -119,6 +119,8 @@ class CloudConfig:
     inbox_per_device: int = field(default=1_000, metadata=doc(
         "messages one device (or other sender) may have waiting; a device over it has its new "
         "messages dropped and counted, so it cannot starve the others"))
+    inbox_max_mb: float = field(default=64.0, metadata=doc(
+        "payload megabytes waiting to be handled, at most (one device: a quarter of it)"))
     stats_every: float = field(default=60.0, metadata=doc("seconds between cloud.stats log lines (0: never)"))
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(username=""), metadata=doc("broker connection"))
 
@@ -126,6 +128,8 @@ class CloudConfig:
         names = [n.label for n in self.notifiers]
         if len(set(names)) != len(names):
             raise ValueError(f"notifiers: names {names} repeat: give each a distinct name")
+        if not 0.01 <= self.inbox_max_mb <= 65536:
+            raise ValueError(f"inbox_max_mb: {self.inbox_max_mb} must be 0.01 .. 65536")
         if not 1 <= self.inbox_per_device <= self.inbox_max:
             raise ValueError(f"inbox_per_device: {self.inbox_per_device} must be 1 .. inbox_max ({self.inbox_max})")
         if self.instance and not re.fullmatch(r"[A-Za-z0-9_.-]{1,48}", self.instance):

@@ -53,10 +53,12 @@ class Aggregator:
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
                  retrain: Any = None, export_dir: str | None = None,
-                 binding: bindings.Policy = "first_seen") -> None:
+                 binding: bindings.Policy = "first_seen", reject_batch: int = 1) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
         in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
-        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings)."""
+        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
+        ``reject_batch``: rejections are written to the store together, every this many (and by
+        ``flush_rejections``, which the service calls every second); 1 writes each at once."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -73,6 +75,9 @@ class Aggregator:
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
         self.binding = binding
+        self.reject_batch = max(1, reject_batch)
+        self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
+        self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
         bindings.ensure_schema(store.db)
 
     def handle_message(self, topic: str, payload: bytes) -> None:
@@ -87,12 +92,38 @@ class Aggregator:
     def _reject(self, topic: str, reason: str, size: int, kind: str = "schema") -> None:
         self.counts["rejected"] += 1
         self.counts[f"rejected.{kind}"] += 1  # by kind, for the metrics
-        logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        if self._may_log(kind):
+            logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        self._keep_rejection(topic, reason, size)
+
+    def _keep_rejection(self, topic: str, reason: str, size: int) -> None:
+        self._rejections.append((time.time(), topic[:200], reason[:500], size))
+        if len(self._rejections) >= self.reject_batch:
+            self.flush_rejections()
+
+    def flush_rejections(self) -> None:
+        """Write the rejections kept in memory to the store, in one transaction."""
+        if not self._rejections:
+            return
+        rows, self._rejections = self._rejections, []
         try:
-            self.store.reject(topic, reason, size)
+            self.store.reject_many(rows)
         except Exception:  # the store itself failing must not stop the service
-            self.counts["reject_unrecorded"] += 1
+            self.counts["reject_unrecorded"] += len(rows)
             logger.exception("aggregator.reject_unrecorded")
+
+    def _may_log(self, kind: str, per_second: int = 10) -> bool:
+        """At most ``per_second`` rejection lines per kind per second (a flood is counted, not
+        logged line by line); the lines left out are counted in ``rejections_not_logged``."""
+        now = int(time.monotonic())
+        second, seen = self._log_window
+        if second != now:
+            self._log_window = (now, seen := Counter())
+        seen[kind] += 1
+        if seen[kind] > per_second:
+            self.counts["rejections_not_logged"] += 1
+            return False
+        return True
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
@@ -132,9 +163,10 @@ class Aggregator:
         self.counts["records_rejected"] += 1
         if kind != "schema":  # a record's schema refusals are counted as records_rejected only
             self.counts[f"rejected.{kind}"] += 1
-        logger.warning("aggregator.record_rejected", extra={
-            "device_id": batch.device_id, "incarnation": batch.incarnation, "kind": kind, "reason": reason})
-        self.store.reject(topic, reason, 0)
+        if self._may_log(f"record.{kind}"):
+            logger.warning("aggregator.record_rejected", extra={
+                "device_id": batch.device_id, "incarnation": batch.incarnation, "kind": kind, "reason": reason})
+        self._keep_rejection(topic, reason, 0)
 
     def _timely(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
         """The batch without its records whose timestamps are not real times (each refused alone)."""
