@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeloop import logs
+from edgeloop import bind, logs
 from shared.config import ConfigError, describe, load
 from shared.errors import InputError
 
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    bind.add_parser(sub)
     for sp in sub.choices.values():  # every leaf command takes the logging options
         nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]
         for leaf in (nested[0].choices.values() if nested else [sp]):
@@ -359,9 +360,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from cloud.feedback import list_alerts
     from cloud.store.db import CloudStore
+    from cloud.timestamps import format_utc, readable
 
-    for a in list_alerts(CloudStore(args.db, create=False), args.individual, limit=args.limit):
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["ts"]))
+    alerts = list_alerts(CloudStore(args.db, create=False), args.individual, limit=args.limit)
+    if unreadable := sum(not readable(a["ts"]) for a in alerts):
+        print(f"edgeloop alerts: warning: {unreadable} alert(s) stored with an impossible time (shown as ?; "
+              "the cloud now refuses such records)", file=sys.stderr)
+    for a in alerts:
+        when = format_utc(a["ts"])
         print(f"{a['alert_id']:<18} {when}  {a['action']:<12} {a.get('state') or '':<10} {a['reason']}")
     return 0
 
@@ -400,7 +406,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
     "feedback": cmd_feedback, "alerts": cmd_alerts, "quality": cmd_quality, "release": cmd_release,
-    "train": cmd_train,
+    "train": cmd_train, "bind": bind.run,
 }
 
 
