@@ -25,11 +25,17 @@ class OutboxConfig:
             raise ValueError(f"outbox -> batch_size: {self.batch_size} must be 1..500")
 
 
+KINDS = ("collar", "perception")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    device_id: str = field(default="collar-000", metadata=doc("this device's id (also its MQTT client id and username)"))
+    device_id: str = field(default="", metadata=doc(
+        "this device's id (also its MQTT client id and username); empty = from a trace's device-info frame, "
+        "else the kind's default (collar-000, pi-000)"))
     individual_id: str = field(default="", metadata=doc("the animal/person monitored; empty = from the device-info frame"))
-    kind: Literal["collar", "perception"] = field(default="collar", metadata=doc("device kind (sets the metrics)"))
+    kind: Literal["", "collar", "perception"] = field(default="", metadata=doc(
+        "device kind (sets the metrics); empty = from the device-info frame, else collar"))
     source: str = field(default="", metadata=doc("serial port path or pyserial URL, or a trace file"))
     baudrate: int = field(default=115200, metadata=doc("serial speed"))
     state_dir: str = field(default="edgeloop-state", metadata=doc("folder for the outbox, baselines and models"))
@@ -43,6 +49,13 @@ class AgentConfig:
     event_trace_hours: float = field(default=6.0, metadata=doc(
         "hours of engine input each event carries (a state snapshot + rows) for the cloud's release "
         "check to replay through candidate engines; 0: events carry no trace"))
+    tz_offset_h: float = field(default=0.0, metadata=doc(
+        "the device's local time zone, hours from UTC (a camera's class rates are kept by local hour of day)"))
+    frozen_alert_minutes: float = field(default=30.0, metadata=doc(
+        "health: a camera repeating one exact detection summary this long is reported frozen"))
+    dropout_alert_minutes: float = field(default=60.0, metadata=doc(
+        "health: a gap of this many minutes without data is reported (when data comes back)"))
+    battery_alert_percent: int = field(default=15, metadata=doc("health: battery at or below this is reported"))
     exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
     drain_timeout: float = field(default=60.0, metadata=doc(
         "at the end of the input, wait this long for the cloud to ack everything (after a stop signal only "
@@ -52,12 +65,17 @@ class AgentConfig:
 
     def validate(self) -> None:
         try:
-            check_id(self.device_id)
+            if self.device_id:
+                check_id(self.device_id)
             if self.individual_id:
                 check_id(self.individual_id, "individual id")
         except TopicError as exc:
             raise ValueError(f"device_id/individual_id: {exc}") from None
         if not 0 <= self.event_trace_hours <= 24:
             raise ValueError(f"event_trace_hours: {self.event_trace_hours} must be in [0, 24]")
+        if not -14.0 <= self.tz_offset_h <= 14.0:
+            raise ValueError(f"tz_offset_h: {self.tz_offset_h} must be in [-14, 14]")
+        if self.frozen_alert_minutes <= 0 or self.dropout_alert_minutes <= 0:
+            raise ValueError("frozen_alert_minutes and dropout_alert_minutes must be > 0")
         if self.budget_ms <= 0:
             raise ValueError(f"budget_ms: {self.budget_ms} must be > 0")

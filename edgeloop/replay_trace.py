@@ -65,6 +65,7 @@ def _progress(src: TraceSource, rec: Recorder, stop: threading.Event, stream: Te
 def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = None,
                  stream: TextIO | None = None) -> dict[str, Any]:
     """Run the trace, write events.jsonl and trace.png into ``out``; return the summary."""
+    src = TraceSource(trace)  # a missing trace is an error before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stream = stream or sys.stderr
@@ -72,7 +73,6 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
     agent = Agent(AgentConfig(source=str(trace), state_dir=str(out / "state"), exit_on_eof=True), connect=False)
     rec = Recorder()
     agent.observer = rec
-    src = TraceSource(trace)
     stop = threading.Event()
     show = progress if progress is not None else (src.size >= PROGRESS_MIN_BYTES and stream.isatty())
     ticker = threading.Thread(target=_progress, args=(src, rec, stop, stream, t0), daemon=True) if show else None
@@ -98,7 +98,8 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
     ingest = report["ingest"]
     rejected = sum(int(ingest.get(k, 0)) for k in ("crc_errors", "bad_length", "bad_version", "payload_rejected"))
     summary = {
-        "trace": str(trace), "individual_id": agent.individual_id, "windows": len(rec.ts),
+        "trace": str(trace), "device_id": agent.cfg.device_id, "kind": agent.profile.kind,
+        "individual_id": agent.individual_id, "windows": len(rec.ts),
         "days": round((rec.ts[-1] - rec.ts[0]) / 86400, 2) if len(rec.ts) > 1 else 0.0,
         "start": _iso(rec.ts[0]) if rec.ts else None, "end": _iso(rec.ts[-1]) if rec.ts else None,
         "events": len(events), "by_severity": _count(e.get("severity") for e in events),
@@ -112,7 +113,7 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
 
 def summary_line(s: dict[str, Any]) -> str:
     sev = ", ".join(f"{n} {k}" for k, n in sorted(s["by_severity"].items()))
-    return (f"{s['trace']}: {s['individual_id'] or '?'}, {s['days']:g} days ({s['start']} -> {s['end']}), "
+    return (f"{s['trace']}: {s['kind']} {s['device_id']}, {s['individual_id'] or '?'}, {s['days']:g} days ({s['start']} -> {s['end']}), "
             f"{s['windows']} windows, {s['events']} events{f' ({sev})' if sev else ''}, "
             f"{s['frames']} frames ({s['frames_rejected']} rejected, {s['bytes_rejected']} bytes skipped), "
             f"p99 {s['latency_p99_ms']:.2f} ms/window -> {s['events_file']}, {s['plot']} in {s['seconds']:g} s")

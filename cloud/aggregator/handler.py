@@ -150,6 +150,8 @@ class Aggregator:
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts)
+            if msg.incarnation:  # known before its first batch: commands are bound to it
+                self._incarnations.add(self._note_incarnation(device_id, msg.incarnation, 0))
             self.counts["status"] += 1
         else:
             raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
@@ -208,7 +210,8 @@ class Aggregator:
         decided: list[tuple[Decision, Event]] = []
         batch, late = self._timely(topic, batch)
         with write_lock(self.store.db):  # stored and decided together, or neither
-            known = self._note_incarnation(batch)
+            known = (self._note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
+                     if batch.records else (batch.device_id, batch.incarnation))
             batch, unbound = self._bound(topic, batch)
             result = self.store.store_batch(batch)
             for rec in result.new:  # a decision only ever follows this insert: never a duplicate
@@ -217,10 +220,11 @@ class Aggregator:
         self._incarnations.add(known)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
+        if result.new:  # the sim clock moves before acting: a command's expiry counts from this batch
+            self.latest_ts = max(self.latest_ts, max(rec.ts for rec in result.new))
         for decision, ev in decided:
             self._act(decision, ev)
         for rec in result.new:
-            self.latest_ts = max(self.latest_ts, rec.ts)
             if isinstance(rec.body, CommandReport):
                 self._report(batch.device_id, rec, rec.body)
             elif isinstance(rec.body, DailySummary) and self.rollouts is not None:
@@ -234,19 +238,20 @@ class Aggregator:
                 ack = schemas.Ack(batch.device_id, seqs, v=1)
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
 
-    def _note_incarnation(self, batch: schemas.UplinkBatch) -> tuple[str, str]:
-        """Record the batch's incarnation; log ``aggregator.new_incarnation`` the first time it is
-        seen. Returns the (device, incarnation) key to remember once the transaction commits."""
-        key = (batch.device_id, batch.incarnation)
-        if key in self._incarnations or not batch.records:
+    def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> tuple[str, str]:
+        """Record a device's incarnation (from a batch, ``first_seq`` its lowest seq, or a status,
+        0); log ``aggregator.new_incarnation`` the first time it is seen. Returns the (device,
+        incarnation) key to remember once the transaction commits."""
+        key = (device_id, incarnation)
+        if key in self._incarnations:
             return key
-        before = self.store.note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
+        before = self.store.note_incarnation(device_id, incarnation, first_seq)
         if before is not None:
             self.counts["incarnations_new"] += 1
             # a device seen before with another incarnation had its storage reset (or is a clone)
             log = logger.warning if before else logger.info
-            log("aggregator.new_incarnation", extra={"device_id": batch.device_id,
-                                                     "incarnation": batch.incarnation, "previous": before})
+            log("aggregator.new_incarnation", extra={"device_id": device_id, "incarnation": incarnation,
+                                                     "previous": before})
         return key
 
     def _decide(self, batch: schemas.UplinkBatch, rec: schemas.Record) -> Decision | None:
@@ -272,6 +277,8 @@ class Aggregator:
     def _report(self, device_id: str, rec: schemas.Record, report: CommandReport) -> None:
         """A command's result from the device: hand it to the rollout (if it is one of its steps)."""
         self.counts["reports.ok" if report.ok else "reports.failed"] += 1
+        if self.commander is not None and self.commander.on_report(device_id, report) is not None:
+            self.counts["commands.resync"] += 1  # the device refused a fresh command: our counter went back
         if self.rollouts is not None:
             reply = schemas.Reply(device_id, report.command_id, report.ok, report.detail, dict(report.data))
             self.rollouts.handle_reply(reply, self.now())

@@ -24,7 +24,14 @@ from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.inbox import FairInbox
 from cloud.ops.broker_sys import SYS_FILTER, BrokerSys
 from shared import topics
-from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
+from shared.mqtt import (
+    UNREACHABLE_HINT,
+    MqttConfig,
+    connect_async,
+    connect_fail_level,
+    make_client,
+    rearm_backoff,
+)
 
 logger = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
@@ -133,9 +140,9 @@ class AggregatorService:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its ``except OSError``
         self.failed_attempts += 1
-        logger.info("cloud.connect_failed", extra={
+        logger.log(connect_fail_level(self.failed_attempts), "cloud.connect_failed", extra={
             "client_id": self.client_id, "broker": self.cfg.url, "attempt": self.failed_attempts,
-            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown"})
+            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown", "hint": UNREACHABLE_HINT})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.connected.clear()
