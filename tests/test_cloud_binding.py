@@ -10,6 +10,7 @@ topic, an event for "bella", who is another device's, got a notify for bella). T
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -163,6 +164,26 @@ def test_edgeloop_bind_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.db").exists()
     store = CloudStore(db)
     assert bindings.bound_to(store.db, "collar-001") == {"daisy"} and bindings.listing(store.db)[1] == []
+
+
+def test_the_dashboard_lists_refused_claims_for_the_operator(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cloud.aggregator.inbox import FairInbox
+    from cloud.ops.broker_sys import BrokerSys
+    from cloud.ops.web import create_app
+
+    db = tmp_path / "cloud.db"
+    agg = Aggregator(CloudStore(db), NotificationPolicy.from_toml(None))
+    send(agg, "collar-001", summary(1, "bella"))
+    send(agg, "collar-666", event(1, "bella"), event(2, "bella", EV_TS + 60))
+    svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, client_id="edgeloop-test",
+                          connected=SimpleNamespace(is_set=lambda: True), inbox=FairInbox())
+    page = create_app(svc, str(db)).test_client().get("/", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert page.status_code == 200
+    (claims,) = re.findall(r'<table id="claims">.*?</table>', page.text, re.S)
+    assert "collar-666" in claims and ">bella<" in claims and '"num">2<' in claims
+    assert "bound to device collar-001" in claims
 
 
 # ---- timestamps --------------------------------------------------------------------------------
