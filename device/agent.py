@@ -281,7 +281,15 @@ class Agent:
         try:
             self.outbox.put("command_counter", json.dumps({"epoch": pos.epoch, "counter": pos.counter}).encode())
         except DiskFullError as exc:  # an unsaved position would let the command be replayed
-            raise CommandError(f"cannot save the command position ({exc}): command refused") from None
+            raise CommandError(f"cannot save the command counter ({exc}): command refused") from None
+
+    def _timeline_now(self) -> float:
+        """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
+        command expiry follows), moved on by the wall time since the last frame; the wall clock
+        before any frame."""
+        if self.clock.last is None:
+            return time.time()
+        return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
 
     def _retry_outbox(self) -> None:
         """The outbox could not be opened (disk full): try again every ``outbox_retry_s``; once
@@ -295,7 +303,7 @@ class Agent:
         self.counts["outbox_opened_late"] += 1
         if self.syncer.uplink is not None:
             self.syncer.uplink.incarnation = self.outbox.incarnation
-        self.commands.incarnation = self.outbox.incarnation
+        self.commands.incarnation = self.outbox.incarnation  # commands are bound to it
         if self.outbox.get("engine_state"):
             self.engine = self._restore_engine()
             self.apply_detector_config()
@@ -307,14 +315,6 @@ class Agent:
             self._learn_individual((self.outbox.get("individual_id") or b"").decode(), source="saved state")
         logger.warning("outbox.opened", extra={"device_id": self.cfg.device_id, "incarnation": self.outbox.incarnation,
                                                "not_kept": self.counts["outbox_unavailable"]})
-
-    def _timeline_now(self) -> float:
-        """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
-        command expiry follows), moved on by the wall time since the last frame; the wall clock
-        before any frame."""
-        if self.clock.last is None:
-            return time.time()
-        return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
 
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:

@@ -354,3 +354,96 @@ def test_rolled_back_eviction_is_not_logged(caplog: pytest.LogCaptureFixture) ->
             assert used >= real
         finally:
             ob.close()
+
+
+# --------------------------------------------------------------------------- chaos: full at start
+
+
+def fullstart_run(broker: MosquittoBroker, *, records: int = 300, tmpfs: str = "2m") -> dict[str, Any]:
+    """The outbox on a small tmpfs that is full when the agent starts: it scores degraded, counts
+    what it could not keep and opens the outbox once space returns. Later, offline, the disk fills
+    again (summaries evicted for it, events refused: counted); the uplink returns while the disk is
+    still full (acks and PUBACK marks cannot be written: held, not resent); then space returns.
+    Everything that fitted is stored once. ``records`` per phase."""
+    work = fast_dir()
+    proxy = FaultProxy(broker.port).start()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
+    dev = None
+    with _small_tmpfs(tmpfs) as disk:
+        try:
+            cloud.start().wait_serving()
+            spec = DeviceSpec("chaos-full", work / "dev", proxy.url, max_bytes=512 * 1024,
+                              kinds=("event", "summary", "summary"), outbox_file=disk / "outbox.db")
+            filler = fill_fs(disk)
+            dev = LoadDevice(spec)
+            dev.agent.outbox_retry_s = 0.2
+            opened_at_start = dev.agent.outbox.available
+            dev.start()
+            for _ in range(records):  # the disk is full: scored, counted, not kept
+                dev.produce(1)
+                dev.pump()
+            unavailable = dev.unavailable
+            filler.unlink()  # space returns: the agent opens its outbox by itself
+            deadline = time.monotonic() + 10
+            while not dev.agent.outbox.available and time.monotonic() < deadline:
+                dev.pump()
+                time.sleep(0.05)
+            opened = dev.agent.outbox.available
+            _paced(dev, records)
+            drained = wait_drained([dev], 60)
+            proxy.refuse()  # offline, and the disk fills up while rows pile up
+            proxy.cut()
+            filler = fill_fs(disk)
+            refused_before = dev.refused
+            for _ in range(10):  # until the disk refuses (the database's free pages take rows first)
+                _paced(dev, records)
+                if dev.refused - refused_before >= records // 10:
+                    break
+            refused_full = dev.refused - refused_before
+            proxy.pass_through()  # the uplink returns, the disk still full: acks are held
+            held = 0
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                dev.pump()
+                held = max(held, len(dev.agent.outbox._unsaved_acks))
+                time.sleep(0.01)
+            filler.unlink()
+            _paced(dev, records)
+            drained = wait_drained([dev], 60) and drained
+            counters = dev.agent.outbox.counters()
+            dev.close()
+            dev = None
+            cloud.stop()
+            out = check([spec], work / "cloud.db")
+            row = {"scenario": "disk full at start", **out.row(), "drained": drained,
+                   "opened_at_start": opened_at_start, "opened_later": opened, "not_kept_at_start": unavailable,
+                   "refused_while_full": refused_full, "acks_held_max": held,
+                   "reserve_used": counters.get("reserve_used", 0)}
+            row["_outcome"] = out
+            return row
+        finally:
+            if dev is not None:
+                dev.close()
+            cloud.stop()
+            proxy.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _paced(dev: LoadDevice, n: int) -> None:
+    for _ in range(n):
+        dev.produce(1)
+        dev.pump()
+        time.sleep(0.002)
+
+
+def test_disk_full_at_start_then_space_returns(mosquitto: MosquittoBroker) -> None:
+    row = fullstart_run(mosquitto, records=300)
+    out = row.pop("_outcome")
+    print_table("disk full at start", [row])
+    assert not row["opened_at_start"] and row["opened_later"]
+    assert row["not_kept_at_start"] == 300
+    assert out.accepted >= 600, "too few records kept for the run to mean anything"
+    assert row["refused_while_full"] > 0 and row["acks_held_max"] > 0, "the disk never filled mid-run"
+    assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
+    assert out.evicted <= out.evicted_counted
+    assert row["drained"] and out.pending == 0 and out.ok
