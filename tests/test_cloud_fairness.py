@@ -225,3 +225,20 @@ def test_rejections_are_written_in_batches_and_logged_sparingly(caplog: pytest.L
     assert agg.store.db["rejections"].count == 1000
     lines = [r for r in caplog.records if r.getMessage() == "aggregator.rejected"]
     assert 10 <= len(lines) <= 30 and agg.counts["rejections_not_logged"] == 1000 - len(lines)
+
+
+def test_a_flood_on_an_owner_topic_is_kept_once_and_in_batches() -> None:
+    """Refused feedback was stored twice, a commit each (the feedback module and the aggregator)."""
+    from cloud.aggregator.handler import Aggregator
+    from cloud.feedback.store import ERROR_COUNTS
+    from cloud.rules.notify import NotificationPolicy
+    from cloud.store.db import CloudStore
+
+    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), reject_batch=256)
+    before = sum(ERROR_COUNTS.values())
+    for k in range(300):
+        agg.handle_message(topics.owner_feedback("bella"), b"junk %d" % k)
+    assert agg.counts["rejected.feedback"] == 300 and sum(ERROR_COUNTS.values()) - before == 300
+    assert agg.store.db["rejections"].count == 256
+    agg.flush_rejections()
+    assert agg.store.db["rejections"].count == 300
