@@ -410,11 +410,13 @@ class Outbox:
         is full). Returns how many were still here."""
         if not self.available:
             return 0
-        fresh = [s for s in seqs if s not in self._unsaved_acks]
-        n = sum(1 for s in fresh if self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [s]).fetchone())
-        self._unsaved_acks.update(fresh)
+        here = [s for s in seqs if s not in self._unsaved_acks and self._holds(s)]
+        self._unsaved_acks.update(here)
         self.settle()
-        return n
+        return len(here)
+
+    def _holds(self, seq: int) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [seq]).fetchone() is not None
 
     def reject(self, rejections: Iterable[tuple[int, str]], now: float | None = None) -> list[RejectedRow]:
         """The cloud refused these rows for good: move them to ``rejected`` (never sent again),
@@ -425,7 +427,8 @@ class Outbox:
             return []
         now = time.time() if now is None else now
         for seq, reason in rejections:
-            self._unsaved_rejects.setdefault(seq, (reason, now))
+            if seq not in self._unsaved_rejects and self._holds(seq):
+                self._unsaved_rejects[seq] = (reason, now)
         return self.settle()
 
     def settle(self) -> list[RejectedRow]:

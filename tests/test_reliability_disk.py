@@ -211,6 +211,20 @@ def fill_fs(d: Path, name: str = "filler") -> Path:
     return path
 
 
+def _metrics(agent: Any, d: Path) -> dict[str, float]:
+    """What the agent's Prometheus collector says about the outbox and what was not kept."""
+    from device.metrics_prom import AgentCollector
+
+    out = {}
+    for fam in AgentCollector(agent, d / "outbox.db").collect():
+        for s in fam.samples:
+            if s.name == "edgeloop_agent_outbox_available":
+                out["available"] = s.value
+            elif s.name == "edgeloop_agent_not_kept_total":
+                out[s.labels["what"]] = s.value
+    return out
+
+
 def _event_rows(agent: Any, n: int, t0: float = 0.0) -> None:
     for i in range(n):
         agent._append(padded_event(t0 + i), t0 + i)
@@ -235,6 +249,7 @@ def test_agent_starts_on_a_full_disk_degraded_then_opens_the_outbox(existing: bo
             assert agent.counts["outbox_unavailable"] == 10
             agent.save_state()  # nowhere to save it: counted, not raised
             assert agent.report()["ingest"]["outbox_unavailable"] == 10
+            assert _metrics(agent, d) == {"available": 0.0, "outbox_unavailable": 10.0, "state_unsaved": 1.0}
             agent.outbox_retry_s = 0.0
             agent.pump()  # still full: stays degraded
             assert not agent.outbox.available
