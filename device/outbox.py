@@ -219,9 +219,12 @@ class Outbox:
         self._unsaved_rejects: dict[int, tuple[str, float]] = {}
         self._unsaved_published: dict[int, float] = {}
         self._unsaved_logged = False
-        # the reserve: a file of wal_limit/2 bytes beside the outbox, given up when the disk is full
-        # so a checkpoint can grow the database by the pages in the WAL and the WAL can rewind
-        self.reserve_bytes = self.wal_limit // 2
+        # checkpoint when the WAL holds a quarter of its bound
+        self.wal_autocheckpoint = max(2, self.wal_limit // (4 * WAL_FRAME))
+        # the reserve: a file beside the outbox, given up when the disk is full so a checkpoint can
+        # grow the database by the WAL's new pages (up to the autocheckpoint and a transaction)
+        # and the WAL can rewind; then deletes fit in its frames
+        self.reserve_bytes = (self.wal_autocheckpoint + 8) * 4096
         self.reserve_retry_s = RESERVE_RETRY_S
         self._reserve_tried = -float("inf")
         self.available = False
@@ -261,7 +264,7 @@ class Outbox:
                 db.execute("PRAGMA journal_mode=WAL")
                 # the WAL is bounded: checkpoint at half the limit, cut back to the limit after one
                 db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
-                db.execute(f"PRAGMA wal_autocheckpoint = {max(2, self.wal_limit // (4 * WAL_FRAME))}")
+                db.execute(f"PRAGMA wal_autocheckpoint = {self.wal_autocheckpoint}")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db)
         except BaseException:

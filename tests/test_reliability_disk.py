@@ -276,6 +276,9 @@ def test_ack_mark_published_reject_and_save_state_survive_a_full_disk() -> None:
         try:
             _event_rows(agent, 20)
             ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new space
+            reserve = d / "outbox.db-reserve"
+            assert reserve.stat().st_size == ob.reserve_bytes
+            reserve.unlink()  # past the reserve: what was given up for the disk is gone too
             filler = fill_fs(d)
             seqs = ob.pending_seqs()
             ob.mark_published(seqs[:10])
