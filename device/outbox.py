@@ -262,7 +262,7 @@ class Outbox:
         try:
             if self.path is not None:
                 db.execute("PRAGMA journal_mode=WAL")
-                # the WAL is bounded: checkpoint at half the limit, cut back to the limit after one
+                # the WAL is bounded: checkpoint at a quarter of the limit, cut back to it when rewound
                 db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
                 db.execute(f"PRAGMA wal_autocheckpoint = {self.wal_autocheckpoint}")
             db.execute("PRAGMA synchronous=FULL")
