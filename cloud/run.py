@@ -21,10 +21,12 @@ from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import RetrainConfig, load_retrain_config
 from cloud.rules.notify import NotificationPolicy
+from cloud.store import bindings
 from cloud.store.db import CloudStore
 from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
+REJECT_BATCH = 256  # rejections written together (and at least every second): a flood is not a commit each
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,15 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
     files = load_files(cfg)  # before the store: a bad file leaves no database behind
     store = CloudStore(cfg.db or None)
     policy = files.policy
-    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock)
+    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock, binding=cfg.binding,
+                     reject_batch=REJECT_BATCH)
+    if cfg.devices:
+        n = bindings.provision(store.db, ((d.device_id, d.individuals) for d in cfg.devices))
+        logger.info("cloud.devices_provisioned", extra={"devices": len(cfg.devices), "new_bindings": n})
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
-                            persistent=bool(cfg.instance), instance=cfg.instance or None)
+                            persistent=bool(cfg.instance), instance=cfg.instance or None,
+                            inbox_max=cfg.inbox_max, inbox_per_device=cfg.inbox_per_device,
+                            inbox_max_bytes=int(cfg.inbox_max_mb * 2**20))
     if files.signing_key is not None:
         agg.commander = Commander(store, files.signing_key, svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
@@ -138,6 +146,7 @@ class StatsLine:
         out: dict[str, float | int | bool] = {
             "uptime_s": round(now - self.t0), "connected": svc.connected.is_set(), "messages": svc.received,
             "messages_per_s": round(rate, 2), "inbox": svc.inbox.qsize(),
+            "inbox_dropped": sum(svc.inbox.dropped.values()),
             "records_new": c["records_new"], "records_duplicate": c["records_duplicate"],
             "rejected": c["rejected"], "feedback": c["feedback"], "retained_refused": svc.retained_refused}
         for key, n in sorted(c.items()):

@@ -433,10 +433,7 @@ class Agent:
     def _emit_finding(self, f: Finding) -> None:
         """A class-rate or health finding as an event of its kind (no engine trace: the cloud's
         release check replays engine events only)."""
-        direction: Direction = -1 if f.what == "scene_change" else 1
-        event = Event(start_ts=f.start_ts, ts=f.ts, metrics=(f.what,), directions=(direction,), score=f.score,
-                      severity=Severity(f.severity), kind=f.kind, baseline=(f.expected,), observed=(f.observed,),
-                      model_version=self.releases.model_version, detector_version=self.releases.detector_version)
+        event = f.event(self.releases.model_version, self.releases.detector_version)
         self._append(event, f.ts)
         self.counts["events" if f.kind != "health" else "health_events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "kind": f.kind, "metrics": [f.what]})

@@ -219,9 +219,12 @@ class Outbox:
         self._unsaved_rejects: dict[int, tuple[str, float]] = {}
         self._unsaved_published: dict[int, float] = {}
         self._unsaved_logged = False
-        # the reserve: a file of wal_limit/2 bytes beside the outbox, given up when the disk is full
-        # so a checkpoint can grow the database by the pages in the WAL and the WAL can rewind
-        self.reserve_bytes = self.wal_limit // 2
+        # checkpoint when the WAL holds a quarter of its bound
+        self.wal_autocheckpoint = max(2, self.wal_limit // (4 * WAL_FRAME))
+        # the reserve: a file beside the outbox, given up when the disk is full so a checkpoint can
+        # grow the database by the WAL's new pages (up to the autocheckpoint and a transaction)
+        # and the WAL can rewind; then deletes fit in its frames
+        self.reserve_bytes = (self.wal_autocheckpoint + 8) * 4096
         self.reserve_retry_s = RESERVE_RETRY_S
         self._reserve_tried = -float("inf")
         self.available = False
@@ -259,9 +262,9 @@ class Outbox:
         try:
             if self.path is not None:
                 db.execute("PRAGMA journal_mode=WAL")
-                # the WAL is bounded: checkpoint at half the limit, cut back to the limit after one
+                # the WAL is bounded: checkpoint at a quarter of the limit, cut back to it when rewound
                 db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
-                db.execute(f"PRAGMA wal_autocheckpoint = {max(2, self.wal_limit // (4 * WAL_FRAME))}")
+                db.execute(f"PRAGMA wal_autocheckpoint = {self.wal_autocheckpoint}")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db)
         except BaseException:
@@ -410,11 +413,13 @@ class Outbox:
         is full). Returns how many were still here."""
         if not self.available:
             return 0
-        fresh = [s for s in seqs if s not in self._unsaved_acks]
-        n = sum(1 for s in fresh if self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [s]).fetchone())
-        self._unsaved_acks.update(fresh)
+        here = [s for s in seqs if s not in self._unsaved_acks and self._holds(s)]
+        self._unsaved_acks.update(here)
         self.settle()
-        return n
+        return len(here)
+
+    def _holds(self, seq: int) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [seq]).fetchone() is not None
 
     def reject(self, rejections: Iterable[tuple[int, str]], now: float | None = None) -> list[RejectedRow]:
         """The cloud refused these rows for good: move them to ``rejected`` (never sent again),
@@ -425,7 +430,8 @@ class Outbox:
             return []
         now = time.time() if now is None else now
         for seq, reason in rejections:
-            self._unsaved_rejects.setdefault(seq, (reason, now))
+            if seq not in self._unsaved_rejects and self._holds(seq):
+                self._unsaved_rejects[seq] = (reason, now)
         return self.settle()
 
     def settle(self) -> list[RejectedRow]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeloop import logs
+from edgeloop import bind, logs
 from shared.config import ConfigError, describe, load
 from shared.errors import InputError
 
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Device agent: frames -> per-minute features -> per-individual "
                        "baselines -> events in a SQLite outbox -> MQTT (QoS 1, persistent session).")
     _common_config(p)
-    p.add_argument("--source", help="serial port (/dev/ttyUSB0, /dev/pts/N), pyserial URL, or trace file")
+    p.add_argument("--source", help="serial port (/dev/ttyUSB0, /dev/pts/N), pyserial URL, trace file, or "
+                   "Frigate's events: mqtt://host:port/frigate/events")
     p.add_argument("--device-id")
     p.add_argument("--individual-id")
     p.add_argument("--kind", choices=["collar", "perception"])
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    bind.add_parser(sub)
     for sp in sub.choices.values():  # every leaf command takes the logging options
         nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]
         for leaf in (nested[0].choices.values() if nested else [sp]):
@@ -239,6 +241,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
         "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout},
         check=lambda c: load_cloud_public_key(c.cloud_public_key))
+    if cfg.source.startswith(("mqtt://", "mqtts://")):  # Frigate's event stream (device/frigate_agent.py)
+        return _frigate_agent(cfg, offline=args.offline)
     check_source(cfg.source)  # a missing trace is one line before the models load
     agent = Agent(cfg, connect=not args.offline)
     if args.metrics:  # prometheus_client is imported only here: a collar without it stays lean
@@ -250,6 +254,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.progress:
         _progress_thread(agent, stop)
     report = agent.run(stop, hurry=hurry)
+    print(json.dumps({"final": report}), flush=True)
+    return 0
+
+
+def _frigate_agent(cfg: Any, offline: bool) -> int:
+    from device.frigate_agent import FrigateAgent, SourceUrlError
+
+    try:
+        agent = FrigateAgent(cfg, connect=not offline)
+    except SourceUrlError as exc:
+        print(f"edgeloop agent: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    report = agent.run(stop)
     print(json.dumps({"final": report}), flush=True)
     return 0
 
@@ -360,9 +379,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from cloud.feedback import list_alerts
     from cloud.store.db import CloudStore
+    from cloud.timestamps import format_utc, readable
 
-    for a in list_alerts(CloudStore(args.db, create=False), args.individual, limit=args.limit):
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["ts"]))
+    alerts = list_alerts(CloudStore(args.db, create=False), args.individual, limit=args.limit)
+    if unreadable := sum(not readable(a["ts"]) for a in alerts):
+        print(f"edgeloop alerts: warning: {unreadable} alert(s) stored with an impossible time (shown as ?; "
+              "the cloud now refuses such records)", file=sys.stderr)
+    for a in alerts:
+        when = format_utc(a["ts"])
         print(f"{a['alert_id']:<18} {when}  {a['action']:<12} {a.get('state') or '':<10} {a['reason']}")
     return 0
 
@@ -401,7 +425,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
     "feedback": cmd_feedback, "alerts": cmd_alerts, "quality": cmd_quality, "release": cmd_release,
-    "train": cmd_train,
+    "train": cmd_train, "bind": bind.run,
 }
 
 

@@ -211,6 +211,20 @@ def fill_fs(d: Path, name: str = "filler") -> Path:
     return path
 
 
+def _metrics(agent: Any, d: Path) -> dict[str, float]:
+    """What the agent's Prometheus collector says about the outbox and what was not kept."""
+    from device.metrics_prom import AgentCollector
+
+    out = {}
+    for fam in AgentCollector(agent, d / "outbox.db").collect():
+        for s in fam.samples:
+            if s.name == "edgeloop_agent_outbox_available":
+                out["available"] = s.value
+            elif s.name == "edgeloop_agent_not_kept_total":
+                out[s.labels["what"]] = s.value
+    return out
+
+
 def _event_rows(agent: Any, n: int, t0: float = 0.0) -> None:
     for i in range(n):
         agent._append(padded_event(t0 + i), t0 + i)
@@ -235,6 +249,7 @@ def test_agent_starts_on_a_full_disk_degraded_then_opens_the_outbox(existing: bo
             assert agent.counts["outbox_unavailable"] == 10
             agent.save_state()  # nowhere to save it: counted, not raised
             assert agent.report()["ingest"]["outbox_unavailable"] == 10
+            assert _metrics(agent, d) == {"available": 0.0, "outbox_unavailable": 10.0, "state_unsaved": 1.0}
             agent.outbox_retry_s = 0.0
             agent.pump()  # still full: stays degraded
             assert not agent.outbox.available
@@ -261,6 +276,9 @@ def test_ack_mark_published_reject_and_save_state_survive_a_full_disk() -> None:
         try:
             _event_rows(agent, 20)
             ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new space
+            reserve = d / "outbox.db-reserve"
+            assert reserve.stat().st_size == ob.reserve_bytes
+            reserve.unlink()  # past the reserve: what was given up for the disk is gone too
             filler = fill_fs(d)
             seqs = ob.pending_seqs()
             ob.mark_published(seqs[:10])
@@ -354,3 +372,142 @@ def test_rolled_back_eviction_is_not_logged(caplog: pytest.LogCaptureFixture) ->
             assert used >= real
         finally:
             ob.close()
+
+
+# --------------------------------------------------------------------------- chaos: full at start
+
+
+def fullstart_run(broker: MosquittoBroker, *, records: int = 300, tmpfs: str = "2m") -> dict[str, Any]:
+    """The outbox on a small tmpfs that is full when the agent starts: it scores degraded, counts
+    what it could not keep and opens the outbox once space returns. Later, offline, the disk fills
+    again (summaries evicted for it, events refused: counted); the uplink returns while the disk is
+    still full (acks and PUBACK marks cannot be written: held, not resent); then space returns.
+    Everything that fitted is stored once. ``records`` per phase."""
+    work = fast_dir()
+    proxy = FaultProxy(broker.port).start()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
+    dev = None
+    with _small_tmpfs(tmpfs) as disk:
+        try:
+            cloud.start().wait_serving()
+            spec = DeviceSpec("chaos-full", work / "dev", proxy.url, max_bytes=512 * 1024,
+                              kinds=("event", "summary", "summary"), outbox_file=disk / "outbox.db")
+            filler = fill_fs(disk)
+            dev = LoadDevice(spec)
+            dev.agent.outbox_retry_s = 0.2
+            opened_at_start = dev.agent.outbox.available
+            dev.start()
+            for _ in range(records):  # the disk is full: scored, counted, not kept
+                dev.produce(1)
+                dev.pump()
+            unavailable = dev.unavailable
+            filler.unlink()  # space returns: the agent opens its outbox by itself
+            deadline = time.monotonic() + 10
+            while not dev.agent.outbox.available and time.monotonic() < deadline:
+                dev.pump()
+                time.sleep(0.05)
+            opened = dev.agent.outbox.available
+            _paced(dev, records)
+            drained = wait_drained([dev], 60)
+            proxy.refuse()  # offline, and the disk fills up while rows pile up
+            proxy.cut()
+            filler = fill_fs(disk)
+            refused_before = dev.refused
+            for _ in range(10):  # until the disk refuses (the database's free pages take rows first)
+                _paced(dev, records)
+                if dev.refused - refused_before >= records // 10:
+                    break
+            refused_full = dev.refused - refused_before
+            proxy.pass_through()  # the uplink returns, the disk still full: acks are held
+            held = 0
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                dev.pump()
+                held = max(held, len(dev.agent.outbox._unsaved_acks))
+                time.sleep(0.01)
+            filler.unlink()
+            _paced(dev, records)
+            drained = wait_drained([dev], 60) and drained
+            counters = dev.agent.outbox.counters()
+            dev.close()
+            dev = None
+            cloud.stop()
+            out = check([spec], work / "cloud.db")
+            row = {"scenario": "disk full at start", **out.row(), "drained": drained,
+                   "opened_at_start": opened_at_start, "opened_later": opened, "not_kept_at_start": unavailable,
+                   "refused_while_full": refused_full, "acks_held_max": held,
+                   "reserve_used": counters.get("reserve_used", 0)}
+            row["_outcome"] = out
+            return row
+        finally:
+            if dev is not None:
+                dev.close()
+            cloud.stop()
+            proxy.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _paced(dev: LoadDevice, n: int) -> None:
+    for _ in range(n):
+        dev.produce(1)
+        dev.pump()
+        time.sleep(0.002)
+
+
+def test_disk_full_at_start_then_space_returns(mosquitto: MosquittoBroker) -> None:
+    row = fullstart_run(mosquitto, records=300)
+    out = row.pop("_outcome")
+    print_table("disk full at start", [row])
+    assert not row["opened_at_start"] and row["opened_later"]
+    assert row["not_kept_at_start"] == 300
+    assert out.accepted >= 600, "too few records kept for the run to mean anything"
+    assert row["refused_while_full"] > 0 and row["acks_held_max"] > 0, "the disk never filled mid-run"
+    assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
+    assert out.evicted <= out.evicted_counted
+    assert row["drained"] and out.pending == 0 and out.ok
+
+
+def test_cli_agent_on_a_full_disk_scores_then_stores_once_space_returns(
+        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """The real ``edgeloop agent`` with its state dir on a full tmpfs: it runs the trace to the
+    end (exit 0), scores every window, says once what is wrong and what to do, and counts what it
+    could not keep; run again with space, its records reach the cloud."""
+    import json
+    import sqlite3
+
+    from test_reliability_harness import EDGELOOP, REPO
+
+    trace = tmp_path / "collar.bin"
+    subprocess.run([str(EDGELOOP), "sim", "--trace", str(trace), "--days", "2", "--seed", "3", "-q"],
+                   check=True, capture_output=True, cwd=str(REPO), timeout=120)
+    cloud = CloudProcess(tmp_path / "cloud.db", mosquitto.url)
+
+    def agent(state: Path) -> tuple[dict[str, Any], str]:
+        p = subprocess.run([str(EDGELOOP), "agent", "--source", str(trace), "--state-dir", str(state),
+                            "--device-id", "cli-full", "--broker", mosquitto.url, "--exit-on-eof",
+                            "--drain-timeout", "20"], capture_output=True, text=True, timeout=180, cwd=str(REPO))
+        assert p.returncode == 0, p.stderr[-3000:]
+        return next(json.loads(x)["final"] for x in p.stdout.splitlines() if x.startswith('{"final"')), p.stderr
+
+    try:
+        cloud.start().wait_serving()
+        with _small_tmpfs() as d:
+            filler = fill_fs(d)
+            full, err = agent(d)
+            assert full["ingest"]["windows"] == 2 * 1440, "scoring stopped on the full disk"
+            assert full["ingest"]["outbox_unavailable"] > 0 and full["pending"] == 0
+            assert err.count("outbox.unavailable") == 1 and "free disk space" in err
+            filler.unlink()
+            again, _ = agent(d)
+        assert again["pending"] == 0 and again["incarnation"]
+        con = sqlite3.connect(str(tmp_path / "cloud.db"))
+        try:
+            stored = con.execute("SELECT COUNT(*) FROM records WHERE device_id = 'cli-full'").fetchone()[0]
+        finally:
+            con.close()
+        kept = sum(v for k, v in again["outbox"].items() if k.startswith("appended."))
+        print(f"\nfull disk: {full['ingest']['windows']} windows scored, "
+              f"{full['ingest']['outbox_unavailable']} records not kept; with space: {stored} of {kept} stored")
+        assert stored == kept > 0
+    finally:
+        cloud.stop()

@@ -321,7 +321,7 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     assert {t for t, _ in published} <= {topics.ack("dev-1")}
     stored_before, published_before = store.count(), len(published)
     # well-formed but wrong: spoofed device id, wrong message type for the topic, bad topic
-    good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1.0, "rex", {"day": "x"}),))
+    good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1767571200.0, "rex", {"day": "x"}),))  # 2026: real time
     wrong = [
         (topics.uplink("dev-1"), encode(good_batch)),  # dev-2's batch on dev-1's topic
         (topics.uplink("dev-1"), encode(Ack("dev-1", (1,)))),

@@ -173,9 +173,13 @@ class CloudStore:
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
+        self.reject_many([(time.time(), source, reason, size)])
+
+    def reject_many(self, rows: list[tuple[float, str, str, int]]) -> None:
+        """Record rejected messages ``(at, source, reason, size)`` in one transaction."""
         with self.db.atomic():
-            self.db.table("rejections").insert({"at": time.time(), "source": source[:200],
-                                          "reason": reason[:500], "size": size})
+            self.db.conn.executemany("INSERT INTO rejections (at, source, reason, size) VALUES (?, ?, ?, ?)",
+                                     [(at, src[:200], reason[:500], size) for at, src, reason, size in rows])
             self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
