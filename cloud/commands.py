@@ -85,10 +85,11 @@ class Commander:
 
     def resync(self, device_id: str, epoch: int, counter: int) -> schemas.Command | None:
         """A device's answer to a refused command: its last accepted (epoch, counter). If the cloud
-        is not ahead of it (its counter went back), move the device to a new epoch with a signed
-        ``resync``; if it is (the refused command was a replay, or an older one), nothing."""
+        is behind it (its counter went back), move the device to a new epoch with a signed
+        ``resync``; if it is, or level (the refused command was a replay, a redelivery or an older
+        one; the next command passes anyway), nothing."""
         mine = self.position(device_id)
-        if mine > (epoch, counter):
+        if mine >= (epoch, counter):
             logger.info("cloud.resync_not_needed", extra={"device_id": device_id, "device": f"{epoch}/{counter}",
                                                           "cloud": f"{mine[0]}/{mine[1]}"})
             return None

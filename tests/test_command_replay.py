@@ -141,6 +141,7 @@ def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
     for _ in range(3):
         c.send("dev-1", "config", {})
     assert c.resync("dev-1", 0, 2) is None, "the cloud is ahead: the refused command was a replay"
+    assert c.resync("dev-1", 0, 3) is None, "level: a redelivered command; the next one passes anyway"
     assert c.on_report("dev-1", CommandReport("", False, "x", {"resync": {"epoch": 0, "counter": 9}})) is not None
     assert c.position("dev-1") == (1, 1)
     assert json.loads(sent[-1])["name"] == "resync" and json.loads(sent[-1])["epoch"] == 1
