@@ -127,8 +127,8 @@ class CommandHandler:
                                          "refused": exc.command_id}
         try:
             self._save(Position(cmd.epoch, cmd.counter))
-        except CommandError as exc:  # e.g. a full disk: a position not kept would let it run twice
-            self.counts["unsaved"] += 1
+        except CommandError as exc:  # not kept (disk full): running it would let it be replayed
+            self.counts["rejected"] += 1
             logger.warning("commands.rejected", extra={"reason": str(exc)})
             return cmd.command_id, False, str(exc), {}
         if cmd.name == RESYNC:

@@ -122,5 +122,5 @@ class PerceptionProfile:
 def profile_for(kind: str, cfg: AgentConfig) -> DeviceProfile:
     """The profile of a device kind, with the agent's settings for it."""
     if kind == "perception":
-        return PerceptionProfile(tz_offset_h=cfg.tz_offset_h)
+        return PerceptionProfile(cfg.learn_days, tz_offset_h=cfg.tz_offset_h)
     return CollarProfile(cfg.quiet_minutes, score_rest=cfg.score_rest)

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.records import Direction, Event, Severity
+
 HOURS = 24
 FindingKind = Literal["novel", "health"]
 
@@ -42,6 +44,14 @@ class Finding:
     expected: float
     score: float  # in [0, 1]
     severity: Literal["info", "warning", "critical"] = "warning"
+
+    def event(self, model_version: str = "unknown", detector_version: str = "unknown") -> Event:
+        """The event record that carries this finding (one metric: ``what``)."""
+        direction: Direction = -1 if self.what == "scene_change" else 1
+        return Event(start_ts=self.start_ts, ts=self.ts, metrics=(self.what,), directions=(direction,),
+                     score=self.score, severity=Severity(self.severity), kind=self.kind,
+                     baseline=(self.expected,), observed=(self.observed,), model_version=model_version,
+                     detector_version=detector_version)
 
 
 def poisson_upper(k: int, mu: float) -> float:
@@ -153,8 +163,8 @@ class ClassRates:
         return self.first_ts is None or ts - self.first_ts < self.learn_days * 86400.0
 
     def rate(self, label: str, hour: int) -> float:
-        """Objects per minute of ``label`` at this hour of day (shrunk towards a tenth of its
-        all-day rate for ``prior_minutes``: an hour the camera has hardly watched)."""
+        """Objects per minute of ``label`` at this hour of day, shrunk towards its all-day rate
+        for ``prior_minutes`` (an hour the camera has hardly watched says little)."""
         return self.rates(label)[hour]
 
     def rates(self, label: str) -> list[float]:
@@ -162,7 +172,7 @@ class ClassRates:
         if c is None:
             return [0.0] * HOURS
         total_min = sum(self.minutes)
-        prior = self.prior_minutes * 0.1 * (sum(c) / total_min if total_min else 0.0)
+        prior = self.prior_minutes * (sum(c) / total_min if total_min else 0.0)
         return [(c[h] + prior) / (self.minutes[h] + self.prior_minutes) for h in range(HOURS)]
 
     def update(self, ts: float, objects: Mapping[str, int]) -> list[Finding]:

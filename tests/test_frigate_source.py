@@ -1,0 +1,103 @@
+"""Frigate as a perception source (issue 16): Frigate's documented ``frigate/events`` messages
+(tests/data/frigate_events.json: synthetic, in that format) -> per camera class rates -> events.
+The integration test publishes them into a private mosquitto the agent subscribes to."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from device.config import AgentConfig
+from device.frigate import FrigateCameras, FrigateError, parse_event
+from device.frigate_agent import FrigateAgent, SourceUrlError, parse_source
+from edgeloop.cli import main
+
+DATA = Path(__file__).parent / "data" / "frigate_events.json"
+LEARN_DAYS = 1 / 24  # the fixture learns for its first hour
+
+
+def _messages() -> list[dict[str, Any]]:
+    doc = json.loads(DATA.read_text())
+    assert doc["note"].startswith("SYNTHETIC")
+    return list(doc["messages"])
+
+
+def test_a_frigate_message_is_read_and_a_bad_one_is_named() -> None:
+    obj = parse_event(json.dumps(_messages()[0]).encode())
+    assert (obj.type, obj.camera, obj.label) == ("new", "front_door", "car") and 0.8 <= obj.score <= 0.95
+    for bad, why in ((b"not json", "not JSON"), (b'{"type": "gone", "after": {}}', "type"),
+                     (json.dumps({"type": "new", "after": {"id": "1", "label": "cat", "start_time": 1.0}}).encode(),
+                      "after.camera"),
+                     (json.dumps({"type": "end", "after": {"id": "1", "camera": "c", "label": "cat",
+                                                            "start_time": "noon"}}).encode(), "start_time")):
+        with pytest.raises(FrigateError, match=why):
+            parse_event(bad)
+
+
+def test_each_camera_keeps_its_own_baseline() -> None:
+    cams = FrigateCameras(learn_days=LEARN_DAYS)
+    found = []
+    for m in _messages():
+        found += cams.add(parse_event(json.dumps(m).encode()))
+    got = sorted((cam, f.what) for cam, f in found)
+    # a person is common at the front door and new on the driveway; the false-positive horse is not
+    assert got == [("driveway", "novel_class:person"), ("front_door", "novel_class:bear")], got
+    assert set(cams.cameras) == {"front_door", "driveway"}
+    assert cams.cameras["driveway"].rates.rate("person", 1) == 0.0 < cams.cameras["front_door"].rates.rate("person", 1)
+
+
+def test_the_source_url_names_broker_and_topic() -> None:
+    assert parse_source("mqtt://u:p%40ss@nvr.local:1884/frigate/events") == (
+        "mqtt://nvr.local:1884", "frigate/events", "u", "p@ss")
+    with pytest.raises(SourceUrlError, match="event topic"):
+        parse_source("mqtt://nvr.local:1883")
+    assert main(["agent", "--source", "mqtt://nvr.local:1883/frigate/#", "--offline"]) == 2
+
+
+@pytest.mark.mosquitto
+def test_the_agent_takes_frigate_events_from_a_private_mosquitto(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    cfg = AgentConfig(source=f"{mosquitto.url}/frigate/events", state_dir=str(tmp_path / "state"),
+                      learn_days=LEARN_DAYS, drain_timeout=0.5)
+    stop, made = threading.Event(), threading.Event()
+    report: dict[str, Any] = {}
+    box: list[FrigateAgent] = []
+
+    def serve() -> None:  # the agent's SQLite outbox belongs to the thread that made it
+        box.append(FrigateAgent(cfg, connect=False))
+        made.set()
+        report.update(box[0].run(stop))
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    try:
+        assert made.wait(10)
+        agent = box[0]
+        assert agent.subscribed.wait(10), "the agent never subscribed to frigate/events"
+        pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="frigate-test")
+        pub.connect("127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1]))
+        pub.loop_start()
+        msgs = _messages()
+        for m in msgs:
+            pub.publish("frigate/events", json.dumps(m), qos=1).wait_for_publish(5)
+        pub.publish("frigate/events", b"{broken", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 20
+        while agent.counts["frigate_messages"] + agent.counts["frigate_rejected"] < len(msgs) + 1:
+            assert time.monotonic() < deadline, dict(agent.counts)
+            time.sleep(0.05)
+        pub.loop_stop()
+        pub.disconnect()
+    finally:
+        stop.set()
+        worker.join(10)
+    assert report["cameras"] == ["driveway", "front_door"] and report["ingest"]["frigate_rejected"] == 1
+    # a restarted agent finds the events in its outbox and starts from the cameras' saved rates
+    again = FrigateAgent(cfg, connect=False)
+    events = [(r.individual_id, r.body["metrics"], r.body["kind"]) for r in again.outbox.due(1000) if r.kind == "event"]
+    assert sorted(events) == [("driveway", ["novel_class:person"], "novel"), ("front_door", ["novel_class:bear"], "novel")]
+    assert again.cameras.cameras["front_door"].rates.rate("person", 0) > 0
