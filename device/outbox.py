@@ -382,9 +382,8 @@ class Outbox:
             "SELECT seq, kind, individual_id, ts, body, size FROM outbox WHERE published_at IS NULL "
             "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
             [now - self.resend_after, now + 1.0, limit + held])
-        rows = [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()
-                if not held or self._sendable(s, now)]
-        return rows[:limit]
+        found = [r for r in cur.fetchall() if not held or self._sendable(r[0], now)][:limit]
+        return [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in found]
 
     def _sendable(self, seq: int, now: float) -> bool:
         if seq in self._unsaved_acks or seq in self._unsaved_rejects:
