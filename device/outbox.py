@@ -227,6 +227,8 @@ class Outbox:
         self.reserve_bytes = (self.wal_autocheckpoint + 8) * 4096
         self.reserve_retry_s = RESERVE_RETRY_S
         self._reserve_tried = -float("inf")
+        self._reserve = None if path is None else Path(f"{path}-reserve")
+        self._reserve_held = False  # the reserve file is there (made or found at open)
         self.available = False
         self.unavailable_reason = ""
         self.db = Database(None)  # the stand-in while the file cannot be opened (empty, never written)
@@ -252,6 +254,7 @@ class Outbox:
             return False
         self.db.close()
         self.db, self.available, self.unavailable_reason = db, True, ""
+        self._reserve_held = self._reserve is not None and self._reserve.exists()
         self._keep_reserve()
         self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.incarnation = (self.get("incarnation") or b"").decode()
@@ -379,9 +382,8 @@ class Outbox:
             "SELECT seq, kind, individual_id, ts, body, size FROM outbox WHERE published_at IS NULL "
             "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
             [now - self.resend_after, now + 1.0, limit + held])
-        rows = [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()
-                if not held or self._sendable(s, now)]
-        return rows[:limit]
+        found = [r for r in cur.fetchall() if not held or self._sendable(r[0], now)][:limit]
+        return [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in found]
 
     def _sendable(self, seq: int, now: float) -> bool:
         if seq in self._unsaved_acks or seq in self._unsaved_rejects:
@@ -454,8 +456,7 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             if not out_of_space(exc):
                 raise
-            reserve = self._reserve
-            if reserve is not None and reserve.exists():
+            if self._reserve_held:
                 self._room()
                 return self.settle()
             if not self._unsaved_logged:  # once per full-disk spell
@@ -517,15 +518,11 @@ class Outbox:
         if big:
             self._checkpoint("TRUNCATE")
 
-    @property
-    def _reserve(self) -> Path | None:
-        return None if self.path is None else Path(f"{self.path}-reserve")
-
     def _keep_reserve(self) -> None:
         """Make the reserve if it is missing and the disk has room for it twice over (now and
         then: a disk that is still full is not churned)."""
         path = self._reserve
-        if (path is None or path.exists()
+        if (path is None or self._reserve_held
                 or time.monotonic() - self._reserve_tried < self.reserve_retry_s):
             return
         self._reserve_tried = time.monotonic()
@@ -537,6 +534,7 @@ class Outbox:
                 f.write(b"\0" * self.reserve_bytes)
                 f.flush()
                 os.fsync(f.fileno())
+            self._reserve_held = True
         except OSError:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -545,7 +543,8 @@ class Outbox:
         """The disk is full: give up the reserve, then checkpoint (RESTART) so the WAL rewinds
         and its frames take the next transactions (the deletes that make room)."""
         path = self._reserve
-        if path is not None and path.exists():
+        if path is not None and self._reserve_held:
+            self._reserve_held = False
             with contextlib.suppress(OSError):
                 path.unlink()
                 self._unsaved_counts["reserve_used"] += 1
