@@ -340,3 +340,21 @@ def test_replay_trace_into_an_unusable_folder_names_it(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
     error_line(run("replay", "trace", str(trace), "--out", str(afile / "out")), str(afile / "out"), "--out")
+
+
+@pytest.mark.parametrize("action", ["check", "rollout"])
+def test_a_release_is_not_checked_against_an_empty_new_store(tmp_path: Path, action: str) -> None:
+    """A release check against a --db that is not there used to create an empty store and pass
+    the candidate (no regression cases to fail)."""
+    from shared.bundles import build_bundle
+    from shared.signing import generate_keypair
+
+    priv, _ = generate_keypair()
+    bundle = tmp_path / "c.bundle"
+    bundle.write_bytes(build_bundle(b"m", {"min_score": 0.2}, name="collar", version=2, private_key=priv,
+                                    device_class="collar-v1"))
+    db = tmp_path / "typo.db"
+    r = run("release", action, str(bundle), "--db", str(db))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (r.stdout, r.stderr[-2000:])
+    assert f"no cloud database at {db}" in r.stdout and "PASSED" not in r.stdout
+    assert not db.exists()
