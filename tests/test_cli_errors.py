@@ -334,6 +334,11 @@ def test_agent_setup_files_are_named_with_the_fix(tmp_path: Path) -> None:
     assert "config OK" not in r.stdout
 
 
+def test_sim_into_an_unusable_trace_path_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "x.trace"
+    error_line(run("sim", "--days", "0.01", "--trace", str(path)), str(path), "--trace")
+
+
 def test_replay_trace_into_an_unusable_folder_names_it(tmp_path: Path) -> None:
     trace = tmp_path / "t.trace"
     trace.write_bytes(b"")
