@@ -8,6 +8,9 @@ the batch's other records are stored.
 A record is stored once by its identity ``(device_id, incarnation, seq)``; an event is decided in
 the same transaction that stored it, and only then: a duplicate is acked, never decided again.
 A failure before the commit stores nothing and sends no ack, so the device's resend is new.
+
+A record is refused alone, never decided, when one of its timestamps is not a real time
+(cloud/timestamps.py) or its individual is not one its device is bound to (cloud/store/bindings.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,9 @@ from cloud.rules.notify import (
     collect_more_command,
     handle_event,
 )
+from cloud.store import bindings
 from cloud.store.db import CloudStore, write_lock
+from cloud.timestamps import check_record
 from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
@@ -46,9 +52,13 @@ class Aggregator:
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
-                 retrain: Any = None, export_dir: str | None = None) -> None:
+                 retrain: Any = None, export_dir: str | None = None,
+                 binding: bindings.Policy = "first_seen", reject_batch: int = 1) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
-        in seconds); otherwise the wall clock."""
+        in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
+        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
+        ``reject_batch``: rejections are written to the store together, every this many (and by
+        ``flush_rejections``, which the service calls every second); 1 writes each at once."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -64,6 +74,11 @@ class Aggregator:
         self.counts: Counter[str] = Counter()
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
+        self.binding = binding
+        self.reject_batch = max(1, reject_batch)
+        self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
+        self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
+        bindings.ensure_schema(store.db)
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -77,12 +92,38 @@ class Aggregator:
     def _reject(self, topic: str, reason: str, size: int, kind: str = "schema") -> None:
         self.counts["rejected"] += 1
         self.counts[f"rejected.{kind}"] += 1  # by kind, for the metrics
-        logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        if self._may_log(kind):
+            logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        self._keep_rejection(topic, reason, size)
+
+    def _keep_rejection(self, topic: str, reason: str, size: int) -> None:
+        self._rejections.append((time.time(), topic[:200], reason[:500], size))
+        if len(self._rejections) >= self.reject_batch:
+            self.flush_rejections()
+
+    def flush_rejections(self) -> None:
+        """Write the rejections kept in memory to the store, in one transaction."""
+        if not self._rejections:
+            return
+        rows, self._rejections = self._rejections, []
         try:
-            self.store.reject(topic, reason, size)
+            self.store.reject_many(rows)
         except Exception:  # the store itself failing must not stop the service
-            self.counts["reject_unrecorded"] += 1
+            self.counts["reject_unrecorded"] += len(rows)
             logger.exception("aggregator.reject_unrecorded")
+
+    def _may_log(self, kind: str, per_second: int = 10) -> bool:
+        """At most ``per_second`` rejection lines per kind per second (a flood is counted, not
+        logged line by line); the lines left out are counted in ``rejections_not_logged``."""
+        now = int(time.monotonic())
+        second, seen = self._log_window
+        if second != now:
+            self._log_window = (now, seen := Counter())
+        seen[kind] += 1
+        if seen[kind] > per_second:
+            self.counts["rejections_not_logged"] += 1
+            return False
+        return True
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
@@ -102,13 +143,15 @@ class Aggregator:
                 raise schemas.SchemaError(
                     f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
             self._refused(topic, got)
-            self._batch(got.batch, got.rejected)
+            self._batch(topic, got.batch, got.rejected)
             return
         msg = schemas.decode(payload)
         if kind == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts)
+            if msg.incarnation:  # known before its first batch: commands are bound to it
+                self._incarnations.add(self._note_incarnation(device_id, msg.incarnation, 0))
             self.counts["status"] += 1
         else:
             raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
@@ -116,15 +159,60 @@ class Aggregator:
     def _refused(self, topic: str, got: schemas.BatchDecode) -> None:
         """Count, keep and log the records refused out of a batch (the rest goes on)."""
         for reason in (*(f"seq {r.seq}: {r.reason}" for r in got.rejected), *got.unidentified):
-            self.counts["records_rejected"] += 1
-            logger.warning("aggregator.record_rejected", extra={
-                "device_id": got.batch.device_id, "incarnation": got.batch.incarnation, "reason": reason})
-            self.store.reject(topic, reason, 0)
+            self._record_refused(topic, got.batch, reason, "schema")
 
-    def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
+    def _record_refused(self, topic: str, batch: schemas.UplinkBatch, reason: str, kind: str) -> None:
+        self.counts["records_rejected"] += 1
+        if kind != "schema":  # a record's schema refusals are counted as records_rejected only
+            self.counts[f"rejected.{kind}"] += 1
+        if self._may_log(f"record.{kind}"):
+            logger.warning("aggregator.record_rejected", extra={
+                "device_id": batch.device_id, "incarnation": batch.incarnation, "kind": kind, "reason": reason})
+        self._keep_rejection(topic, reason, 0)
+
+    def _timely(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records whose timestamps are not real times (each refused alone)."""
+        now = time.time()
+        keep, refused = [], []
+        for r in batch.records:
+            reason = check_record(r.ts, r.body, now)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "timestamp")
+        return replace(batch, records=tuple(keep)), refused
+
+    def _bound(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records for individuals the device is not bound to (inside the
+        batch's transaction: a first-seen binding commits with the records)."""
+        verdict = bindings.admit(self.store.db, batch.device_id, (r.individual_id for r in batch.records),
+                                 self.binding)
+        for ind in verdict.bound_now:
+            logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
+                                                   "source": "first_seen"})
+        if not verdict.refused:
+            return batch, []
+        keep, refused = [], []
+        for r in batch.records:
+            reason = verdict.reason(r.individual_id)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "binding")
+        for ind, reason in verdict.refused.items():
+            n = sum(r.individual_id == ind for r in batch.records)
+            bindings.note_refused(self.store.db, batch.device_id, ind, reason, n)
+        return replace(batch, records=tuple(keep)), refused
+
+    def _batch(self, topic: str, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
         decided: list[tuple[Decision, Event]] = []
+        batch, late = self._timely(topic, batch)
         with write_lock(self.store.db):  # stored and decided together, or neither
-            known = self._note_incarnation(batch)
+            known = (self._note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
+                     if batch.records else (batch.device_id, batch.incarnation))
+            batch, unbound = self._bound(topic, batch)
             result = self.store.store_batch(batch)
             for rec in result.new:  # a decision only ever follows this insert: never a duplicate
                 if isinstance(rec.body, Event) and (d := self._decide(batch, rec)) is not None:
@@ -132,35 +220,38 @@ class Aggregator:
         self._incarnations.add(known)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
+        if result.new:  # the sim clock moves before acting: a command's expiry counts from this batch
+            self.latest_ts = max(self.latest_ts, max(rec.ts for rec in result.new))
         for decision, ev in decided:
             self._act(decision, ev)
         for rec in result.new:
-            self.latest_ts = max(self.latest_ts, rec.ts)
             if isinstance(rec.body, CommandReport):
                 self._report(batch.device_id, rec, rec.body)
             elif isinstance(rec.body, DailySummary) and self.rollouts is not None:
                 self.rollouts.on_summary(batch.device_id, to_json(rec.body), self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
             seqs = tuple(r.seq for r in batch.records)
+            rejected = (*rejected, *late, *unbound)
             if batch.v >= 2:
                 ack = schemas.Ack(batch.device_id, seqs, batch.incarnation, rejected)
             else:  # a v1 device cannot be told of refusals: it resends them (refused again)
                 ack = schemas.Ack(batch.device_id, seqs, v=1)
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
 
-    def _note_incarnation(self, batch: schemas.UplinkBatch) -> tuple[str, str]:
-        """Record the batch's incarnation; log ``aggregator.new_incarnation`` the first time it is
-        seen. Returns the (device, incarnation) key to remember once the transaction commits."""
-        key = (batch.device_id, batch.incarnation)
-        if key in self._incarnations or not batch.records:
+    def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> tuple[str, str]:
+        """Record a device's incarnation (from a batch, ``first_seq`` its lowest seq, or a status,
+        0); log ``aggregator.new_incarnation`` the first time it is seen. Returns the (device,
+        incarnation) key to remember once the transaction commits."""
+        key = (device_id, incarnation)
+        if key in self._incarnations:
             return key
-        before = self.store.note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
+        before = self.store.note_incarnation(device_id, incarnation, first_seq)
         if before is not None:
             self.counts["incarnations_new"] += 1
             # a device seen before with another incarnation had its storage reset (or is a clone)
             log = logger.warning if before else logger.info
-            log("aggregator.new_incarnation", extra={"device_id": batch.device_id,
-                                                     "incarnation": batch.incarnation, "previous": before})
+            log("aggregator.new_incarnation", extra={"device_id": device_id, "incarnation": incarnation,
+                                                     "previous": before})
         return key
 
     def _decide(self, batch: schemas.UplinkBatch, rec: schemas.Record) -> Decision | None:
@@ -186,6 +277,8 @@ class Aggregator:
     def _report(self, device_id: str, rec: schemas.Record, report: CommandReport) -> None:
         """A command's result from the device: hand it to the rollout (if it is one of its steps)."""
         self.counts["reports.ok" if report.ok else "reports.failed"] += 1
+        if self.commander is not None and self.commander.on_report(device_id, report) is not None:
+            self.counts["commands.resync"] += 1  # the device refused a fresh command: our counter went back
         if self.rollouts is not None:
             reply = schemas.Reply(device_id, report.command_id, report.ok, report.detail, dict(report.data))
             self.rollouts.handle_reply(reply, self.now())

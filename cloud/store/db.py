@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from shared.codec import to_json
+from shared.errors import InputError
 from shared.schemas import Record, UplinkBatch
 
 logger = logging.getLogger(__name__)
@@ -82,17 +83,30 @@ class StoreResult:
     duplicates: int
 
 
-class CloudStore:
-    """Thin typed wrapper over the cloud's SQLite database."""
+class StoreOpenError(InputError):
+    """The store file cannot be opened (a folder missing or read-only, not a database, or not there
+    for a command that only reads it)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+
+class CloudStore:
+    """Thin typed wrapper over the cloud's SQLite database. ``create=False`` (commands that read
+    what the cloud wrote) refuses a path where no store exists instead of creating an empty one."""
+
+    def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
         if path is None:
             self.db = Database(sqlite3.connect(":memory:", check_same_thread=False))
         else:
-            # one connection, used by one thread at a time (the service hands it over at stop)
-            self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if not create and not Path(path).is_file():
+                raise StoreOpenError(f"no cloud database at {path}: pass --db with the file `edgeloop cloud "
+                                     "--db` writes")
+            try:  # one connection, used by one thread at a time (the service hands it over at stop)
+                self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+            except sqlite3.DatabaseError as exc:
+                raise StoreOpenError(f"cannot open the cloud database {path} ({exc}): check that its folder "
+                                     "exists and is writable and that the file is an edgeloop database, or "
+                                     "pass another --db") from None
         self.db.execute("PRAGMA busy_timeout=5000")
         if migrations.pending(self.db):
             with write_lock(self.db):  # two processes opening a fresh file at once must queue
@@ -142,9 +156,13 @@ class CloudStore:
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
+        self.reject_many([(time.time(), source, reason, size)])
+
+    def reject_many(self, rows: list[tuple[float, str, str, int]]) -> None:
+        """Record rejected messages ``(at, source, reason, size)`` in one transaction."""
         with self.db.atomic():
-            self.db.table("rejections").insert({"at": time.time(), "source": source[:200],
-                                          "reason": reason[:500], "size": size})
+            self.db.conn.executemany("INSERT INTO rejections (at, source, reason, size) VALUES (?, ?, ?, ?)",
+                                     [(at, src[:200], reason[:500], size) for at, src, reason, size in rows])
             self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
