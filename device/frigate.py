@@ -28,7 +28,7 @@ from typing import Any
 
 from device.detect.class_rates import ClassRates, Finding
 
-MAX_CATCH_UP_MINUTES = 7 * 1440  # a camera silent for longer restarts its minutes, not a week of zeros
+RESTART_AFTER_S = 86400.0  # a camera's timeline that jumps by more (either way) restarts its minutes
 STALE_S = 3600.0  # an object not ended whose last message is this old is no longer counted (a lost "end")
 
 
@@ -119,6 +119,7 @@ class FrigateCameras:
     learn_days: float = 3.0
     tz_offset_h: float = 0.0
     cameras: dict[str, Camera] = field(default_factory=dict)
+    restarts: int = 0  # camera timelines restarted after a jump of over a day
 
     def camera(self, name: str) -> Camera:
         cam = self.cameras.get(name)
@@ -147,7 +148,12 @@ class FrigateCameras:
         """Close every minute of camera ``name`` that ended by ``now``."""
         cam = self.camera(name)
         minute = math.floor(now / 60.0) * 60.0
-        if cam.next_minute is None or minute - cam.next_minute > MAX_CATCH_UP_MINUTES * 60.0:
+        if cam.next_minute is None or abs(minute - cam.next_minute) > RESTART_AFTER_S:
+            # first message, a camera silent for over a day, or a clock set far off (one bogus
+            # timestamp must not stall the camera): its minutes restart here
+            if cam.next_minute is not None:
+                self.restarts += 1
+                cam.objects.clear()  # they belong to the old timeline
             cam.next_minute = minute
         out: list[tuple[str, Finding]] = []
         while cam.next_minute < minute:

@@ -182,4 +182,5 @@ class FrigateAgent:
     def report(self) -> dict[str, Any]:
         return {"device_id": self.cfg.device_id, "source": f"{self.broker}/{self.topic}",
                 "cameras": sorted(self.cameras.cameras), "pending": self.outbox.pending_count(),
-                "outbox": self.outbox.counters(), "ingest": dict(self.counts)}
+                "outbox": self.outbox.counters(),
+                "ingest": {**self.counts, "camera_timeline_restarts": self.cameras.restarts}}

@@ -52,6 +52,20 @@ def test_each_camera_keeps_its_own_baseline() -> None:
     assert cams.cameras["driveway"].rates.rate("person", 1) == 0.0 < cams.cameras["front_door"].rates.rate("person", 1)
 
 
+def test_one_message_with_a_bogus_time_does_not_stall_its_camera() -> None:
+    cams = FrigateCameras(learn_days=LEARN_DAYS)
+    msgs = [parse_event(json.dumps(m).encode()) for m in _messages()]
+    half = len(msgs) // 2
+    for obj in msgs[:half]:
+        cams.add(obj)
+    before = cams.cameras["front_door"].next_minute
+    bogus = msgs[half]
+    cams.add(type(bogus)(**{**bogus.__dict__, "frame_time": bogus.frame_time + 400 * 86400.0}))
+    found = [f for obj in msgs[half:] for _, f in cams.add(obj)]
+    assert cams.restarts == 2 and cams.cameras["front_door"].next_minute > before  # it went on
+    assert sorted(f.what for f in found) == ["novel_class:bear", "novel_class:person"]
+
+
 def test_the_source_url_names_broker_and_topic() -> None:
     assert parse_source("mqtt://u:p%40ss@nvr.local:1884/frigate/events") == (
         "mqtt://nvr.local:1884", "frigate/events", "u", "p@ss")
