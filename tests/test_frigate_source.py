@@ -115,3 +115,42 @@ def test_the_agent_takes_frigate_events_from_a_private_mosquitto(tmp_path: Path,
     events = [(r.individual_id, r.body["metrics"], r.body["kind"]) for r in again.outbox.due(1000) if r.kind == "event"]
     assert sorted(events) == [("driveway", ["novel_class:person"], "novel"), ("front_door", ["novel_class:bear"], "novel")]
     assert again.cameras.cameras["front_door"].rates.rate("person", 0) > 0
+
+
+def _frigate_day_stream(days: int, drift_from_day: float, seed: int = 3) -> list[bytes]:
+    """Synthetic Frigate messages (documented format): one camera, an object about every 10
+    minutes in the day, fewer at night; top scores around 0.86 until ``drift_from_day``, 0.62 after."""
+    import random
+
+    rng = random.Random(seed)
+    t0, out = 1767571200.0, []
+    for k in range(days * 144):
+        start = t0 + k * 600 + rng.uniform(0, 300)
+        hour = (start - t0) / 3600 % 24
+        if not 6 <= hour < 21 and rng.random() < 0.7:
+            continue
+        top = rng.gauss(0.62 if start - t0 >= drift_from_day * 86400 else 0.86, 0.03)
+        oid = f"{start:.6f}-{k:05d}"
+        for kind, t in (("new", start), ("end", start + 120)):
+            after = {"id": oid, "camera": "garden", "label": "person", "frame_time": t, "start_time": start,
+                     "end_time": t if kind == "end" else None, "score": top - 0.05, "top_score": top,
+                     "false_positive": False, "sub_label": None, "current_zones": [], "entered_zones": []}
+            out.append(json.dumps({"type": kind, "before": after, "after": after}).encode())
+    return out
+
+
+def test_a_cameras_confidence_drift_is_caught_from_frigate_scores() -> None:
+    cams = FrigateCameras()
+    found = [f for m in _frigate_day_stream(7, drift_from_day=5.0) for _, f in cams.add(parse_event(m))]
+    t0 = 1767571200.0
+    drift = [f for f in found if f.what == "confidence"]
+    assert drift, [(f.what, (f.ts - t0) / 86400) for f in found]
+    first = drift[0]
+    assert first.kind == "sustained" and first.direction == -1 and first.observed < first.expected
+    # objects come about every 10 minutes (fewer at night): the evidence needs most of a day
+    assert 5 * 86400 <= first.ts - t0 <= 6 * 86400, (first.ts - t0) / 86400
+    assert all(f.ts - t0 >= 5 * 86400 for f in found), "nothing before the drift"
+    # the engine's state travels with the rates: a restored camera keeps what it learnt
+    again = FrigateCameras()
+    again.restore(json.loads(json.dumps(cams.state())))
+    assert not again.cameras["garden"].engine.warming_up

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from shared.records import Direction, Event, Severity
 
 HOURS = 24
-FindingKind = Literal["novel", "health"]
+FindingKind = Literal["sustained", "novel", "health"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,11 @@ class Finding:
     expected: float
     score: float  # in [0, 1]
     severity: Literal["info", "warning", "critical"] = "warning"
+    direction: Direction = 1  # above (+1) or below (-1) what was expected
 
     def event(self, model_version: str = "unknown", detector_version: str = "unknown") -> Event:
         """The event record that carries this finding (one metric: ``what``)."""
-        direction: Direction = -1 if self.what == "scene_change" else 1
-        return Event(start_ts=self.start_ts, ts=self.ts, metrics=(self.what,), directions=(direction,),
+        return Event(start_ts=self.start_ts, ts=self.ts, metrics=(self.what,), directions=(self.direction,),
                      score=self.score, severity=Severity(self.severity), kind=self.kind,
                      baseline=(self.expected,), observed=(self.observed,), model_version=model_version,
                      detector_version=detector_version)
@@ -274,7 +274,7 @@ class ClassRates:
         start = win.rows[0][0]
         if self._episode("scene_change", p < self.alpha, start, ts):
             return [Finding("novel", "scene_change", start, ts, float(observed), round(expected, 3),
-                            _score(p, self.alpha))]
+                            _score(p, self.alpha), direction=-1)]
         if p > 0.01:
             self._close("scene_change", ts)
         return []
