@@ -10,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from cloud.timestamps import format_utc
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bind", help="bind a device to the individual(s) it may send records for",
@@ -30,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cloud.store import bindings
     from cloud.store.db import CloudStore
+    from cloud.timestamps import format_utc
     from shared.topics import TopicError, check_id
 
     if args.list:

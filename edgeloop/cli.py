@@ -234,14 +234,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from device.agent import Agent
+    from device.agent import Agent, load_cloud_public_key
     from device.config import AgentConfig
     from device.reader import check_source
 
     cfg = _load_cfg(AgentConfig, args, {
         "source": args.source, "device_id": args.device_id, "individual_id": args.individual_id,
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
-        "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
+        "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout},
+        check=lambda c: load_cloud_public_key(c.cloud_public_key))
     if cfg.source.startswith(("mqtt://", "mqtts://")):  # Frigate's event stream (device/frigate_agent.py)
         return _frigate_agent(cfg, offline=args.offline)
     check_source(cfg.source)  # a missing trace is one line before the models load

@@ -128,7 +128,8 @@ class Aggregator:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
         if topic.startswith(f"{topics.ROOT}/owner/"):
-            feedback_from_mqtt(self.store, topic, payload, policy=self.policy)
+            # its refusal is kept (batched) and logged by _reject, not once more by the feedback module
+            feedback_from_mqtt(self.store, topic, payload, policy=self.policy, keep_rejection=False)
             self.counts["feedback"] += 1
             return
         device_id = topics.device_id_from_topic(topic)

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud import presence
 from cloud.aggregator.handler import Aggregator
@@ -71,6 +72,8 @@ class AggregatorService:
         self.connected = threading.Event()
         self.taken_over = threading.Event()  # another process connected with our client id
         self.received = 0  # messages taken off the broker (paho thread)
+        self.retained_refused = 0  # uplinks with the retain flag, refused (paho thread)
+        self._retained_seen: set[str] = set()
         self.broker_sys = BrokerSys()  # the broker's own $SYS figures, for metrics and the dashboard
         # other topics this service listens to, handled on paho's thread: {topic: handler(payload)}
         self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
@@ -101,9 +104,22 @@ class AggregatorService:
         if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
             self._on_presence(client, presence.Presence.decode(bytes(msg.payload)))
             return
+        if msg.retain and msg.topic.startswith(topics.DEVICE_PREFIX) and msg.topic.endswith("/up"):
+            self._refuse_retained(msg.topic)
+            return
         self.received += 1
         payload = bytes(msg.payload)
         self.inbox.put(sender_of(msg.topic), (msg.topic, payload), len(payload) + len(msg.topic))
+
+    def _refuse_retained(self, topic: str) -> None:
+        """An uplink with the retain flag: the broker would replay it to every new subscriber (a
+        device's storage of its own choosing at the broker): refused, counted, logged once per topic."""
+        self.retained_refused += 1
+        if topic not in self._retained_seen:
+            self._retained_seen.add(topic)
+            logger.warning("cloud.retained_uplink_refused", extra={
+                "topic": topic, "hint": "devices never retain uplinks: a device (or its credentials) misbehaves; "
+                "clear it with an empty retained publish on that topic from an admin account"})
 
     def _on_presence(self, client: mqtt.Client, seen: presence.Presence | None) -> None:
         assert self.me is not None
@@ -122,7 +138,10 @@ class AggregatorService:
             logger.error("cloud.connect_refused", extra={"client_id": self.client_id, "broker": self.cfg.url,
                                                          "reason": str(rc)})
             return
-        subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
+        # MQTT 5: uplinks keep their retain flag as published, so a retained one is seen (and
+        # refused) live too, not only when the broker replays it at subscribe time
+        up: Any = (SubscribeOptions(qos=1, retainAsPublished=True) if self.cfg.protocol == "5" else 1)
+        subs = [(topics.cloud_uplink_filter(self.shared), up), (topics.STATUS_FILTER, 1),
                 (topics.FEEDBACK_FILTER, 1), (SYS_FILTER, 0)]
         subs += [(t, 1) for t in self.extra_subscriptions]
         if self.me is not None:
