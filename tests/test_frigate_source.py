@@ -154,3 +154,42 @@ def test_a_cameras_confidence_drift_is_caught_from_frigate_scores() -> None:
     again = FrigateCameras()
     again.restore(json.loads(json.dumps(cams.state())))
     assert not again.cameras["garden"].engine.warming_up
+
+
+@pytest.mark.mosquitto
+def test_edgeloop_agent_with_a_frigate_source_url(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """The CLI as a user runs it: ``edgeloop agent --source mqtt://.../frigate/events``, SIGTERM
+    when done, the final report on stdout and the events in the outbox."""
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "agent.toml").write_text(f"learn_days = {LEARN_DAYS}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeloop.cli", "agent", "--source", f"{mosquitto.url}/frigate/events",
+                             "--config", str(tmp_path / "agent.toml"), "--state-dir", str(tmp_path / "s"), "--offline"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        for line in proc.stderr:  # logfmt lines; the subscription is confirmed by the broker
+            if "frigate.subscribed" in line:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, line
+        pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="frigate-cli-test")
+        pub.connect("127.0.0.1", int(mosquitto.url.rsplit(":", 1)[1]))
+        pub.loop_start()
+        msgs = _messages()
+        for m in msgs:
+            pub.publish("frigate/events", json.dumps(m), qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        pub.disconnect()
+        time.sleep(1.0)  # QoS 1 delivered; the agent reads its inbox every 0.1 s
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = json.loads(out.strip().splitlines()[-1])["final"]
+    assert proc.returncode == 0 and final["device_id"] == "frigate-000"
+    assert final["ingest"]["frigate_messages"] == len(msgs) and final["outbox"]["appended.event"] == 2, final
