@@ -245,7 +245,7 @@ class ClassRates:
                 self._close(f"class_rate:{lab}", ts)
                 continue
             expected = win.expected(self._table[lab])
-            p = poisson_upper(observed, expected)
+            p = 1.0 if observed <= expected else poisson_upper(observed, expected)  # at or below: no tail to score
             if self._episode(f"class_rate:{lab}", p < self.alpha, ts, ts):
                 first = next((t for t, _, objs in win.rows if objs.get(lab, 0) > 0), ts)
                 self._open[f"class_rate:{lab}"] = first
@@ -265,7 +265,7 @@ class ClassRates:
             if expected < self.absent_min_expected:
                 continue
             observed = win.seen.get(lab, 0)
-            p = poisson_lower(observed, expected)
+            p = 1.0 if observed >= expected else poisson_lower(observed, expected)
             if worst is None or p < worst[0]:
                 worst = (p, lab, observed, expected)
         if worst is None:
