@@ -15,11 +15,14 @@ messages' own ``frame_time``), closes minutes: an object is present in every min
 ``start_time`` to its last ``frame_time`` (its ``end_time`` once it ended); a minute with none is
 an observation too (no objects). Each closed minute goes through that camera's own
 :class:`~device.detect.class_rates.ClassRates` (novel classes, rates far off by hour of day,
-scene changes). Pure computation: messages in, findings out.
+scene changes) and its own engine on the mean ``top_score`` of the objects present (confidence
+drift, as for a Pi camera; NaN in a minute without objects). No I/O: messages in, findings out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -27,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device.detect.class_rates import ClassRates, Finding
+from device.detect.engine import Engine
 
-MAX_CATCH_UP_MINUTES = 7 * 1440  # a camera silent for longer restarts its minutes, not a week of zeros
+RESTART_AFTER_S = 86400.0  # a camera's timeline that jumps by more (either way) restarts its minutes
 STALE_S = 3600.0  # an object not ended whose last message is this old is no longer counted (a lost "end")
 
 
@@ -95,6 +99,7 @@ class Tracked:
     first: float
     last: float
     ended: bool = False
+    score: float = math.nan
 
     def present(self, m: float) -> bool:
         """In the minute starting at ``m``: from its start to its end (or, still tracked, until
@@ -103,11 +108,17 @@ class Tracked:
         return self.first < m + 60.0 and until >= m
 
 
+CONFIDENCE = ("confidence",)
+DIRECTIONS = {"confidence": -1}  # a dirty lens or a scene the model never learnt lowers it
+
+
 @dataclass
 class Camera:
-    """One camera: its tracked objects, the next minute to close, its class rates."""
+    """One camera: its tracked objects, the next minute to close, its class rates and the
+    engine on its detection confidence."""
 
     rates: ClassRates
+    engine: Engine = field(default_factory=lambda: Engine(CONFIDENCE, directions=DIRECTIONS))
     objects: dict[str, Tracked] = field(default_factory=dict)
     next_minute: float | None = None
 
@@ -119,6 +130,7 @@ class FrigateCameras:
     learn_days: float = 3.0
     tz_offset_h: float = 0.0
     cameras: dict[str, Camera] = field(default_factory=dict)
+    restarts: int = 0  # camera timelines restarted after a jump of over a day
 
     def camera(self, name: str) -> Camera:
         cam = self.cameras.get(name)
@@ -138,32 +150,57 @@ class FrigateCameras:
         ended = obj.type == "end" or obj.end_time is not None
         t = cam.objects.get(obj.id)
         if t is None:
-            cam.objects[obj.id] = Tracked(obj.label, obj.start_time, now, ended)
+            cam.objects[obj.id] = Tracked(obj.label, obj.start_time, now, ended, obj.score)
         else:
             t.label, t.last, t.ended = obj.label, max(t.last, now), t.ended or ended
+            t.score = obj.score if math.isfinite(obj.score) else t.score
         return found
 
     def advance(self, name: str, now: float) -> list[tuple[str, Finding]]:
         """Close every minute of camera ``name`` that ended by ``now``."""
         cam = self.camera(name)
         minute = math.floor(now / 60.0) * 60.0
-        if cam.next_minute is None or minute - cam.next_minute > MAX_CATCH_UP_MINUTES * 60.0:
+        if cam.next_minute is None or abs(minute - cam.next_minute) > RESTART_AFTER_S:
+            # first message, a camera silent for over a day, or a clock set far off (one bogus
+            # timestamp must not stall the camera): its minutes restart here
+            if cam.next_minute is not None:
+                self.restarts += 1
+                cam.objects.clear()  # they belong to the old timeline
             cam.next_minute = minute
         out: list[tuple[str, Finding]] = []
         while cam.next_minute < minute:
             m = cam.next_minute
             objects: dict[str, int] = {}
+            scores = []
             for t in cam.objects.values():
                 if t.present(m):
                     objects[t.label] = objects.get(t.label, 0) + 1
+                    if math.isfinite(t.score):
+                        scores.append(t.score)
             out += [(name, f) for f in cam.rates.update(m, objects)]
+            conf = sum(scores) / len(scores) if scores else math.nan
+            out += [(name, _drift(ev)) for ev in cam.engine.process_one(m, [conf], reuse=True).events]
             cam.objects = {k: t for k, t in cam.objects.items() if t.present(m + 60.0) or t.first >= m + 60.0}
             cam.next_minute = m + 60.0
         return out
 
     def state(self) -> dict[str, Any]:
-        return {name: cam.rates.state() for name, cam in self.cameras.items()}
+        return {name: {"rates": cam.rates.state(), "engine": base64.b64encode(cam.engine.state()).decode()}
+                for name, cam in self.cameras.items()}
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        """Restore each camera's rates and engine (a bad state raises ValueError naming it)."""
         for name, s in state.items():
-            self.camera(str(name)).rates.restore(s)
+            cam = self.camera(str(name))
+            try:
+                cam.rates.restore(s["rates"])
+                cam.engine = Engine.from_state(base64.b64decode(s["engine"]), CONFIDENCE, directions=DIRECTIONS)
+            except (KeyError, TypeError, binascii.Error) as exc:
+                raise ValueError(f"camera {name!r}: state unreadable: {exc}") from None
+
+
+def _drift(ev: Any) -> Finding:
+    """An engine event on a camera's confidence as a finding (kind ``sustained``)."""
+    return Finding("sustained", "confidence", float(ev.start_ts), float(ev.ts), round(float(ev.observed[0]), 4),
+                   round(float(ev.baseline[0]), 4), round(float(ev.score), 3), ev.severity,
+                   direction=-1 if ev.directions[0] < 0 else 1)

@@ -92,6 +92,7 @@ class FrigateAgent:
         logger.info("frigate.connected", extra={"broker": self.broker, "topic": self.topic})
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
+        logger.info("frigate.subscribed", extra={"broker": self.broker, "topic": self.topic})
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -149,7 +150,7 @@ class FrigateAgent:
         """Handle what has arrived (waiting up to ``timeout`` for the first), pump the uplink."""
         n = 0
         try:
-            payload = self.inbox.get(timeout=timeout)
+            payload = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
             while True:
                 self.handle(payload)
                 n += 1
@@ -171,15 +172,19 @@ class FrigateAgent:
                 if time.monotonic() - last_save > SAVE_EVERY_S:
                     self.save_state()
                     last_save = time.monotonic()
+            self.client.disconnect()
+            self.client.loop_stop()
+            while self.step(timeout=0.0):  # what arrived before the stop is read, not dropped
+                pass
             self.syncer.drain(self.cfg.drain_timeout, patient=False)
         finally:
             self.save_state()
             self.client.loop_stop()
-            self.client.disconnect()
             self.syncer.stop()
         return self.report()
 
     def report(self) -> dict[str, Any]:
         return {"device_id": self.cfg.device_id, "source": f"{self.broker}/{self.topic}",
                 "cameras": sorted(self.cameras.cameras), "pending": self.outbox.pending_count(),
-                "outbox": self.outbox.counters(), "ingest": dict(self.counts)}
+                "outbox": self.outbox.counters(),
+                "ingest": {**self.counts, "camera_timeline_restarts": self.cameras.restarts}}

@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "into its own agent process, through an MQTT broker into the cloud aggregator, and "
                        "ends with a report and a plot.")
     p.add_argument("--collars", type=int, default=5)
+    p.add_argument("--perception", type=int, choices=[0, 1], default=1,
+                   help="run one Raspberry Pi perception unit (a gate camera) beside the collars (0: none)")
     p.add_argument("--days", type=float, default=14.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")

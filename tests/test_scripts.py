@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON_SCRIPTS = ("bench_agent", "bench_flood", "bench_model", "bench_outbox", "bench_quality", "bench_scoring",
+PYTHON_SCRIPTS = ("bench_agent", "bench_flood", "bench_model", "bench_outbox", "bench_perception", "bench_quality",
+                  "bench_scoring",
                   "chaos", "fuzz_frames",
                   "sim_feedback_loop", "train_activity", "nab_folds")
 
