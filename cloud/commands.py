@@ -12,6 +12,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from cloud.store.db import CloudStore
+from cloud.store.schema import ensure_set
 from shared import schemas, topics
 from shared.command_signing import sign_command
 
@@ -32,7 +33,7 @@ class Commander:
     def __init__(self, store: CloudStore, key: Ed25519PrivateKey, publish: Callable[[str, bytes], None],
                  clock: Callable[[], float]) -> None:
         self.store, self.key, self.publish, self.clock = store, key, publish, clock
-        migrations.apply(store.db)
+        ensure_set(store.db, migrations)
 
     def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
              command_id: str = "") -> schemas.Command:

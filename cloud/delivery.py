@@ -30,7 +30,7 @@ from sqlite_utils.migrations import Migrations
 from cloud.config import NotifierConfig
 from cloud.notifiers import DeliveryError, WebhookNotifier, encode_alert
 from cloud.rules.notify import Decision
-from cloud.store.db import write_lock
+from cloud.store.schema import ensure_set
 from shared import topics
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ class DeliveryLog:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        if migrations.pending(db):
-            with write_lock(db):  # two aggregators opening one store at once must queue
-                migrations.apply(db)
+        ensure_set(db, migrations)  # two aggregators opening one store at once queue
 
     def add(self, alert_id: str, individual_id: str, channel: str, kind: str, payload: str, now: float) -> int:
         with self.db.atomic():

@@ -124,6 +124,9 @@ class Aggregator:
     def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
         decided: list[tuple[Decision, Event]] = []
         with write_lock(self.store.db):  # stored and decided together, or neither
+            # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
+            # cooldowns); SQLite's write lock already holds the whole database
+            self.store.backend.lock_keys({r.individual_id for r in batch.records if isinstance(r.body, Event)})
             known = self._note_incarnation(batch)
             result = self.store.store_batch(batch)
             for rec in result.new:  # a decision only ever follows this insert: never a duplicate

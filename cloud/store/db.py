@@ -8,21 +8,28 @@ transactionally); other cloud modules add their own tables with their own migrat
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from shared.codec import to_json
-from shared.schemas import Record, UplinkBatch
+from cloud.store.backend import (
+    Backend,
+    PostgresBackend,
+    SqliteBackend,
+    open_backend,
+    parse_store_url,
+)
+from cloud.store.locks import write_lock
+from cloud.store.pgcompat import PgDatabase
+from cloud.store.records import RecordRepository, StoreResult
+from cloud.store.schema import apply_postgres, apply_sqlite
+from shared.schemas import UplinkBatch
+
+__all__ = ["CloudStore", "StoreResult", "open_store", "write_lock"]
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.store")
@@ -58,110 +65,70 @@ def m002_record_incarnation(db: Database) -> None:
                "GROUP BY device_id, incarnation")
 
 
-@contextlib.contextmanager
-def write_lock(db: Database) -> Iterator[None]:
-    """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
-    aggregators on one database cannot both act on stale reads; nested use is a savepoint."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    else:
-        db.conn.execute("COMMIT")
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    new: tuple[Record, ...]
-    duplicates: int
-
-
 class CloudStore:
-    """Thin typed wrapper over the cloud's SQLite database."""
+    """The cloud's store: a back end chosen by URL (:func:`open_store`), its repositories, and
+    ``db``, the sqlite-utils ``Database`` of the modules not yet on repositories (on PostgreSQL
+    the compatibility layer of :mod:`cloud.store.pgcompat`)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        if path is None:
-            self.db = Database(sqlite3.connect(":memory:", check_same_thread=False))
-        else:
+        """``path``: a SQLite file, ``sqlite:///path``, ``postgresql://...``; None: in memory."""
+        self.url = parse_store_url(str(path) if path is not None else None)
+        self.backend: Backend = open_backend(str(path) if path is not None else None)
+        if isinstance(self.backend, SqliteBackend):
             # one connection, used by one thread at a time (the service hands it over at stop)
-            self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        if migrations.pending(self.db):
-            with write_lock(self.db):  # two processes opening a fresh file at once must queue
-                migrations.apply(self.db)
+            self.db = Database(self.backend.conn)
+            if self.url.path:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            apply_sqlite(self.db, migrations)
+        else:
+            assert isinstance(self.backend, PostgresBackend)
+            apply_postgres(self.backend)
+            self.db = cast(Database, PgDatabase(self.backend))
+        self.records_repo = RecordRepository(self.backend)
+
+    @property
+    def dialect(self) -> str:
+        return self.backend.dialect
+
+    @property
+    def path(self) -> str | None:
+        """The SQLite file behind this store (None in memory or on PostgreSQL)."""
+        return self.url.path
 
     def store_batch(self, batch: UplinkBatch) -> StoreResult:
         """Insert the batch's records once each, in one transaction (the caller's, if one is
         open); returns the new ones: a record is new only if this insert stored it."""
-        now = time.time()
-        new: list[Record] = []
-        dup = 0
-        with self.db.atomic():
-            for r in batch.records:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [batch.device_id, batch.incarnation, r.seq, r.kind, r.ts, r.individual_id,
-                     json.dumps(to_json(r.body), separators=(",", ":")), now],
-                )
-                if cur.rowcount == 1:
-                    new.append(r)
-                else:
-                    dup += 1
-        return StoreResult(tuple(new), dup)
+        return self.records_repo.store_batch(batch, time.time())
 
     def note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> int | None:
         """Remember a device's incarnation; None if known, else how many it had before (0: a new
         device; more: its storage was reset)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO incarnations (device_id, incarnation, first_seen, first_seq) "
-                              "VALUES (?, ?, ?, ?)", [device_id, incarnation, time.time(), first_seq])
-        if cur.rowcount != 1:
-            return None
-        return int(self.db.execute("SELECT COUNT(*) - 1 FROM incarnations WHERE device_id = ?",
-                                   [device_id]).fetchone()[0])
+        return self.records_repo.note_incarnation(device_id, incarnation, first_seq, time.time())
 
     def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
         """One stored record by its identity (body decoded), or None."""
-        rows = list(self.db["records"].rows_where("device_id = ? AND incarnation = ? AND seq = ?",
-                                                  [device_id, incarnation, seq]))
-        return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
+        return self.records_repo.record(device_id, incarnation, seq)
 
     def set_device_state(self, device_id: str, state: str, ts: float) -> None:
-        self.db.table("devices").upsert(
-            {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts},
-            pk="device_id",
-        )
+        self.records_repo.set_device_state(device_id, state, ts, time.time())
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
-        with self.db.atomic():
-            self.db.table("rejections").insert({"at": time.time(), "source": source[:200],
-                                          "reason": reason[:500], "size": size})
-            self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
+        self.records_repo.reject(source, reason, size, time.time())
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        if individual_id:
-            where.append("individual_id = ?")
-            args.append(individual_id)
-        rows = self.db["records"].rows_where(" AND ".join(where) or None, args, order_by="ts, device_id, incarnation, seq")
-        return [dict(r, body=json.loads(r["body"])) for r in rows]
+        return self.records_repo.records(kind, individual_id)
 
     def count(self, kind: str | None = None) -> int:
-        if kind is None:
-            return self.db["records"].count
-        return self.db.execute("SELECT COUNT(*) FROM records WHERE kind = ?", [kind]).fetchone()[0]
+        return self.records_repo.count(kind)
 
     def close(self) -> None:
-        self.db.close()
+        self.backend.close()
+
+
+def open_store(url: str | Path | None) -> CloudStore:
+    """The store a ``--db`` value names: a path or ``sqlite:///path`` (SQLite), or
+    ``postgresql://user@host:port/dbname``; None/"" is an in-memory SQLite store."""
+    return CloudStore(url or None)
