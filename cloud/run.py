@@ -18,6 +18,7 @@ from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
 from cloud.retrain import load_retrain_config
 from cloud.rules.notify import NotificationPolicy
+from cloud.store.backend import redact
 from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
         svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
             lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
     agg.retrain = load_retrain_config(None)
-    agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
+    agg.export_dir = str(Path(store.path).parent / "retrain") if store.path else None
     return svc
 
 
@@ -55,7 +56,7 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
     svc = build(cfg)
     web = start_web(svc, cfg) if cfg.http else None
     svc.start()
-    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}"
+    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {redact(cfg.db)}"
           + (f", http://{web.host}:{web.port}/" if web else ""), flush=True)
     stats = StatsLine(svc)
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)

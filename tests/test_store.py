@@ -3,14 +3,18 @@ dropped per test on the local server; skipped without one unless EDGELOOP_REQUIR
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from brokers import Collector, MosquittoBroker
 from pgdb import scratch_database
 from recs import record_of
 from test_aggregator import T0, batch, event_body
+from test_cloud_identity import EDGELOOP, ROOT, _cloud, _events, _stop, _wait
 
 from cloud.aggregator.handler import Aggregator
 from cloud.feedback import record_feedback
@@ -163,3 +167,57 @@ def test_the_schema_is_the_same_on_both_back_ends(store: CloudStore) -> None:
         assert set(cols) <= have, (table, set(cols) - have)
     again = open_store(store.url.target if store.dialect == "postgresql" else str(store.path))
     again.close()  # opening an up-to-date store changes nothing and does not fail
+
+
+@pytest.mark.mosquitto
+@pytest.mark.timeout(180)
+def test_two_cloud_processes_on_one_store_url_end_to_end(store_url: str, tmp_path: Path,
+                                                          mosquitto: MosquittoBroker) -> None:
+    """``edgeloop cloud --db URL`` twice on one shared subscription and a real mosquitto: every
+    event stored and decided once; ``alerts``, ``quality``, ``feedback`` and ``release status``
+    read the same URL."""
+    procs = [_cloud(tmp_path, n, mosquitto.url, store_url) for n in ("a", "b")]
+    try:
+        assert _wait(lambda: all(any(e["event"] == "cloud.connected" for e in _events(lg)) for _, lg in procs))
+        time.sleep(0.5)
+        batches = []
+        for n in range(20):
+            for i in range(5):
+                d = f"collar-{i:03d}"
+                recs = (record_of(2 * n + 1, "summary", T0 + n * 60, f"ind-{i}", {"day": f"d{n}"}),
+                        record_of(2 * n + 2, "event", EV_TS + n * 600, f"ind-{i}", event_body()))
+                batches.append((topics.uplink(d), schemas.encode(schemas.UplinkBatch(d, recs, "c" * 32))))
+        with Collector.connect(mosquitto, "acks") as acks:
+            acks.subscribe(f"{topics.ROOT}/dev/+/ack")
+            acks.publish_many(batches)
+            acks.publish_many(batches[:10])  # redelivered: acked again, never decided again
+            assert acks.wait_for(len(batches) + 10, timeout=90), f"{len(acks.messages)} acks"
+    finally:
+        rcs = [_stop(p) for p, _ in procs]
+    assert rcs == [0, 0], [lg.read_text()[-2000:] for _, lg in procs]
+    store = open_store(store_url)
+    try:
+        assert store.count() == 200 and store.count("event") == 100
+        n = store.records_repo.b.query("SELECT COUNT(*) AS n, COUNT(DISTINCT alert_id) AS d FROM alerts")[0]
+        assert (n["n"], n["d"]) == (100, 100), "every event decided exactly once"
+    finally:
+        store.close()
+    alerts = _cli("alerts", "--db", store_url, "--individual", "ind-0")
+    assert alerts.returncode == 0 and f"collar-000:{'c' * 32}:2" in alerts.stdout, alerts.stderr
+    fb = _cli("feedback", "--db", store_url, f"collar-000:{'c' * 32}:2", "confirm", "--individual", "ind-0")
+    assert fb.returncode == 0, fb.stderr
+    quality = _cli("quality", "--db", store_url)
+    assert quality.returncode == 0 and "m1" in quality.stdout, quality.stderr
+    status = _cli("release", "status", "--db", store_url)
+    assert status.returncode == 0, status.stderr
+
+
+def test_a_store_url_the_cli_cannot_open_exits_2() -> None:
+    bad = _cli("alerts", "--db", "mysql://u@h/d", "--individual", "x")
+    assert bad.returncode == 2 and "unknown store URL scheme" in bad.stderr, bad.stderr
+    down = _cli("quality", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    assert down.returncode == 2 and "cannot open PostgreSQL store" in down.stderr, down.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EDGELOOP, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -181,11 +181,12 @@ class PostgresBackend:
         self.url = url
         self._psycopg = psycopg
         try:
+            psycopg.connect(url, connect_timeout=5).close()  # fail fast, with the server's reason
             self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=10.0,
                                        kwargs={"autocommit": True, "prepare_threshold": 1})
             self.pool.wait(timeout=10.0)
         except Exception as exc:  # PoolTimeout, OperationalError: name the URL and the fix
-            raise StoreUrlError(f"cannot open PostgreSQL store {_redact(url)}: {exc}; check the server "
+            raise StoreUrlError(f"cannot open PostgreSQL store {redact(url)}: {exc}; check the server "
                                 "runs and the URL's user, host, port and database") from None
         self._local = threading.local()
         self._sql: dict[str, str] = {}
@@ -242,7 +243,8 @@ class PostgresBackend:
         self.pool.close()
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """The URL without its password (for logs and errors)."""
     return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
 
 
