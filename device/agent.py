@@ -35,6 +35,7 @@ from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStat
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
+from device.identity import INFO_SCHEMA, info_schema, resolve_for_source, stream_kind
 from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, Outbox
@@ -97,6 +98,10 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig, *, classifier: ActivityModel | str | None = "factory",
                  connect: bool = True) -> None:
+        # kind and id: configured, else the trace's device-info frame (device/identity.py); a
+        # serial device's kind is learnt from its first device-info frame (before any window)
+        self._kind_given = bool(cfg.kind)
+        cfg = resolve_for_source(cfg)
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,28 +110,19 @@ class Agent:
         self.counts: Counter[str] = Counter()
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
-        self.profile: DeviceProfile = profile_for(cfg)
+        self.profile: DeviceProfile = profile_for(cfg.kind, cfg)
         # configured, else learnt from the device-info frame (kept across restarts)
         self.individual_id = ""
         self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
                                source="saved state")
-        public_key = _load_public_key(cfg.cloud_public_key)
+        self._public_key = _load_public_key(cfg.cloud_public_key)
+        self._classifier = classifier
         self.budget = LatencyBudget(cfg.budget_ms)
         self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
         # called with (minute_ts, feature vector, engine output) after each window (replay plots);
         # the output's arrays are the engine's buffers: copy what you keep
         self.observer: Callable[[float, list[float], Any], None] | None = None
-        self.engine = self._restore_engine()
-        # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
-        # watch: the morning's verdict travels in the daily summary (``night``)
-        self.nights = NightlyTracker() if self.profile.kind == "collar" else None
-        self.watch = self._restore_watch() if self.nights is not None else None
-        self.last_night: NightAssessment | None = None
-        self.trace = (TraceRing(self.profile.metrics, cfg.event_trace_hours * 3600.0)
-                      if cfg.event_trace_hours > 0 else None)
-        self.releases = ReleaseHandler(self.profile, self.state_dir, public_key, classifier, self.counts,
-                                       reconfigure=self.apply_detector_config)
-        self.apply_detector_config()
+        self._use_profile(self.profile)
         self.raw_until = 0.0
         self.end_of_stream = False
         self.clock: Clock[tuple[int, Reading]] = Clock(counts=self.counts)
@@ -146,11 +142,45 @@ class Agent:
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
-        self.commands = CommandHandler(cfg.device_id, public_key, self._load_counter, self._save_counter)
+        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_counter, self._save_counter)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
         for name, handler in self.releases.commands().items():
             self.commands.register(name, handler)
+
+    def _use_profile(self, profile: DeviceProfile) -> None:
+        """Build what depends on the device's kind: the engine (restored), a collar's night
+        watch, the event trace ring and the release handler."""
+        self.profile = profile
+        self.engine = self._restore_engine()
+        # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
+        # watch: the morning's verdict travels in the daily summary (``night``)
+        self.nights = NightlyTracker() if profile.kind == "collar" else None
+        self.watch = self._restore_watch() if self.nights is not None else None
+        self.last_night: NightAssessment | None = None
+        self.trace = (TraceRing(profile.metrics, self.cfg.event_trace_hours * 3600.0)
+                      if self.cfg.event_trace_hours > 0 else None)
+        self.releases = ReleaseHandler(profile, self.state_dir, self._public_key, self._classifier, self.counts,
+                                       reconfigure=self.apply_detector_config)
+        self.apply_detector_config()
+
+    def _learn_kind(self, info: dict[str, str]) -> None:
+        """A device-info frame naming another kind than the agent runs: followed before the first
+        window (a serial device read without ``--kind``); a configured kind wins (logged); after
+        the first window the kind is kept and the mismatch counted (restart with ``--kind``)."""
+        kind = stream_kind(info)
+        if kind is None or kind == self.profile.kind:
+            return
+        if self._kind_given or self.counts["windows"]:
+            self.counts["device_kind_mismatch"] += 1
+            logger.error("ingest.device_kind_mismatch", extra={
+                "device_id": self.cfg.device_id, "reason": f"the device says kind {kind!r}, the agent runs "
+                f"{self.profile.kind!r}: restart the agent with --kind {kind} (or without --kind)"})
+            return
+        self.cfg = replace(self.cfg, kind=kind)  # type: ignore[arg-type]
+        self._use_profile(profile_for(kind, self.cfg))
+        self.counts["kind_from_stream"] += 1
+        logger.info("agent.kind_from_stream", extra={"device_id": self.cfg.device_id, "kind": kind})
 
     # ---- state ---------------------------------------------------------------------------------
     def _restore_engine(self) -> Engine:
@@ -227,6 +257,9 @@ class Agent:
                 if reading.info.get("event") == "end_of_stream":
                     self.end_of_stream = True  # simulators mark the end of a finite stream
                     continue
+                if info_schema(reading.info) > INFO_SCHEMA:
+                    self.counts["device_info_newer_schema"] += 1  # the keys this agent knows still read
+                self._learn_kind(reading.info)
                 if not self.individual_id:
                     self._learn_individual(reading.info.get("individual_id", ""))
                 continue

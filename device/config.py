@@ -25,11 +25,17 @@ class OutboxConfig:
             raise ValueError(f"outbox -> batch_size: {self.batch_size} must be 1..500")
 
 
+KINDS = ("collar", "perception")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    device_id: str = field(default="collar-000", metadata=doc("this device's id (also its MQTT client id and username)"))
+    device_id: str = field(default="", metadata=doc(
+        "this device's id (also its MQTT client id and username); empty = from a trace's device-info frame, "
+        "else the kind's default (collar-000, pi-000)"))
     individual_id: str = field(default="", metadata=doc("the animal/person monitored; empty = from the device-info frame"))
-    kind: Literal["collar", "perception"] = field(default="collar", metadata=doc("device kind (sets the metrics)"))
+    kind: Literal["", "collar", "perception"] = field(default="", metadata=doc(
+        "device kind (sets the metrics); empty = from the device-info frame, else collar"))
     source: str = field(default="", metadata=doc("serial port path or pyserial URL, or a trace file"))
     baudrate: int = field(default=115200, metadata=doc("serial speed"))
     state_dir: str = field(default="edgeloop-state", metadata=doc("folder for the outbox, baselines and models"))
@@ -52,7 +58,8 @@ class AgentConfig:
 
     def validate(self) -> None:
         try:
-            check_id(self.device_id)
+            if self.device_id:
+                check_id(self.device_id)
             if self.individual_id:
                 check_id(self.individual_id, "individual id")
         except TopicError as exc:

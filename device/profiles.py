@@ -90,8 +90,8 @@ class PerceptionProfile:
                 baseline, spread)
 
 
-def profile_for(cfg: AgentConfig) -> DeviceProfile:
-    """The profile of the configured device kind."""
-    if cfg.kind == "perception":
+def profile_for(kind: str, cfg: AgentConfig) -> DeviceProfile:
+    """The profile of a device kind, with the agent's settings for it."""
+    if kind == "perception":
         return PerceptionProfile()
     return CollarProfile(cfg.quiet_minutes, score_rest=cfg.score_rest)

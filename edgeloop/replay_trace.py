@@ -98,7 +98,8 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
     ingest = report["ingest"]
     rejected = sum(int(ingest.get(k, 0)) for k in ("crc_errors", "bad_length", "bad_version", "payload_rejected"))
     summary = {
-        "trace": str(trace), "individual_id": agent.individual_id, "windows": len(rec.ts),
+        "trace": str(trace), "device_id": agent.cfg.device_id, "kind": agent.profile.kind,
+        "individual_id": agent.individual_id, "windows": len(rec.ts),
         "days": round((rec.ts[-1] - rec.ts[0]) / 86400, 2) if len(rec.ts) > 1 else 0.0,
         "start": _iso(rec.ts[0]) if rec.ts else None, "end": _iso(rec.ts[-1]) if rec.ts else None,
         "events": len(events), "by_severity": _count(e.get("severity") for e in events),
@@ -112,7 +113,7 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
 
 def summary_line(s: dict[str, Any]) -> str:
     sev = ", ".join(f"{n} {k}" for k, n in sorted(s["by_severity"].items()))
-    return (f"{s['trace']}: {s['individual_id'] or '?'}, {s['days']:g} days ({s['start']} -> {s['end']}), "
+    return (f"{s['trace']}: {s['kind']} {s['device_id']}, {s['individual_id'] or '?'}, {s['days']:g} days ({s['start']} -> {s['end']}), "
             f"{s['windows']} windows, {s['events']} events{f' ({sev})' if sev else ''}, "
             f"{s['frames']} frames ({s['frames_rejected']} rejected, {s['bytes_rejected']} bytes skipped), "
             f"p99 {s['latency_p99_ms']:.2f} ms/window -> {s['events_file']}, {s['plot']} in {s['seconds']:g} s")

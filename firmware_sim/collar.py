@@ -123,7 +123,7 @@ class CollarSim:
     def chunks(self) -> Iterator[tuple[float, bytes]]:
         """Yield (simulated seconds since start, bytes of that minute) in device order."""
         ind, rng = self.ind, self.rng
-        yield 0.0, self._frame(self.start_ts, DeviceInfo({"device_id": ind.device_id, "kind": ind.kind,
+        yield 0.0, self._frame(self.start_ts, DeviceInfo({"schema": "2", "device_id": ind.device_id, "kind": ind.kind,
                                                      "individual_id": ind.individual_id,
                                                      "firmware": "sim-1.0"}))
         stuck_value: float | None = None

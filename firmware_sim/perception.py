@@ -42,7 +42,7 @@ class PerceptionSim:
         return next((c for c in self.unit.conditions if c.kind == kind and c.active(t)), None)
 
     def chunks(self) -> Iterator[tuple[float, bytes]]:
-        yield 0.0, self._frame(self.start_ts, DeviceInfo({"device_id": self.unit.device_id, "kind": "perception",
+        yield 0.0, self._frame(self.start_ts, DeviceInfo({"schema": "2", "device_id": self.unit.device_id, "kind": "perception",
                                                           "individual_id": self.unit.individual_id}))
         rng = self.rng
         frozen_reading: Detections | None = None
