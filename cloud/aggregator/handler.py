@@ -26,9 +26,10 @@ from cloud.retrain import evaluate_retrain_rules
 from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
+    Pending,
     RulesError,
     collect_more_command,
-    handle_event,
+    decide_batch,
 )
 from cloud.store.db import CloudStore, write_lock
 from shared import schemas, topics
@@ -129,9 +130,10 @@ class Aggregator:
             self.store.backend.lock_keys({r.individual_id for r in batch.records if isinstance(r.body, Event)})
             known = self._note_incarnation(batch)
             result = self.store.store_batch(batch)
-            for rec in result.new:  # a decision only ever follows this insert: never a duplicate
-                if isinstance(rec.body, Event) and (d := self._decide(batch, rec)) is not None:
-                    decided.append((d, rec.body))
+            # a decision only ever follows this insert: never a duplicate
+            events = [r for r in result.new if isinstance(r.body, Event)]
+            decisions = self._decide(batch, events)
+            decided = [(d, r.body) for d, r in zip(decisions, events, strict=False) if isinstance(r.body, Event)]
         self._incarnations.add(known)
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
@@ -166,13 +168,15 @@ class Aggregator:
                                                      "incarnation": batch.incarnation, "previous": before})
         return key
 
-    def _decide(self, batch: schemas.UplinkBatch, rec: schemas.Record) -> Decision | None:
+    def _decide(self, batch: schemas.UplinkBatch, events: list[schemas.Record]) -> list[Decision]:
+        """The batch's new events decided together (one history read, one write)."""
         try:
-            return handle_event(self.store, self.policy, batch.device_id, rec, incarnation=batch.incarnation)
+            return decide_batch(self.store, self.policy,
+                                [Pending(batch.device_id, r, batch.incarnation) for r in events])
         except RulesError as exc:
-            self.counts["events_unreadable"] += 1
+            self.counts["events_unreadable"] += len(events)
             logger.warning("aggregator.event_unreadable", extra={"device_id": batch.device_id, "reason": str(exc)})
-            return None
+            return []
 
     def _act(self, decision: Decision, ev: Event) -> None:
         """After the commit: count the decision and do what it says (notify, collect more)."""
