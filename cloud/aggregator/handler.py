@@ -31,7 +31,7 @@ from cloud.rules.notify import (
     collect_more_command,
     decide_batch,
 )
-from cloud.store.db import CloudStore, write_lock
+from cloud.store.db import CloudStore, StoreResult, write_lock
 from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
@@ -85,28 +85,66 @@ class Aggregator:
             self.counts["reject_unrecorded"] += 1
             logger.exception("aggregator.reject_unrecorded")
 
+    def handle_messages(self, msgs: Sequence[tuple[str, bytes]]) -> None:
+        """Handle several messages (never raises). The uplink batches among them are stored and
+        decided in one transaction (group commit) and each is acked after it; if the group fails,
+        they are handled one at a time, so a bad message costs only itself."""
+        uplinks: list[tuple[str, int, schemas.BatchDecode]] = []
+        for topic, payload in msgs:
+            try:
+                got = self._uplink(topic, payload)
+            except (schemas.SchemaError, topics.TopicError) as exc:
+                self._reject(topic, str(exc), len(payload), _reject_kind(exc))
+                continue
+            if got is None:
+                self.handle_message(topic, payload)
+            else:
+                uplinks.append((topic, len(payload), got))
+        if len(uplinks) > 1:
+            try:
+                self._batches([g for _, _, g in uplinks])
+                return
+            except Exception:  # one message may be what fails: each alone
+                self.counts["group_retried"] += 1
+                logger.warning("aggregator.group_retried", exc_info=True, extra={"messages": len(uplinks)})
+        for topic, size, got in uplinks:
+            try:
+                self._batches([got])
+            except (RulesError, FeedbackError) as exc:
+                self._reject(topic, str(exc), size, _reject_kind(exc))
+            except Exception as exc:  # last line of defence: count, log, keep serving
+                logger.exception("aggregator.unexpected_error", extra={"topic": topic})
+                self._reject(topic, f"internal error {type(exc).__name__}: {exc}", size, "internal")
+
+    def _uplink(self, topic: str, payload: bytes) -> schemas.BatchDecode | None:
+        """A device's uplink batch, decoded and checked (its refused records counted and kept);
+        None for a message of another kind."""
+        if topic.startswith(f"{topics.ROOT}/owner/") or topic.split("/")[-1] != "up":
+            return None
+        device_id = topics.device_id_from_topic(topic)
+        try:
+            got = schemas.decode_batch(payload)
+        except schemas.SchemaError as exc:
+            raise schemas.SchemaError(f"{topic}: {exc}") from None
+        if got.batch.device_id != device_id:
+            self.counts["spoofed"] += 1
+            raise schemas.SchemaError(
+                f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
+        self._refused(topic, got)
+        return got
+
     def _dispatch(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
+        got = self._uplink(topic, payload)
+        if got is not None:
+            self._batches([got])
+            return
         if topic.startswith(f"{topics.ROOT}/owner/"):
             feedback_from_mqtt(self.store, topic, payload, policy=self.policy)
             self.counts["feedback"] += 1
             return
         device_id = topics.device_id_from_topic(topic)
-        kind = parts[-1]
-        if kind == "up":
-            try:
-                got = schemas.decode_batch(payload)
-            except schemas.SchemaError as exc:
-                raise schemas.SchemaError(f"{topic}: {exc}") from None
-            if got.batch.device_id != device_id:
-                self.counts["spoofed"] += 1
-                raise schemas.SchemaError(
-                    f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
-            self._refused(topic, got)
-            self._batch(got.batch, got.rejected)
-            return
         msg = schemas.decode(payload)
-        if kind == "status":
+        if topic.split("/")[-1] == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts)
@@ -122,23 +160,42 @@ class Aggregator:
                 "device_id": got.batch.device_id, "incarnation": got.batch.incarnation, "reason": reason})
             self.store.reject(topic, reason, 0)
 
-    def _batch(self, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
-        decided: list[tuple[Decision, Event]] = []
-        with write_lock(self.store.db):  # stored and decided together, or neither
+    def _batches(self, gots: Sequence[schemas.BatchDecode]) -> None:
+        """Store the batches' records and decide their new events in one transaction (stored and
+        decided together, or neither), then count, act and ack each batch."""
+        batches = [g.batch for g in gots]
+        with write_lock(self.store.db):
             # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
             # cooldowns); SQLite's write lock already holds the whole database
-            self.store.backend.lock_keys({r.individual_id for r in batch.records if isinstance(r.body, Event)})
-            known = self._note_incarnation(batch)
-            result = self.store.store_batch(batch)
+            self.store.backend.lock_keys({r.individual_id for b in batches for r in b.records
+                                          if isinstance(r.body, Event)})
+            unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b in batches
+                       if b.records and (b.device_id, b.incarnation) not in self._incarnations}
+            new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
+            results = self.store.store_many(batches)
             # a decision only ever follows this insert: never a duplicate
-            events = [r for r in result.new if isinstance(r.body, Event)]
-            decisions = self._decide(batch, events)
-            decided = [(d, r.body) for d, r in zip(decisions, events, strict=False) if isinstance(r.body, Event)]
-        self._incarnations.add(known)
+            pending = [Pending(b.device_id, r, b.incarnation) for b, res in zip(batches, results, strict=True)
+                       for r in res.new if isinstance(r.body, Event)]
+            decisions = {(d.device_id, d.incarnation, d.seq): d for d in self._decide(pending)}
+        self._incarnations.update(unknown)
+        for key, before in new.items():
+            self.counts["incarnations_new"] += 1
+            # a device seen before with another incarnation had its storage reset (or is a clone)
+            log = logger.warning if before else logger.info
+            log("aggregator.new_incarnation", extra={"device_id": key[0], "incarnation": key[1],
+                                                     "previous": before})
+        for got, result in zip(gots, results, strict=True):
+            self._after(got.batch, result, decisions, got.rejected)
+
+    def _after(self, batch: schemas.UplinkBatch, result: StoreResult,
+               decisions: dict[tuple[str, str, int], Decision], rejected: tuple[schemas.Rejection, ...]) -> None:
+        """After the commit: count, act on the decisions, hand on reports and summaries, ack."""
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
-        for decision, ev in decided:
-            self._act(decision, ev)
+        for rec in result.new:
+            d = decisions.get((batch.device_id, batch.incarnation, rec.seq))
+            if d is not None and isinstance(rec.body, Event):
+                self._act(d, rec.body)
         for rec in result.new:
             self.latest_ts = max(self.latest_ts, rec.ts)
             if isinstance(rec.body, CommandReport):
@@ -153,29 +210,13 @@ class Aggregator:
                 ack = schemas.Ack(batch.device_id, seqs, v=1)
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
 
-    def _note_incarnation(self, batch: schemas.UplinkBatch) -> tuple[str, str]:
-        """Record the batch's incarnation; log ``aggregator.new_incarnation`` the first time it is
-        seen. Returns the (device, incarnation) key to remember once the transaction commits."""
-        key = (batch.device_id, batch.incarnation)
-        if key in self._incarnations or not batch.records:
-            return key
-        before = self.store.note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
-        if before is not None:
-            self.counts["incarnations_new"] += 1
-            # a device seen before with another incarnation had its storage reset (or is a clone)
-            log = logger.warning if before else logger.info
-            log("aggregator.new_incarnation", extra={"device_id": batch.device_id,
-                                                     "incarnation": batch.incarnation, "previous": before})
-        return key
-
-    def _decide(self, batch: schemas.UplinkBatch, events: list[schemas.Record]) -> list[Decision]:
-        """The batch's new events decided together (one history read, one write)."""
+    def _decide(self, pending: list[Pending]) -> list[Decision]:
+        """New events decided together (one history read, one write)."""
         try:
-            return decide_batch(self.store, self.policy,
-                                [Pending(batch.device_id, r, batch.incarnation) for r in events])
+            return decide_batch(self.store, self.policy, pending)
         except RulesError as exc:
-            self.counts["events_unreadable"] += len(events)
-            logger.warning("aggregator.event_unreadable", extra={"device_id": batch.device_id, "reason": str(exc)})
+            self.counts["events_unreadable"] += len(pending)
+            logger.warning("aggregator.event_unreadable", extra={"reason": str(exc)})
             return []
 
     def _act(self, decision: Decision, ev: Event) -> None:

@@ -435,7 +435,8 @@ def decide_batch(store: CloudStore, policy: NotificationPolicy, pending: list[Pe
     repo = AlertRepository(store.backend)
     events = [check_event(store, p) for p in pending]
     history = repo.preload(policy, [(p.device_id, p.record.individual_id, ev.onset, p.t, p.record.ts)
-                                    for p, ev in zip(pending, events, strict=True)])
+                                    for p, ev in zip(pending, events, strict=True)],
+                           sorted({(p.device_id, p.incarnation) for p in pending}))
     out = [decide(history, policy, p.device_id, p.record, ev, p.t, p.incarnation)[0]
            for p, ev in zip(pending, events, strict=True)]
     repo.save(history)

@@ -19,11 +19,12 @@ from cloud.store.backend import Backend
 ALERT_COLUMNS = ("alert_id", "device_id", "incarnation", "seq", "individual_id", "ts", "start_ts", "action",
                  "reason", "rule", "incident_id", "severity", "metrics", "score", "model_version",
                  "detector_version", "notified_at", "state", "decided_at", "directions", "baseline", "observed")
+ALERT_TYPES = tuple("bigint" if c == "seq" else "float8" if c in (
+    "ts", "start_ts", "score", "notified_at", "decided_at") else "text" for c in ALERT_COLUMNS)
 INCIDENT_COLUMNS = ("incident_id", "individual_id", "opened_at", "last_alert_at", "closed_at", "severity",
                     "notify_count", "last_notified_at", "answered", "first_alert_id", "last_alert_id",
                     "alert_count")
 _HISTORY = "alert_id, device_id, individual_id, ts, start_ts, action, severity, metrics, notified_at, decided_at"
-_CHUNK = 200  # rows per multi-row INSERT
 
 
 def _marks(n: int) -> str:
@@ -37,10 +38,11 @@ class AlertRepository:
     def __init__(self, backend: Backend) -> None:
         self.b = backend
 
-    def preload(self, policy: NotificationPolicy,
-                items: Sequence[tuple[str, str, float, float, float]]) -> MemoryHistory:
+    def preload(self, policy: NotificationPolicy, items: Sequence[tuple[str, str, float, float, float]],
+                pairs: Sequence[tuple[str, str]] = ()) -> MemoryHistory:
         """The history a batch of events needs: ``items`` are (device id, individual id, onset,
-        decision time, record ts). Loads every alert a condition could match (by individual in the cooldown
+        decision time, record ts); ``pairs`` the (device, incarnation) whose record span to load
+        up front. Loads every alert a condition could match (by individual in the cooldown
         and recent-alerts windows, by device in the collect window or with one of these onsets),
         the individuals' open incidents, owner settings and personal thresholds."""
         s = policy.settings
@@ -71,7 +73,21 @@ class AlertRepository:
                 f"SELECT individual_id, metric, direction, MAX(threshold) FROM personalisation WHERE individual_id "
                 f"IN ({ii}) AND threshold IS NOT NULL GROUP BY individual_id, metric, direction", inds).fetchall():
             thresholds.setdefault(r[0], {})[(r[1], int(r[2] or 0))] = float(r[3])
-        return MemoryHistory(alerts, incidents, prefs, thresholds, span_loader=self.record_span)
+        return MemoryHistory(alerts, incidents, prefs, thresholds, spans=self.record_spans(pairs),
+                             span_loader=self.record_span)
+
+    def record_spans(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], RecordSpan]:
+        """:meth:`record_span` of many (device, incarnation) pairs in one statement."""
+        out: dict[tuple[str, str], RecordSpan] = {}
+        for i in range(0, len(pairs), 400):
+            part = pairs[i:i + 400]
+            keys = " UNION ALL ".join(["SELECT ? AS d, ? AS i"] * len(part))
+            for d, inc, first, last in self.b.execute(
+                    f"SELECT k.d, k.i, (SELECT ts FROM records WHERE device_id = k.d AND incarnation = k.i "
+                    f"ORDER BY seq LIMIT 1), (SELECT ts FROM records WHERE device_id = k.d AND incarnation = k.i "
+                    f"ORDER BY seq DESC LIMIT 1) FROM ({keys}) AS k", [v for p in part for v in p]).fetchall():
+                out[(d, inc)] = (first, last)
+        return out
 
     def record_span(self, device_id: str, incarnation: str) -> RecordSpan:
         """ts of the (device, incarnation)'s first and newest record by seq (two index lookups)."""
@@ -83,12 +99,8 @@ class AlertRepository:
 
     def save(self, history: MemoryHistory) -> None:
         """Write what the decisions added to ``history`` (in the caller's transaction)."""
-        rows = history.new_alerts
-        for i in range(0, len(rows), _CHUNK):
-            part = rows[i:i + _CHUNK]
-            values = ", ".join([f"({_marks(len(ALERT_COLUMNS))})"] * len(part))
-            self.b.execute(f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES {values} ON CONFLICT DO NOTHING",
-                           [r.get(c) for r in part for c in ALERT_COLUMNS])
+        self.b.insert_many("alerts", ALERT_COLUMNS, ALERT_TYPES,
+                           [[r.get(c) for c in ALERT_COLUMNS] for r in history.new_alerts])
         new = [history.incidents[i] for i in history.new_incidents]
         if new:
             self.b.executemany(f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES "

@@ -77,6 +77,15 @@ class Backend(Protocol):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
+    def insert_many(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]],
+                    returning: str | None = None) -> list[tuple[Any, ...]]:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of many rows in as few statements as the engine
+        allows (``types``: each column's PostgreSQL type); returns the ``returning`` columns of
+        the rows inserted."""
+        ...
+
+    def in_transaction(self) -> bool: ...
+
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``, the database's write lock);
         nested use is a savepoint."""
@@ -131,6 +140,24 @@ class SqliteBackend:
         cur = self.conn.execute(sql, params)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def insert_many(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]],
+                    returning: str | None = None) -> list[tuple[Any, ...]]:
+        """Multi-row ``VALUES`` (chunks within SQLite's parameter limit)."""
+        out: list[tuple[Any, ...]] = []
+        per = max(1, 30000 // max(1, len(columns)))
+        row_marks = "(" + ", ".join("?" * len(columns)) + ")"
+        for i in range(0, len(rows), per):
+            part = rows[i:i + per]
+            sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row_marks] * len(part))} "
+                   "ON CONFLICT DO NOTHING" + (f" RETURNING {returning}" if returning else ""))
+            cur = self.execute(sql, [v for r in part for v in r])
+            if returning:
+                out += [tuple(r) for r in cur.fetchall()]
+        return out
+
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -218,6 +245,19 @@ class PostgresBackend:
         with self._conn().cursor(row_factory=dict_row) as cur:
             cur.execute(self._q(sql), params)
             return list(cur.fetchall())
+
+    def insert_many(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]],
+                    returning: str | None = None) -> list[tuple[Any, ...]]:
+        """One statement whatever the row count: ``INSERT ... SELECT * FROM unnest(arrays)``
+        (a fixed text, so psycopg prepares it once)."""
+        if not rows:
+            return []
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest("
+               + ", ".join(f"%b::{t}[]" for t in types) + ") ON CONFLICT DO NOTHING"
+               + (f" RETURNING {returning}" if returning else ""))
+        cur = self._conn().execute(sql, arrays, binary=True)  # binary arrays: no text escaping
+        return [tuple(r) for r in cur.fetchall()] if returning else []
 
     def in_transaction(self) -> bool:
         conn = getattr(self._local, "conn", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -102,10 +103,19 @@ class CloudStore:
         open); returns the new ones: a record is new only if this insert stored it."""
         return self.records_repo.store_batch(batch, time.time())
 
+    def store_many(self, batches: Sequence[UplinkBatch]) -> list[StoreResult]:
+        """Several batches' records in one statement (the caller's transaction); one result each."""
+        return self.records_repo.store_batches(batches, time.time())
+
     def note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> int | None:
         """Remember a device's incarnation; None if known, else how many it had before (0: a new
         device; more: its storage was reset)."""
         return self.records_repo.note_incarnation(device_id, incarnation, first_seq, time.time())
+
+    def note_incarnations(self, firsts: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+        """Several (device, incarnation, first seq) at once: the new ones, with how many each
+        device had before."""
+        return self.records_repo.note_incarnations(firsts, time.time())
 
     def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
         """One stored record by its identity (body decoded), or None."""

@@ -11,7 +11,8 @@ from cloud.store.backend import Backend
 from shared.codec import to_json
 from shared.schemas import Record, UplinkBatch
 
-_CHUNK = 400  # rows per multi-row INSERT (SQLite allows 32,766 parameters)
+RECORD_COLUMNS = ("device_id", "incarnation", "seq", "kind", "ts", "individual_id", "body", "received_at")
+RECORD_TYPES = ("text", "text", "bigint", "text", "float8", "text", "text", "float8")
 _REJECTIONS_KEPT = 10_000
 
 
@@ -32,30 +33,26 @@ class RecordRepository:
         self.b = backend
 
     def store_batch(self, batch: UplinkBatch, now: float) -> StoreResult:
-        """Insert the batch's records once each with multi-row ``INSERT ... ON CONFLICT DO
-        NOTHING RETURNING seq`` (in the caller's transaction, if one is open): a record is new
-        only if this insert stored it."""
-        if not batch.records:
-            return StoreResult((), 0)
-        stored: set[int] = set()
-        with self.b.transaction():
-            for i in range(0, len(batch.records), _CHUNK):
-                part = batch.records[i:i + _CHUNK]
-                args: list[Any] = []
-                for r in part:
-                    args += [batch.device_id, batch.incarnation, r.seq, r.kind, r.ts, r.individual_id,
-                             body_json(r), now]
-                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-                cur = self.b.execute(
-                    "INSERT INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, received_at) "
-                    f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq", args)
-                stored.update(int(row[0]) for row in cur.fetchall())
-        new: list[Record] = []
-        for r in batch.records:  # a seq twice in one batch is stored (and new) once
-            if r.seq in stored:
-                new.append(r)
-                stored.discard(r.seq)
-        return StoreResult(tuple(new), len(batch.records) - len(new))
+        """Insert the batch's records once each (in the caller's transaction, if one is open): a
+        record is new only if this insert stored it."""
+        return self.store_batches([batch], now)[0]
+
+    def store_batches(self, batches: Sequence[UplinkBatch], now: float) -> list[StoreResult]:
+        """Several batches' records with one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``."""
+        rows = [(b.device_id, b.incarnation, r.seq, str(r.kind), r.ts, r.individual_id, body_json(r), now)
+                for b in batches for r in b.records]
+        stored = set(self.b.insert_many("records", RECORD_COLUMNS, RECORD_TYPES, rows,
+                                        returning="device_id, incarnation, seq"))
+        out = []
+        for b in batches:
+            new: list[Record] = []
+            for r in b.records:  # a seq twice in one batch is stored (and new) once
+                key = (b.device_id, b.incarnation, r.seq)
+                if key in stored:
+                    new.append(r)
+                    stored.discard(key)
+            out.append(StoreResult(tuple(new), len(b.records) - len(new)))
+        return out
 
     def note_incarnation(self, device_id: str, incarnation: str, first_seq: int, now: float) -> int | None:
         """Remember a device's incarnation; None if known, else how many it had before."""
@@ -65,6 +62,22 @@ class RecordRepository:
             return None
         return int(self.b.execute("SELECT COUNT(*) - 1 FROM incarnations WHERE device_id = ?",
                                   [device_id]).fetchone()[0])
+
+    def note_incarnations(self, firsts: Sequence[tuple[str, str, int]], now: float) -> dict[tuple[str, str], int]:
+        """Many :meth:`note_incarnation` at once: ``firsts`` are (device, incarnation, first seq);
+        returns the new ones with how many incarnations their device had before."""
+        if not firsts:
+            return {}
+        new = self.b.insert_many("incarnations", ("device_id", "incarnation", "first_seen", "first_seq"),
+                                 ("text", "text", "float8", "bigint"),
+                                 [(d, i, now, s) for d, i, s in firsts], returning="device_id, incarnation")
+        if not new:
+            return {}
+        devices = sorted({d for d, _ in new})
+        counts = dict(self.b.execute(
+            f"SELECT device_id, COUNT(*) FROM incarnations WHERE device_id IN ({', '.join('?' * len(devices))}) "
+            "GROUP BY device_id", devices).fetchall())
+        return {(d, i): int(counts[d]) - 1 for d, i in new}
 
     def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
         rows = self.b.query("SELECT * FROM records WHERE device_id = ? AND incarnation = ? AND seq = ?",
