@@ -184,18 +184,21 @@ class Aggregator:
             log = logger.warning if before else logger.info
             log("aggregator.new_incarnation", extra={"device_id": key[0], "incarnation": key[1],
                                                      "previous": before})
+        if decisions:
+            with write_lock(self.store.db):  # the notifiers' records of the group in one transaction
+                for got, result in zip(gots, results, strict=True):
+                    for rec in result.new:
+                        d = decisions.get((got.batch.device_id, got.batch.incarnation, rec.seq))
+                        if d is not None and isinstance(rec.body, Event):
+                            self._act(d, rec.body)
         for got, result in zip(gots, results, strict=True):
-            self._after(got.batch, result, decisions, got.rejected)
+            self._after(got.batch, result, got.rejected)
 
     def _after(self, batch: schemas.UplinkBatch, result: StoreResult,
-               decisions: dict[tuple[str, str, int], Decision], rejected: tuple[schemas.Rejection, ...]) -> None:
-        """After the commit: count, act on the decisions, hand on reports and summaries, ack."""
+               rejected: tuple[schemas.Rejection, ...]) -> None:
+        """After the commit (and the decisions acted on): count, hand on reports and summaries, ack."""
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
-        for rec in result.new:
-            d = decisions.get((batch.device_id, batch.incarnation, rec.seq))
-            if d is not None and isinstance(rec.body, Event):
-                self._act(d, rec.body)
         for rec in result.new:
             self.latest_ts = max(self.latest_ts, rec.ts)
             if isinstance(rec.body, CommandReport):

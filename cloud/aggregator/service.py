@@ -51,7 +51,7 @@ class AggregatorService:
         self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
         self.connects = 0
         self.failed_attempts = 0
-        self.group_max = 256  # messages handled in one transaction at most (group commit)
+        self.group_max = 64  # messages handled in one transaction at most (group commit)
         self._stopping = False
         self.client = make_client(mqtt_cfg, client_id, persistent=persistent)
         self.client.max_inflight_messages_set(64)
