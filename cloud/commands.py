@@ -1,7 +1,12 @@
-"""Signed downlink commands: one counter per device (persisted), ed25519 signature, QoS 1."""
+"""Signed downlink commands (ed25519, QoS 1), each bound to the device's current incarnation, with
+an expiry and a per-device ``(epoch, counter)`` kept in the cloud store (device/commands.py checks
+them). A device that refuses a fresh command because the cloud's counter went back (the database
+was restored from a backup) asks for a re-sync: :meth:`Commander.resync` moves the device to a new
+epoch with a signed ``resync`` command, and the commands after it are accepted again."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,9 +20,13 @@ from cloud.store.db import CloudStore
 from cloud.store.schema import ensure_set
 from shared import schemas, topics
 from shared.command_signing import sign_command
+from shared.records import CommandReport
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.commands")
+COMMAND_TTL_S = 24 * 3600.0  # a command not run within this (device timeline) is refused as stale
+RESYNC = "resync"
+MAX_EPOCH = 2**40  # a re-sync request naming a larger epoch is refused (it could never be answered)
 
 
 @migrations()
@@ -27,29 +36,78 @@ def m001_commands(db: Database) -> None:
                            "sent_at": float, "reason": str}, pk="command_id")
 
 
+@migrations()
+def m002_command_epoch(db: Database) -> None:
+    """Commands v2: the device's epoch next to its counter; each command's expiry, epoch, incarnation."""
+    db.table("command_counters").add_column("epoch", int, not_null_default=0)
+    for name, kind in (("epoch", int), ("expires_at", float), ("incarnation", str)):
+        db.table("commands").add_column(name, kind)
+
+
 class Commander:
     """Signs and publishes commands; every command sent is stored with its reason."""
 
     def __init__(self, store: CloudStore, key: Ed25519PrivateKey, publish: Callable[[str, bytes], None],
-                 clock: Callable[[], float]) -> None:
-        self.store, self.key, self.publish, self.clock = store, key, publish, clock
+                 clock: Callable[[], float], ttl: float = COMMAND_TTL_S) -> None:
+        self.store, self.key, self.publish, self.clock, self.ttl = store, key, publish, clock, ttl
         ensure_set(store.db, migrations)
 
-    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
-             command_id: str = "") -> schemas.Command:
-        import json
+    def position(self, device_id: str) -> tuple[int, int]:
+        """The (epoch, counter) of the last command signed for ``device_id``."""
+        row = self.store.db.execute("SELECT epoch, counter FROM command_counters WHERE device_id = ?",
+                                    [device_id]).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
+    def incarnation(self, device_id: str) -> str:
+        """The device's newest incarnation (its outbox's life) the cloud has seen, "" if none."""
+        row = self.store.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
+                                    "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
+        return str(row[0]) if row else ""
+
+    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
+             command_id: str = "", *, epoch: int | None = None) -> schemas.Command:
+        """Sign the next command for the device (``epoch``: move it to that epoch, counter 1)."""
         with self.store.db.atomic():
-            row = self.store.db.execute("SELECT counter FROM command_counters WHERE device_id = ?",
-                                        [device_id]).fetchone()
-            counter = (row[0] if row else 0) + 1
-            self.store.db.execute("INSERT OR REPLACE INTO command_counters VALUES (?, ?)", [device_id, counter])
-            cmd = sign_command(self.key, schemas.Command(device_id, command_id or f"c-{uuid.uuid4().hex[:12]}",
-                                                         name, counter, args))
-            self.store.db.table("commands").upsert({"command_id": cmd.command_id, "device_id": device_id,
-                                              "name": name, "counter": counter,
-                                              "args": json.dumps(args)[:2000], "sent_at": self.clock(),
-                                              "reason": reason}, pk="command_id")
+            cur_epoch, counter = self.position(device_id)
+            if epoch is not None:
+                cur_epoch, counter = epoch, 0
+            counter += 1
+            self.store.db.execute("INSERT OR REPLACE INTO command_counters (device_id, counter, epoch) "
+                                  "VALUES (?, ?, ?)", [device_id, counter, cur_epoch])
+            now = self.clock()
+            cmd = sign_command(self.key, schemas.Command(
+                device_id, command_id or f"c-{uuid.uuid4().hex[:12]}", name, counter, args,
+                expires_at=now + self.ttl, epoch=cur_epoch, incarnation=self.incarnation(device_id)))
+            self.store.db.table("commands").upsert({
+                "command_id": cmd.command_id, "device_id": device_id, "name": name, "counter": counter,
+                "args": json.dumps(args)[:2000], "sent_at": now, "reason": reason, "epoch": cur_epoch,
+                "expires_at": cmd.expires_at, "incarnation": cmd.incarnation}, pk="command_id")
         self.publish(topics.commands(device_id), schemas.encode(cmd))
         logger.info("cloud.command_sent", extra={"device_id": device_id, "command": name})
         return cmd
+
+    def resync(self, device_id: str, epoch: int, counter: int) -> schemas.Command | None:
+        """A device's answer to a refused command: its last accepted (epoch, counter). If the cloud
+        is not ahead of it (its counter went back), move the device to a new epoch with a signed
+        ``resync``; if it is (the refused command was a replay, or an older one), nothing."""
+        mine = self.position(device_id)
+        if mine > (epoch, counter):
+            logger.info("cloud.resync_not_needed", extra={"device_id": device_id, "device": f"{epoch}/{counter}",
+                                                          "cloud": f"{mine[0]}/{mine[1]}"})
+            return None
+        new = max(mine[0], epoch) + 1
+        logger.warning("cloud.resync", extra={
+            "device_id": device_id, "device": f"{epoch}/{counter}", "cloud": f"{mine[0]}/{mine[1]}", "epoch": new,
+            "hint": "the device had accepted commands this store does not know (restored from a backup?)"})
+        return self.send(device_id, RESYNC, {}, reason=f"re-sync: device at {epoch}/{counter}", epoch=new)
+
+    def on_report(self, device_id: str, report: CommandReport) -> schemas.Command | None:
+        """A command report from the device: a re-sync request is answered (see :meth:`resync`)."""
+        ask = report.data.get("resync") if not report.ok else None
+        if not isinstance(ask, dict):
+            return None
+        epoch, counter = ask.get("epoch"), ask.get("counter")
+        if not (type(epoch) is int and type(counter) is int and 0 <= epoch < MAX_EPOCH and 0 <= counter < 2**63):
+            logger.warning("cloud.resync_refused", extra={"device_id": device_id, "request": str(ask)[:200]})
+            return None
+        return self.resync(device_id, epoch, counter)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from shared.config import doc
 from shared.mqtt import MqttConfig
+from shared.topics import check_id
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,22 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True)
+class DeviceBinding:
+    """A provisioned device and the individual(s) it speaks for (a ``[[devices]]`` table)."""
+
+    device_id: str = field(default="", metadata=doc("the device's id (its MQTT topic's)"))
+    individuals: tuple[str, ...] = field(default=(), metadata=doc(
+        "the individual id(s) this device may send records for; records for any other are refused"))
+
+    def validate(self) -> None:
+        check_id(self.device_id, "device_id")
+        for ind in self.individuals:
+            check_id(ind, "individual id")
+        if not self.individuals:
+            raise ValueError(f"individuals: device {self.device_id!r} needs at least one individual")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     instance: str = field(default="", metadata=doc(
         "this aggregator's name; its MQTT client id is edgeloop-<instance> with a persistent session. "
@@ -90,6 +107,20 @@ class CloudConfig:
     operator_token_env: str = field(default="EDGELOOP_OPERATOR_TOKEN", metadata=doc(
         "environment variable holding the operator token that state-changing dashboard actions "
         "(feedback, halt, promote, rollback) require; unset = those actions are refused"))
+    binding: Literal["first_seen", "provisioned"] = field(default="first_seen", metadata=doc(
+        "which individuals a device may speak for: first_seen binds a device to the first individual it "
+        "reports that no other device holds (a different one later is refused until an operator runs "
+        "edgeloop bind); provisioned accepts only the [[devices]] tables and edgeloop bind"))
+    devices: tuple[DeviceBinding, ...] = field(default=(), metadata=doc(
+        "provisioned devices: [[devices]] tables with device_id and individuals, bound at start"))
+    inbox_max: int = field(default=10_000, metadata=doc(
+        "messages waiting to be handled, at most; beyond it the busiest device's newest are dropped "
+        "(counted; its unacked records come again from the device)"))
+    inbox_per_device: int = field(default=1_000, metadata=doc(
+        "messages one device (or other sender) may have waiting; a device over it has its new "
+        "messages dropped and counted, so it cannot starve the others"))
+    inbox_max_mb: float = field(default=64.0, metadata=doc(
+        "payload megabytes waiting to be handled, at most (one device: a quarter of it)"))
     stats_every: float = field(default=60.0, metadata=doc("seconds between cloud.stats log lines (0: never)"))
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(username=""), metadata=doc("broker connection"))
 
@@ -97,6 +128,10 @@ class CloudConfig:
         names = [n.label for n in self.notifiers]
         if len(set(names)) != len(names):
             raise ValueError(f"notifiers: names {names} repeat: give each a distinct name")
+        if not 0.01 <= self.inbox_max_mb <= 65536:
+            raise ValueError(f"inbox_max_mb: {self.inbox_max_mb} must be 0.01 .. 65536")
+        if not 1 <= self.inbox_per_device <= self.inbox_max:
+            raise ValueError(f"inbox_per_device: {self.inbox_per_device} must be 1 .. inbox_max ({self.inbox_max})")
         if self.instance and not re.fullmatch(r"[A-Za-z0-9_.-]{1,48}", self.instance):
             raise ValueError(f"instance: {self.instance!r} must be 1-48 characters from A-Z a-z 0-9 _ . -")
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
@@ -16,25 +19,60 @@ from cloud.delivery import build_deliveries
 from cloud.notifiers import Notifier
 from cloud.releases.factory import register_factory_release
 from cloud.releases.rollout import RolloutManager
-from cloud.retrain import load_retrain_config
+from cloud.retrain import RetrainConfig, load_retrain_config
 from cloud.rules.notify import NotificationPolicy
+from cloud.store import bindings
 from cloud.store.backend import redact
 from cloud.store.db import CloudStore
+from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
+REJECT_BATCH = 256  # rejections written together (and at least every second): a flood is not a commit each
+
+
+@dataclass(frozen=True)
+class CloudFiles:
+    """What the cloud reads from files besides its TOML config, each checked."""
+
+    policy: NotificationPolicy
+    signing_key: Ed25519PrivateKey | None
+    retrain: RetrainConfig
+
+
+def load_files(cfg: CloudConfig) -> CloudFiles:
+    """The rules, the signing key and the retraining rules, or a :class:`ConfigError` naming the
+    file and the problem: ``edgeloop cloud --validate-config`` runs exactly this, as the cloud does."""
+    policy = NotificationPolicy.from_toml(cfg.rules or None)
+    key = None
+    if cfg.signing_key:
+        from shared.signing import SigningError, load_private_key
+
+        try:
+            key = load_private_key(Path(cfg.signing_key))
+        except OSError as exc:
+            raise ConfigError(f"signing_key: cannot read {cfg.signing_key} ({exc.strerror}): pass the "
+                              "cloud.key written by `edgeloop cloud --keygen DIR`") from None
+        except SigningError as exc:
+            raise ConfigError(f"signing_key: {cfg.signing_key}: {exc}") from None
+    return CloudFiles(policy, key, load_retrain_config(None))
 
 
 def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] | None = None,
           sim_clock: bool = False) -> AggregatorService:
+    files = load_files(cfg)  # before the store: a bad file leaves no database behind
     store = CloudStore(cfg.db or None)
-    policy = NotificationPolicy.from_toml(cfg.rules or None)
-    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock)
+    policy = files.policy
+    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock, binding=cfg.binding,
+                     reject_batch=REJECT_BATCH)
+    if cfg.devices:
+        n = bindings.provision(store.db, ((d.device_id, d.individuals) for d in cfg.devices))
+        logger.info("cloud.devices_provisioned", extra={"devices": len(cfg.devices), "new_bindings": n})
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
-                            persistent=bool(cfg.instance), instance=cfg.instance or None)
-    if cfg.signing_key:
-        from shared.signing import load_private_key
-
-        agg.commander = Commander(store, load_private_key(Path(cfg.signing_key)), svc.publish, agg.now)
+                            persistent=bool(cfg.instance), instance=cfg.instance or None,
+                            inbox_max=cfg.inbox_max, inbox_per_device=cfg.inbox_per_device,
+                            inbox_max_bytes=int(cfg.inbox_max_mb * 2**20))
+    if files.signing_key is not None:
+        agg.commander = Commander(store, files.signing_key, svc.publish, agg.now)
         agg.rollouts = RolloutManager(store)
         register_factory_release(store)
     if notifiers is None:  # the configured channels, each delivery recorded and retried
@@ -46,7 +84,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
         agg.notifiers = [*agg.notifiers, ha]
         svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
             lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
-    agg.retrain = load_retrain_config(None)
+    agg.retrain = files.retrain
     agg.export_dir = str(Path(store.path).parent / "retrain") if store.path else None
     return svc
 
@@ -109,6 +147,7 @@ class StatsLine:
         out: dict[str, float | int | bool] = {
             "uptime_s": round(now - self.t0), "connected": svc.connected.is_set(), "messages": svc.received,
             "messages_per_s": round(rate, 2), "inbox": svc.inbox.qsize(),
+            "inbox_dropped": sum(svc.inbox.dropped.values()),
             "records_new": c["records_new"], "records_duplicate": c["records_duplicate"],
             "rejected": c["rejected"], "feedback": c["feedback"]}
         for key, n in sorted(c.items()):

@@ -28,19 +28,22 @@ import numpy as np
 
 from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
-from device.commands import CommandHandler
+from device.commands import CommandHandler, Position
 from device.config import AgentConfig
+from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
+from device.detect.health import HealthWatch
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
+from device.errors import CommandError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
 from device.identity import INFO_SCHEMA, info_schema, resolve_for_source, stream_kind
 from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
-from device.outbox import BufferFullError, Outbox
+from device.outbox import BufferFullError, DiskFullError, Outbox, OutboxUnavailableError
 from device.profiles import DeviceProfile, profile_for
-from device.reader import ByteSource, TraceSource, open_source
+from device.reader import ByteSource, TraceSource, awaits_device, open_source, wait_for_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
@@ -70,6 +73,7 @@ logger = logging.getLogger(__name__)
 TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
+OUTBOX_RETRY_S = 10.0  # an outbox the full disk kept closed at start: try to open it this often
 
 
 def _utc_day(ts: float) -> str:
@@ -106,7 +110,10 @@ class Agent:
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ob = cfg.outbox
+        # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
+        self.outbox_retry_s = OUTBOX_RETRY_S
+        self._outbox_tried = time.monotonic()
         self.counts: Counter[str] = Counter()
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
@@ -122,6 +129,7 @@ class Agent:
         # called with (minute_ts, feature vector, engine output) after each window (replay plots);
         # the output's arrays are the engine's buffers: copy what you keep
         self.observer: Callable[[float, list[float], Any], None] | None = None
+        self.health = HealthWatch(cfg.frozen_alert_minutes, cfg.dropout_alert_minutes, cfg.battery_alert_percent)
         self._use_profile(self.profile)
         self.raw_until = 0.0
         self.end_of_stream = False
@@ -130,6 +138,7 @@ class Agent:
         self._last_state_ts = -math.inf
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
+        self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
         # a trace remembers how far it got: the stream offset where frames not yet in a closed
         # window begin, saved with the engine; records of windows up to the watermark are not
         # appended again when a resumed trace replays them (they were, before a crash)
@@ -142,7 +151,8 @@ class Agent:
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
-        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_counter, self._save_counter)
+        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_position, self._save_position,
+                                       incarnation=self.outbox.incarnation, now=self._timeline_now)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
         for name, handler in self.releases.commands().items():
@@ -153,6 +163,7 @@ class Agent:
         watch, the event trace ring and the release handler."""
         self.profile = profile
         self.engine = self._restore_engine()
+        self._restore_profile()
         # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
         # watch: the morning's verdict travels in the daily summary (``night``)
         self.nights = NightlyTracker() if profile.kind == "collar" else None
@@ -198,6 +209,19 @@ class Agent:
                 self.counts["engine_state_unreadable"] += 1
         return Engine(m, directions=d)
 
+    def _restore_profile(self) -> None:
+        """The profile's own learnt state (a camera's class rates), saved with the engine."""
+        blob = self.outbox.get("profile_state")
+        if not blob:
+            return
+        try:
+            saved = json.loads(blob)
+            if saved.get("kind") == self.profile.kind:
+                self.profile.restore(saved["state"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("agent.state_unreadable", extra={"reason": f"profile state: {exc}"})
+            self.counts["profile_state_unreadable"] += 1
+
     def _restore_watch(self) -> NightWatch:
         blob = self.outbox.get("nightwatch_state")
         if blob:
@@ -225,20 +249,72 @@ class Agent:
                  "clock": self.clock.state()}
         if self.watch is not None:
             state["nightwatch_state"] = self.watch.state()
+        profile_state = self.profile.state()
+        if profile_state is not None:
+            state["profile_state"] = json.dumps({"kind": self.profile.kind, "state": profile_state}).encode()
         if self._trace_key is not None:
             held = self.clock.held_first()
             pos = self._open_from if held is None else min(self._open_from, held[0])
             state["trace"] = json.dumps({"key": self._trace_key, "pos": pos}).encode()
-        self.outbox.put_many(state)
         if self.individual_id:
-            self.outbox.put("individual_id", self.individual_id.encode())
+            state["individual_id"] = self.individual_id.encode()
+        try:
+            self.outbox.put_many(state)
+        except DiskFullError as exc:  # kept in memory: saved at the next attempt that fits
+            self.counts["state_unsaved"] += 1
+            logger.error("agent.state_unsaved", extra={"device_id": self.cfg.device_id, "reason": str(exc)})
 
-    def _load_counter(self) -> int:
+    def _load_position(self) -> Position:
+        """The last accepted command's (epoch, counter), kept in the outbox's state (an agent
+        before command v2 saved the counter alone)."""
         v = self.outbox.get("command_counter")
-        return int(v.decode()) if v else 0
+        if not v:
+            return Position()
+        try:
+            d = json.loads(v)
+            return Position(int(d["epoch"]), int(d["counter"])) if isinstance(d, dict) else Position(0, int(d))
+        except (ValueError, KeyError, TypeError):
+            logger.error("commands.position_unreadable", extra={"value": v})
+            return Position(0, 2**62)  # refuse until the cloud re-syncs, rather than accept replays
 
-    def _save_counter(self, n: int) -> None:
-        self.outbox.put("command_counter", str(n).encode())
+    def _save_position(self, pos: Position) -> None:
+        try:
+            self.outbox.put("command_counter", json.dumps({"epoch": pos.epoch, "counter": pos.counter}).encode())
+        except DiskFullError as exc:  # an unsaved position would let the command be replayed
+            raise CommandError(f"cannot save the command counter ({exc}): command refused") from None
+
+    def _timeline_now(self) -> float:
+        """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
+        command expiry follows), moved on by the wall time since the last frame; the wall clock
+        before any frame."""
+        if self.clock.last is None:
+            return time.time()
+        return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
+
+    def _retry_outbox(self) -> None:
+        """The outbox could not be opened (disk full): try again every ``outbox_retry_s``; once
+        open, restore the state it kept (a learnt baseline is worth more than the minutes scored
+        without it) and send under its incarnation."""
+        if self.outbox.available or time.monotonic() - self._outbox_tried < self.outbox_retry_s:
+            return
+        self._outbox_tried = time.monotonic()
+        if not self.outbox.try_open():
+            return
+        self.counts["outbox_opened_late"] += 1
+        if self.syncer.uplink is not None:
+            self.syncer.uplink.incarnation = self.outbox.incarnation
+        self.commands.incarnation = self.outbox.incarnation  # commands are bound to it
+        if self.outbox.get("engine_state"):
+            self.engine = self._restore_engine()
+            self.apply_detector_config()
+            if self.trace is not None:
+                self.trace.reset()
+        if self.watch is not None and self.outbox.get("nightwatch_state"):
+            self.watch = self._restore_watch()
+        if not self.individual_id:
+            self._learn_individual((self.outbox.get("individual_id") or b"").decode(), source="saved state")
+        logger.warning("outbox.opened", extra={"device_id": self.cfg.device_id, "incarnation": self.outbox.incarnation,
+                                               "not_kept": self.counts["outbox_unavailable"]})
 
     # ---- input -----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -246,6 +322,8 @@ class Agent:
         self._frames(self.decoder.feed(data))
 
     def _frames(self, frames: list[Frame]) -> None:
+        if frames:
+            self._frame_mono = time.monotonic()
         for frame in frames:
             try:
                 reading = decode_payload(frame.sensor, frame.payload)
@@ -306,6 +384,8 @@ class Agent:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
             self._emit_event(ev)
+        for f in self.profile.findings(w) + self.health.update(w.minute_ts, w.det_unchanged_s, w.battery):
+            self._emit_finding(f)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
             xyz = None if accel is None else tuple((float(x), float(y), float(z))
                                                    for x, y, z in np.round(accel, 3).tolist())
@@ -338,6 +418,17 @@ class Agent:
         self.counts["events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
 
+    def _emit_finding(self, f: Finding) -> None:
+        """A class-rate or health finding as an event of its kind (no engine trace: the cloud's
+        release check replays engine events only)."""
+        direction: Direction = -1 if f.what == "scene_change" else 1
+        event = Event(start_ts=f.start_ts, ts=f.ts, metrics=(f.what,), directions=(direction,), score=f.score,
+                      severity=Severity(f.severity), kind=f.kind, baseline=(f.expected,), observed=(f.observed,),
+                      model_version=self.releases.model_version, detector_version=self.releases.detector_version)
+        self._append(event, f.ts)
+        self.counts["events" if f.kind != "health" else "health_events"] += 1
+        logger.info("agent.event", extra={"device_id": self.cfg.device_id, "kind": f.kind, "metrics": [f.what]})
+
     def _event_trace(self) -> EventTrace | None:
         """The longest trace that keeps the event row well inside the outbox's row cap (a long
         ``event_trace_hours`` with many metrics is cut at a later snapshot); None if none fits."""
@@ -364,6 +455,8 @@ class Agent:
             marks = {"emitted_until": repr(self._window_ts).encode()}
         try:
             self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body), marks)
+        except OutboxUnavailableError:  # the disk was full at start: counted (logged once by the outbox)
+            self.counts["outbox_unavailable"] += 1
         except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
             self.counts["outbox_refused"] += 1
             logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
@@ -432,7 +525,9 @@ class Agent:
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
-        """Handle network events and publish due outbox rows (device/syncer.py)."""
+        """Handle network events and publish due outbox rows (device/syncer.py); an outbox the
+        disk kept closed is tried again now and then."""
+        self._retry_outbox()
         self.syncer.pump()
 
     def source_backlog(self) -> int:
@@ -451,11 +546,17 @@ class Agent:
         stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
-        self._source = source or open_source(self.cfg.source, self.cfg.baudrate)
-        self._resume(self._source)
+        # a trace or a port that is there opens now (a missing trace fails before any connect); a
+        # serial device not plugged in yet is waited for below, the uplink draining meanwhile
+        waits = source is None and awaits_device(self.cfg.source)
+        self._source = source or (None if waits else open_source(self.cfg.source, self.cfg.baudrate))
         self.syncer.start()
         try:
-            while not stop.is_set() and not self.step():
+            if waits:
+                self._source = wait_for_source(self.cfg.source, self.cfg.baudrate, stop, idle=self.pump)
+            if self._source is not None:
+                self._resume(self._source)
+            while self._source is not None and not stop.is_set() and not self.step():
                 pass
             asked = stop.is_set()
             self.finish()
@@ -463,7 +564,8 @@ class Agent:
         finally:
             self.save_state()
             self.syncer.stop()
-            self._source.close()
+            if self._source is not None:
+                self._source.close()
         return self.report()
 
     def _resume(self, source: ByteSource) -> None:

@@ -49,6 +49,13 @@ class AgentConfig:
     event_trace_hours: float = field(default=6.0, metadata=doc(
         "hours of engine input each event carries (a state snapshot + rows) for the cloud's release "
         "check to replay through candidate engines; 0: events carry no trace"))
+    tz_offset_h: float = field(default=0.0, metadata=doc(
+        "the device's local time zone, hours from UTC (a camera's class rates are kept by local hour of day)"))
+    frozen_alert_minutes: float = field(default=30.0, metadata=doc(
+        "health: a camera repeating one exact detection summary this long is reported frozen"))
+    dropout_alert_minutes: float = field(default=60.0, metadata=doc(
+        "health: a gap of this many minutes without data is reported (when data comes back)"))
+    battery_alert_percent: int = field(default=15, metadata=doc("health: battery at or below this is reported"))
     exit_on_eof: bool = field(default=False, metadata=doc("stop when the source ends (traces, simulations)"))
     drain_timeout: float = field(default=60.0, metadata=doc(
         "at the end of the input, wait this long for the cloud to ack everything (after a stop signal only "
@@ -66,5 +73,9 @@ class AgentConfig:
             raise ValueError(f"device_id/individual_id: {exc}") from None
         if not 0 <= self.event_trace_hours <= 24:
             raise ValueError(f"event_trace_hours: {self.event_trace_hours} must be in [0, 24]")
+        if not -14.0 <= self.tz_offset_h <= 14.0:
+            raise ValueError(f"tz_offset_h: {self.tz_offset_h} must be in [-14, 14]")
+        if self.frozen_alert_minutes <= 0 or self.dropout_alert_minutes <= 0:
+            raise ValueError("frozen_alert_minutes and dropout_alert_minutes must be > 0")
         if self.budget_ms <= 0:
             raise ValueError(f"budget_ms: {self.budget_ms} must be > 0")

@@ -1,11 +1,13 @@
 """Device-side error hierarchy: specific errors inside, one-line messages at the edges."""
 
+from shared.errors import InputError
+
 
 class DeviceError(Exception):
     """Base class for device agent errors."""
 
 
-class SourceError(DeviceError):
+class SourceError(DeviceError, InputError):
     """The sensor source (serial port or trace file) cannot be opened or read."""
 
 

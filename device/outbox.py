@@ -17,6 +17,18 @@ An outbox from before incarnations keeps "" while it still holds rows the cloud 
 under that identity. Rows the cloud refuses for good move to the ``rejected`` table (kept,
 counted, bounded; never sent again).
 
+A full disk is met at any moment, start included (:func:`out_of_space`: SQLITE_FULL, or an
+SQLITE_IOERR when a file cannot grow). An outbox that cannot be opened is *unavailable*: an
+empty in-memory stand-in answers reads, ``append`` raises :class:`OutboxUnavailableError`, and
+:meth:`Outbox.try_open` opens the file once space returns. Once open, writes that do not fit are
+held in memory and land with the next write that does (:meth:`Outbox.settle`): acks (the rows are
+not sent again meanwhile), refusals, PUBACK marks, counters; ``put_many`` raises
+:class:`DiskFullError` (the agent counts unsaved state). The WAL is bounded from ``max_bytes``
+(``journal_size_limit``, ``wal_autocheckpoint``; a TRUNCATE checkpoint after deletes when it is
+over the limit), so the disk fills with rows, not with a WAL; below the limit its frames stay
+allocated, the room a full disk leaves for the deletes that make room. Evictions are logged once
+committed.
+
 The device talks to SQLite through :mod:`sqlite3` alone (sqlite-utils, which the cloud uses, would
 add its CLI and plugin stack to every device process: 4 MB resident and 60 ms of start-up); the
 schema history stays in sqlite-utils' ``_sqlite_migrations`` table, so outboxes made by earlier
@@ -29,9 +41,11 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +59,34 @@ NEVER_EVICT = 0
 MAX_ROW_BYTES = 128 * 1024  # half the cloud's message cap: any row fits in a batch
 
 
+SQLITE_IOERR, SQLITE_FULL = 10, 13  # primary result codes (extended codes keep them in the low byte)
+WAL_FRAME = 4096 + 24  # a WAL frame: one page and its header
+RESERVE_RETRY_S = 10.0  # a reserve given up: make it again (when the disk has room) this often
+
+
 class BufferFullError(RuntimeError):
-    """The outbox is full of rows that may not be evicted (events)."""
+    """The outbox is full of rows that may not be evicted (events), or the disk is."""
+
+
+class OutboxUnavailableError(BufferFullError):
+    """The outbox file could not be opened (the disk is full): rows cannot be kept yet."""
+
+
+class DiskFullError(RuntimeError):
+    """A write could not be kept: the file system is full (or the outbox is unavailable)."""
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """True when SQLite could not write for lack of space: SQLITE_FULL, or an SQLITE_IOERR (a
+    full file system makes growing the ``-shm`` or ``-wal`` file fail with one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in (
+        SQLITE_FULL, SQLITE_IOERR)
+
+
+def wal_limit_for(max_bytes: int) -> int:
+    """The WAL's bound for an outbox of ``max_bytes``: a quarter of it, within 64 KiB .. 1 MiB."""
+    return min(1024 * 1024, max(64 * 1024, max_bytes // 4))
 
 
 class _Executes(Protocol):
@@ -167,17 +207,67 @@ class Outbox:
 
     def __init__(self, path: str | Path | None, max_bytes: int = 64 * 1024 * 1024,
                  resend_after: float = 30.0, raw_ttl: float = 7 * 86400.0) -> None:
-        self.db = Database(path)
-        if path is not None:
-            self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        migrate(self.db)
+        self.path = path
         self.max_bytes = max_bytes
         self.resend_after = resend_after
         self.raw_ttl = raw_ttl
         self.rejected_max_bytes = max(MAX_ROW_BYTES, max_bytes // 8)
-        self._bytes: int = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self.wal_limit = wal_limit_for(max_bytes)
+        # writes that did not fit on the disk, held until one does (see settle)
+        self._unsaved_counts: Counter[str] = Counter()
+        self._unsaved_acks: set[int] = set()
+        self._unsaved_rejects: dict[int, tuple[str, float]] = {}
+        self._unsaved_published: dict[int, float] = {}
+        self._unsaved_logged = False
+        # the reserve: a file of wal_limit/2 bytes beside the outbox, given up when the disk is full
+        # so a checkpoint can grow the database by the pages in the WAL and the WAL can rewind
+        self.reserve_bytes = self.wal_limit // 2
+        self.reserve_retry_s = RESERVE_RETRY_S
+        self._reserve_tried = -float("inf")
+        self.available = False
+        self.unavailable_reason = ""
+        self.db = Database(None)  # the stand-in while the file cannot be opened (empty, never written)
+        migrate(self.db)
+        self._bytes = 0
+        self.incarnation = ""
+        self.try_open()
+
+    def try_open(self) -> bool:
+        """Open the outbox file if it is not open yet; False while the disk is too full for it."""
+        if self.available:
+            return True
+        try:
+            db = self._open()
+        except sqlite3.OperationalError as exc:
+            if not out_of_space(exc):
+                raise
+            if not self.unavailable_reason:
+                logger.error("outbox.unavailable", extra={"path": str(self.path), "reason": (
+                    f"{exc}: the disk is full; scoring goes on, records are counted and not kept "
+                    "until space returns (free disk space)")})
+            self.unavailable_reason = str(exc)
+            return False
+        self.db.close()
+        self.db, self.available, self.unavailable_reason = db, True, ""
+        self._keep_reserve()
+        self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.incarnation = (self.get("incarnation") or b"").decode()
+        return True
+
+    def _open(self) -> Database:
+        db = Database(self.path)
+        try:
+            if self.path is not None:
+                db.execute("PRAGMA journal_mode=WAL")
+                # the WAL is bounded: checkpoint at half the limit, cut back to the limit after one
+                db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+                db.execute(f"PRAGMA wal_autocheckpoint = {max(2, self.wal_limit // (4 * WAL_FRAME))}")
+            db.execute("PRAGMA synchronous=FULL")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     # ---- queue -------------------------------------------------------------------------------
     def append(self, kind: str, individual_id: str, ts: float, body: dict[str, Any],
@@ -190,12 +280,17 @@ class Outbox:
             self.bump("refused.too_large." + kind)
             raise BufferFullError(f"{kind} row of {size} bytes exceeds {MAX_ROW_BYTES}: it could never be sent "
                                   "(MQTT messages are capped); send less per record")
+        if not self.available:
+            self._unsaved_counts["refused.unavailable." + kind] += 1
+            raise OutboxUnavailableError(f"outbox {self.path} unavailable ({self.unavailable_reason}): "
+                                         "free disk space; it opens again by itself")
+        self.settle()
         prio = PRIORITY[kind]
         try:
             with self.db.atomic():
-                self._make_room(size, prio)
+                victims = self._make_room(size, prio)
                 cur = self.db.execute(
-                "INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
+                    "INSERT INTO outbox (kind, priority, individual_id, ts, body, size, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [kind, prio, individual_id, ts, data, size, time.time()])
                 for key, value in (marks or {}).items():
                     self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
@@ -204,11 +299,16 @@ class Outbox:
             self.bump("refused.full." + kind)
             raise
         except sqlite3.OperationalError as exc:  # SQLITE_FULL: the disk ran out before max_bytes
-            if "full" not in str(exc) or not self._evict_for_disk(prio):
+            if not out_of_space(exc):
+                raise
+            self._room()
+            if not self._evict_for_disk(prio):
+                self.bump("refused.disk_full." + kind)
                 raise BufferFullError(f"disk full ({exc}) and nothing evictable: free disk space or "
                                       "lower outbox.max_bytes below the partition size") from None
             return self.append(kind, individual_id, ts, body, marks)
-        self._bytes += size
+        self._bytes += size - self._committed_eviction(victims, "evicted")
+        self._keep_reserve()
         return int(cur.lastrowid or 0)
 
     def _evictable(self, prio: int, limit: int = -1) -> list[tuple[int, int, str]]:
@@ -218,21 +318,26 @@ class Outbox:
             "SELECT seq, size, kind FROM outbox WHERE priority > ? AND priority >= ? "
             "ORDER BY priority DESC, seq ASC LIMIT ?", [NEVER_EVICT, prio, limit]).fetchall()
 
-    def _evict(self, victims: list[tuple[int, int, str]], counter: str) -> int:
-        """Delete ``victims`` and count each under ``counter.<kind>`` (inside the caller's transaction)."""
+    def _evict(self, victims: list[tuple[int, int, str]], counter: str) -> None:
+        """Delete ``victims`` and count each under ``counter.<kind>`` (inside the caller's
+        transaction; the byte count and the log follow once it commits: _committed_eviction)."""
         self.db.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
         for _, _, kind in victims:
             self._bump(f"{counter}.{kind}")
+
+    def _committed_eviction(self, victims: list[tuple[int, int, str]], counter: str) -> int:
+        """After the commit: log what was evicted; returns the bytes freed."""
         freed = sum(v[1] for v in victims)
-        self._bytes -= freed
         if victims:
             logger.warning("outbox.evicted", extra={"rows": len(victims), "bytes": freed, "why": counter})
+            self._after_delete()
         return freed
 
-    def _make_room(self, size: int, prio: int) -> None:
-        """Evict until a row of ``size`` bytes fits under max_bytes, or raise BufferFullError."""
+    def _make_room(self, size: int, prio: int) -> list[tuple[int, int, str]]:
+        """Evict until a row of ``size`` bytes fits under max_bytes (returns the rows evicted), or
+        raise BufferFullError."""
         if self._bytes + size <= self.max_bytes:
-            return
+            return []
         victims, freed = [], 0
         for v in self._evictable(prio):
             if self._bytes - freed + size <= self.max_bytes:
@@ -244,74 +349,211 @@ class Outbox:
                 f"outbox full ({self._bytes} of {self.max_bytes} bytes, only unsendable or higher "
                 "priority rows left): restore the uplink or raise outbox.max_bytes")
         self._evict(victims, "evicted")
+        return victims
 
     def _evict_for_disk(self, prio: int, n: int = 32) -> int:
-        """The file system is full: drop up to ``n`` evictable rows (same order as the byte bound)."""
+        """The file system is full: drop up to ``n`` evictable rows (same order as the byte bound).
+        Returns how many; 0 when there were none or the deletion itself did not fit (rolled back:
+        nothing counted, nothing logged)."""
         try:
             with self.db.atomic():
                 victims = self._evictable(prio, n)
                 self._evict(victims, "evicted.disk_full")
-        except sqlite3.OperationalError:  # rolled back: the byte count follows the table again
-            self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if not out_of_space(exc):
+                raise
             return 0
+        self._bytes -= self._committed_eviction(victims, "evicted.disk_full")
         return len(victims)
 
     def due(self, limit: int = 100, now: float | None = None) -> list[Row]:
         """Rows to (re)send: never published, or published and not acked for resend_after s (or
-        'published in the future': the wall clock went back, so the row is due at once)."""
+        'published in the future': the wall clock went back, so the row is due at once). Rows
+        acked, refused or published while the disk was full are not due (their write waits)."""
         now = time.time() if now is None else now
+        held = len(self._unsaved_acks) + len(self._unsaved_rejects) + len(self._unsaved_published)
         cur = self.db.execute(
             "SELECT seq, kind, individual_id, ts, body, size FROM outbox WHERE published_at IS NULL "
             "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
-            [now - self.resend_after, now + 1.0, limit])
-        return [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()]
+            [now - self.resend_after, now + 1.0, limit + held])
+        rows = [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()
+                if not held or self._sendable(s, now)]
+        return rows[:limit]
+
+    def _sendable(self, seq: int, now: float) -> bool:
+        if seq in self._unsaved_acks or seq in self._unsaved_rejects:
+            return False
+        at = self._unsaved_published.get(seq)
+        return at is None or not now - self.resend_after <= at <= now + 1.0
 
     def mark_published(self, seqs: list[int], now: float | None = None) -> None:
         """The broker acknowledged (PUBACK) these rows: not due again until resend_after."""
+        if not self.available:
+            return  # nothing was sent from the stand-in
         now = time.time() if now is None else now
-        with self.db.atomic():
-            self.db.conn.executemany("UPDATE outbox SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+        self._unsaved_published.update((s, now) for s in seqs)
+        self.settle()
 
     def unmark_published(self) -> None:
         """After a reconnect: everything unacked is due at once (the session may be gone)."""
-        with self.db.atomic():
-            self.db.execute("UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL")
+        self._unsaved_published.clear()
+        try:
+            with self.db.atomic():
+                self.db.execute("UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL")
+        except sqlite3.OperationalError as exc:  # not kept: those rows are due after resend_after
+            if not out_of_space(exc):
+                raise
+            self._unsaved_counts["unsaved.unmark"] += 1
 
     def ack(self, seqs: list[int]) -> int:
-        """The cloud stored these rows: delete them. Returns how many were still here."""
-        with self.db.atomic():
-            n = 0
-            for s in seqs:
-                row = self.db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", [s]).fetchone()
-                if row:
-                    n += 1
-                    self._bytes -= row[0]
-            self._bump("acked", n)
+        """The cloud stored these rows: delete them (held in memory, not sent again, while the disk
+        is full). Returns how many were still here."""
+        if not self.available:
+            return 0
+        fresh = [s for s in seqs if s not in self._unsaved_acks]
+        n = sum(1 for s in fresh if self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [s]).fetchone())
+        self._unsaved_acks.update(fresh)
+        self.settle()
         return n
 
     def reject(self, rejections: Iterable[tuple[int, str]], now: float | None = None) -> list[RejectedRow]:
         """The cloud refused these rows for good: move them to ``rejected`` (never sent again),
         counted as ``rejected.<kind>``. The table keeps the newest rows up to max_bytes/8 (older
-        ones dropped and counted as ``rejected_dropped``). Returns the rows moved."""
+        ones dropped and counted as ``rejected_dropped``). Returns the rows moved (none while the
+        disk is full: the move waits, and the rows are not sent meanwhile)."""
+        if not self.available:
+            return []
         now = time.time() if now is None else now
+        for seq, reason in rejections:
+            self._unsaved_rejects.setdefault(seq, (reason, now))
+        return self.settle()
+
+    def settle(self) -> list[RejectedRow]:
+        """Write what waited for space (acks, refusals, PUBACK marks, counters) in one transaction;
+        kept in memory if it still does not fit. Returns the rows moved to ``rejected``."""
+        if not self.available or not (self._unsaved_acks or self._unsaved_rejects
+                                      or self._unsaved_published or self._unsaved_counts):
+            return []
+        freed = 0
         moved: list[RejectedRow] = []
-        with self.db.atomic():
-            for seq, reason in rejections:
-                row = self.db.execute(
-                    "DELETE FROM outbox WHERE seq = ? RETURNING kind, individual_id, ts, body, size, created",
-                    [seq]).fetchone()
-                if row is None:
-                    continue  # acked, refused or evicted already
-                kind, ind, ts, body, size, created = row
-                self.db.execute("INSERT OR REPLACE INTO rejected (seq, kind, individual_id, ts, body, size, created, "
-                                "rejected_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [seq, kind, ind, ts, body, size, created, now, reason])
-                self._bytes -= size
-                self._bump("rejected." + kind)
-                moved.append(RejectedRow(seq, kind, ind, reason, now))
-            if moved:
-                self._trim_rejected()
+        try:
+            with self.db.atomic():
+                freed += self._delete_acked(sorted(self._unsaved_acks))
+                moved, more = self._move_rejected(self._unsaved_rejects)
+                freed += more
+                self.db.conn.executemany("UPDATE outbox SET published_at = ? WHERE seq = ?",
+                                         [(t, s) for s, t in self._unsaved_published.items()])
+                for name, by in self._unsaved_counts.items():
+                    self._bump(name, by)
+        except sqlite3.OperationalError as exc:
+            if not out_of_space(exc):
+                raise
+            reserve = self._reserve
+            if reserve is not None and reserve.exists():
+                self._room()
+                return self.settle()
+            if not self._unsaved_logged:  # once per full-disk spell
+                logger.warning("outbox.unsaved", extra={"reason": f"{exc}: acks, refusals, PUBACK marks and "
+                                                        "counters wait in memory for space (free disk space)"})
+                self._unsaved_logged = True
+            return []
+        self._unsaved_logged = False
+        self._unsaved_acks.clear()
+        self._unsaved_rejects.clear()
+        self._unsaved_published.clear()
+        self._unsaved_counts.clear()
+        self._keep_reserve()
+        self._bytes -= freed
+        if freed:
+            self._after_delete()
         return moved
+
+    def _delete_acked(self, seqs: list[int]) -> int:
+        n, freed = 0, 0
+        for s in seqs:
+            row = self.db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", [s]).fetchone()
+            if row:
+                n += 1
+                freed += row[0]
+        self._bump("acked", n)
+        return freed
+
+    def _move_rejected(self, rejections: dict[int, tuple[str, float]]) -> tuple[list[RejectedRow], int]:
+        moved: list[RejectedRow] = []
+        freed = 0
+        for seq, (reason, now) in rejections.items():
+            row = self.db.execute(
+                "DELETE FROM outbox WHERE seq = ? RETURNING kind, individual_id, ts, body, size, created",
+                [seq]).fetchone()
+            if row is None:
+                continue  # acked, refused or evicted already
+            kind, ind, ts, body, size, created = row
+            self.db.execute("INSERT OR REPLACE INTO rejected (seq, kind, individual_id, ts, body, size, created, "
+                            "rejected_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [seq, kind, ind, ts, body, size, created, now, reason])
+            freed += size
+            self._bump("rejected." + kind)
+            moved.append(RejectedRow(seq, kind, ind, reason, now))
+        if moved:
+            self._trim_rejected()
+        return moved, freed
+
+    def _after_delete(self) -> None:
+        """Rows went: a WAL grown past its limit (one large transaction) is checkpointed and cut
+        back (TRUNCATE). Below the limit it is kept: a full disk leaves SQLite no room to write
+        anything, not even the deletes that would make room, but the frames of a rewound WAL."""
+        if self.path is None:
+            return
+        try:
+            big = os.path.getsize(f"{self.path}-wal") > self.wal_limit
+        except OSError:
+            return
+        if big:
+            self._checkpoint("TRUNCATE")
+
+    @property
+    def _reserve(self) -> Path | None:
+        return None if self.path is None else Path(f"{self.path}-reserve")
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve if it is missing and the disk has room for it twice over (now and
+        then: a disk that is still full is not churned)."""
+        path = self._reserve
+        if (path is None or path.exists()
+                or time.monotonic() - self._reserve_tried < self.reserve_retry_s):
+            return
+        self._reserve_tried = time.monotonic()
+        try:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
+                return
+            with open(path, "wb") as f:
+                f.write(b"\0" * self.reserve_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _room(self) -> None:
+        """The disk is full: give up the reserve, then checkpoint (RESTART) so the WAL rewinds
+        and its frames take the next transactions (the deletes that make room)."""
+        path = self._reserve
+        if path is not None and path.exists():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                self._unsaved_counts["reserve_used"] += 1
+                logger.warning("outbox.reserve_used", extra={"path": str(path), "bytes": self.reserve_bytes})
+        self._checkpoint("RESTART")
+
+    def _checkpoint(self, mode: str) -> None:
+        if self.path is None or not self.available:
+            return
+        try:
+            self.db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        except sqlite3.OperationalError as exc:  # the database file could not grow: next time
+            if not out_of_space(exc):
+                raise
 
     def _trim_rejected(self) -> None:
         total = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM rejected").fetchone()[0]
@@ -338,12 +580,19 @@ class Outbox:
     def expire(self, now: float | None = None) -> int:
         """Drop raw windows older than raw_ttl (counted)."""
         now = time.time() if now is None else now
-        with self.db.atomic():
-            rows = self.db.execute("DELETE FROM outbox WHERE kind = 'raw' AND created < ? RETURNING size",
-                                   [now - self.raw_ttl]).fetchall()
-            if rows:
-                self._bump("expired.raw", len(rows))
+        try:
+            with self.db.atomic():
+                rows = self.db.execute("DELETE FROM outbox WHERE kind = 'raw' AND created < ? RETURNING size",
+                                       [now - self.raw_ttl]).fetchall()
+                if rows:
+                    self._bump("expired.raw", len(rows))
+        except sqlite3.OperationalError as exc:  # the disk is full: they expire next time
+            if not out_of_space(exc):
+                raise
+            return 0
         self._bytes -= sum(r[0] for r in rows)
+        if rows:
+            self._after_delete()
         return len(rows)
 
     def pending_count(self) -> int:
@@ -363,20 +612,33 @@ class Outbox:
                             "DO UPDATE SET value = value + excluded.value", [name, by])
 
     def bump(self, name: str, by: int = 1) -> None:
-        with self.db.atomic():
-            self._bump(name, by)
+        """Count ``name`` (held in memory while the disk is full or the outbox unavailable)."""
+        self._unsaved_counts[name] += by
+        self.settle()
 
     def counters(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")}
+        """The counters, with those still waiting for space."""
+        saved = Counter({r[0]: r[1] for r in self.db.execute("SELECT name, value FROM counters")})
+        saved.update(self._unsaved_counts)
+        return dict(saved)
 
     def put(self, key: str, value: bytes) -> None:
         self.put_many({key: value})
 
     def put_many(self, items: dict[str, bytes]) -> None:
-        """Store several key-value pairs in one transaction (all or none survive a crash)."""
-        with self.db.atomic():
-            for key, value in items.items():
-                self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
+        """Store several key-value pairs in one transaction (all or none survive a crash); raises
+        DiskFullError when they could not be kept (the disk is full, the outbox unavailable)."""
+        if not self.available:
+            raise DiskFullError(f"outbox {self.path} unavailable ({self.unavailable_reason}): free disk space")
+        self.settle()
+        try:
+            with self.db.atomic():
+                for key, value in items.items():
+                    self.db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [key, value])
+        except sqlite3.OperationalError as exc:
+            if not out_of_space(exc):
+                raise
+            raise DiskFullError(f"{exc} writing {', '.join(items)} to {self.path}: free disk space") from None
 
     def get(self, key: str) -> bytes | None:
         row = self.db.execute("SELECT value FROM kv WHERE key = ?", [key]).fetchone()

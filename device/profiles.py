@@ -6,14 +6,16 @@ agent's branches on ``cfg.kind``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from device.config import AgentConfig
+from device.detect.class_rates import ClassRates, Finding
 from device.features.daily import DayAccumulator
 from device.features.metrics import CollarMetrics, PerceptionMetrics
 from device.features.minute import MinuteWindow
+from shared.payloads import detection_label
 
 
 class DeviceProfile(Protocol):
@@ -29,6 +31,9 @@ class DeviceProfile(Protocol):
     def new_day(self, day: str, ts: float) -> DayAccumulator: ...
     def add_minute(self, acc: DayAccumulator, w: MinuteWindow, vec: list[float], label: str | None,
                    baseline: np.ndarray, spread: np.ndarray) -> None: ...
+    def findings(self, w: MinuteWindow) -> list[Finding]: ...
+    def state(self) -> dict[str, Any] | None: ...
+    def restore(self, state: Mapping[str, Any]) -> None: ...
 
 
 class CollarProfile:
@@ -60,15 +65,39 @@ class CollarProfile:
         acc.add(w.minute_ts, np.asarray(vec, dtype=np.float64), w.steps, label, w.temp, w.battery,
                 baseline, spread, rest=self.features.rest.still, rest_closed=self.features.rest.closed)
 
+    def findings(self, w: MinuteWindow) -> list[Finding]:
+        return []
+
+    def state(self) -> dict[str, Any] | None:
+        return None
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        return None
+
 
 class PerceptionProfile:
-    """A Raspberry Pi watching a camera: detection confidence, brightness, objects, novelty."""
+    """A Raspberry Pi watching a camera: detection confidence, brightness, objects, novelty
+    (scored by the engine), and the camera's class rates by hour of day (novel classes, rates far
+    off, scene changes: device/detect/class_rates.py)."""
 
     kind = "perception"
     classifies = False
 
-    def __init__(self) -> None:
-        self.features = PerceptionMetrics()
+    def __init__(self, learn_days: float = 3.0, tz_offset_h: float = 0.0) -> None:
+        self.features = PerceptionMetrics(learn_days)
+        self.rates = ClassRates(learn_days=learn_days, tz_offset_h=tz_offset_h)
+
+    def findings(self, w: MinuteWindow) -> list[Finding]:
+        if not w.det_n:
+            return []  # no summary this minute (or a frozen camera's repeats): nothing observed
+        objects = {detection_label(c): max(1, round(n / w.det_n)) if n else 0 for c, n in w.det_by_class.items()}
+        return self.rates.update(w.minute_ts, objects)
+
+    def state(self) -> dict[str, Any] | None:
+        return self.rates.state()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.rates.restore(state)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -93,5 +122,5 @@ class PerceptionProfile:
 def profile_for(kind: str, cfg: AgentConfig) -> DeviceProfile:
     """The profile of a device kind, with the agent's settings for it."""
     if kind == "perception":
-        return PerceptionProfile()
+        return PerceptionProfile(tz_offset_h=cfg.tz_offset_h)
     return CollarProfile(cfg.quiet_minutes, score_rest=cfg.score_rest)

@@ -6,6 +6,9 @@ import hashlib
 import logging
 import os
 import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +17,7 @@ import serial
 from device.errors import SourceError
 
 logger = logging.getLogger(__name__)
+DEVICE_PREFIXES = ("/dev/tty", "/dev/pts/", "/dev/serial/", "/dev/cu.", "/dev/rfcomm")
 SERIAL_URLS = ("loop://", "socket://", "rfc2217://", "spy://", "alt://", "hwgrep://")
 
 
@@ -65,7 +69,8 @@ class TraceSource:
         try:
             self.f = open(path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise SourceError(f"cannot open trace file {path}: {exc.strerror}") from None
+            raise SourceError(f"cannot open trace file {path}: {exc.strerror}; pass an existing trace file, "
+                              "a serial port (/dev/ttyUSB0) or a pyserial URL") from None
         self.size = Path(path).stat().st_size
         self.chunk = chunk
         self.eof = False
@@ -105,8 +110,47 @@ def open_source(spec: str, baudrate: int = 115200) -> ByteSource:
     return TraceSource(spec)
 
 
+def check_source(spec: str) -> None:
+    """Raise :class:`SourceError` now for a source that can never work: none given, or a trace
+    file that is not there (a serial device that is not there yet is waited for)."""
+    if not spec:
+        raise SourceError("no source: pass --source (a serial port such as /dev/ttyUSB0, a pyserial URL "
+                          "or a trace file) or set source in the config")
+    if not (spec.startswith(SERIAL_URLS) or _is_char_device(spec)):
+        TraceSource(spec).close()
+
+
+def awaits_device(spec: str) -> bool:
+    """True for a serial device path that is not there yet (a USB collar plugged in later): the
+    agent waits for it. A missing regular file is a trace that is not there: an error at once."""
+    return not spec.startswith(SERIAL_URLS) and not os.path.exists(spec) and _is_char_device(spec)
+
+
+def wait_for_source(spec: str, baudrate: int, stop: threading.Event, idle: Callable[[], None] | None = None,
+                    first: float = 0.5, longest: float = 5.0) -> ByteSource | None:
+    """Open ``spec``; a serial device that is absent is waited for (logged once, then polled with
+    a backoff from ``first`` to ``longest`` seconds, ``idle`` called about every 0.2 s meanwhile).
+    None when ``stop`` is set first. A device that is there but cannot be opened is an error."""
+    delay, t0 = first, time.monotonic()
+    while awaits_device(spec):
+        if delay == first:
+            logger.warning("reader.waiting", extra={
+                "source": spec, "hint": f"waiting for {spec} to appear (plug the device in); "
+                "retrying with backoff", "retry_max_s": longest})
+        until = time.monotonic() + delay
+        while (left := until - time.monotonic()) > 0:
+            if stop.wait(min(left, 0.2)):
+                return None
+            if idle is not None:
+                idle()
+        delay = min(delay * 2, longest)
+    if delay != first:
+        logger.info("reader.appeared", extra={"source": spec, "waited_s": round(time.monotonic() - t0, 1)})
+    return open_source(spec, baudrate)
+
+
 def _is_char_device(path: str) -> bool:
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return path.startswith(("/dev/tty", "/dev/pts/", "COM"))  # let pyserial name the problem
+    except OSError:  # not there (yet): a device path names a serial port; let pyserial name the problem
+        return path.startswith(DEVICE_PREFIXES) or (path.startswith("COM") and path[3:].isdigit())

@@ -18,7 +18,14 @@ from typing import Any, Literal
 import paho.mqtt.client as mqtt
 
 from shared import schemas, topics
-from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
+from shared.mqtt import (
+    UNREACHABLE_HINT,
+    MqttConfig,
+    connect_async,
+    connect_fail_level,
+    make_client,
+    rearm_backoff,
+)
 from shared.records import Record
 from shared.schemas import DeviceState
 
@@ -65,7 +72,7 @@ class Uplink:
         self.client.on_message = self._on_message
 
     def _status(self, state: DeviceState) -> bytes:
-        return schemas.encode(schemas.Status(self.device_id, state, time.time()))
+        return schemas.encode(schemas.Status(self.device_id, state, time.time(), self.incarnation))
 
     # paho thread -------------------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
@@ -89,9 +96,10 @@ class Uplink:
         # paho calls this inside its ``except OSError``: the exception is the reason
         exc = sys.exc_info()[1]
         self.failed_attempts += 1
-        logger.info("sync.connect_failed", extra={"device_id": self.device_id, "broker": self.cfg.url,
-                                                  "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown",
-                                                  "attempt": self.failed_attempts})
+        logger.log(connect_fail_level(self.failed_attempts), "sync.connect_failed", extra={
+            "device_id": self.device_id, "broker": self.cfg.url,
+            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown", "attempt": self.failed_attempts,
+            "hint": UNREACHABLE_HINT})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         rearm_backoff(client, self.cfg)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeloop import logs
+from edgeloop import bind, logs
 from shared.config import ConfigError, describe, load
+from shared.errors import InputError
 
 # long-running commands log at info by default (connects, reconnects, stats); the rest at warning
 INFO_BY_DEFAULT = ("agent", "cloud")
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    bind.add_parser(sub)
     for sp in sub.choices.values():  # every leaf command takes the logging options
         nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]
         for leaf in (nested[0].choices.values() if nested else [sp]):
@@ -202,7 +204,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logs.configure(getattr(args, "log_format", "logfmt"), level)
 
 
-def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any],
+              check: Callable[[Any], object] | None = None) -> Any:
+    """The config from file and flags; ``check`` is what the command loads from it at start (files
+    it names), run by --validate-config too so "config OK" means the command accepts it."""
     overrides = {"mqtt.url": args.broker, "mqtt.protocol": args.protocol, **overrides}
     cfg: Any = load(cls, args.config, overrides)
     if args.show_config:
@@ -210,6 +215,8 @@ def _load_cfg(cls: type, args: argparse.Namespace, overrides: dict[str, Any]) ->
             print(f"{key:28} {default:24} {text}")
         raise SystemExit(0)
     if args.validate_config:
+        if check is not None:
+            check(cfg)
         print(f"config OK: {cfg}")
         raise SystemExit(0)
     return cfg
@@ -228,11 +235,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from device.agent import Agent
     from device.config import AgentConfig
+    from device.reader import check_source
 
     cfg = _load_cfg(AgentConfig, args, {
         "source": args.source, "device_id": args.device_id, "individual_id": args.individual_id,
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
         "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
+    check_source(cfg.source)  # a missing trace is one line before the models load
     agent = Agent(cfg, connect=not args.offline)
     if args.metrics:  # prometheus_client is imported only here: a collar without it stays lean
         from device.metrics_prom import serve_agent_metrics
@@ -285,9 +294,10 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         save_public_key(d / "cloud.pub", pub)
         print(f"wrote {d / 'cloud.key'} (keep secret) and {d / 'cloud.pub'} (give to devices)")
         return 0
+    from cloud.run import load_files, serve_forever
+
     cfg = _load_cfg(CloudConfig, args, {"db": args.db, "rules": args.rules, "http": args.http,
-                                        "shared_subscription": False if args.no_shared else None})
-    from cloud.run import serve_forever
+                                        "shared_subscription": False if args.no_shared else None}, check=load_files)
 
     logging.getLogger("cloud.notifiers").setLevel(logging.INFO)  # operators see every notification
     stop = threading.Event()
@@ -338,7 +348,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from cloud.store.db import CloudStore
     from shared.schemas import Feedback
 
-    store = CloudStore(args.db)
+    store = CloudStore(args.db, create=False)
     try:
         res = record_feedback(store, Feedback(args.alert_id, args.individual, args.action, time.time(),
                                               args.label), source="cli")
@@ -352,9 +362,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from cloud.feedback import list_alerts
     from cloud.store.db import CloudStore
+    from cloud.timestamps import format_utc, readable
 
-    for a in list_alerts(CloudStore(args.db), args.individual, limit=args.limit):
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a["ts"]))
+    alerts = list_alerts(CloudStore(args.db, create=False), args.individual, limit=args.limit)
+    if unreadable := sum(not readable(a["ts"]) for a in alerts):
+        print(f"edgeloop alerts: warning: {unreadable} alert(s) stored with an impossible time (shown as ?; "
+              "the cloud now refuses such records)", file=sys.stderr)
+    for a in alerts:
+        when = format_utc(a["ts"])
         print(f"{a['alert_id']:<18} {when}  {a['action']:<12} {a.get('state') or '':<10} {a['reason']}")
     return 0
 
@@ -364,7 +379,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from cloud.store.db import CloudStore
 
     window = args.window_days * 86400.0 if args.window_days else None
-    print(format_quality_table(quality_by_model_version(CloudStore(args.db), window_s=window)))
+    print(format_quality_table(quality_by_model_version(CloudStore(args.db, create=False), window_s=window)))
     return 0
 
 
@@ -393,7 +408,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sim": cmd_sim, "agent": cmd_agent, "cloud": cmd_cloud, "replay": cmd_replay, "demo": cmd_demo,
     "feedback": cmd_feedback, "alerts": cmd_alerts, "quality": cmd_quality, "release": cmd_release,
-    "train": cmd_train,
+    "train": cmd_train, "bind": bind.run,
 }
 
 
@@ -404,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.cmd](args)
     except ConfigError as exc:
         print(f"edgeloop {args.cmd}: config error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:  # a missing file, a garbled row, an unusable --db: the message says what to do
+        print(f"edgeloop {args.cmd}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

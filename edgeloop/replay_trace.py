@@ -65,6 +65,7 @@ def _progress(src: TraceSource, rec: Recorder, stop: threading.Event, stream: Te
 def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = None,
                  stream: TextIO | None = None) -> dict[str, Any]:
     """Run the trace, write events.jsonl and trace.png into ``out``; return the summary."""
+    src = TraceSource(trace)  # a missing trace is an error before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stream = stream or sys.stderr
@@ -72,7 +73,6 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
     agent = Agent(AgentConfig(source=str(trace), state_dir=str(out / "state"), exit_on_eof=True), connect=False)
     rec = Recorder()
     agent.observer = rec
-    src = TraceSource(trace)
     stop = threading.Event()
     show = progress if progress is not None else (src.size >= PROGRESS_MIN_BYTES and stream.isatty())
     ticker = threading.Thread(target=_progress, args=(src, rec, stop, stream, t0), daemon=True) if show else None

@@ -138,6 +138,9 @@ class GatedCommander:
         self.by_name[name] += 1
         return cmd
 
+    def on_report(self, device_id: str, report: CommandReport) -> schemas.Command | None:
+        return self.inner.on_report(device_id, report)  # re-sync requests (cloud/commands.py)
+
     def release_held(self) -> int:
         held, self.held = self.held, []
         self.personalise = True

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import json
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.schemas import Command, canonical
+from shared.schemas import Command, canonical, encode
 from shared.signing import sign_message
 
 
 def signed_bytes(cmd: Command) -> bytes:
-    """Canonical JSON of every field but ``sig`` (sorted keys, no spaces)."""
-    d = asdict(cmd)
+    """Canonical JSON of every field but ``sig`` (sorted keys, no spaces), as the message carries
+    them: a v1 command's bytes have no v2 fields."""
+    d = json.loads(encode(cmd))
     d.pop("sig")
-    d["type"] = cmd.type
     return canonical(d)
 
 

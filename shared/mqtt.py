@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import random
 import ssl
@@ -76,6 +78,16 @@ def rearm_backoff(client: mqtt.Client, cfg: MqttConfig) -> None:
     same broker from reconnecting in the same instant."""
     client.reconnect_delay_set(min_delay=cfg.reconnect_min * random.uniform(0.5, 1.5),  # type: ignore[arg-type]
                                max_delay=int(cfg.reconnect_max))
+
+
+UNREACHABLE_HINT = ("retrying with backoff; check the broker URL (--broker or mqtt.url), that the broker runs "
+                    "and that this host can reach it")
+
+
+def connect_fail_level(attempt: int) -> int:
+    """Log level of the ``attempt``-th failed connect in a row: WARNING for the first and at 10,
+    100, ... (an unreachable broker shows at the default level without a line per retry), INFO else."""
+    return logging.WARNING if attempt >= 1 and math.log10(attempt).is_integer() else logging.INFO
 
 
 def paho_keepalive(cfg: MqttConfig) -> int:

@@ -20,6 +20,15 @@ class SensorId(IntEnum):
     DEVICE_INFO = 0x7F  # UTF-8 JSON object: device_id, kind, individual_id, firmware
 
 
+# what a detections frame's class ids mean (the on-device detector's label map; COCO names)
+DETECTION_LABELS = {0: "person", 1: "car", 2: "bicycle", 3: "dog", 4: "cat", 5: "bird", 6: "bear", 7: "deer"}
+
+
+def detection_label(class_id: int) -> str:
+    """The label of a detections frame's class id (``class-<id>`` when the map has none)."""
+    return DETECTION_LABELS.get(class_id, f"class-{class_id}")
+
+
 class PayloadError(ValueError):
     """A payload does not match the layout of its sensor id."""
 

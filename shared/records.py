@@ -38,7 +38,11 @@ class Severity(StrEnum):
 
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
-EventKind = Literal["sustained"]  # spikes are scored but never become events
+# sustained: a deviation the engine confirmed (spikes are scored but never become events);
+# novel: a perception finding against a camera's class rates (novel class, rate far off, scene
+# change); health: the device itself (frozen camera, data dropout, low battery), decided by the
+# cloud's health rules apart from behaviour alerts
+EventKind = Literal["sustained", "novel", "health"]
 Direction = Literal[-1, 0, 1]
 
 

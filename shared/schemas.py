@@ -7,7 +7,8 @@ what was found and what to do; ``encode(message)`` is its inverse (``decode(enco
 
 Versions: ``batch`` and ``ack`` are v2 (the record identity ``(device_id, incarnation, seq)`` and
 per-record refusals); v1 of both still decodes (``incarnation`` "" and no refusals), so devices
-that predate v2 keep working. The other messages are v1.
+that predate v2 keep working. ``command`` is v2 (expiry, epoch, incarnation) and ``status`` v2 (the
+incarnation); v1 of both still decodes. ``reply`` and ``feedback`` are v1.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from shared.codec import SchemaError, from_json, to_json
 from shared.records import Record, RecordKind
 from shared.topics import check_id
 
-__all__ = ["FEEDBACK_ACTIONS", "MAX_MESSAGE_BYTES", "RECORD_KINDS", "SCHEMA_VERSION", "STATES", "UPLINK_VERSION",
+__all__ = ["COMMAND_VERSION", "FEEDBACK_ACTIONS", "MAX_MESSAGE_BYTES", "RECORD_KINDS", "SCHEMA_VERSION", "STATES", "UPLINK_VERSION",
            "Ack", "BatchDecode", "Command", "Feedback", "Message", "Record", "Rejection", "Reply", "SchemaError",
            "Status", "UplinkBatch", "canonical", "check_incarnation", "decode", "decode_batch", "encode"]
 
-SCHEMA_VERSION = 1  # status, command, reply, feedback (and the owner-facing alert)
+SCHEMA_VERSION = 1  # reply, feedback (and the owner-facing alert)
 UPLINK_VERSION = 2  # batch and ack; see VERSIONS
+COMMAND_VERSION = 2  # command: expiry, epoch and incarnation (replay protection)
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DEPTH = 64  # JSON nesting accepted by decode (deeper bodies could not be re-encoded)
 MAX_REASON_CHARS = 300  # a refusal's reason as carried in an ack
@@ -105,32 +107,54 @@ class Ack:
 
 @dataclass(frozen=True)
 class Status:
+    """Device -> cloud (retained): online, offline (the will) or stopped. v2 names the outbox's
+    ``incarnation``, so the cloud can bind its commands to it before the first batch."""
+
     type: ClassVar[str] = "status"
+    versions: ClassVar[tuple[int, ...]] = (1, 2)
+    since: ClassVar[dict[str, int]] = {"incarnation": 2}
     device_id: str
     state: DeviceState
     ts: float
-    v: int = SCHEMA_VERSION
+    incarnation: str = ""
+    v: int = 2
 
     def validate(self) -> None:
         check_id(self.device_id)
+        check_incarnation(self.incarnation)
 
 
 @dataclass(frozen=True)
 class Command:
-    """Cloud -> device. ``counter`` strictly increases per device (replay protection);
-    ``sig`` is the hex ed25519 signature over the canonical JSON of all other fields."""
+    """Cloud -> device; ``sig`` is the hex ed25519 signature over the canonical JSON of all other
+    fields. Replay protection (v2): the device refuses a command after ``expires_at`` (on its
+    timeline), one for another ``incarnation`` of its outbox (its state was reset), and one whose
+    ``(epoch, counter)`` is not above the last it accepted; ``epoch`` grows when the cloud re-syncs
+    a device whose counter it lost (a database restored from a backup). A v1 command (counter
+    only) still decodes, and is refused by a v2 device."""
 
     type: ClassVar[str] = "command"
+    versions: ClassVar[tuple[int, ...]] = (1, 2)
+    since: ClassVar[dict[str, int]] = {"expires_at": 2, "epoch": 2, "incarnation": 2}
     device_id: str
     command_id: str
     name: str
     counter: int
     args: dict[str, Any] = field(default_factory=dict)
     sig: str = ""
-    v: int = SCHEMA_VERSION
+    expires_at: float = 0.0
+    epoch: int = 0
+    incarnation: str = ""
+    v: int = COMMAND_VERSION
 
     def validate(self) -> None:
         check_id(self.device_id)
+        check_incarnation(self.incarnation)
+        for name in ("counter", "epoch"):
+            if not 0 <= getattr(self, name) < 2**63:
+                raise SchemaError(f"{name}: must be 0 .. 2^63-1, found {getattr(self, name)}")
+        if self.expires_at < 0:
+            raise SchemaError(f"expires_at: must be epoch seconds >= 0, found {self.expires_at}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,9 +164,15 @@ def _agent_with_key(tmp_path: Path):  # type: ignore[no-untyped-def]
     return a, priv
 
 
+def _command(a: Agent, cid: str, name: str, counter: int, args: dict[str, Any]) -> schemas.Command:
+    """A command for the agent's incarnation, fresh for an hour."""
+    return schemas.Command(a.cfg.device_id, cid, name, counter, args, expires_at=time.time() + 3600,
+                           incarnation=a.outbox.incarnation)
+
+
 def test_signed_commands_accepted_and_bad_ones_refused_and_counted(tmp_path: Path) -> None:
     a, priv = _agent_with_key(tmp_path)
-    good = sign_command(priv, schemas.Command("collar-009", "c1", "collect_more", 1, {"minutes": 30}))
+    good = sign_command(priv, _command(a, "c1", "collect_more", 1, {"minutes": 30}))
     a._on_command(schemas.encode(good))
     assert a.raw_until > 0
     other, _ = generate_keypair()
@@ -185,15 +192,14 @@ def test_signed_commands_accepted_and_bad_ones_refused_and_counted(tmp_path: Pat
     reports = [r.body for r in a.outbox.due(100) if r.kind == "report"]
     assert [r["ok"] for r in reports] == [True] + [False] * len(bad)
     assert "replay" in reports[1]["detail"] and "signature invalid" in reports[2]["detail"]
-    ok = sign_command(priv, schemas.Command("collar-009", "c9", "config", 7,
-                                            {"action": "widen", "metric": "resting_hr", "factor": 2.0}))
+    ok = sign_command(priv, _command(a, "c9", "config", 7, {"action": "widen", "metric": "resting_hr", "factor": 2.0}))
     a._on_command(schemas.encode(ok))
     assert a.commands.counts["ok.config"] == 1
 
 
 def test_counter_persists_across_restart(tmp_path: Path) -> None:
     a, priv = _agent_with_key(tmp_path)
-    cmd = sign_command(priv, schemas.Command("collar-009", "c1", "collect_more", 5, {"minutes": 1}))
+    cmd = sign_command(priv, _command(a, "c1", "collect_more", 5, {"minutes": 1}))
     a._on_command(schemas.encode(cmd))
     b = Agent(a.cfg, connect=False)
     b._on_command(schemas.encode(cmd))

@@ -10,7 +10,7 @@ from cloud.aggregator.handler import Aggregator
 from cloud.commands import Commander
 from cloud.rules.notify import NotificationPolicy
 from cloud.store.db import CloudStore
-from device.commands import CommandHandler
+from device.commands import CommandHandler, Position
 from shared import schemas, topics
 from shared.signing import generate_keypair
 
@@ -87,9 +87,10 @@ def test_collect_more_sends_a_signed_command_the_device_accepts() -> None:
     assert agg.decisions[0].action == "collect_more", agg.decisions[0]
     cmds = [p for t, p in sent if t == topics.commands("collar-000")]
     assert len(cmds) == 1
-    counter = [0]
-    dev = CommandHandler("collar-000", key.public_key(), lambda: counter[0],  # type: ignore[union-attr]
-                         lambda n: counter.__setitem__(0, n))
+    pos = [Position()]
+    dev = CommandHandler("collar-000", key.public_key(), lambda: pos[0],  # type: ignore[union-attr]
+                         lambda p: pos.__setitem__(0, p), incarnation="",  # the batch's (a v1 outbox)
+                         now=lambda: T0 + 3 * 86400 + 7200)  # the device's timeline: the cloud's sim clock
     got = []
     dev.register("collect_more", lambda args: got.append(args) or {})
     cid, ok, detail, _ = dev.handle(cmds[0])

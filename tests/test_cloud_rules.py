@@ -473,7 +473,7 @@ def test_count_condition_escalates_persistent_weak_signals():
 def test_describe_lists_rules_in_evaluation_order():
     text = POLICY.describe()
     lines = text.splitlines()
-    assert lines[0] == "cloud/default_rules.toml: 16 rules, first match wins"
+    assert lines[0] == "cloud/default_rules.toml: 19 rules, first match wins"  # 3 of them health rules
     assert [ln.split()[1] for ln in lines[1:]] == [r.name for r in POLICY.rules]
     assert "quiet-hours" in text and "suppress (deferred)  quiet_hours=true" in text
     assert lines[-1].split()[-1] == "always"

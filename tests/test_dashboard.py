@@ -169,6 +169,7 @@ def test_metrics_stay_open_beside_the_dashboard(cloud_with_agents: dict[str, Any
 def _app(tmp_path: Path, token: str | None) -> Any:
     from types import SimpleNamespace
 
+    from cloud.aggregator.inbox import FairInbox
     from cloud.ops.broker_sys import BrokerSys
     from cloud.ops.web import create_app
     from cloud.store.db import CloudStore
@@ -178,7 +179,7 @@ def _app(tmp_path: Path, token: str | None) -> Any:
     CloudStore(db).close()
     agg = SimpleNamespace(store=SimpleNamespace(store_many=lambda b: None), counts={}, notifiers=[])
     svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, client_id="edgeloop-test",
-                          connected=SimpleNamespace(is_set=lambda: True), inbox=SimpleNamespace(qsize=lambda: 0))
+                          connected=SimpleNamespace(is_set=lambda: True), inbox=FairInbox())
     return create_app(svc, str(db), operator_token=token).test_client()
 
 

@@ -31,6 +31,8 @@ from brokers import MosquittoBroker, free_port
 from cloud.aggregator.service import AggregatorService
 from cloud.config import CloudConfig
 from cloud.run import build
+from cloud.store import bindings
+from cloud.store.db import CloudStore
 from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DEMO_START, default_fleet
 from shared.frames import Frame, encode_frame
@@ -136,6 +138,10 @@ def test_one_bad_timestamp_is_a_counted_glitch_and_shifts_nothing(
           for k, (f, off) in enumerate(GLITCHES)}
     glitched = write(tmp_path / "glitched.bin", chunks, at)
     ref = run_agent(clean, tmp_path / "ref", mosquitto.url, "collar-ref")
+    # two devices replay one individual's trace: an operator binds the second to her as well
+    operator = CloudStore(tmp_path / "cloud.db")
+    bindings.bind(operator.db, "collar-g", records(cloud, "collar-ref")[0]["individual_id"])
+    operator.close()
     got = run_agent(glitched, tmp_path / "dev", mosquitto.url, "collar-g")
     assert ref["pending"] == 0 and got["pending"] == 0
     want, have = fingerprint(records(cloud, "collar-ref")), fingerprint(records(cloud, "collar-g"))

@@ -137,7 +137,8 @@ def test_agent_logs_connect_failures_disconnects_and_reconnects(tmp_path: Path, 
         gone = _wait_for(log, r"event=sync\.disconnected", after=n)
         assert gone["level"] == "info" and gone["reason"], "the broker's reason is on the line"
         failed = _wait_for(log, r"event=sync\.connect_failed", after=n)
-        assert failed["level"] == "info" and "ConnectionRefused" in failed["reason"]
+        assert failed["level"] == "warning" and "ConnectionRefused" in failed["reason"]  # the first: a warning
+        assert failed["attempt"] == "1" and "--broker" in failed["hint"]
         mosquitto.restart()
         back = _wait_for(log, r"event=sync\.connected.*reconnect=true", after=n)
         assert int(back["failed_attempts"]) >= 1
@@ -173,4 +174,5 @@ def test_cloud_stats_line_carries_numbers(tmp_path: Path) -> None:
         assert isinstance(s[key], int), (key, s)
     assert s["connected"] is False
     fails = [x for x in lines if x["event"] == "cloud.connect_failed"]
-    assert fails and "ConnectionRefused" in fails[0]["reason"] and fails[0]["level"] == "info"
+    assert fails and "ConnectionRefused" in fails[0]["reason"] and fails[0]["level"] == "warning"
+    assert all(x["level"] == "info" for x in fails[1:] if x["attempt"] not in (10, 100))  # not one warning per retry

@@ -58,6 +58,8 @@ def test_push_shadow_promote_rollback_over_mqtt(tmp_path: Path, mosquitto) -> No
     bundle = build_bundle(model, {"threshold": 1.0}, name="activity", version=2, private_key=priv,
                           device_class="collar", model_meta=meta)
     cmd = svc.agg.commander
+    # commands are bound to the device's incarnation: the cloud learns it from the status on connect
+    assert wait_for(lambda: cmd.incarnation("collar-000") == agent.outbox.incarnation, pump=agent.pump)
     sim = CollarSim(default_fleet(1, 1.0)[0], DEMO_START, 1.0)
     chunks = iter(sim.chunks())
 

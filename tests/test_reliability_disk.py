@@ -190,3 +190,260 @@ def test_sqlite_full_evicts_then_refuses_and_resumes(tmp_path: Path) -> None:
     n2, exc2 = _fill(agent, 3)  # room again after the acks
     assert exc2 is None and agent.counts["outbox_refused"] == before
     agent.outbox.close()
+
+
+# --------------------------------------------------------------------------- the disk full at any moment
+
+
+def fill_fs(d: Path, name: str = "filler") -> Path:
+    """Fill the file system holding ``d`` up to the last byte (ENOSPC); returns the filler."""
+    import os
+
+    path = d / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _event_rows(agent: Any, n: int, t0: float = 0.0) -> None:
+    for i in range(n):
+        agent._append(padded_event(t0 + i), t0 + i)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_agent_starts_on_a_full_disk_degraded_then_opens_the_outbox(existing: bool) -> None:
+    """Disk full at start (new outbox: SQLITE_FULL; an existing one: its -shm cannot grow): the
+    agent starts all the same, scores, counts what it could not keep, and opens the outbox once
+    space returns; the saved engine state of an existing outbox is restored then."""
+    with _small_tmpfs() as d:
+        if existing:
+            agent = _agent(d)
+            _event_rows(agent, 5)
+            agent.save_state()
+            agent.outbox.close()
+        filler = fill_fs(d)
+        agent = _agent(d)
+        try:
+            assert not agent.outbox.available
+            _event_rows(agent, 10, 100.0)
+            assert agent.counts["outbox_unavailable"] == 10
+            agent.save_state()  # nowhere to save it: counted, not raised
+            assert agent.report()["ingest"]["outbox_unavailable"] == 10
+            agent.outbox_retry_s = 0.0
+            agent.pump()  # still full: stays degraded
+            assert not agent.outbox.available
+            filler.unlink()
+            agent.pump()  # space again: the outbox opens
+            assert agent.outbox.available
+            assert agent.outbox.incarnation
+            if existing:
+                assert agent.counts["engine_restored"] == 1
+            _event_rows(agent, 3, 200.0)
+            assert agent.outbox.pending_count() == 3 + (5 if existing else 0)
+            assert agent.counts["outbox_unavailable"] == 10
+            assert agent.outbox.integrity_ok()
+        finally:
+            agent.outbox.close()
+
+
+def test_ack_mark_published_reject_and_save_state_survive_a_full_disk() -> None:
+    """Once the outbox is open the disk fills: ack, mark_published, reject, expire and save_state
+    do not raise; rows acked meanwhile are not sent again, and the deletes land once space returns."""
+    with _small_tmpfs() as d:
+        agent = _agent(d)
+        ob = agent.outbox
+        try:
+            _event_rows(agent, 20)
+            ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new space
+            filler = fill_fs(d)
+            seqs = ob.pending_seqs()
+            ob.mark_published(seqs[:10])
+            assert ob.ack(seqs[:5]) == 5
+            ob.reject([(seqs[5], "refused by the cloud")])
+            ob.expire()
+            agent.save_state()
+            ob.bump("x")
+            due = {r.seq for r in ob.due(100)}
+            assert due == set(seqs[10:]), "acked, refused or published rows are due again"
+            assert agent.counts["state_unsaved"] >= 1
+            filler.unlink()
+            _event_rows(agent, 1, 50.0)  # the next write lands what waited
+            assert ob.pending_count() == 20 - 6 + 1
+            assert ob.rejected_count() == 1
+            assert ob.counters().get("acked") == 5 and ob.counters().get("x") == 1
+            agent.save_state()
+            assert ob.integrity_ok()
+        finally:
+            ob.close()
+
+
+def test_wal_stays_bounded_while_the_disk_fills() -> None:
+    """The WAL is bounded from outbox.max_bytes (journal_size_limit, wal_autocheckpoint): a
+    burst of appends and acks never grows it past the limit, and the disk fills with rows,
+    not with a WAL (issue 11: a 270 KB WAL beside a 4 KB database)."""
+    import os
+
+    from device.agent import Agent
+    from device.config import AgentConfig, OutboxConfig
+
+    with _small_tmpfs("2m") as d:
+        agent = Agent(AgentConfig(device_id="df-w", state_dir=str(d),
+                                  outbox=OutboxConfig(max_bytes=256 * 1024)), classifier=None, connect=False)
+        ob = agent.outbox
+        wal = d / "outbox.db-wal"
+        limit = ob.wal_limit
+        assert 0 < limit <= 256 * 1024  # a WAL no larger than the rows it carries
+        filler = fill_fs(d)  # leave 192 KiB: the disk fills before the outbox's byte bound
+        os.truncate(filler, filler.stat().st_size - 192 * 1024)
+        worst = 0
+        try:
+            for i in range(3000):
+                agent._append(padded_event(float(i)) if i % 4 == 0 else
+                              RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+                if i % 50 == 49:
+                    ob.ack(ob.pending_seqs()[:25])
+                worst = max(worst, wal.stat().st_size if wal.exists() else 0)
+            stat = os.statvfs(d)
+            print(f"\nWAL: worst {worst} bytes, limit {limit}; db {(d / 'outbox.db').stat().st_size}; "
+                  f"free {stat.f_bavail * stat.f_frsize}")
+            counters = ob.counters()
+            assert any(k.startswith("evicted.disk_full.") for k in counters), f"the disk never filled: {counters}"
+            assert worst <= limit, f"WAL grew to {worst} bytes, over its limit {limit}"
+            assert ob.integrity_ok()
+        finally:
+            ob.close()
+
+
+def test_rolled_back_eviction_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The byte bound evicts a raw row for a new one, and the commit fails for lack of space:
+    rolled back, so no ``outbox.evicted`` line, no eviction counted, the byte count unchanged."""
+    import logging
+
+    from device.agent import Agent
+    from device.config import AgentConfig, OutboxConfig
+
+    with _small_tmpfs() as d:
+        agent = Agent(AgentConfig(device_id="df-e", state_dir=str(d),
+                                  outbox=OutboxConfig(max_bytes=64 * 1024)), classifier=None, connect=False)
+        ob = agent.outbox
+        try:
+            i = 0
+            while not any(k.startswith("evicted.") for k in ob.counters()) and i < 1000:
+                agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+                i += 1
+            assert agent.counts["outbox_refused"] == 0, "the disk filled before the byte bound"
+            ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            before, used = ob.counters(), ob.bytes_used
+            fill_fs(d)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="device.outbox"):
+                agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+            evicted_logs = [r for r in caplog.records if r.getMessage() == "outbox.evicted"]
+            after = ob.counters()
+            committed = {k: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("evicted.")}
+            logged = sum(getattr(r, "rows", 0) for r in evicted_logs)
+            assert logged == sum(committed.values()), (evicted_logs, committed)
+            real = ob.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            assert ob.bytes_used == real
+            assert used >= real
+        finally:
+            ob.close()
+
+
+# --------------------------------------------------------------------------- chaos: full at start
+
+
+def fullstart_run(broker: MosquittoBroker, *, records: int = 300, tmpfs: str = "2m") -> dict[str, Any]:
+    """The outbox on a small tmpfs that is full when the agent starts: it scores degraded, counts
+    what it could not keep and opens the outbox once space returns. Later, offline, the disk fills
+    again (summaries evicted for it, events refused: counted); the uplink returns while the disk is
+    still full (acks and PUBACK marks cannot be written: held, not resent); then space returns.
+    Everything that fitted is stored once. ``records`` per phase."""
+    work = fast_dir()
+    proxy = FaultProxy(broker.port).start()
+    cloud = CloudProcess(work / "cloud.db", broker.url)
+    dev = None
+    with _small_tmpfs(tmpfs) as disk:
+        try:
+            cloud.start().wait_serving()
+            spec = DeviceSpec("chaos-full", work / "dev", proxy.url, max_bytes=512 * 1024,
+                              kinds=("event", "summary", "summary"), outbox_file=disk / "outbox.db")
+            filler = fill_fs(disk)
+            dev = LoadDevice(spec)
+            dev.agent.outbox_retry_s = 0.2
+            opened_at_start = dev.agent.outbox.available
+            dev.start()
+            for _ in range(records):  # the disk is full: scored, counted, not kept
+                dev.produce(1)
+                dev.pump()
+            unavailable = dev.unavailable
+            filler.unlink()  # space returns: the agent opens its outbox by itself
+            deadline = time.monotonic() + 10
+            while not dev.agent.outbox.available and time.monotonic() < deadline:
+                dev.pump()
+                time.sleep(0.05)
+            opened = dev.agent.outbox.available
+            _paced(dev, records)
+            drained = wait_drained([dev], 60)
+            proxy.refuse()  # offline, and the disk fills up while rows pile up
+            proxy.cut()
+            filler = fill_fs(disk)
+            refused_before = dev.refused
+            for _ in range(10):  # until the disk refuses (the database's free pages take rows first)
+                _paced(dev, records)
+                if dev.refused - refused_before >= records // 10:
+                    break
+            refused_full = dev.refused - refused_before
+            proxy.pass_through()  # the uplink returns, the disk still full: acks are held
+            held = 0
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                dev.pump()
+                held = max(held, len(dev.agent.outbox._unsaved_acks))
+                time.sleep(0.01)
+            filler.unlink()
+            _paced(dev, records)
+            drained = wait_drained([dev], 60) and drained
+            counters = dev.agent.outbox.counters()
+            dev.close()
+            dev = None
+            cloud.stop()
+            out = check([spec], work / "cloud.db")
+            row = {"scenario": "disk full at start", **out.row(), "drained": drained,
+                   "opened_at_start": opened_at_start, "opened_later": opened, "not_kept_at_start": unavailable,
+                   "refused_while_full": refused_full, "acks_held_max": held,
+                   "reserve_used": counters.get("reserve_used", 0)}
+            row["_outcome"] = out
+            return row
+        finally:
+            if dev is not None:
+                dev.close()
+            cloud.stop()
+            proxy.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _paced(dev: LoadDevice, n: int) -> None:
+    for _ in range(n):
+        dev.produce(1)
+        dev.pump()
+        time.sleep(0.002)
+
+
+def test_disk_full_at_start_then_space_returns(mosquitto: MosquittoBroker) -> None:
+    row = fullstart_run(mosquitto, records=300)
+    out = row.pop("_outcome")
+    print_table("disk full at start", [row])
+    assert not row["opened_at_start"] and row["opened_later"]
+    assert row["not_kept_at_start"] == 300
+    assert out.accepted >= 600, "too few records kept for the run to mean anything"
+    assert row["refused_while_full"] > 0 and row["acks_held_max"] > 0, "the disk never filled mid-run"
+    assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
+    assert out.evicted <= out.evicted_counted
+    assert row["drained"] and out.pending == 0 and out.ok

@@ -6,9 +6,10 @@
   lines after ``Outbox.append`` returned; AUTOINCREMENT's ``sqlite_sequence`` is the ground
   truth for what was committed (a kill between commit and log line is still accounted for).
 - ``CloudProcess``: the real ``edgeloop cloud`` CLI as a subprocess (SIGKILL-able).
-- ``check(...)``: compares what the devices accepted with what the cloud stored: lost,
-  duplicated, unexpected, evicted (counted by the outbox), still pending, events without a
-  notification decision, and ``PRAGMA integrity_check`` of every database.
+- ``check(...)``: compares what the devices accepted with what the cloud stored, by record
+  identity (device, incarnation, seq): lost, duplicated, unexpected, evicted (counted by the
+  outbox), set aside (refused for good, kept in the outbox's ``rejected`` table), still pending,
+  events without a notification decision, and ``PRAGMA integrity_check`` of every database.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ class DeviceSpec:
     max_bytes: int = 64 * 1024 * 1024
     kinds: tuple[str, ...] = ("event",)  # cycled through for each record
     reconnect_max: float = 2.0
+    individual_id: str | None = None  # configured individual; None: ind-<device_id>, "": learnt from frames
+    outbox_file: Path | None = None  # the outbox elsewhere (a small tmpfs); None: in state_dir
 
     @property
     def outbox_path(self) -> Path:
-        return self.state_dir / "outbox.db"
+        return self.outbox_file or self.state_dir / "outbox.db"
 
     @property
     def log_path(self) -> Path:
@@ -99,18 +102,20 @@ class LoadDevice:
 
         self.spec = spec
         spec.state_dir.mkdir(parents=True, exist_ok=True)
+        ind = f"ind-{spec.device_id}" if spec.individual_id is None else spec.individual_id
         cfg = AgentConfig(
-            device_id=spec.device_id, individual_id=f"ind-{spec.device_id}",
+            device_id=spec.device_id, individual_id=ind,
             state_dir=str(spec.state_dir), drain_timeout=0.0,
             mqtt=MqttConfig(url=spec.broker_url, keepalive=spec.keepalive, reconnect_min=0.5,
                             reconnect_max=spec.reconnect_max),
-            outbox=OutboxConfig(max_bytes=spec.max_bytes, resend_after=spec.resend_after,
-                                batch_size=spec.batch_size),
+            outbox=OutboxConfig(path=str(spec.outbox_file or ""), max_bytes=spec.max_bytes,
+                                resend_after=spec.resend_after, batch_size=spec.batch_size),
         )
         self.agent = Agent(cfg, classifier=None, connect=connect)
         self._log = open(spec.log_path, "a")  # noqa: SIM115 - closed in close()
         self.produced = 0
         self.refused = 0
+        self.unavailable = 0  # refused because the outbox could not be opened (disk full at start)
         self.disconnects: list[float] = []  # monotonic times the uplink went down
         self.connects: list[float] = []
         self._was_connected = False
@@ -125,7 +130,7 @@ class LoadDevice:
 
     def produce(self, n: int = 1) -> None:
         """Append n records (the device 'accepts' them); each is logged once committed."""
-        from device.outbox import BufferFullError
+        from device.outbox import BufferFullError, OutboxUnavailableError
 
         kinds = self.spec.kinds
         for _ in range(n):
@@ -134,7 +139,11 @@ class LoadDevice:
             ts = 1_767_571_200.0 + i * 60.0
             body = padded_body(kind, i, ts)
             try:
-                seq = self.agent.outbox.append(kind, self.agent.cfg.individual_id, ts, body)
+                seq = self.agent.outbox.append(kind, self.agent.individual_id or self.spec.device_id, ts, body)
+            except OutboxUnavailableError:
+                self.unavailable += 1
+                self.agent.counts["outbox_unavailable"] += 1
+                continue
             except BufferFullError:
                 self.refused += 1
                 self.agent.counts["outbox_refused"] += 1
@@ -347,6 +356,7 @@ class Outcome:
     unexpected: list[tuple[str, int]] = field(default_factory=list)
     evicted: int = 0  # accepted, gone from the outbox, not stored, and of an evictable kind
     evicted_counted: int = 0  # the outboxes' counters (also rows evicted after being published)
+    set_aside: int = 0  # refused for good (by the device's check or the cloud's), kept in ``rejected``
     pending: int = 0  # still in an outbox (not yet acked)
     events_stored: int = 0
     events_without_decision: int = 0
@@ -366,7 +376,7 @@ class Outcome:
         return {"accepted": self.accepted, "stored": self.stored, "lost": len(self.lost),
                 "dup": self.duplicates, "unexpected": len(self.unexpected),
                 "evicted": self.evicted, "evicted_counted": self.evicted_counted,
-                "pending": self.pending, "events": self.events_stored,
+                "set_aside": self.set_aside, "pending": self.pending, "events": self.events_stored,
                 "no_decision": self.events_without_decision,
                 "integrity": "ok" if all(v == "ok" for v in self.integrity.values()) else "BAD"}
 
@@ -380,28 +390,29 @@ def check(devices: Iterable[DeviceSpec], cloud_db: Path) -> Outcome:
     con = _ro(cloud_db)
     try:
         out.integrity[str(cloud_db)] = str(con.execute("PRAGMA integrity_check").fetchone()[0])
-        stored: dict[str, set[int]] = {}
-        kinds: dict[tuple[str, int], str] = {}
-        for dev, seq, kind in con.execute("SELECT device_id, seq, kind FROM records"):
-            stored.setdefault(dev, set()).add(seq)
-            kinds[(dev, seq)] = kind
+        stored: dict[tuple[str, str], set[int]] = {}  # (device, incarnation) -> seqs
+        kinds: dict[tuple[str, str, int], str] = {}
+        for dev, inc, seq, kind in con.execute("SELECT device_id, incarnation, seq, kind FROM records"):
+            stored.setdefault((dev, inc), set()).add(seq)
+            kinds[(dev, inc, seq)] = kind
         out.stored = sum(len(s) for s in stored.values())
         out.duplicates = sum(n - 1 for (n,) in con.execute(
-            "SELECT COUNT(*) FROM records GROUP BY device_id, seq HAVING COUNT(*) > 1"))
+            "SELECT COUNT(*) FROM records GROUP BY device_id, incarnation, seq HAVING COUNT(*) > 1"))
         out.events_stored = sum(1 for k in kinds.values() if k == "event")
         has_alerts = con.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alerts'").fetchone()
         if has_alerts:
-            per = {(d, s): n for d, s, n in con.execute(
-                "SELECT device_id, seq, COUNT(*) FROM alerts GROUP BY device_id, seq")}
+            cols = {r[1] for r in con.execute("PRAGMA table_info(alerts)")}
+            inc_col = "incarnation" if "incarnation" in cols else "''"
+            per = {(d, i, s): n for d, i, s, n in con.execute(
+                f"SELECT device_id, {inc_col}, seq, COUNT(*) FROM alerts GROUP BY device_id, {inc_col}, seq")}
             out.events_without_decision = sum(
                 1 for key, k in kinds.items() if k == "event" and key not in per)
             out.decisions_per_event_max = max(per.values(), default=0)
     finally:
         con.close()
-    known_devices = set()
+    known: set[tuple[str, str]] = set()
     for spec in devices:
-        known_devices.add(spec.device_id)
         ob = _ro(spec.outbox_path)
         try:
             out.integrity[str(spec.outbox_path)] = str(
@@ -410,8 +421,14 @@ def check(devices: Iterable[DeviceSpec], cloud_db: Path) -> Outcome:
             high = int(row[0]) if row else 0
             pending = {s for (s,) in ob.execute("SELECT seq FROM outbox")}
             counters = {n: v for n, v in ob.execute("SELECT name, value FROM counters")}
+            inc_row = ob.execute("SELECT value FROM kv WHERE key = 'incarnation'").fetchone()
+            has_rejected = ob.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='rejected'").fetchone()
+            rejected = {s for (s,) in ob.execute("SELECT seq FROM rejected")} if has_rejected else set()
         finally:
             ob.close()
+        key = (spec.device_id, bytes(inc_row[0]).decode() if inc_row else "")
+        known.add(key)
         logged: dict[int, str] = {}
         last = 0
         with contextlib.suppress(OSError), open(spec.log_path) as f:
@@ -422,19 +439,22 @@ def check(devices: Iterable[DeviceSpec], cloud_db: Path) -> Outcome:
                         out.seq_strictly_increasing = False
                     last = d["seq"]
                     logged[d["seq"]] = d["kind"]
-        got = stored.get(spec.device_id, set())
+        got = stored.get(key, set())
         out.accepted += high
         out.pending += len(pending)
         out.evicted_counted += sum(v for k, v in counters.items() if k.startswith("evicted."))
         for seq in range(1, high + 1):
             if seq in got or seq in pending:
                 continue
+            if seq in rejected:
+                out.set_aside += 1
+                continue
             if logged.get(seq) in KINDS_EVICTABLE:
                 out.evicted += 1
             else:
                 out.lost.append((spec.device_id, seq))
         out.unexpected += [(spec.device_id, s) for s in got if s > high]
-    out.unexpected += [(d, s) for d, seqs in stored.items() if d not in known_devices for s in seqs]
+    out.unexpected += [(d, s) for (d, i), seqs in stored.items() if (d, i) not in known for s in seqs]
     return out
 
 
@@ -473,6 +493,7 @@ def _fake_outbox(path: Path, rows: list[tuple[int, str]], high: int,
     from device.outbox import Outbox
 
     ob = Outbox(path)
+    ob.put("incarnation", b"")  # the fake cloud's rows carry the legacy incarnation
     for _ in range(high):
         ob.append("event", "i", 0.0, {})
     keep = {s for s, _ in rows}

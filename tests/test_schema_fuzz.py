@@ -321,7 +321,7 @@ def test_aggregator_counts_every_bad_message_and_keeps_serving() -> None:
     assert {t for t, _ in published} <= {topics.ack("dev-1")}
     stored_before, published_before = store.count(), len(published)
     # well-formed but wrong: spoofed device id, wrong message type for the topic, bad topic
-    good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1.0, "rex", {"day": "x"}),))
+    good_batch = UplinkBatch("dev-2", (Record(1, "summary", 1767571200.0, "rex", {"day": "x"}),))  # 2026: real time
     wrong = [
         (topics.uplink("dev-1"), encode(good_batch)),  # dev-2's batch on dev-1's topic
         (topics.uplink("dev-1"), encode(Ack("dev-1", (1,)))),
@@ -374,16 +374,20 @@ def _raises_known_defect(p: bytes) -> bool:
 
 
 def test_command_handler_counts_every_refusal_and_still_obeys_signed_commands() -> None:
-    from device.commands import CommandHandler
+    from device.commands import CommandHandler, Position
     from shared.command_signing import sign_command
     from shared.signing import generate_keypair
 
     priv, pub = generate_keypair()
     foreign_priv, _ = generate_keypair()
-    state = {"counter": 0}
+    state = {"pos": Position()}
     ran: list[dict[str, Any]] = []
-    h = CommandHandler("dev-1", pub, lambda: state["counter"],
-                       lambda n: state.__setitem__("counter", n))
+    inc = "0123456789abcdef0123456789abcdef"
+    h = CommandHandler("dev-1", pub, lambda: state["pos"], lambda p: state.__setitem__("pos", p),
+                       incarnation=inc, now=lambda: 1000.0)
+
+    def Command(*a: Any) -> schemas.Command:  # noqa: N802 - fresh and for this incarnation
+        return schemas.Command(*a, expires_at=2000.0, incarnation=inc)
     h.register("config", lambda args: ran.append(args) or {"done": True})
 
     # payloads hitting the known decode defects are left out here (deep nesting raises or not
@@ -404,11 +408,11 @@ def test_command_handler_counts_every_refusal_and_still_obeys_signed_commands() 
         cid, ok, detail, data = h.handle(p)
         assert ok is False and detail
     assert h.counts["rejected"] == len(bad), dict(h.counts)
-    assert ran == [] and state["counter"] == 0
+    assert ran == [] and state["pos"] == Position()
     # still serving: the signed command runs once; its replay is refused
     assert h.handle(encode(good))[1] is True
     assert h.handle(encode(good))[1] is False
-    assert ran == [{"action": "widen"}] and state["counter"] == 5
+    assert ran == [{"action": "widen"}] and state["pos"] == Position(0, 5)
     assert h.counts["rejected"] == len(bad) + 1
     print(f"\ncommands: {len(bad) + 1} bad (incl. 1 replay) -> rejected {h.counts['rejected']}, "
           f"good ran {len(ran)}")
@@ -417,9 +421,9 @@ def test_command_handler_counts_every_refusal_and_still_obeys_signed_commands() 
 @pytest.mark.parametrize("payload", [b"[" * 100_000, b'{"v":1,"type":[1]}'])
 def test_command_handler_survives_decode_defects(payload: bytes) -> None:
     """The two decode defects this file found once escaped CommandHandler.handle."""
-    from device.commands import CommandHandler
+    from device.commands import CommandHandler, Position
 
-    h = CommandHandler("dev-1", None, lambda: 0, lambda n: None)
+    h = CommandHandler("dev-1", None, Position, lambda p: None, incarnation="", now=lambda: 0.0)
     assert h.handle(payload)[1] is False
 
 

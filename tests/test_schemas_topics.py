@@ -89,7 +89,8 @@ def test_bad_messages_name_the_problem(change: dict, match: str) -> None:
      b'"individual_id":"x","body":{}}]}', r"batch.records\[0\].kind: expected one of \['event'"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online"}', "status.ts: missing required field"),
     (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":true}', "expected float"),
-    (b'{"v":2,"type":"status","device_id":"d","state":"online","ts":1}', r"v=2 is not supported for a 'status'"),
+    (b'{"v":2,"type":"reply","device_id":"d","command_id":"c","ok":true}', r"v=2 is not supported for a 'reply'"),
+    (b'{"v":1,"type":"status","device_id":"d","state":"online","ts":1,"incarnation":""}', r"need a newer version"),
     (b" " * (schemas.MAX_MESSAGE_BYTES + 1), "max"),
 ])
 def test_malformed_payloads(payload: bytes, match: str) -> None:

@@ -8,6 +8,12 @@ the batch's other records are stored.
 A record is stored once by its identity ``(device_id, incarnation, seq)``; an event is decided in
 the same transaction that stored it, and only then: a duplicate is acked, never decided again.
 A failure before the commit stores nothing and sends no ack, so the device's resend is new.
+
+A record is refused alone, never decided, when one of its timestamps is not a real time
+(cloud/timestamps.py) or its individual is not one its device is bound to (cloud/store/bindings.py).
+
+Uplink batches handled together (``handle_messages``: what queued up while the last group was
+handled) are stored and decided in one transaction, with one history read for all their events.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +38,9 @@ from cloud.rules.notify import (
     collect_more_command,
     decide_batch,
 )
+from cloud.store import bindings
 from cloud.store.db import CloudStore, StoreResult, write_lock
+from cloud.timestamps import check_record
 from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
@@ -47,9 +56,13 @@ class Aggregator:
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
-                 retrain: Any = None, export_dir: str | None = None) -> None:
+                 retrain: Any = None, export_dir: str | None = None,
+                 binding: bindings.Policy = "first_seen", reject_batch: int = 1) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
-        in seconds); otherwise the wall clock."""
+        in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
+        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
+        ``reject_batch``: rejections are written to the store together, every this many (and by
+        ``flush_rejections``, which the service calls every second); 1 writes each at once."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -65,6 +78,11 @@ class Aggregator:
         self.counts: Counter[str] = Counter()
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
+        self.binding = binding
+        self.reject_batch = max(1, reject_batch)
+        self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
+        self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
+        bindings.ensure_schema(store.db)
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -78,12 +96,38 @@ class Aggregator:
     def _reject(self, topic: str, reason: str, size: int, kind: str = "schema") -> None:
         self.counts["rejected"] += 1
         self.counts[f"rejected.{kind}"] += 1  # by kind, for the metrics
-        logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        if self._may_log(kind):
+            logger.warning("aggregator.rejected", extra={"topic": topic[:200], "reason": reason})
+        self._keep_rejection(topic, reason, size)
+
+    def _keep_rejection(self, topic: str, reason: str, size: int) -> None:
+        self._rejections.append((time.time(), topic[:200], reason[:500], size))
+        if len(self._rejections) >= self.reject_batch:
+            self.flush_rejections()
+
+    def flush_rejections(self) -> None:
+        """Write the rejections kept in memory to the store, in one transaction."""
+        if not self._rejections:
+            return
+        rows, self._rejections = self._rejections, []
         try:
-            self.store.reject(topic, reason, size)
+            self.store.reject_many(rows)
         except Exception:  # the store itself failing must not stop the service
-            self.counts["reject_unrecorded"] += 1
+            self.counts["reject_unrecorded"] += len(rows)
             logger.exception("aggregator.reject_unrecorded")
+
+    def _may_log(self, kind: str, per_second: int = 10) -> bool:
+        """At most ``per_second`` rejection lines per kind per second (a flood is counted, not
+        logged line by line); the lines left out are counted in ``rejections_not_logged``."""
+        now = int(time.monotonic())
+        second, seen = self._log_window
+        if second != now:
+            self._log_window = (now, seen := Counter())
+        seen[kind] += 1
+        if seen[kind] > per_second:
+            self.counts["rejections_not_logged"] += 1
+            return False
+        return True
 
     def handle_messages(self, msgs: Sequence[tuple[str, bytes]]) -> None:
         """Handle several messages (never raises). The uplink batches among them are stored and
@@ -102,14 +146,14 @@ class Aggregator:
                 uplinks.append((topic, len(payload), got))
         if len(uplinks) > 1:
             try:
-                self._batches([g for _, _, g in uplinks])
+                self._batches([(t, g) for t, _, g in uplinks])
                 return
             except Exception:  # one message may be what fails: each alone
                 self.counts["group_retried"] += 1
                 logger.warning("aggregator.group_retried", exc_info=True, extra={"messages": len(uplinks)})
         for topic, size, got in uplinks:
             try:
-                self._batches([got])
+                self._batches([(topic, got)])
             except (RulesError, FeedbackError) as exc:
                 self._reject(topic, str(exc), size, _reject_kind(exc))
             except Exception as exc:  # last line of defence: count, log, keep serving
@@ -136,7 +180,7 @@ class Aggregator:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         got = self._uplink(topic, payload)
         if got is not None:
-            self._batches([got])
+            self._batches([(topic, got)])
             return
         if topic.startswith(f"{topics.ROOT}/owner/"):
             feedback_from_mqtt(self.store, topic, payload, policy=self.policy)
@@ -148,6 +192,8 @@ class Aggregator:
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts)
+            if msg.incarnation:  # known before its first batch: commands are bound to it
+                self._note_incarnation(device_id, msg.incarnation, 0)
             self.counts["status"] += 1
         else:
             raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
@@ -155,23 +201,83 @@ class Aggregator:
     def _refused(self, topic: str, got: schemas.BatchDecode) -> None:
         """Count, keep and log the records refused out of a batch (the rest goes on)."""
         for reason in (*(f"seq {r.seq}: {r.reason}" for r in got.rejected), *got.unidentified):
-            self.counts["records_rejected"] += 1
-            logger.warning("aggregator.record_rejected", extra={
-                "device_id": got.batch.device_id, "incarnation": got.batch.incarnation, "reason": reason})
-            self.store.reject(topic, reason, 0)
+            self._record_refused(topic, got.batch, reason, "schema")
 
-    def _batches(self, gots: Sequence[schemas.BatchDecode]) -> None:
+    def _record_refused(self, topic: str, batch: schemas.UplinkBatch, reason: str, kind: str) -> None:
+        self.counts["records_rejected"] += 1
+        if kind != "schema":  # a record's schema refusals are counted as records_rejected only
+            self.counts[f"rejected.{kind}"] += 1
+        if self._may_log(f"record.{kind}"):
+            logger.warning("aggregator.record_rejected", extra={
+                "device_id": batch.device_id, "incarnation": batch.incarnation, "kind": kind, "reason": reason})
+        self._keep_rejection(topic, reason, 0)
+
+    def _timely(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records whose timestamps are not real times (each refused alone)."""
+        now = time.time()
+        keep, refused = [], []
+        for r in batch.records:
+            reason = check_record(r.ts, r.body, now)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "timestamp")
+        return replace(batch, records=tuple(keep)), refused
+
+    def _bound(self, topic: str, batch: schemas.UplinkBatch) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+        """The batch without its records for individuals the device is not bound to (inside the
+        batch's transaction: a first-seen binding commits with the records)."""
+        verdict = bindings.admit(self.store.db, batch.device_id, (r.individual_id for r in batch.records),
+                                 self.binding)
+        for ind in verdict.bound_now:
+            logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
+                                                   "source": "first_seen"})
+        if not verdict.refused:
+            return batch, []
+        keep, refused = [], []
+        for r in batch.records:
+            reason = verdict.reason(r.individual_id)
+            if reason is None:
+                keep.append(r)
+            else:
+                refused.append(schemas.Rejection(r.seq, reason[:schemas.MAX_REASON_CHARS]))
+                self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "binding")
+        for ind, reason in verdict.refused.items():
+            n = sum(r.individual_id == ind for r in batch.records)
+            bindings.note_refused(self.store.db, batch.device_id, ind, reason, n)
+        return replace(batch, records=tuple(keep)), refused
+
+    def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> None:
+        """A device's incarnation from its status (before its first batch); logged when new."""
+        key = (device_id, incarnation)
+        if key in self._incarnations:
+            return
+        before = self.store.note_incarnation(device_id, incarnation, first_seq)
+        self._incarnations.add(key)
+        if before is not None:
+            self._new_incarnation(key, before)
+
+    def _new_incarnation(self, key: tuple[str, str], before: int) -> None:
+        self.counts["incarnations_new"] += 1
+        # a device seen before with another incarnation had its storage reset (or is a clone)
+        log = logger.warning if before else logger.info
+        log("aggregator.new_incarnation", extra={"device_id": key[0], "incarnation": key[1], "previous": before})
+
+    def _batches(self, gots: Sequence[tuple[str, schemas.BatchDecode]]) -> None:
         """Store the batches' records and decide their new events in one transaction (stored and
-        decided together, or neither), then count, act and ack each batch."""
-        batches = [g.batch for g in gots]
+        decided together, or neither), then act on the decisions, count and ack each batch."""
+        timely = [self._timely(topic, g.batch) for topic, g in gots]
         with write_lock(self.store.db):
+            unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b, _ in timely
+                       if b.records and (b.device_id, b.incarnation) not in self._incarnations}
+            new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
+            bound = [self._bound(topic, b) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
+            batches = [b for b, _ in bound]
             # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
             # cooldowns); SQLite's write lock already holds the whole database
             self.store.backend.lock_keys({r.individual_id for b in batches for r in b.records
                                           if isinstance(r.body, Event)})
-            unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b in batches
-                       if b.records and (b.device_id, b.incarnation) not in self._incarnations}
-            new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
             results = self.store.store_many(batches)
             # a decision only ever follows this insert: never a duplicate
             pending = [Pending(b.device_id, r, b.incarnation) for b, res in zip(batches, results, strict=True)
@@ -179,20 +285,19 @@ class Aggregator:
             decisions = {(d.device_id, d.incarnation, d.seq): d for d in self._decide(pending)}
         self._incarnations.update(unknown)
         for key, before in new.items():
-            self.counts["incarnations_new"] += 1
-            # a device seen before with another incarnation had its storage reset (or is a clone)
-            log = logger.warning if before else logger.info
-            log("aggregator.new_incarnation", extra={"device_id": key[0], "incarnation": key[1],
-                                                     "previous": before})
+            self._new_incarnation(key, before)
+        for res in results:  # the sim clock moves before acting: a command's expiry counts from this batch
+            if res.new:
+                self.latest_ts = max(self.latest_ts, max(rec.ts for rec in res.new))
         if decisions:
             with write_lock(self.store.db):  # the notifiers' records of the group in one transaction
-                for got, result in zip(gots, results, strict=True):
-                    for rec in result.new:
-                        d = decisions.get((got.batch.device_id, got.batch.incarnation, rec.seq))
+                for b, res in zip(batches, results, strict=True):
+                    for rec in res.new:
+                        d = decisions.get((b.device_id, b.incarnation, rec.seq))
                         if d is not None and isinstance(rec.body, Event):
                             self._act(d, rec.body)
-        for got, result in zip(gots, results, strict=True):
-            self._after(got.batch, result, got.rejected)
+        for (_, got), (_, late), (batch, unbound), res in zip(gots, timely, bound, results, strict=True):
+            self._after(batch, res, (*got.rejected, *late, *unbound))
 
     def _after(self, batch: schemas.UplinkBatch, result: StoreResult,
                rejected: tuple[schemas.Rejection, ...]) -> None:
@@ -200,7 +305,6 @@ class Aggregator:
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
         for rec in result.new:
-            self.latest_ts = max(self.latest_ts, rec.ts)
             if isinstance(rec.body, CommandReport):
                 self._report(batch.device_id, rec, rec.body)
             elif isinstance(rec.body, DailySummary) and self.rollouts is not None:
@@ -237,6 +341,8 @@ class Aggregator:
     def _report(self, device_id: str, rec: schemas.Record, report: CommandReport) -> None:
         """A command's result from the device: hand it to the rollout (if it is one of its steps)."""
         self.counts["reports.ok" if report.ok else "reports.failed"] += 1
+        if self.commander is not None and self.commander.on_report(device_id, report) is not None:
+            self.counts["commands.resync"] += 1  # the device refused a fresh command: our counter went back
         if self.rollouts is not None:
             reply = schemas.Reply(device_id, report.command_id, report.ok, report.detail, dict(report.data))
             self.rollouts.handle_reply(reply, self.now())

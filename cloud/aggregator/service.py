@@ -1,4 +1,9 @@
-"""The aggregator as an MQTT service: paho's thread queues messages, one thread handles them."""
+"""The aggregator as an MQTT service: paho's thread queues messages, one thread handles them.
+
+The queue between them is a bounded, fair inbox (cloud/aggregator/inbox.py): one FIFO per device
+served round-robin, so a device flooding its own topic delays itself, not the others; what does
+not fit is dropped, counted and logged once a second (``cloud.inbox_dropped``).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,29 @@ import paho.mqtt.client as mqtt
 
 from cloud import presence
 from cloud.aggregator.handler import Aggregator
+from cloud.aggregator.inbox import FairInbox
 from cloud.ops.broker_sys import SYS_FILTER, BrokerSys
 from shared import topics
-from shared.mqtt import MqttConfig, connect_async, make_client, rearm_backoff
+from shared.mqtt import (
+    UNREACHABLE_HINT,
+    MqttConfig,
+    connect_async,
+    connect_fail_level,
+    make_client,
+    rearm_backoff,
+)
 
 logger = logging.getLogger(__name__)
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
+
+
+def sender_of(topic: str) -> str:
+    """Whose share of the inbox a message takes: the device id of a per-device topic, the
+    individual of an owner's topic, else one share for everything else."""
+    parts = topic.split("/", 4)
+    if len(parts) >= 4 and parts[2] in ("dev", "owner") and f"{parts[0]}/{parts[1]}" == topics.ROOT:
+        return f"{parts[2]}:{parts[3][:64]}"
+    return "other"
 
 
 class ClientIdTaken(RuntimeError):
@@ -33,16 +55,19 @@ class AggregatorService:
 
     def __init__(self, aggregator: Aggregator, mqtt_cfg: MqttConfig, client_id: str,
                  shared_subscription: bool = True, persistent: bool = True,
-                 instance: str | None = None) -> None:
+                 instance: str | None = None, inbox_max: int = 10_000, inbox_per_device: int = 1_000,
+                 inbox_max_bytes: int = 64 * 2**20) -> None:
         """``instance``: a named aggregator publishes its presence and refuses to share its
-        client id with another live process (see cloud.presence)."""
+        client id with another live process (see cloud.presence). ``inbox_*``: the inbox's bounds
+        (cloud.aggregator.inbox)."""
         self.agg = aggregator
         self.shared = shared_subscription
         self.persistent = persistent
         self.instance = instance
         self.me = presence.me(instance, client_id) if instance else None
         self.client_id = client_id
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.inbox: FairInbox[tuple[str, bytes]] = FairInbox(inbox_max, inbox_per_device, inbox_max_bytes)
+        self._dropped_logged = 0
         self.connected = threading.Event()
         self.taken_over = threading.Event()  # another process connected with our client id
         self.received = 0  # messages taken off the broker (paho thread)
@@ -78,7 +103,8 @@ class AggregatorService:
             self._on_presence(client, presence.Presence.decode(bytes(msg.payload)))
             return
         self.received += 1
-        self.inbox.put((msg.topic, bytes(msg.payload)))
+        payload = bytes(msg.payload)
+        self.inbox.put(sender_of(msg.topic), (msg.topic, payload), len(payload) + len(msg.topic))
 
     def _on_presence(self, client: mqtt.Client, seen: presence.Presence | None) -> None:
         assert self.me is not None
@@ -115,9 +141,9 @@ class AggregatorService:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its ``except OSError``
         self.failed_attempts += 1
-        logger.info("cloud.connect_failed", extra={
+        logger.log(connect_fail_level(self.failed_attempts), "cloud.connect_failed", extra={
             "client_id": self.client_id, "broker": self.cfg.url, "attempt": self.failed_attempts,
-            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown"})
+            "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown", "hint": UNREACHABLE_HINT})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.connected.clear()
@@ -158,12 +184,16 @@ class AggregatorService:
         while not stop.is_set() and not self.taken_over.is_set():
             if time.monotonic() - last_tick >= tick_every:
                 self.agg.tick()
+                self.agg.flush_rejections()
+                self.log_dropped()
                 last_tick = time.monotonic()
             try:
                 first = self.inbox.get(timeout=idle)
             except queue.Empty:
+                self.agg.flush_rejections()
                 continue
             self._handle([first, *self._queued(self.group_max - 1)])
+        self.agg.flush_rejections()
 
     def _queued(self, limit: int) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
@@ -175,7 +205,7 @@ class AggregatorService:
         return out
 
     def _handle(self, msgs: list[tuple[str, bytes]]) -> None:
-        """What has queued up is handled together (one transaction for its uplinks)."""
+        """What has queued up is handled together (one transaction for its uplinks: group commit)."""
         if len(msgs) == 1:
             self.agg.handle_message(*msgs[0])
         else:
@@ -187,7 +217,21 @@ class AggregatorService:
         while msgs := self._queued(self.group_max):
             self._handle(msgs)
             n += len(msgs)
+        self.agg.flush_rejections()
         return n
+
+    def log_dropped(self) -> None:
+        """One ``cloud.inbox_dropped`` line when messages were dropped since the last one."""
+        total = sum(self.inbox.dropped.values())
+        if total == self._dropped_logged:
+            return
+        top = self.inbox.take_dropped_by()
+        logger.warning("cloud.inbox_dropped", extra={
+            "dropped": total - self._dropped_logged, "dropped_total": total, "by_reason": dict(self.inbox.dropped),
+            "top_senders": ", ".join(f"{c}={n}" for c, n in top), "inbox": self.inbox.qsize(),
+            "hint": "a device over its share of the inbox (inbox_per_device): its records come again "
+                    "from its outbox; look at the top senders"})
+        self._dropped_logged = total
 
     def stop(self) -> None:
         if self.me is not None and self.connected.is_set() and not self.taken_over.is_set():

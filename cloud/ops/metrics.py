@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cloud.aggregator.inbox import DROP_REASONS
 from cloud.ops import read_model
 from cloud.ops.broker_sys import COUNTERS
 
 logger = logging.getLogger(__name__)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-REJECT_REASONS = ("schema", "topic", "rules", "feedback", "internal")
+REJECT_REASONS = ("schema", "topic", "rules", "feedback", "internal", "binding", "timestamp")
 ROLLOUT_STATES = ("shadow", "canary", "fleet", "done", "halted", "rolled_back")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -70,6 +71,11 @@ class CloudCollector(Collector):
         yield dec
         yield GaugeMetricFamily("edgeloop_cloud_inbox_messages", "Messages received, waiting to be handled",
                                 value=svc.inbox.qsize())
+        dropped = CounterMetricFamily("edgeloop_cloud_inbox_dropped", "Messages dropped to keep the inbox "
+                                      "bounded and fair, by reason", labels=["reason"])
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], svc.inbox.dropped.get(reason, 0))
+        yield dropped
         yield GaugeMetricFamily("edgeloop_cloud_connected", "1 while connected to the broker",
                                 value=1.0 if svc.connected.is_set() else 0.0)
         sent = CounterMetricFamily("edgeloop_cloud_notifications_sent", "Notification deliveries that "

@@ -12,10 +12,14 @@ For the alerts whose event ``ts`` falls in ``[since, until)`` (feedback counts w
 - ``median_time_to_act_s``: first 'acted' feedback minus notification time, over acted alerts
 - ``median_detection_delay_s``: ``ts - start_ts`` over confirmed alerts (how long the device
   needed to raise a case the owner confirmed)
+
+Alerts stored with an impossible time (before the cloud refused them: not 1970..2100) are left
+out with a ``quality.alerts_skipped`` warning.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -23,6 +27,9 @@ from typing import Any
 from cloud.feedback.clock import WALL_SLACK_S, data_clock_offsets
 from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
+from cloud.timestamps import readable
+
+logger = logging.getLogger(__name__)
 
 WEEK = 7 * 86400.0
 _VERDICTS = ("confirm", "dismiss", "normal_for_her")
@@ -47,6 +54,12 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
         where.append("ts < ?")
         args.append(until)
     alerts = list(store.db.table("alerts").rows_where(" AND ".join(where) or None, args, order_by="ts"))
+    if skipped := [a["alert_id"] for a in alerts if not readable(a["ts"])]:
+        # stored before the cloud refused impossible times: one such row would stretch the window
+        logger.warning("quality.alerts_skipped", extra={
+            "alerts": len(skipped), "first": skipped[0],
+            "reason": "stored with an impossible time (not 1970..2100); the cloud now refuses such records"})
+        alerts = [a for a in alerts if readable(a["ts"])]
     if not alerts:
         return []
     ids = {a["alert_id"] for a in alerts}
@@ -89,7 +102,7 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
         act = [acted[a["alert_id"]] - a["notified_at"] for a in notified
                if a["alert_id"] in acted and acted[a["alert_id"]] >= a["notified_at"]]
         delay = [a["ts"] - a["start_ts"] for a in group
-                 if verdict.get(a["alert_id"], (0, ""))[1] == "confirm" and a["start_ts"] is not None]
+                 if verdict.get(a["alert_id"], (0, ""))[1] == "confirm" and readable(a["start_ts"])]
         rows.append({
             "model_version": mv, "window_start": start, "window_end": end,
             "alerts": len(group), "notified": len(notified), "individuals": len(individuals),

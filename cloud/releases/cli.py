@@ -24,7 +24,7 @@ from cloud.releases.config import load_rollout_config
 from cloud.releases.errors import BundleReadError, ReleaseError
 from cloud.releases.rollout import RolloutManager, cohort_of, current_release, rollout_ids
 from cloud.releases.status import format_rollout_table, rollout_status
-from cloud.store.db import CloudStore
+from cloud.store.db import CloudStore, StoreOpenError
 from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,15 @@ def release_check_cli(store_path: str | Path, bundle_path: str | Path, *, public
 
 
 def rollout_status_cli(store_path: str | Path, rollout_id: int | None = None, *,
-                       out: TextIO | None = None) -> int:
-    """``edgeloop release status [ID]``: the table of all rollouts, or one rollout's events."""
-    out = out or sys.stdout
-    store = CloudStore(store_path)
+                       out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``edgeloop release status [ID]``: the table of all rollouts, or one rollout's events
+    (errors on ``err``, default stderr: no store at ``store_path``, no such rollout)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        store = CloudStore(store_path, create=False)
+    except StoreOpenError as exc:
+        err.write(f"error: {exc}\n")
+        return 2
     try:
         if rollout_id is None:
             out.write(format_rollout_table([rollout_status(store, i, events=0)
@@ -110,7 +115,7 @@ def rollout_status_cli(store_path: str | Path, rollout_id: int | None = None, *,
                 out.write(f"  {e['ts']:.0f} {e['kind']:<10} {e['device_id'] or '':<16} {e['reason']}\n")
         return 0
     except ReleaseError as exc:
-        out.write(f"error: {exc}\n")
+        err.write(f"error: {exc}\n")
         return 2
     finally:
         store.close()

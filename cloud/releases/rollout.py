@@ -273,7 +273,7 @@ class RolloutManager:
     def _rollout(self, rid: int) -> dict[str, Any]:
         rows = list(self.db.query("SELECT * FROM rollouts WHERE id = ?", [rid]))
         if not rows:
-            raise RolloutNotFoundError(f"rollout {rid} not found: list rollouts with rollout_status")
+            raise RolloutNotFoundError(f"rollout {rid} not found: list rollouts with `edgeloop release status`")
         return dict(rows[0])
 
     def _devices(self, rid: int) -> list[dict[str, Any]]:

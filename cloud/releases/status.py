@@ -19,7 +19,7 @@ def rollout_status(store: CloudStore, rollout_id: int, *, events: int = 50) -> d
     ensure_schema(store)
     rows = list(store.db.query("SELECT * FROM rollouts WHERE id = ?", [rollout_id]))
     if not rows:
-        raise RolloutNotFoundError(f"rollout {rollout_id} not found: list rollouts with rollout_ids(store)")
+        raise RolloutNotFoundError(f"rollout {rollout_id} not found: list rollouts with `edgeloop release status`")
     ro = dict(rows[0])
     devs = [dict(r) for r in store.db.query("SELECT * FROM rollout_devices WHERE rollout_id = ?",
                                             [rollout_id])]

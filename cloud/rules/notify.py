@@ -246,8 +246,13 @@ def matches(when: When, f: Facts) -> bool:
 
 
 def evaluate(policy: NotificationPolicy, f: Facts) -> tuple[Rule | None, str]:
-    """First matching rule (policy.rules is already priority-ordered) and its formatted reason."""
+    """First matching rule (policy.rules is already priority-ordered) and its formatted reason.
+    A health event (frozen camera, dropout, battery) is decided only by rules naming kind
+    "health": device health has its own rules, apart from behaviour alerts."""
+    health = f.ev.kind == "health"
     for rule in policy.rules:
+        if health and not (rule.when.kind and "health" in rule.when.kind):
+            continue
         if matches(rule.when, f):
             try:
                 reason = rule.reason.format_map(f.placeholders()) if rule.reason else rule.name
@@ -367,7 +372,8 @@ def decide(history: AlertHistory, policy: NotificationPolicy, device_id: str, re
     action: Action = rule.action if rule else "uncertain"
     state = "deferred" if rule is not None and rule.defer else _STATE[action]
     incident_id: str | None = None
-    if rule is not None and (rule.opens_incident or (incident is not None and rule.joins_incident)):
+    if ev.kind != "health" and rule is not None and (  # health never opens or joins a behaviour incident
+            rule.opens_incident or (incident is not None and rule.joins_incident)):
         incident_id, change = incident_change(incident, ind, aid, ev.severity, t, notify=action == "notify")
         if incident is None:
             history.add_incident(change)

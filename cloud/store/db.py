@@ -9,6 +9,7 @@ transactionally); other cloud modules add their own tables with their own migrat
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,10 @@ from cloud.store.locks import write_lock
 from cloud.store.pgcompat import PgDatabase
 from cloud.store.records import RecordRepository, StoreResult
 from cloud.store.schema import apply_postgres, apply_sqlite
+from shared.errors import InputError
 from shared.schemas import UplinkBatch
 
-__all__ = ["CloudStore", "StoreResult", "open_store", "write_lock"]
+__all__ = ["CloudStore", "StoreOpenError", "StoreResult", "open_store", "write_lock"]
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.store")
@@ -66,21 +68,37 @@ def m002_record_incarnation(db: Database) -> None:
                "GROUP BY device_id, incarnation")
 
 
+class StoreOpenError(InputError):
+    """The store file cannot be opened (a folder missing or read-only, not a database, or not there
+    for a command that only reads it)."""
+
+
 class CloudStore:
     """The cloud's store: a back end chosen by URL (:func:`open_store`), its repositories, and
     ``db``, the sqlite-utils ``Database`` of the modules not yet on repositories (on PostgreSQL
     the compatibility layer of :mod:`cloud.store.pgcompat`)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        """``path``: a SQLite file, ``sqlite:///path``, ``postgresql://...``; None: in memory."""
+    def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
+        """``path``: a SQLite file, ``sqlite:///path``, ``postgresql://...``; None: in memory.
+        ``create=False`` (commands that read what the cloud wrote) refuses a SQLite path where no
+        store exists instead of creating an empty one."""
         self.url = parse_store_url(str(path) if path is not None else None)
-        self.backend: Backend = open_backend(str(path) if path is not None else None)
+        if self.url.path and not create and not Path(self.url.path).is_file():
+            raise StoreOpenError(f"no cloud database at {self.url.path}: pass --db with the file `edgeloop cloud "
+                                 "--db` writes")
+        try:
+            self.backend: Backend = open_backend(str(path) if path is not None else None)
+            if isinstance(self.backend, SqliteBackend):
+                # one connection, used by one thread at a time (the service hands it over at stop)
+                self.db = Database(self.backend.conn)
+                if self.url.path:
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    self.db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreOpenError(f"cannot open the cloud database {self.url.path} ({exc}): check that its folder "
+                                 "exists and is writable and that the file is an edgeloop database, or "
+                                 "pass another --db") from None
         if isinstance(self.backend, SqliteBackend):
-            # one connection, used by one thread at a time (the service hands it over at stop)
-            self.db = Database(self.backend.conn)
-            if self.url.path:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=5000")
             apply_sqlite(self.db, migrations)
         else:
@@ -126,7 +144,11 @@ class CloudStore:
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""
-        self.records_repo.reject(source, reason, size, time.time())
+        self.reject_many([(time.time(), source, reason, size)])
+
+    def reject_many(self, rows: list[tuple[float, str, str, int]]) -> None:
+        """Record rejected messages ``(at, source, reason, size)`` in one transaction."""
+        self.records_repo.reject_many(rows)
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
         return self.records_repo.records(kind, individual_id)

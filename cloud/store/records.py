@@ -107,13 +107,16 @@ class RecordRepository:
                        "last_seen = excluded.last_seen, status_ts = excluded.status_ts",
                        [device_id, state, now, ts])
 
-    def reject(self, source: str, reason: str, size: int, now: float) -> None:
-        """Record a rejected message (bounded: keeps the latest 10,000)."""
+    def reject_many(self, rows: Sequence[tuple[float, str, str, int]]) -> None:
+        """Record rejected messages ``(at, source, reason, size)`` in one transaction (bounded:
+        keeps the latest 10,000)."""
+        if not rows:
+            return
         with self.b.transaction():
-            cur = self.b.execute("INSERT INTO rejections (at, source, reason, size) VALUES (?, ?, ?, ?) "
-                                 "RETURNING id", [now, source[:200], reason[:500], size])
-            newest = int(cur.fetchone()[0])
-            self.b.execute("DELETE FROM rejections WHERE id <= ?", [newest - _REJECTIONS_KEPT])
+            self.b.executemany("INSERT INTO rejections (at, source, reason, size) VALUES (?, ?, ?, ?)",
+                               [(at, src[:200], reason[:500], size) for at, src, reason, size in rows])
+            self.b.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - ?",
+                           [_REJECTIONS_KEPT])
 
     def rejections(self, limit: int = 100) -> Sequence[dict[str, Any]]:
         return self.b.query("SELECT * FROM rejections ORDER BY id DESC LIMIT ?", [limit])

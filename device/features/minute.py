@@ -37,6 +37,8 @@ class MinuteWindow:
     det_objects: float = 0.0
     det_latency: float = 0.0
     det_classes: set[int] = field(default_factory=set)
+    det_by_class: dict[int, int] = field(default_factory=dict)  # objects per class, summed over frames
+    det_unchanged_s: float | None = None  # how long the camera's summaries have repeated exactly
 
     @property
     def heart_rate(self) -> float:
@@ -101,6 +103,7 @@ class MinuteAggregator:
                 return closed
             if reading != self._last_det:
                 self._last_det, self._det_since = reading, ts
+            w.det_unchanged_s = ts - self._det_since
             if ts - self._det_since >= self.stuck_after_s:
                 self.counts["detections_frozen"] += 1  # a frozen camera repeats one frame exactly
                 return closed
@@ -110,6 +113,8 @@ class MinuteAggregator:
             w.det_latency += reading.latency_ms
             w.det_objects += sum(n for _, n in reading.counts)
             w.det_classes.update(c for c, n in reading.counts if n)
+            for c, n in reading.counts:
+                w.det_by_class[c] = w.det_by_class.get(c, 0) + n
         return closed
 
     def flush(self) -> MinuteWindow | None:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import csv
+import lzma
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from shared.errors import InputError
 
 Progress = Callable[[str], None]  # receives short progress messages (the CLI prints them)
 
 
-class ReplayInputError(ValueError):
+class ReplayInputError(ValueError, InputError):
     """A replay input file does not have the expected format."""
 
 
@@ -46,11 +55,36 @@ def parse_time(text: str) -> float:
 
 
 def parse_float(text: str) -> float | None:
-    """The number in ``text``; NaN for an empty field; None when it is not a number."""
+    """The number in ``text``; NaN for an empty field; None when it is not a (finite) number."""
     t = text.strip()
     if not t:
         return float("nan")
     try:
-        return float(t)
+        v = float(t)
     except ValueError:
         return None
+    return None if math.isinf(v) else v
+
+
+@contextlib.contextmanager
+def csv_rows(path: os.PathLike[str] | str) -> Iterator[Any]:
+    """A csv reader over a plain or ``.xz`` text file. Bytes that are not UTF-8 become U+FFFD (the
+    row is then garbage, which the caller counts with its line number); a truncated or corrupt
+    ``.xz``, or a row csv cannot split, is a :class:`ReplayInputError` naming the file and line."""
+    xz = str(path).endswith(".xz")
+    with (lzma.open(path, "rt", newline="", errors="replace") if xz
+          else open(path, newline="", errors="replace")) as fh:
+        reader = csv.reader(fh)
+        try:
+            with warnings.catch_warnings():  # numpy on "...+01:00": it converts to UTC, as we want
+                warnings.filterwarnings("ignore", "no explicit representation of timezones", UserWarning)
+                yield reader
+        except (EOFError, lzma.LZMAError) as exc:
+            if os.path.getsize(path) == 0:
+                raise ReplayInputError(f"{path}: the file is empty (0 bytes), not .xz data; fetch it "
+                                       "again") from None
+            where = f"after line {reader.line_num}" if reader.line_num else "before its first line"
+            raise ReplayInputError(f"{path}: the .xz data is truncated or corrupt {where} ({exc}); check "
+                                   f"it with `xz -t {path}` and fetch the file again") from None
+        except csv.Error as exc:
+            raise ReplayInputError(f"{path}, line {reader.line_num}: {exc}; fix or delete that row") from None

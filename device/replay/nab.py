@@ -21,7 +21,14 @@ import numpy as np
 
 from device.detect.engine import Engine
 from device.kernels.layout import FLAG_ORDER
-from device.replay.common import Progress, ReplayInputError, RowProblems, parse_float, parse_time
+from device.replay.common import (
+    Progress,
+    ReplayInputError,
+    RowProblems,
+    csv_rows,
+    parse_float,
+    parse_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +68,7 @@ def _read(in_path: os.PathLike[str] | str, problems: RowProblems
     ts: list[float] = []
     vals: list[float] = []
     lines: list[int] = []
-    with open(in_path, newline="") as fh:
-        reader = csv.reader(fh)
+    with csv_rows(in_path) as reader:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["timestamp", "value"]:
             raise ReplayInputError(

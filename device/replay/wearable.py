@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import lzma
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,14 @@ from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchConf
 from device.features.nightly import NightRecord, night_records
 from device.features.rest import still_flags
 from device.features.resting_hr import resting_hr
-from device.replay.common import Progress, ReplayInputError, RowProblems, parse_float, parse_time
+from device.replay.common import (
+    Progress,
+    ReplayInputError,
+    RowProblems,
+    csv_rows,
+    parse_float,
+    parse_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +48,9 @@ def read_stanford(path: os.PathLike[str] | str, column: str, problems: RowProble
     plain). A row whose time or value is not one is skipped, counted in ``problems`` with its
     line number."""
     problems = problems if problems is not None else RowProblems()
-    opener = lzma.open if str(path).endswith(".xz") else open
     stamps: list[float] = []
     vals: list[float] = []
-    with opener(path, "rt", newline="") as fh:
-        reader = csv.reader(fh)
+    with csv_rows(path) as reader:
         header = next(reader, None)
         if header is None or column not in header or "datetime" not in header:
             raise ReplayInputError(
