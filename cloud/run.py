@@ -107,6 +107,7 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
                 stats.log()
     finally:
         worker.join(5)
+        svc.agg.release_leases()
         svc.stop()
         if web is not None:
             web.stop()

@@ -107,7 +107,7 @@ def test_two_aggregators_on_one_store_decide_each_event_once(store_url: str) -> 
     event stored and decided once, one incident, nothing lost."""
     stores = [open_store(store_url), open_store(store_url)]
     aggs = [aggregator(s) for s in stores]
-    payloads = [batch(f"collar-{i % 3}", record_of(100 + i, "event", EV_TS + i, "bella", event_body()))
+    payloads = [batch("collar-0", record_of(100 + i, "event", EV_TS + i, "bella", event_body()))
                 for i in range(30)]
     errors: list[BaseException] = []
 
@@ -221,3 +221,29 @@ def test_a_store_url_the_cli_cannot_open_exits_2() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EDGELOOP, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_periodic_work_runs_once_across_aggregators(store_url: str) -> None:
+    """The lease row: one aggregator of those sharing a store runs the periodic work; when it
+    stops renewing (dies) another takes over after the lease's ttl, at once after a clean stop."""
+    clock = [1_000_000.0]
+    stores = [open_store(store_url), open_store(store_url)]
+    a, b = (Aggregator(s, NotificationPolicy.from_toml(None), publish=lambda t, p: None,
+                       wall=lambda: clock[0], lease_ttl=15.0) for s in stores)
+    try:
+        for _ in range(3):
+            a.tick()
+            b.tick()
+            clock[0] += 1.0
+        assert (a.counts["periodic_runs"], b.counts["periodic_runs"]) == (3, 0)
+        assert b.counts["periodic_elsewhere"] == 3 and a.counts["tick_failed"] == b.counts["tick_failed"] == 0
+        clock[0] += 16.0  # a died: its lease runs out
+        b.tick()
+        a.tick()
+        assert (a.counts["periodic_runs"], b.counts["periodic_runs"]) == (3, 1)
+        b.release_leases()  # b stops cleanly: a takes over at its next tick
+        a.tick()
+        assert a.counts["periodic_runs"] == 4
+    finally:
+        for s in stores:
+            s.close()

@@ -40,6 +40,7 @@ from cloud.rules.notify import (
 )
 from cloud.store import bindings
 from cloud.store.db import CloudStore, StoreResult, write_lock
+from cloud.store.leases import Leases, holder_id
 from cloud.timestamps import check_record
 from shared import schemas, topics
 from shared.codec import to_json
@@ -47,6 +48,7 @@ from shared.records import CommandReport, DailySummary, Event
 
 logger = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
+PERIODIC_LEASE = "periodic"  # the lease of the reminders, sweeps, personalisation, rollouts, retraining
 
 
 class Aggregator:
@@ -57,12 +59,15 @@ class Aggregator:
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
                  retrain: Any = None, export_dir: str | None = None,
-                 binding: bindings.Policy = "first_seen", reject_batch: int = 1) -> None:
+                 binding: bindings.Policy = "first_seen", reject_batch: int = 1,
+                 wall: Callable[[], float] = time.time, lease_ttl: float = 15.0) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
         in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
         either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
         ``reject_batch``: rejections are written to the store together, every this many (and by
-        ``flush_rejections``, which the service calls every second); 1 writes each at once."""
+        ``flush_rejections``, which the service calls every second); 1 writes each at once.
+        ``wall``: the wall clock of the periodic work's lease (held for ``lease_ttl`` s, renewed
+        every tick): one aggregator of those sharing the store runs the periodic work."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -79,6 +84,10 @@ class Aggregator:
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
         self.binding = binding
+        self.wall = wall
+        self.lease_ttl = lease_ttl
+        self.holder = holder_id()
+        self.leases = Leases(store.backend)
         self.reject_batch = max(1, reject_batch)
         self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
         self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
@@ -362,6 +371,13 @@ class Aggregator:
     def now(self) -> float:
         return self.latest_ts if self.sim_clock else time.time()
 
+    def release_leases(self) -> None:
+        """A clean stop: the next aggregator takes the periodic work at once."""
+        try:
+            self.leases.release(PERIODIC_LEASE, self.holder)
+        except Exception:  # stopping must go on
+            logger.exception("aggregator.lease_release_failed")
+
     def tick(self) -> None:
         """Timed work (reminders, deferred notifications, ignore sweep, personalisation commands)."""
         for n in self.notifiers:  # notifiers with their own timed work (delivery outcomes, retries)
@@ -375,6 +391,11 @@ class Aggregator:
         if self.sim_clock and not self.latest_ts:
             return
         try:
+            # once across the aggregators sharing this store: the lease holder does it
+            if not self.leases.hold(PERIODIC_LEASE, self.holder, self.lease_ttl, self.wall()):
+                self.counts["periodic_elsewhere"] += 1
+                return
+            self.counts["periodic_runs"] += 1
             result = periodic(self.store, self.policy, self.now(), self.notifiers)
             for dev, name, args in result.commands:
                 if self.commander is not None:

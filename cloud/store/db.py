@@ -68,6 +68,12 @@ def m002_record_incarnation(db: Database) -> None:
                "GROUP BY device_id, incarnation")
 
 
+@migrations()
+def m003_leases(db: Database) -> None:
+    """Lease rows: periodic work that runs once across the aggregators (cloud.store.leases)."""
+    db.table("leases").create({"name": str, "holder": str, "until": float}, pk="name")
+
+
 class StoreOpenError(InputError):
     """The store file cannot be opened (a folder missing or read-only, not a database, or not there
     for a command that only reads it)."""
