@@ -85,6 +85,8 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
         svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
             lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
     agg.retrain = files.retrain
+    # live: the periodic work (minute-scale reminders and sweeps) every 5 s, not every tick
+    agg.periodic_every = 0.0 if sim_clock else 5.0
     agg.export_dir = str(Path(store.path).parent / "retrain") if store.path else None
     return svc
 

@@ -87,6 +87,8 @@ class Aggregator:
         self.wall = wall
         self.lease_ttl = lease_ttl
         self.holder = holder_id()
+        self.periodic_every = 0.0  # s between runs of the periodic work (0: every tick)
+        self._periodic_at = 0.0
         self.leases = Leases(store.backend)
         self.reject_batch = max(1, reject_batch)
         self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
@@ -390,6 +392,9 @@ class Aggregator:
                     logger.exception("aggregator.notifier_tick_failed")
         if self.sim_clock and not self.latest_ts:
             return
+        if self.periodic_every and self.wall() - self._periodic_at < self.periodic_every:
+            return
+        self._periodic_at = self.wall()
         try:
             # once across the aggregators sharing this store: the lease holder does it
             if not self.leases.hold(PERIODIC_LEASE, self.holder, self.lease_ttl, self.wall()):

@@ -124,6 +124,11 @@ class PgDatabase:
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
+        """A transaction; nested in one, it joins it (no savepoint: a round trip saved per
+        statement; the modules here let an inner failure end the outer block too)."""
+        if self.backend.in_transaction():
+            yield
+            return
         with self.backend.transaction():
             yield
 
