@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from cloud.store.db import CloudStore
+from cloud.store.schema import ensure_set
 from shared import schemas, topics
 from shared.command_signing import sign_command
 from shared.records import CommandReport
@@ -49,7 +50,7 @@ class Commander:
     def __init__(self, store: CloudStore, key: Ed25519PrivateKey, publish: Callable[[str, bytes], None],
                  clock: Callable[[], float], ttl: float = COMMAND_TTL_S) -> None:
         self.store, self.key, self.publish, self.clock, self.ttl = store, key, publish, clock, ttl
-        migrations.apply(store.db)
+        ensure_set(store.db, migrations)
 
     def position(self, device_id: str) -> tuple[int, int]:
         """The (epoch, counter) of the last command signed for ``device_id``."""

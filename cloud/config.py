@@ -94,7 +94,7 @@ class CloudConfig:
         "this aggregator's name; its MQTT client id is edgeloop-<instance> with a persistent session. "
         "Empty: cloud-<host>-<pid>, unique per process, with a session that ends at disconnect (start "
         "as many as you like: they share the work through the shared subscription)"))
-    db: str = field(default="edgeloop-cloud.db", metadata=doc("SQLite file of the cloud store"))
+    db: str = field(default="edgeloop-cloud.db", metadata=doc("the cloud store: a SQLite file (or sqlite:///path) or postgresql://user@host:port/dbname"))
     rules: str = field(default="", metadata=doc("notification rules TOML; empty = built-in defaults"))
     shared_subscription: bool = field(default=True, metadata=doc("use $share/ so N aggregators split the load"))
     signing_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 private key (commands, releases)"))

@@ -30,7 +30,8 @@ from sqlite_utils.migrations import Migrations
 from cloud.config import NotifierConfig
 from cloud.notifiers import DeliveryError, WebhookNotifier, encode_alert
 from cloud.rules.notify import Decision
-from cloud.store.db import write_lock
+from cloud.store.locks import write_lock
+from cloud.store.schema import ensure_set
 from shared import topics
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class DeliveryLog:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        if migrations.pending(db):
-            with write_lock(db):  # two aggregators opening one store at once must queue
-                migrations.apply(db)
+        ensure_set(db, migrations)  # two aggregators opening one store at once queue
 
     def add(self, alert_id: str, individual_id: str, channel: str, kind: str, payload: str, now: float) -> int:
         with self.db.atomic():
@@ -178,14 +177,18 @@ class Deliveries:
         self._jobs.put((row_id, channel, individual_id, payload, attempt))
 
     def tick(self) -> None:
-        """Record what the worker finished; queue retries that are due."""
+        """Record what the worker finished (in one transaction); queue retries that are due."""
+        done = []
         while True:
             try:
-                row_id, channel, alert_individual, attempt, error, took = self._results.get_nowait()
+                done.append(self._results.get_nowait())
             except queue.Empty:
                 break
-            self._busy.discard(row_id)
-            self._record(row_id, channel, alert_individual, attempt, error, took)
+        if done:
+            with write_lock(self.log.db):
+                for row_id, channel, alert_individual, attempt, error, took in done:
+                    self._busy.discard(row_id)
+                    self._record(row_id, channel, alert_individual, attempt, error, took)
         for row in self.log.due(self.clock(), self._busy):
             if row["channel"] not in self.channels:  # a channel removed from the config
                 self.log.outcome(row["id"], "failed", row["attempts"], "channel no longer configured", 0, self.clock())

@@ -22,6 +22,7 @@ from cloud.releases.rollout import RolloutManager
 from cloud.retrain import RetrainConfig, load_retrain_config
 from cloud.rules.notify import NotificationPolicy
 from cloud.store import bindings
+from cloud.store.backend import redact
 from cloud.store.db import CloudStore
 from shared.config import ConfigError
 
@@ -84,7 +85,9 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
         svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
             lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
     agg.retrain = files.retrain
-    agg.export_dir = str(Path(cfg.db).parent / "retrain") if cfg.db else None
+    # live: the periodic work (minute-scale reminders and sweeps) every 5 s, not every tick
+    agg.periodic_every = 0.0 if sim_clock else 5.0
+    agg.export_dir = str(Path(store.path).parent / "retrain") if store.path else None
     return svc
 
 
@@ -93,7 +96,7 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
     svc = build(cfg)
     web = start_web(svc, cfg) if cfg.http else None
     svc.start()
-    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {cfg.db}"
+    print(f"edgeloop cloud {svc.client_id}: serving {cfg.mqtt.url}, store {redact(cfg.db)}"
           + (f", http://{web.host}:{web.port}/" if web else ""), flush=True)
     stats = StatsLine(svc)
     worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
@@ -106,6 +109,7 @@ def serve_forever(cfg: CloudConfig, stop: threading.Event) -> int:
                 stats.log()
     finally:
         worker.join(5)
+        svc.agg.release_leases()
         svc.stop()
         if web is not None:
             web.stop()

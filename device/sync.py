@@ -149,8 +149,8 @@ class Uplink:
 
     def send(self, records: list[Record]) -> int | None:
         """Publish records as one batch (QoS 1). Returns the mid, or None if not sent."""
-        batch = schemas.UplinkBatch(self.device_id, tuple(records), self.incarnation)
-        info = self.client.publish(topics.uplink(self.device_id), schemas.encode(batch), qos=1)
+        info = self.client.publish(topics.uplink(self.device_id),
+                                   uplink_payload(self.device_id, records, self.incarnation), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
         return info.mid
@@ -168,3 +168,8 @@ class Uplink:
             info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def uplink_payload(device_id: str, records: list[Record], incarnation: str) -> bytes:
+    """The uplink message carrying ``records`` (one batch; what :meth:`Uplink.send` publishes)."""
+    return schemas.encode(schemas.UplinkBatch(device_id, tuple(records), incarnation))

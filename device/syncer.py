@@ -93,13 +93,7 @@ class Syncer:
         return True
 
     def _records(self, rows: list[Row]) -> list[Record]:
-        out, refused = [], []
-        for r in rows:
-            try:
-                out.append(from_json(Record, {"seq": r.seq, "kind": r.kind, "ts": r.ts,
-                                              "individual_id": r.individual_id, "body": r.body}, f"record {r.seq}"))
-            except SchemaError as exc:
-                refused.append((r.seq, f"refused on the device: {exc}"[:schemas.MAX_REASON_CHARS]))
+        out, refused = records_of(rows)
         self._refuse(refused)
         return out
 
@@ -172,6 +166,19 @@ class Syncer:
             logger.info("sync.drain_stopped", extra={"device_id": self.device_id, "why": why, "pending": left,
                                                      "seconds": round(time.monotonic() - start, 3)})
         return not left
+
+
+def records_of(rows: list[Row]) -> tuple[list[Record], list[tuple[int, str]]]:
+    """Outbox rows as typed records, each checked as the cloud will; the ones that fail are
+    returned as (seq, reason) to be refused here."""
+    out, refused = [], []
+    for r in rows:
+        try:
+            out.append(from_json(Record, {"seq": r.seq, "kind": r.kind, "ts": r.ts,
+                                          "individual_id": r.individual_id, "body": r.body}, f"record {r.seq}"))
+        except SchemaError as exc:
+            refused.append((r.seq, f"refused on the device: {exc}"[:schemas.MAX_REASON_CHARS]))
+    return out, refused
 
 
 def fit_batch(rows: list[Row], max_rows: int, max_bytes: int) -> list[Row]:

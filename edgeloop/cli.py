@@ -43,6 +43,8 @@ def _common_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (overrides mqtt.protocol)")
 
 
+DB_HELP = ("the cloud store: a SQLite file (or sqlite:///path) or postgresql://user@host:port/dbname")
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgeloop", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cloud aggregator: shared subscription to device uplinks, schema "
                        "validation, idempotent store (device id + incarnation + seq), notification decisions, acks.")
     _common_config(p)
-    p.add_argument("--db", help="SQLite file of the cloud store")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--rules", help="notification rules TOML")
     p.add_argument("--no-shared", action="store_true", help="plain subscription (brokers without $share)")
     p.add_argument("--http", metavar="HOST:PORT",
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("feedback", help="record an owner's answer to an alert (confirm, dismiss, normal_for_her, label)",
                        description="Explicit feedback through the CLI (the same path as the HTTP endpoint and the "
                        "owner_feedback MQTT topic).")
-    p.add_argument("--db", default="edgeloop-cloud.db", help="the cloud store")
+    p.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
     p.add_argument("alert_id", help="as `edgeloop alerts` lists it: device:incarnation:seq (device:seq from v1 devices)")
     p.add_argument("action", choices=["confirm", "dismiss", "normal_for_her", "label", "opened", "acted"])
     p.add_argument("--individual", required=True, help="the individual the alert is about")
@@ -137,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("alerts", help="list an individual's alerts with their decisions and reasons",
                        description="Every decision the cloud made for one individual, newest first.")
-    p.add_argument("--db", default="edgeloop-cloud.db")
+    p.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
     p.add_argument("--individual", required=True)
     p.add_argument("--limit", type=int, default=20)
 
     p = sub.add_parser("quality", help="alert quality per model version: precision, alerts/individual-week, ...",
                        description="Precision from feedback, alerts per individual-week, ignored rate, time to "
                        "act and detection delay, per model version and optionally per time window.")
-    p.add_argument("--db", default="edgeloop-cloud.db")
+    p.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
     p.add_argument("--window-days", type=float, help="one row per model version per window of this many days")
 
     p = sub.add_parser("release", help="release checks and staged rollouts of model bundles",
@@ -153,16 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs = p.add_subparsers(dest="what", required=True, metavar="ACTION")
     r = rs.add_parser("check", help="block a candidate that regresses on any past failure")
     r.add_argument("bundle")
-    r.add_argument("--db", default="edgeloop-cloud.db")
+    r.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
     r.add_argument("--public-key", help="verify the bundle's signature with this key")
     r = rs.add_parser("rollout", help="start the staged rollout of a checked bundle")
     r.add_argument("bundle")
-    r.add_argument("--db", default="edgeloop-cloud.db")
+    r.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
     r.add_argument("--config", help="rollout TOML (stages, limits)")
     r.add_argument("--device", action="append", help="limit to these devices (repeatable)")
     r = rs.add_parser("status", help="the table of rollouts, or one rollout's history")
     r.add_argument("rollout_id", nargs="?", type=int)
-    r.add_argument("--db", default="edgeloop-cloud.db")
+    r.add_argument("--db", default="edgeloop-cloud.db", help=DB_HELP)
 
     p = sub.add_parser("train", help="turn a retraining dataset into a signed candidate bundle",
                        description="Tunes the base bundle's detector config (alert gate) on a retraining "
@@ -445,6 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OSError, ValueError, RuntimeError) as exc:
+        from cloud.store.backend import StoreUrlError
+
+        if isinstance(exc, StoreUrlError):  # a --db the store cannot open: bad input
+            print(f"edgeloop {args.cmd}: {exc}", file=sys.stderr)
+            return 2
         print(f"edgeloop {args.cmd}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

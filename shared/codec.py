@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import types
 import typing
@@ -91,7 +92,10 @@ def check(obj: Any, path: str) -> None:
         raise SchemaError(f"{path}: {exc}") from None
 
 
+@functools.cache
 def _dataclass_union(tp: Any) -> bool:
+    """Is ``tp`` a union of dataclasses (resolved by a discriminator)? Cached per type: it is
+    asked for every field of every record decoded."""
     if typing.get_origin(tp) not in (Union, types.UnionType):
         return False
     args = [a for a in typing.get_args(tp) if a is not _NONE]
@@ -171,10 +175,16 @@ def bad(path: str, want: str, x: Any) -> Any:
     raise SchemaError(f"{path}: expected {want}, found {type(x).__name__} {x!r:.60}")
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, once per class
+
+
 def to_json(obj: Any) -> Any:
     """A dataclass (or value) as JSON-ready data: dicts, lists, str, numbers, bool, None."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    names = _NAMES.get(type(obj))
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _NAMES[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+    if names is not None:
+        return {name: to_json(getattr(obj, name)) for name in names}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, tuple | list):

@@ -95,7 +95,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
     agg = handler.Aggregator(store, NotificationPolicy.from_toml(), publish=lambda t, p: None)
     rec = record_of(1, "event", 1_767_614_400.0, "rex", event_body(1, 1_767_614_400.0))
     payload = schemas.encode(schemas.UplinkBatch("dev-1", (rec,)))
-    real = handler.handle_event
+    real = handler.decide_batch  # what the handler calls between storing and deciding
     calls = {"n": 0}
 
     def crash_once(*a: Any, **kw: Any) -> Any:
@@ -104,7 +104,7 @@ def test_event_decided_after_crash_between_store_and_decision(monkeypatch: pytes
             raise _Crash("died after the store committed")
         return real(*a, **kw)
 
-    monkeypatch.setattr(handler, "handle_event", crash_once)
+    monkeypatch.setattr(handler, "decide_batch", crash_once)
     agg.handle_message(topics.uplink("dev-1"), payload)  # crash: not acked
     agg.handle_message(topics.uplink("dev-1"), payload)  # the device's resend
     n = store.db.execute("SELECT COUNT(*) FROM alerts WHERE device_id='dev-1' AND seq=1").fetchone()[0]

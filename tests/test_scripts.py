@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON_SCRIPTS = ("bench_agent", "bench_flood", "bench_model", "bench_outbox", "bench_perception", "bench_quality",
-                  "bench_scoring",
-                  "chaos", "fuzz_frames",
+PYTHON_SCRIPTS = ("bench_agent", "bench_fleet", "bench_flood", "bench_model", "bench_outbox", "bench_perception",
+                  "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
                   "sim_feedback_loop", "train_activity", "nab_folds")
 
 
@@ -52,3 +51,25 @@ def test_bench_agent_quick_prints_the_memory_table() -> None:
     live = next(x for x in out.splitlines() if x.startswith("agent, live collar (pty)"))
     assert 0 < float(live.split()[-2]) < 100, "CPU % of one core at real time"
     assert "kernels aot (EDGELOOP_KERNELS=aot" in out
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_bench_fleet_quick_prints_its_table_and_exactly_once() -> None:
+    """scripts/bench_fleet at CI size: every run's row, the peers, and the exactly-once verdict."""
+    from pgdb import require_postgres
+
+    require_postgres()
+    r = subprocess.run([str(REPO / "scripts" / "bench_fleet"), "--quick"], cwd=REPO,
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    out = r.stdout
+    rows = [x for x in out.splitlines() if x.startswith(("sqlite ", "postgresql "))]
+    for label in ("sqlite     1 agg", "sqlite     2 agg", "postgresql 1 agg", "postgresql 2 agg",
+                  "postgresql 2 agg, one SIGKILLed"):
+        row = next(x for x in rows if x.startswith(label + " ") or x.startswith(label))
+        events, rate = row[34:].split()[:2]
+        assert int(events) == 160 and float(rate.replace(",", "")) > 0, row
+        assert row.split()[-2:] == ["0", "0"], f"lost / duplicated: {row}"
+    assert "peer: raw paho -> mosquitto QoS 1" in out and "peer: bare psycopg insert loop" in out
+    assert "exactly once: every event stored once and decided once in every run" in out

@@ -11,6 +11,9 @@ A failure before the commit stores nothing and sends no ack, so the device's res
 
 A record is refused alone, never decided, when one of its timestamps is not a real time
 (cloud/timestamps.py) or its individual is not one its device is bound to (cloud/store/bindings.py).
+
+Uplink batches handled together (``handle_messages``: what queued up while the last group was
+handled) are stored and decided in one transaction, with one history read for all their events.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from cloud.retrain import evaluate_retrain_rules
 from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
+    Pending,
     RulesError,
     collect_more_command,
-    handle_event,
+    decide_batch,
 )
 from cloud.store import bindings
-from cloud.store.db import CloudStore, write_lock
+from cloud.store.db import CloudStore, StoreResult, write_lock
+from cloud.store.leases import Leases, holder_id
 from cloud.timestamps import check_record
 from shared import schemas, topics
 from shared.codec import to_json
@@ -43,6 +48,7 @@ from shared.records import CommandReport, DailySummary, Event
 
 logger = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], None]
+PERIODIC_LEASE = "periodic"  # the lease of the reminders, sweeps, personalisation, rollouts, retraining
 
 
 class Aggregator:
@@ -53,12 +59,15 @@ class Aggregator:
                  on_report: Callable[[str, schemas.Record], None] | None = None,
                  commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
                  retrain: Any = None, export_dir: str | None = None,
-                 binding: bindings.Policy = "first_seen", reject_batch: int = 1) -> None:
+                 binding: bindings.Policy = "first_seen", reject_batch: int = 1,
+                 wall: Callable[[], float] = time.time, lease_ttl: float = 15.0) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
         in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
         either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
         ``reject_batch``: rejections are written to the store together, every this many (and by
-        ``flush_rejections``, which the service calls every second); 1 writes each at once."""
+        ``flush_rejections``, which the service calls every second); 1 writes each at once.
+        ``wall``: the wall clock of the periodic work's lease (held for ``lease_ttl`` s, renewed
+        every tick): one aggregator of those sharing the store runs the periodic work."""
         self.store = store
         self.commander = commander
         self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
@@ -75,6 +84,12 @@ class Aggregator:
         self.decisions: list[Decision] = []
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
         self.binding = binding
+        self.wall = wall
+        self.lease_ttl = lease_ttl
+        self.holder = holder_id()
+        self.periodic_every = 0.0  # s between runs of the periodic work (0: every tick)
+        self._periodic_at = 0.0
+        self.leases = Leases(store.backend)
         self.reject_batch = max(1, reject_batch)
         self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
         self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
@@ -125,34 +140,72 @@ class Aggregator:
             return False
         return True
 
+    def handle_messages(self, msgs: Sequence[tuple[str, bytes]]) -> None:
+        """Handle several messages (never raises). The uplink batches among them are stored and
+        decided in one transaction (group commit) and each is acked after it; if the group fails,
+        they are handled one at a time, so a bad message costs only itself."""
+        uplinks: list[tuple[str, int, schemas.BatchDecode]] = []
+        for topic, payload in msgs:
+            try:
+                got = self._uplink(topic, payload)
+            except (schemas.SchemaError, topics.TopicError) as exc:
+                self._reject(topic, str(exc), len(payload), _reject_kind(exc))
+                continue
+            if got is None:
+                self.handle_message(topic, payload)
+            else:
+                uplinks.append((topic, len(payload), got))
+        if len(uplinks) > 1:
+            try:
+                self._batches([(t, g) for t, _, g in uplinks])
+                return
+            except Exception:  # one message may be what fails: each alone
+                self.counts["group_retried"] += 1
+                logger.warning("aggregator.group_retried", exc_info=True, extra={"messages": len(uplinks)})
+        for topic, size, got in uplinks:
+            try:
+                self._batches([(topic, got)])
+            except (RulesError, FeedbackError) as exc:
+                self._reject(topic, str(exc), size, _reject_kind(exc))
+            except Exception as exc:  # last line of defence: count, log, keep serving
+                logger.exception("aggregator.unexpected_error", extra={"topic": topic})
+                self._reject(topic, f"internal error {type(exc).__name__}: {exc}", size, "internal")
+
+    def _uplink(self, topic: str, payload: bytes) -> schemas.BatchDecode | None:
+        """A device's uplink batch, decoded and checked (its refused records counted and kept);
+        None for a message of another kind."""
+        if topic.startswith(f"{topics.ROOT}/owner/") or topic.split("/")[-1] != "up":
+            return None
+        device_id = topics.device_id_from_topic(topic)
+        try:
+            got = schemas.decode_batch(payload)
+        except schemas.SchemaError as exc:
+            raise schemas.SchemaError(f"{topic}: {exc}") from None
+        if got.batch.device_id != device_id:
+            self.counts["spoofed"] += 1
+            raise schemas.SchemaError(
+                f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
+        self._refused(topic, got)
+        return got
+
     def _dispatch(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
+        got = self._uplink(topic, payload)
+        if got is not None:
+            self._batches([(topic, got)])
+            return
         if topic.startswith(f"{topics.ROOT}/owner/"):
             # its refusal is kept (batched) and logged by _reject, not once more by the feedback module
             feedback_from_mqtt(self.store, topic, payload, policy=self.policy, keep_rejection=False)
             self.counts["feedback"] += 1
             return
         device_id = topics.device_id_from_topic(topic)
-        kind = parts[-1]
-        if kind == "up":
-            try:
-                got = schemas.decode_batch(payload)
-            except schemas.SchemaError as exc:
-                raise schemas.SchemaError(f"{topic}: {exc}") from None
-            if got.batch.device_id != device_id:
-                self.counts["spoofed"] += 1
-                raise schemas.SchemaError(
-                    f"batch claims device {got.batch.device_id!r} on {device_id!r}'s topic: refused")
-            self._refused(topic, got)
-            self._batch(topic, got.batch, got.rejected)
-            return
         msg = schemas.decode(payload)
-        if kind == "status":
+        if topic.split("/")[-1] == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
             self.store.set_device_state(device_id, msg.state, msg.ts, msg.incarnation)
             if msg.incarnation:  # known before its first batch: commands are bound to it
-                self._incarnations.add(self._note_incarnation(device_id, msg.incarnation, 0))
+                self._note_incarnation(device_id, msg.incarnation, 0)
             self.counts["status"] += 1
         else:
             raise topics.TopicError(f"topic {topic!r} is not one the cloud consumes")
@@ -207,24 +260,62 @@ class Aggregator:
             bindings.note_refused(self.store.db, batch.device_id, ind, reason, n)
         return replace(batch, records=tuple(keep)), refused
 
-    def _batch(self, topic: str, batch: schemas.UplinkBatch, rejected: tuple[schemas.Rejection, ...] = ()) -> None:
-        decided: list[tuple[Decision, Event]] = []
-        batch, late = self._timely(topic, batch)
-        with write_lock(self.store.db):  # stored and decided together, or neither
-            known = (self._note_incarnation(batch.device_id, batch.incarnation, min(r.seq for r in batch.records))
-                     if batch.records else (batch.device_id, batch.incarnation))
-            batch, unbound = self._bound(topic, batch)
-            result = self.store.store_batch(batch)
-            for rec in result.new:  # a decision only ever follows this insert: never a duplicate
-                if isinstance(rec.body, Event) and (d := self._decide(batch, rec)) is not None:
-                    decided.append((d, rec.body))
-        self._incarnations.add(known)
+    def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> None:
+        """A device's incarnation from its status (before its first batch); logged when new."""
+        key = (device_id, incarnation)
+        if key in self._incarnations:
+            return
+        before = self.store.note_incarnation(device_id, incarnation, first_seq)
+        self._incarnations.add(key)
+        if before is not None:
+            self._new_incarnation(key, before)
+
+    def _new_incarnation(self, key: tuple[str, str], before: int) -> None:
+        self.counts["incarnations_new"] += 1
+        # a device seen before with another incarnation had its storage reset (or is a clone)
+        log = logger.warning if before else logger.info
+        log("aggregator.new_incarnation", extra={"device_id": key[0], "incarnation": key[1], "previous": before})
+
+    def _batches(self, gots: Sequence[tuple[str, schemas.BatchDecode]]) -> None:
+        """Store the batches' records and decide their new events in one transaction (stored and
+        decided together, or neither), then act on the decisions, count and ack each batch."""
+        timely = [self._timely(topic, g.batch) for topic, g in gots]
+        with write_lock(self.store.db):
+            unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b, _ in timely
+                       if b.records and (b.device_id, b.incarnation) not in self._incarnations}
+            new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
+            bound = [self._bound(topic, b) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
+            batches = [b for b, _ in bound]
+            # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
+            # cooldowns); SQLite's write lock already holds the whole database
+            self.store.backend.lock_keys({r.individual_id for b in batches for r in b.records
+                                          if isinstance(r.body, Event)})
+            results = self.store.store_many(batches)
+            # a decision only ever follows this insert: never a duplicate
+            pending = [Pending(b.device_id, r, b.incarnation) for b, res in zip(batches, results, strict=True)
+                       for r in res.new if isinstance(r.body, Event)]
+            decisions = {(d.device_id, d.incarnation, d.seq): d for d in self._decide(pending)}
+        self._incarnations.update(unknown)
+        for key, before in new.items():
+            self._new_incarnation(key, before)
+        for res in results:  # the sim clock moves before acting: a command's expiry counts from this batch
+            if res.new:
+                self.latest_ts = max(self.latest_ts, max(rec.ts for rec in res.new))
+        if decisions:
+            with write_lock(self.store.db):  # the notifiers' records of the group in one transaction
+                for b, res in zip(batches, results, strict=True):
+                    for rec in res.new:
+                        d = decisions.get((b.device_id, b.incarnation, rec.seq))
+                        if d is not None and isinstance(rec.body, Event):
+                            self._act(d, rec.body)
+        for (_, got), (_, late), (batch, unbound), res in zip(gots, timely, bound, results, strict=True):
+            self._after(batch, res, (*got.rejected, *late, *unbound))
+
+    def _after(self, batch: schemas.UplinkBatch, result: StoreResult,
+               rejected: tuple[schemas.Rejection, ...]) -> None:
+        """After the commit (and the decisions acted on): count, hand on reports and summaries, ack."""
         self.counts["records_new"] += len(result.new)
         self.counts["records_duplicate"] += result.duplicates
-        if result.new:  # the sim clock moves before acting: a command's expiry counts from this batch
-            self.latest_ts = max(self.latest_ts, max(rec.ts for rec in result.new))
-        for decision, ev in decided:
-            self._act(decision, ev)
         for rec in result.new:
             if isinstance(rec.body, CommandReport):
                 self._report(batch.device_id, rec, rec.body)
@@ -232,36 +323,20 @@ class Aggregator:
                 self.rollouts.on_summary(batch.device_id, to_json(rec.body), self.now())
         if self.publish is not None:  # ack everything stored, duplicates included (their ack was lost)
             seqs = tuple(r.seq for r in batch.records)
-            rejected = (*rejected, *late, *unbound)
             if batch.v >= 2:
                 ack = schemas.Ack(batch.device_id, seqs, batch.incarnation, rejected)
             else:  # a v1 device cannot be told of refusals: it resends them (refused again)
                 ack = schemas.Ack(batch.device_id, seqs, v=1)
             self.publish(topics.ack(batch.device_id), schemas.encode(ack))
 
-    def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> tuple[str, str]:
-        """Record a device's incarnation (from a batch, ``first_seq`` its lowest seq, or a status,
-        0); log ``aggregator.new_incarnation`` the first time it is seen. Returns the (device,
-        incarnation) key to remember once the transaction commits."""
-        key = (device_id, incarnation)
-        if key in self._incarnations:
-            return key
-        before = self.store.note_incarnation(device_id, incarnation, first_seq)
-        if before is not None:
-            self.counts["incarnations_new"] += 1
-            # a device seen before with another incarnation had its storage reset (or is a clone)
-            log = logger.warning if before else logger.info
-            log("aggregator.new_incarnation", extra={"device_id": device_id, "incarnation": incarnation,
-                                                     "previous": before})
-        return key
-
-    def _decide(self, batch: schemas.UplinkBatch, rec: schemas.Record) -> Decision | None:
+    def _decide(self, pending: list[Pending]) -> list[Decision]:
+        """New events decided together (one history read, one write)."""
         try:
-            return handle_event(self.store, self.policy, batch.device_id, rec, incarnation=batch.incarnation)
+            return decide_batch(self.store, self.policy, pending)
         except RulesError as exc:
-            self.counts["events_unreadable"] += 1
-            logger.warning("aggregator.event_unreadable", extra={"device_id": batch.device_id, "reason": str(exc)})
-            return None
+            self.counts["events_unreadable"] += len(pending)
+            logger.warning("aggregator.event_unreadable", extra={"reason": str(exc)})
+            return []
 
     def _act(self, decision: Decision, ev: Event) -> None:
         """After the commit: count the decision and do what it says (notify, collect more)."""
@@ -299,6 +374,13 @@ class Aggregator:
     def now(self) -> float:
         return self.latest_ts if self.sim_clock else time.time()
 
+    def release_leases(self) -> None:
+        """A clean stop: the next aggregator takes the periodic work at once."""
+        try:
+            self.leases.release(PERIODIC_LEASE, self.holder)
+        except Exception:  # stopping must go on
+            logger.exception("aggregator.lease_release_failed")
+
     def tick(self) -> None:
         """Timed work (reminders, deferred notifications, ignore sweep, personalisation commands)."""
         for n in self.notifiers:  # notifiers with their own timed work (delivery outcomes, retries)
@@ -311,7 +393,15 @@ class Aggregator:
                     logger.exception("aggregator.notifier_tick_failed")
         if self.sim_clock and not self.latest_ts:
             return
+        if self.periodic_every and self.wall() - self._periodic_at < self.periodic_every:
+            return
+        self._periodic_at = self.wall()
         try:
+            # once across the aggregators sharing this store: the lease holder does it
+            if not self.leases.hold(PERIODIC_LEASE, self.holder, self.lease_ttl, self.wall()):
+                self.counts["periodic_elsewhere"] += 1
+                return
+            self.counts["periodic_runs"] += 1
             result = periodic(self.store, self.policy, self.now(), self.notifiers)
             for dev, name, args in result.commands:
                 if self.commander is not None:

@@ -79,6 +79,7 @@ class AggregatorService:
         self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
         self.connects = 0
         self.failed_attempts = 0
+        self.group_max = 64  # messages handled in one transaction at most (group commit)
         self._stopping = False
         self.client = make_client(mqtt_cfg, client_id, persistent=persistent)
         self.client.max_inflight_messages_set(64)
@@ -213,24 +214,37 @@ class AggregatorService:
                 self.log_dropped()
                 last_tick = time.monotonic()
             try:
-                topic, payload = self.inbox.get(timeout=idle)
+                first = self.inbox.get(timeout=idle)
             except queue.Empty:
                 self.agg.flush_rejections()
                 continue
-            self.agg.handle_message(topic, payload)
+            self._handle([first, *self._queued(self.group_max - 1)])
         self.agg.flush_rejections()
+
+    def _queued(self, limit: int) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        while len(out) < limit:
+            try:
+                out.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def _handle(self, msgs: list[tuple[str, bytes]]) -> None:
+        """What has queued up is handled together (one transaction for its uplinks: group commit)."""
+        if len(msgs) == 1:
+            self.agg.handle_message(*msgs[0])
+        else:
+            self.agg.handle_messages(msgs)
 
     def drain(self) -> int:
         """Handle whatever is queued now; returns how many messages."""
         n = 0
-        while True:
-            try:
-                topic, payload = self.inbox.get_nowait()
-            except queue.Empty:
-                self.agg.flush_rejections()
-                return n
-            self.agg.handle_message(topic, payload)
-            n += 1
+        while msgs := self._queued(self.group_max):
+            self._handle(msgs)
+            n += len(msgs)
+        self.agg.flush_rejections()
+        return n
 
     def log_dropped(self) -> None:
         """One ``cloud.inbox_dropped`` line when messages were dropped since the last one."""

@@ -12,7 +12,7 @@ from cloud.feedback.store import implicit_sweep
 from cloud.notifiers import Notifier
 from cloud.rules.followup import collected_followups
 from cloud.rules.notify import Decision, NotificationPolicy, alert_event_body, due_renotifications
-from cloud.store.db import CloudStore
+from cloud.store.db import CloudStore, write_lock
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,14 @@ def periodic(store: CloudStore, policy: NotificationPolicy, now: float,
     return the personalisation config commands to sign and send (``(device_id, "config", args)``)."""
     followups = collected_followups(store, policy, now)
     reminders = due_renotifications(store, policy, now)
-    for d in (*followups, *reminders):
-        body = alert_event_body(store, d.alert_id)
-        for n in notifiers:
-            try:
-                n.send(d, body)
-            except Exception:  # a broken notifier must not stop the loop
-                logger.exception("feedback.periodic_notifier_failed", extra={"alert_id": d.alert_id})
+    with write_lock(store.db):  # the notifiers' records of these notifications in one transaction
+        for d in (*followups, *reminders):
+            body = alert_event_body(store, d.alert_id)
+            for n in notifiers:
+                try:
+                    n.send(d, body)
+                except Exception:  # a broken notifier must not stop the loop
+                    logger.exception("feedback.periodic_notifier_failed", extra={"alert_id": d.alert_id})
     ignored = implicit_sweep(store, now, policy.settings.ignore_after_s)
     commands = personalisation_commands(store, now)
     if reminders or ignored or commands or followups:

@@ -146,23 +146,30 @@ class CloudMetrics:
     def __init__(self, svc: Any, db_path: str | None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.store_seconds = Histogram("edgeloop_cloud_store_seconds", "Time to store one uplink batch "
-                                       "(one transaction)", buckets=STORE_BUCKETS, registry=self.registry)
+                                       "(batches stored together share the statement's time)",
+                                       buckets=STORE_BUCKETS, registry=self.registry)
         self.registry.register(CloudCollector(svc, db_path))
-        _time_calls(svc.agg.store, "store_batch", self.store_seconds.observe)
+        _time_calls(svc.agg.store, "store_many", self._observe_batches)
+
+    def _observe_batches(self, seconds: float, batches: Any) -> None:
+        n = max(1, len(batches))
+        for _ in range(n):
+            self.store_seconds.observe(seconds / n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def _time_calls(obj: Any, name: str, observe: Callable[[float], None]) -> None:
-    """Wrap ``obj.name`` so every call's duration is observed (the store itself stays unaware)."""
+def _time_calls(obj: Any, name: str, observe: Callable[[float, Any], None]) -> None:
+    """Wrap ``obj.name`` so every call's duration is observed with its first argument (the store
+    itself stays unaware)."""
     inner = getattr(obj, name)
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed(arg: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return inner(*args, **kwargs)
+            return inner(arg, *args, **kwargs)
         finally:
-            observe(time.perf_counter() - t0)
+            observe(time.perf_counter() - t0, arg)
 
     setattr(obj, name, timed)

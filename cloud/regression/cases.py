@@ -24,6 +24,7 @@ from cloud.regression.errors import CaseNotFoundError
 from cloud.regression.evidence import Labelled, labelled, table_exists
 from cloud.regression.replay import window_numbers
 from cloud.store.db import CloudStore
+from cloud.store.schema import ensure_set
 from shared.config import doc
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def m002_check_detector_hash(db: Database) -> None:
 
 
 def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent)."""
-    migrations.apply(store.db)
+    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
+    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from cloud.releases.errors import (
     RolloutNotFoundError,
 )
 from cloud.store.db import CloudStore, write_lock
+from cloud.store.schema import ensure_set
 from shared.schemas import Reply
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def m002_failed_step(db: Database) -> None:
 
 
 def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent)."""
-    migrations.apply(store.db)
+    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
+    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from cloud.retrain.config import DriftRule, NewCasesRule, PrecisionRule, Retrain
 from cloud.retrain.dataset import export_dataset
 from cloud.retrain.drift import ks_pvalue, psi, summary_values
 from cloud.store.db import CloudStore
+from cloud.store.schema import ensure_set
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.retrain")
@@ -58,8 +59,8 @@ def m001_retrain(db: Database) -> None:
 
 
 def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent)."""
-    migrations.apply(store.db)
+    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
+    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from cloud.rules.policy import NotificationPolicy, Rule, When, in_window, severity_rank
+from cloud.rules.history import AlertHistory
+from cloud.rules.policy import NotificationPolicy, Rule, Settings, When, in_window, severity_rank
 from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
 from shared.records import Event, Record
@@ -82,10 +84,16 @@ class LocalPrefs:
 
 def local_prefs(store: CloudStore, policy: NotificationPolicy, individual_id: str, t: float,
                 event_tz_h: float | None = None) -> LocalPrefs:
+    rows = list(store.db.table("individual_prefs").rows_where("individual_id = ?", [individual_id]))
+    return prefs_from(rows[0] if rows else {}, policy, individual_id, t, event_tz_h)
+
+
+def prefs_from(row: Mapping[str, Any], policy: NotificationPolicy, individual_id: str, t: float,
+               event_tz_h: float | None = None) -> LocalPrefs:
+    """The individual's settings at ``t``: the stored owner settings (``row``) win over the rules
+    file's [individuals], which win over the event's own time zone and the defaults."""
     s = policy.settings
     file_prefs = policy.individuals.get(individual_id)
-    rows = list(store.db.table("individual_prefs").rows_where("individual_id = ?", [individual_id]))
-    row = rows[0] if rows else {}
     tz = row.get("tz_offset_h")
     if tz is None:
         tz = file_prefs.tz_offset_h if file_prefs and file_prefs.tz_offset_h is not None else event_tz_h
@@ -109,19 +117,19 @@ def in_quiet_hours(prefs: LocalPrefs, t: float) -> bool:
 # ---------------------------------------------------------------- facts the conditions read
 
 class Facts:
-    """Everything a condition can ask, computed lazily (only the queries a rule needs run)."""
+    """Everything a condition can ask, computed lazily (only the questions a rule needs are put
+    to the history)."""
 
-    def __init__(self, store: CloudStore, policy: NotificationPolicy, device_id: str,
+    def __init__(self, history: AlertHistory, policy: NotificationPolicy, device_id: str,
                  record: Record, ev: Event, t: float, incident: dict[str, Any] | None,
                  incarnation: str = "") -> None:
-        self.store, self.policy, self.device_id, self.record = store, policy, device_id, record
+        self.history, self.policy, self.device_id, self.record = history, policy, device_id, record
         self.ev, self.t, self.incident, self.incarnation = ev, t, incident, incarnation
-        self.db = store.db
         self.ind = record.individual_id
 
     @cached_property
     def prefs(self) -> LocalPrefs:
-        return local_prefs(self.store, self.policy, self.ind, self.t, self.ev.tz_offset_h)
+        return prefs_from(self.history.prefs(self.ind), self.policy, self.ind, self.t, self.ev.tz_offset_h)
 
     @cached_property
     def quiet_hours(self) -> bool:
@@ -139,19 +147,16 @@ class Facts:
         if self.policy.settings.warmup_s <= 0:
             return False
         # this incarnation's first record: a reset device learns its baseline again
-        row = self.db.execute("SELECT ts FROM records WHERE device_id = ? AND incarnation = ? ORDER BY seq LIMIT 1",
-                              [self.device_id, self.incarnation]).fetchone()  # first by seq: an index lookup
-        first = self.record.ts if row is None else min(row[0], self.record.ts)
+        first_ts = self.history.record_span(self.device_id, self.incarnation)[0]
+        first = self.record.ts if first_ts is None else min(first_ts, self.record.ts)
         return self.record.ts - first < self.policy.settings.warmup_s
 
     @cached_property
     def stale(self) -> bool:
         """Decided long after it happened: by the decision clock, or by the device's own newest
         record (a backlog uploaded after a network cut is stale even when replayed)."""
-        row = self.db.execute(
-            "SELECT ts FROM records WHERE device_id = ? AND incarnation = ? ORDER BY seq DESC LIMIT 1",
-            [self.device_id, self.incarnation]).fetchone()  # newest by seq: an index lookup
-        latest = max(self.t, row[0] if row is not None else self.t)
+        newest = self.history.record_span(self.device_id, self.incarnation)[1]
+        latest = max(self.t, newest if newest is not None else self.t)
         return latest - self.record.ts > self.policy.settings.stale_after_s
 
     @cached_property
@@ -165,11 +170,8 @@ class Facts:
     @cached_property
     def duplicate(self) -> bool:
         """Same device, episode start and metric set already decided at this severity or above."""
-        sevs = self.db.execute(
-            "SELECT DISTINCT severity FROM alerts WHERE device_id = ? AND individual_id = ? "
-            "AND start_ts = ? AND metrics = ?",
-            [self.device_id, self.ind, self.ev.onset, self.metrics_json]).fetchall()
-        return any(severity_rank(s) >= severity_rank(self.ev.severity) for (s,) in sevs)
+        sevs = self.history.episode_severities(self.device_id, self.ind, self.ev.onset, self.metrics_json)
+        return any(severity_rank(s) >= severity_rank(self.ev.severity) for s in set(sevs))
 
     @cached_property
     def incident_open(self) -> bool:
@@ -183,30 +185,21 @@ class Facts:
 
     @cached_property
     def recently_notified(self) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM alerts WHERE individual_id = ? AND metrics = ? AND notified_at IS NOT NULL "
-            "AND notified_at > ? AND notified_at <= ? LIMIT 1",
-            [self.ind, self.metrics_json, self.t - self.policy.settings.cooldown_s, self.t],
-        ).fetchone() is not None
+        return self.history.notified_between(self.ind, self.metrics_json,
+                                             self.t - self.policy.settings.cooldown_s, self.t)
 
     @cached_property
     def collecting(self) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM alerts WHERE device_id = ? AND action = 'collect_more' "
-            "AND decided_at > ? AND decided_at <= ? LIMIT 1",
-            [self.device_id, self.t - self.policy.settings.collect_duration_s, self.t],
-        ).fetchone() is not None
+        return self.history.collecting_between(self.device_id, self.t - self.policy.settings.collect_duration_s,
+                                               self.t)
 
     def recent_alerts(self, window_s: float) -> int:
-        n = self.db.execute(
-            "SELECT COUNT(*) FROM alerts WHERE individual_id = ? AND ts > ? AND ts <= ?",
-            [self.ind, self.record.ts - window_s, self.record.ts]).fetchone()[0]
-        return int(n) + 1
+        return self.history.alerts_between(self.ind, self.record.ts - window_s, self.record.ts) + 1
 
     @cached_property
     def personalised(self) -> bool:
-        from cloud.rules.personal import within_personal_range  # local: keeps imports acyclic
-        return within_personal_range(self.db, self.ind, self.ev)
+        from cloud.rules.personal import within_thresholds  # local: keeps imports acyclic
+        return within_thresholds(self.history.personal_thresholds(self.ind), self.ev)
 
     def placeholders(self) -> dict[str, Any]:
         return {"score": self.ev.score, "severity": self.ev.severity,
@@ -271,15 +264,24 @@ def evaluate(policy: NotificationPolicy, f: Facts) -> tuple[Rule | None, str]:
 
 # ---------------------------------------------------------------- incidents
 
-def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float,
-                         individual_id: str | None = None) -> int:
-    """Close incidents with no alert for ``incident_idle_close_s``.
+def idle_close_time(inc: Mapping[str, Any], s: Settings) -> float | None:
+    """When an open incident closes for want of alerts (None: not while reminders are due).
 
     Two kinds wait longer: an incident whose alerts were all deferred (nothing sent yet) stays
     open for at least a day so quiet hours can end, and an unanswered incident that still has
-    reminders due stays open until they are spent.
-    """
-    s = policy.settings
+    reminders due stays open until they are spent."""
+    count = inc["notify_count"] or 0
+    if count == 0:
+        return float(inc["last_alert_at"] + max(s.incident_idle_close_s, 86400.0))
+    if (not inc["answered"] and inc["severity"] in s.renotify_severities
+            and count < s.max_notifications_per_incident):
+        return None
+    return float(max(inc["last_alert_at"] + s.incident_idle_close_s, inc["last_notified_at"] or 0.0))
+
+
+def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float,
+                         individual_id: str | None = None) -> int:
+    """Close incidents with no alert for ``incident_idle_close_s`` (see :func:`idle_close_time`)."""
     where, args = "closed_at IS NULL", []
     if individual_id is not None:
         where += " AND individual_id = ?"
@@ -287,16 +289,8 @@ def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float
     closed = 0
     with write_lock(store.db):
         for inc in list(store.db.table("incidents").rows_where(where, args)):
-            count = inc["notify_count"] or 0
-            if count == 0:
-                close_at = inc["last_alert_at"] + max(s.incident_idle_close_s, 86400.0)
-            else:
-                close_at = inc["last_alert_at"] + s.incident_idle_close_s
-                if (not inc["answered"] and inc["severity"] in s.renotify_severities
-                        and count < s.max_notifications_per_incident):
-                    continue
-                close_at = max(close_at, inc["last_notified_at"] or 0.0)
-            if close_at <= t:
+            close_at = idle_close_time(inc, policy.settings)
+            if close_at is not None and close_at <= t:
                 store.db.table("incidents").update(inc["incident_id"], {"closed_at": close_at})
                 closed += 1
     return closed
@@ -314,19 +308,15 @@ def close_incident(store: CloudStore, incident_id: str, t: float) -> None:
                          [t, incident_id])
 
 
-def attach_to_incident(store: CloudStore, incident: dict[str, Any] | None, individual_id: str,
-                       alert_id: str, severity: str, t: float, *, notify: bool) -> str:
-    """Open an incident for this alert, or add the alert to the open ``incident``; ``notify``
-    counts a notification (which needs a new answer). Returns the incident id."""
+def incident_change(incident: Mapping[str, Any] | None, individual_id: str, alert_id: str, severity: str,
+                    t: float, *, notify: bool) -> tuple[str, dict[str, Any]]:
+    """(incident id, the new incident's row or the open one's changes) for an alert joining."""
     if incident is None:
-        incident_id = f"inc:{alert_id}"
-        store.db.table("incidents").insert({
-            "incident_id": incident_id, "individual_id": individual_id, "opened_at": t,
+        return f"inc:{alert_id}", {
+            "incident_id": f"inc:{alert_id}", "individual_id": individual_id, "opened_at": t,
             "last_alert_at": t, "closed_at": None, "severity": severity,
             "notify_count": 1 if notify else 0, "last_notified_at": t if notify else None,
-            "answered": 0, "first_alert_id": alert_id, "last_alert_id": alert_id, "alert_count": 1})
-        return incident_id
-    incident_id = str(incident["incident_id"])
+            "answered": 0, "first_alert_id": alert_id, "last_alert_id": alert_id, "alert_count": 1}
     upd: dict[str, Any] = {"last_alert_at": max(t, incident["last_alert_at"]),
                            "severity": max(incident["severity"], severity, key=severity_rank),
                            "last_alert_id": alert_id, "alert_count": (incident["alert_count"] or 0) + 1}
@@ -334,7 +324,18 @@ def attach_to_incident(store: CloudStore, incident: dict[str, Any] | None, indiv
         upd["notify_count"] = (incident["notify_count"] or 0) + 1
         upd["last_notified_at"] = t
         upd["answered"] = 0  # a new notification needs a new answer
-    store.db.table("incidents").update(incident_id, upd)
+    return str(incident["incident_id"]), upd
+
+
+def attach_to_incident(store: CloudStore, incident: dict[str, Any] | None, individual_id: str,
+                       alert_id: str, severity: str, t: float, *, notify: bool) -> str:
+    """Open an incident for this alert, or add the alert to the open ``incident``; ``notify``
+    counts a notification (which needs a new answer). Returns the incident id."""
+    incident_id, row = incident_change(incident, individual_id, alert_id, severity, t, notify=notify)
+    if incident is None:
+        store.db.table("incidents").insert(row)
+    else:
+        store.db.table("incidents").update(incident_id, row)
     return incident_id
 
 
@@ -353,34 +354,103 @@ def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
     return _decision(rows[0]) if rows else None
 
 
-def _decide(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
-            ev: Event, aid: str, t: float, incarnation: str) -> Decision:
+def decide(history: AlertHistory, policy: NotificationPolicy, device_id: str, record: Record, ev: Event,
+           t: float, incarnation: str = "") -> tuple[Decision, dict[str, Any]]:
+    """Decide on one event against ``history`` (pure: no database) and add the decision (and
+    its incident) to it. Returns the decision and its ``alerts`` row."""
     ind = record.individual_id
-    close_idle_incidents(store, policy, t, ind)
-    incident = open_incident(store, ind)
-    facts = Facts(store, policy, device_id, record, ev, t, incident, incarnation)
+    aid = alert_id_for(device_id, record.seq, incarnation)
+    s = policy.settings
+    for inc in history.open_incidents(ind):  # the individual's idle incidents close first
+        close_at = idle_close_time(inc, s)
+        if close_at is not None and close_at <= t:
+            history.update_incident(inc["incident_id"], {"closed_at": close_at})
+    opened = history.open_incidents(ind)
+    incident = opened[0] if opened else None
+    facts = Facts(history, policy, device_id, record, ev, t, incident, incarnation)
     rule, reason = evaluate(policy, facts)
     action: Action = rule.action if rule else "uncertain"
     state = "deferred" if rule is not None and rule.defer else _STATE[action]
     incident_id: str | None = None
-    notified_at = t if action == "notify" else None
     if ev.kind != "health" and rule is not None and (  # health never opens or joins a behaviour incident
             rule.opens_incident or (incident is not None and rule.joins_incident)):
-        incident_id = attach_to_incident(store, incident, ind, aid, ev.severity, t, notify=action == "notify")
-    store.db.table("alerts").insert({
+        incident_id, change = incident_change(incident, ind, aid, ev.severity, t, notify=action == "notify")
+        if incident is None:
+            history.add_incident(change)
+        else:
+            history.update_incident(incident_id, change)
+    row = {
         "alert_id": aid, "device_id": device_id, "incarnation": incarnation, "seq": record.seq,
         "individual_id": ind,
         "ts": record.ts, "start_ts": ev.onset, "action": action, "reason": reason,
         "rule": rule.name if rule else NO_RULE, "incident_id": incident_id,
         "severity": ev.severity, "metrics": facts.metrics_json, "score": ev.score,
         "model_version": ev.model_version, "detector_version": ev.detector_version,
-        "notified_at": notified_at, "state": state, "decided_at": t,
+        "notified_at": t if action == "notify" else None, "state": state, "decided_at": t,
         "directions": json.dumps(dict(zip(ev.metrics, ev.directions, strict=True)), sort_keys=True),
         "baseline": json.dumps(dict(zip(ev.metrics, ev.baseline, strict=False)), sort_keys=True),
         "observed": json.dumps(dict(zip(ev.metrics, ev.observed, strict=False)), sort_keys=True),
-    })
+    }
+    history.add_alert(row)
     return Decision(aid, action, reason, rule.name if rule else NO_RULE, incident_id, ind,
-                    device_id, record.seq, record.ts, incarnation)
+                    device_id, record.seq, record.ts, incarnation), row
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event record waiting for its decision (one of a batch)."""
+
+    device_id: str
+    record: Record
+    incarnation: str = ""
+    now: float | None = None
+
+    @property
+    def alert_id(self) -> str:
+        return alert_id_for(self.device_id, self.record.seq, self.incarnation)
+
+    @property
+    def t(self) -> float:
+        return self.record.ts if self.now is None else float(self.now)
+
+
+def check_event(store: CloudStore, p: Pending) -> Event:
+    """The record's event body; a record that is not an event is counted in the store's
+    rejections and raised as EventBodyError."""
+    if isinstance(p.record.body, Event):
+        return p.record.body
+    exc = EventBodyError(f"record {p.alert_id} is a {str(p.record.kind)!r}, not an event: only events are decided")
+    store.reject(f"rules:{p.alert_id}", str(exc), 0)
+    logger.warning("rules.event_rejected", extra={"device_id": p.device_id, "alert_id": p.alert_id,
+                                                  "reason": str(exc)})
+    raise exc
+
+
+def decide_batch(store: CloudStore, policy: NotificationPolicy, pending: list[Pending]) -> list[Decision]:
+    """Decide on new event records, inside the caller's write transaction: the history they need
+    is preloaded with a few queries, every event is decided against it in order, and the alerts
+    and incident changes are written in one go. The records must be newly stored (so none has a
+    decision yet): that is how the aggregator calls it."""
+    from cloud.store.alerts import (
+        AlertRepository,  # local: the store's repository of this module's tables
+    )
+
+    if not pending:
+        return []
+    ensure_schema(store.db)
+    repo = AlertRepository(store.backend)
+    events = [check_event(store, p) for p in pending]
+    history = repo.preload(policy, [(p.device_id, p.record.individual_id, ev.onset, p.t, p.record.ts)
+                                    for p, ev in zip(pending, events, strict=True)],
+                           sorted({(p.device_id, p.incarnation) for p in pending}))
+    out = [decide(history, policy, p.device_id, p.record, ev, p.t, p.incarnation)[0]
+           for p, ev in zip(pending, events, strict=True)]
+    repo.save(history)
+    for d in out:
+        logger.info("rules.decided", extra={"device_id": d.device_id, "individual_id": d.individual_id,
+                                             "alert_id": d.alert_id, "action": d.action,
+                                             "rule": d.rule, "incident_id": d.incident_id})
+    return out
 
 
 def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
@@ -392,29 +462,17 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
     and RulesError for a record that is not an event.
     """
     ensure_schema(store.db)
-    aid = alert_id_for(device_id, record.seq, incarnation)
-    done = get_decision(store, aid)
+    p = Pending(device_id, record, incarnation, now)
+    done = get_decision(store, p.alert_id)
     if done is not None:
         return done
-    try:
-        if not isinstance(record.body, Event):
-            raise EventBodyError(f"record {aid} is a {str(record.kind)!r}, not an event: only events are decided")
-        ev = record.body
-    except RulesError as exc:
-        store.reject(f"rules:{aid}", str(exc), 0)
-        logger.warning("rules.event_rejected", extra={"device_id": device_id, "alert_id": aid,
-                                                      "reason": str(exc)})
-        raise
-    t = record.ts if now is None else float(now)
+    check_event(store, p)
     with write_lock(store.db):
-        decision = get_decision(store, aid)  # another aggregator may have decided meanwhile
+        decision = get_decision(store, p.alert_id)  # another aggregator may have decided meanwhile
         if decision is not None:
             return decision
-        decision = _decide(store, policy, device_id, record, ev, aid, t, incarnation)
-    logger.info("rules.decided", extra={"device_id": device_id, "individual_id": decision.individual_id,
-                                        "alert_id": aid, "action": decision.action,
-                                        "rule": decision.rule, "incident_id": decision.incident_id})
-    return decision
+        store.backend.lock_keys([record.individual_id])
+        return decide_batch(store, policy, [p])[0]
 
 
 def collect_more_command(policy: NotificationPolicy, decision: Decision,

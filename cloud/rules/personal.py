@@ -37,8 +37,12 @@ def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int
 def within_personal_range(db: Database, individual_id: str, ev: _EventLike) -> bool:
     if not ev.baseline or not ev.observed:
         return False
-    th = personal_thresholds(db, individual_id)
-    if not th:
+    return within_thresholds(personal_thresholds(db, individual_id), ev)
+
+
+def within_thresholds(th: dict[tuple[str, int], float], ev: _EventLike) -> bool:
+    """Is every metric of ``ev`` within the accepted deviation ``th`` (personal_thresholds)?"""
+    if not ev.baseline or not ev.observed or not th:
         return False
     for m, d, b, o in zip(ev.metrics, ev.directions, ev.baseline, ev.observed, strict=False):
         if b is None or o is None:  # a metric without numbers is not known to be in range

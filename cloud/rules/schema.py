@@ -87,7 +87,7 @@ def m003_alert_incarnation(db: Database) -> None:
 
 def ensure_schema(db: Database) -> None:
     """Apply this set's pending migrations once per Database object (cheap after the first)."""
-    if db in _READY:
+    if not isinstance(db, Database) or db in _READY:  # PostgreSQL: the schema registry did
         return
     if not migrations.pending(db):
         _READY.add(db)

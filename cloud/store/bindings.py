@@ -21,6 +21,8 @@ from typing import Any, Literal
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from cloud.store.schema import ensure_set
+
 migrations = Migrations("edgeloop.cloud.bindings")
 Policy = Literal["first_seen", "provisioned"]
 Source = Literal["first_seen", "provisioned", "operator"]
@@ -39,8 +41,7 @@ def m001_bindings(db: Database) -> None:
 
 def ensure_schema(db: Database) -> None:
     """Apply this module's migrations (idempotent)."""
-    if migrations.pending(db):
-        migrations.apply(db)
+    ensure_set(db, migrations)  # PostgreSQL: the schema registry did
 
 
 @dataclass(frozen=True)

@@ -8,22 +8,31 @@ transactionally); other cloud modules add their own tables with their own migrat
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from shared.codec import to_json
+from cloud.store.backend import (
+    Backend,
+    PostgresBackend,
+    SqliteBackend,
+    open_backend,
+    parse_store_url,
+)
+from cloud.store.locks import write_lock
+from cloud.store.pgcompat import PgDatabase
+from cloud.store.records import RecordRepository, StoreResult
+from cloud.store.schema import apply_postgres, apply_sqlite
 from shared.errors import InputError
-from shared.schemas import Record, UplinkBatch
+from shared.schemas import UplinkBatch
+
+__all__ = ["CloudStore", "StoreOpenError", "StoreResult", "open_store", "write_lock"]
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.store")
@@ -65,28 +74,6 @@ def m003_device_incarnation(db: Database) -> None:
     db.table("devices").add_column("incarnation", str, not_null_default="")
 
 
-@contextlib.contextmanager
-def write_lock(db: Database) -> Iterator[None]:
-    """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
-    aggregators on one database cannot both act on stale reads; nested use is a savepoint."""
-    if db.conn.in_transaction:
-        with db.atomic():
-            yield
-        return
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    else:
-        db.conn.execute("COMMIT")
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    new: tuple[Record, ...]
-    duplicates: int
 
 
 class StoreOpenError(InputError):
@@ -95,71 +82,74 @@ class StoreOpenError(InputError):
 
 
 class CloudStore:
-    """Thin typed wrapper over the cloud's SQLite database. ``create=False`` (commands that read
-    what the cloud wrote) refuses a path where no store exists instead of creating an empty one."""
+    """The cloud's store: a back end chosen by URL (:func:`open_store`), its repositories, and
+    ``db``, the sqlite-utils ``Database`` of the modules not yet on repositories (on PostgreSQL
+    the compatibility layer of :mod:`cloud.store.pgcompat`)."""
 
     def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
-        if path is None:
-            self.db = Database(sqlite3.connect(":memory:", check_same_thread=False))
+        """``path``: a SQLite file, ``sqlite:///path``, ``postgresql://...``; None: in memory.
+        ``create=False`` (commands that read what the cloud wrote) refuses a SQLite path where no
+        store exists instead of creating an empty one."""
+        self.url = parse_store_url(str(path) if path is not None else None)
+        if self.url.path and not create and not Path(self.url.path).is_file():
+            raise StoreOpenError(f"no cloud database at {self.url.path}: pass --db with the file `edgeloop cloud "
+                                 "--db` writes")
+        try:
+            self.backend: Backend = open_backend(str(path) if path is not None else None)
+            if isinstance(self.backend, SqliteBackend):
+                # one connection, used by one thread at a time (the service hands it over at stop)
+                self.db = Database(self.backend.conn)
+                if self.url.path:
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    self.db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreOpenError(f"cannot open the cloud database {self.url.path} ({exc}): check that its folder "
+                                 "exists and is writable and that the file is an edgeloop database, or "
+                                 "pass another --db") from None
+        if isinstance(self.backend, SqliteBackend):
+            self.db.execute("PRAGMA busy_timeout=5000")
+            apply_sqlite(self.db, migrations)
         else:
-            if not create and not Path(path).is_file():
-                raise StoreOpenError(f"no cloud database at {path}: pass --db with the file `edgeloop cloud "
-                                     "--db` writes")
-            try:  # one connection, used by one thread at a time (the service hands it over at stop)
-                self.db = Database(sqlite3.connect(str(path), check_same_thread=False))
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
-            except sqlite3.DatabaseError as exc:
-                raise StoreOpenError(f"cannot open the cloud database {path} ({exc}): check that its folder "
-                                     "exists and is writable and that the file is an edgeloop database, or "
-                                     "pass another --db") from None
-        self.db.execute("PRAGMA busy_timeout=5000")
-        if migrations.pending(self.db):
-            with write_lock(self.db):  # two processes opening a fresh file at once must queue
-                migrations.apply(self.db)
+            assert isinstance(self.backend, PostgresBackend)
+            apply_postgres(self.backend)
+            self.db = cast(Database, PgDatabase(self.backend))
+        self.records_repo = RecordRepository(self.backend)
+
+    @property
+    def dialect(self) -> str:
+        return self.backend.dialect
+
+    @property
+    def path(self) -> str | None:
+        """The SQLite file behind this store (None in memory or on PostgreSQL)."""
+        return self.url.path
 
     def store_batch(self, batch: UplinkBatch) -> StoreResult:
         """Insert the batch's records once each, in one transaction (the caller's, if one is
         open); returns the new ones: a record is new only if this insert stored it."""
-        now = time.time()
-        new: list[Record] = []
-        dup = 0
-        with self.db.atomic():
-            for r in batch.records:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [batch.device_id, batch.incarnation, r.seq, r.kind, r.ts, r.individual_id,
-                     json.dumps(to_json(r.body), separators=(",", ":")), now],
-                )
-                if cur.rowcount == 1:
-                    new.append(r)
-                else:
-                    dup += 1
-        return StoreResult(tuple(new), dup)
+        return self.records_repo.store_batch(batch, time.time())
+
+    def store_many(self, batches: Sequence[UplinkBatch]) -> list[StoreResult]:
+        """Several batches' records in one statement (the caller's transaction); one result each."""
+        return self.records_repo.store_batches(batches, time.time())
 
     def note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> int | None:
         """Remember a device's incarnation; None if known, else how many it had before (0: a new
         device; more: its storage was reset)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO incarnations (device_id, incarnation, first_seen, first_seq) "
-                              "VALUES (?, ?, ?, ?)", [device_id, incarnation, time.time(), first_seq])
-        if cur.rowcount != 1:
-            return None
-        return int(self.db.execute("SELECT COUNT(*) - 1 FROM incarnations WHERE device_id = ?",
-                                   [device_id]).fetchone()[0])
+        return self.records_repo.note_incarnation(device_id, incarnation, first_seq, time.time())
+
+    def note_incarnations(self, firsts: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+        """Several (device, incarnation, first seq) at once: the new ones, with how many each
+        device had before."""
+        return self.records_repo.note_incarnations(firsts, time.time())
 
     def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
         """One stored record by its identity (body decoded), or None."""
-        rows = list(self.db["records"].rows_where("device_id = ? AND incarnation = ? AND seq = ?",
-                                                  [device_id, incarnation, seq]))
-        return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
+        return self.records_repo.record(device_id, incarnation, seq)
 
     def set_device_state(self, device_id: str, state: str, ts: float, incarnation: str = "") -> None:
         """A status: the device's state and, from a v2 status, its current incarnation."""
-        row: dict[str, Any] = {"device_id": device_id, "state": state, "last_seen": time.time(), "status_ts": ts}
-        if incarnation:
-            row["incarnation"] = incarnation
-        self.db.table("devices").upsert(row, pk="device_id")
+        self.records_repo.set_device_state(device_id, state, ts, time.time(), incarnation)
 
     def current_incarnation(self, device_id: str) -> str:
         """The device's incarnation now: its latest status's, else the newest one its records
@@ -167,8 +157,8 @@ class CloudStore:
         row = self.db.execute("SELECT incarnation FROM devices WHERE device_id = ?", [device_id]).fetchone()
         if row and row[0]:
             return str(row[0])
-        row = self.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? ORDER BY rowid DESC LIMIT 1",
-                              [device_id]).fetchone()
+        row = self.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
+                              "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
         return str(row[0]) if row else ""
 
     def reject(self, source: str, reason: str, size: int) -> None:
@@ -177,26 +167,19 @@ class CloudStore:
 
     def reject_many(self, rows: list[tuple[float, str, str, int]]) -> None:
         """Record rejected messages ``(at, source, reason, size)`` in one transaction."""
-        with self.db.atomic():
-            self.db.conn.executemany("INSERT INTO rejections (at, source, reason, size) VALUES (?, ?, ?, ?)",
-                                     [(at, src[:200], reason[:500], size) for at, src, reason, size in rows])
-            self.db.execute("DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - 10000")
+        self.records_repo.reject_many(rows)
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        if individual_id:
-            where.append("individual_id = ?")
-            args.append(individual_id)
-        rows = self.db["records"].rows_where(" AND ".join(where) or None, args, order_by="ts, device_id, incarnation, seq")
-        return [dict(r, body=json.loads(r["body"])) for r in rows]
+        return self.records_repo.records(kind, individual_id)
 
     def count(self, kind: str | None = None) -> int:
-        if kind is None:
-            return self.db["records"].count
-        return self.db.execute("SELECT COUNT(*) FROM records WHERE kind = ?", [kind]).fetchone()[0]
+        return self.records_repo.count(kind)
 
     def close(self) -> None:
-        self.db.close()
+        self.backend.close()
+
+
+def open_store(url: str | Path | None) -> CloudStore:
+    """The store a ``--db`` value names: a path or ``sqlite:///path`` (SQLite), or
+    ``postgresql://user@host:port/dbname``; None/"" is an in-memory SQLite store."""
+    return CloudStore(url or None)
