@@ -74,6 +74,10 @@ def m003_device_incarnation(db: Database) -> None:
     db.table("devices").add_column("incarnation", str, not_null_default="")
 
 
+@migrations()
+def m004_leases(db: Database) -> None:
+    """Lease rows: periodic work that runs once across the aggregators (cloud.store.leases)."""
+    db.table("leases").create({"name": str, "holder": str, "until": float}, pk="name")
 
 
 class StoreOpenError(InputError):
