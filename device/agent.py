@@ -12,8 +12,6 @@ What is left here is the loop: ingest, score, record, and the state that survive
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import threading
@@ -22,75 +20,42 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from device.agent_state import AgentState
 from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
-from device.commands import CommandHandler, Position
+from device.commands import CommandHandler, load_cloud_public_key
 from device.config import AgentConfig
-from device.detect.class_rates import Finding
-from device.detect.engine import DeviationEvent, Engine, EngineOutput
+from device.detect.engine import EngineOutput
 from device.detect.health import HealthWatch
-from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
-from device.errors import CommandError, SetupError
-from device.features.daily import DayAccumulator, json_floats
+from device.emit import Recorder
+from device.errors import SetupError
+from device.features.daily import DayAccumulator, json_floats, utc_day
 from device.features.minute import MinuteAggregator, MinuteWindow
-from device.features.nightly import NightlyTracker
 from device.identity import INFO_SCHEMA, info_schema, resolve_for_source, stream_kind
 from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
-from device.outbox import BufferFullError, DiskFullError, Outbox, OutboxUnavailableError
+from device.nights import Nights
+from device.outbox import Outbox
 from device.profiles import DeviceProfile, profile_for
-from device.reader import (
-    ByteSource,
-    SerialSource,
-    TraceSource,
-    awaits_device,
-    open_source,
-    wait_for_source,
-)
+from device.reader import ByteSource, SerialSource, awaits_device, open_source, wait_for_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
-from shared.alert_gate import EventNumbers
+from device.trace_position import TracePosition
 from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, Reading, decode_payload
-from shared.records import (
-    Backlog,
-    CommandReport,
-    Direction,
-    Event,
-    EventTrace,
-    NightVerdict,
-    RawWindow,
-    RecordBody,
-    Severity,
-    kind_of,
-)
+from shared.records import Backlog, CommandReport, RawWindow
 from shared.topics import TopicError, check_id
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
-TRACE_MAX_BYTES = 64 * 1024  # an event's trace: half the outbox's 128 KiB row cap
 STATE_EVERY_S = 3600.0  # persist engine state once per device hour ...
 STATE_MIN_WALL_S = 30.0  # ... but not more often than this in wall time (replays run days in seconds)
-OUTBOX_RETRY_S = 10.0  # an outbox the full disk kept closed at start: try to open it this often
-
-
-def _utc_day(ts: float) -> str:
-    """UTC day of a timestamp (called once per window; the formatting is cached per day)."""
-    return _day_name(int(ts // 86400))
-
-
-@functools.lru_cache(maxsize=64)
-def _day_name(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 @dataclass(frozen=True)
@@ -123,16 +88,14 @@ class Agent:
         ob = cfg.outbox
         # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
-        self.outbox_retry_s = OUTBOX_RETRY_S
-        self._outbox_tried = time.monotonic()
         self.counts: Counter[str] = Counter()
+        self.state = AgentState(self.outbox, self.counts, cfg.device_id)  # what survives a restart
         self.decoder = FrameDecoder()
         self.minutes = MinuteAggregator()
         self.profile: DeviceProfile = profile_for(cfg.kind, cfg)
         # configured, else learnt from the device-info frame (kept across restarts)
         self.individual_id = ""
-        self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
-                               source="saved state")
+        self._learn_individual(cfg.individual_id or self.state.individual_id(), source="saved state")
         self._public_key = load_cloud_public_key(cfg.cloud_public_key)
         self._classifier = classifier
         self.budget = LatencyBudget(cfg.budget_ms)
@@ -151,20 +114,18 @@ class Agent:
         self._last_expire = time.monotonic()
         self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
         self._stop = threading.Event()  # run()'s: ends a wait for a serial device to come back
-        # a trace remembers how far it got: the stream offset where frames not yet in a closed
-        # window begin, saved with the engine; records of windows up to the watermark are not
-        # appended again when a resumed trace replays them (they were, before a crash)
-        self._trace_key: str | None = None
-        self._open_from = 0
-        self._window_ts: float | None = None
-        self._replay_until: float | None = None
+        # how far a trace got, and the records a resumed trace does not queue again
+        self.position = TracePosition(self.outbox, self.counts, cfg.device_id)
+        self.records = Recorder(self.outbox, self.counts, cfg.device_id, self.position,
+                                filed_under=lambda: self.individual_id or self.cfg.device_id)
         self.day: DayAccumulator | None = None
         self._source: ByteSource | None = None
         self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
-        self.commands = CommandHandler(cfg.device_id, self._public_key, self._load_position, self._save_position,
-                                       incarnation=self.outbox.incarnation, now=self._timeline_now)
+        self.commands = CommandHandler(cfg.device_id, self._public_key, self.state.load_position,
+                                       self.state.save_position, incarnation=self.outbox.incarnation,
+                                       now=self._timeline_now)
         self.commands.register("config", self._cmd_config)
         self.commands.register("collect_more", self._cmd_collect_more)
         for name, handler in self.releases.commands().items():
@@ -174,13 +135,11 @@ class Agent:
         """Build what depends on the device's kind: the engine (restored), a collar's night
         watch, the event trace ring and the release handler."""
         self.profile = profile
-        self.engine = self._restore_engine()
-        self._restore_profile()
+        self.engine = self.state.engine(profile)
+        self.state.restore_profile(profile)
         # a collar's nights (resting HR overnight, restlessness, the day's steps) through the night
         # watch: the morning's verdict travels in the daily summary (``night``)
-        self.nights = NightlyTracker() if profile.kind == "collar" else None
-        self.watch = self._restore_watch() if self.nights is not None else None
-        self.last_night: NightAssessment | None = None
+        self.nights = Nights(self.state.watch()) if profile.kind == "collar" else None
         self.trace = (TraceRing(profile.metrics, self.cfg.event_trace_hours * 3600.0)
                       if self.cfg.event_trace_hours > 0 else None)
         self.releases = ReleaseHandler(profile, self.state_dir, self._public_key, self._classifier, self.counts,
@@ -205,95 +164,13 @@ class Agent:
         self.counts["kind_from_stream"] += 1
         logger.info("agent.kind_from_stream", extra={"device_id": self.cfg.device_id, "kind": kind})
 
-    # ---- state ---------------------------------------------------------------------------------
-    def _restore_engine(self) -> Engine:
-        m, d = self.profile.metrics, self.profile.directions
-        blob = self.outbox.get("engine_state")
-        names = self.outbox.get("engine_metrics")
-        if blob:
-            try:
-                saved = tuple(json.loads(names)) if names else None
-                eng = Engine.from_state(blob, m, directions=d, saved_metrics=saved)
-                self.counts["engine_restored"] += 1
-                return eng
-            except ValueError as exc:
-                logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
-                self.counts["engine_state_unreadable"] += 1
-        return Engine(m, directions=d)
-
-    def _restore_profile(self) -> None:
-        """The profile's own learnt state (a camera's class rates), saved with the engine."""
-        blob = self.outbox.get("profile_state")
-        if not blob:
-            return
-        try:
-            saved = json.loads(blob)
-            if saved.get("kind") == self.profile.kind:
-                self.profile.restore(saved["state"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("agent.state_unreadable", extra={"reason": f"profile state: {exc}"})
-            self.counts["profile_state_unreadable"] += 1
-
-    def _restore_watch(self) -> NightWatch:
-        blob = self.outbox.get("nightwatch_state")
-        if blob:
-            try:
-                return NightWatch.from_state(blob)
-            except NightWatchStateError as exc:
-                logger.warning("agent.state_unreadable", extra={"reason": str(exc)})
-                self.counts["nightwatch_state_unreadable"] += 1
-        return NightWatch()
-
-    def _night_verdict(self, day_ts: float) -> NightVerdict | None:
-        """This morning's verdict on last night, for the summary of the day it was read."""
-        a = self.last_night
-        if a is None or a.day != int(day_ts // 86400.0):
-            return None
-        return NightVerdict(level=a.level, evidence=round(a.evidence, 3), night_z=round(a.night, 3),  # type: ignore[arg-type]
-                            z=dict(zip(a.z, json_floats(a.z.values()), strict=True)),
-                            baseline=dict(zip(a.baseline, json_floats(a.baseline.values()), strict=True)))
-
+    # ---- state (device/agent_state.py) -----------------------------------------------------------
     def save_state(self) -> None:
         """The engine, the sensor clock's timeline, how far a trace got and who this is, saved
         together (one transaction)."""
-        state = {"engine_state": self.engine.state(),
-                 "engine_metrics": json.dumps(list(self.engine.metrics)).encode(),
-                 "clock": self.clock.state()}
-        if self.watch is not None:
-            state["nightwatch_state"] = self.watch.state()
-        profile_state = self.profile.state()
-        if profile_state is not None:
-            state["profile_state"] = json.dumps({"kind": self.profile.kind, "state": profile_state}).encode()
-        if self._trace_key is not None:
-            held = self.clock.held_first()
-            pos = self._open_from if held is None else min(self._open_from, held[0])
-            state["trace"] = json.dumps({"key": self._trace_key, "pos": pos}).encode()
-        if self.individual_id:
-            state["individual_id"] = self.individual_id.encode()
-        try:
-            self.outbox.put_many(state)
-        except DiskFullError as exc:  # kept in memory: saved at the next attempt that fits
-            self.counts["state_unsaved"] += 1
-            logger.error("agent.state_unsaved", extra={"device_id": self.cfg.device_id, "reason": str(exc)})
-
-    def _load_position(self) -> Position:
-        """The last accepted command's (epoch, counter), kept in the outbox's state (an agent
-        before command v2 saved the counter alone)."""
-        v = self.outbox.get("command_counter")
-        if not v:
-            return Position()
-        try:
-            d = json.loads(v)
-            return Position(int(d["epoch"]), int(d["counter"])) if isinstance(d, dict) else Position(0, int(d))
-        except (ValueError, KeyError, TypeError):
-            logger.error("commands.position_unreadable", extra={"value": v})
-            return Position(0, 2**62)  # refuse until the cloud re-syncs, rather than accept replays
-
-    def _save_position(self, pos: Position) -> None:
-        try:
-            self.outbox.put("command_counter", json.dumps({"epoch": pos.epoch, "counter": pos.counter}).encode())
-        except DiskFullError as exc:  # an unsaved position would let the command be replayed
-            raise CommandError(f"cannot save the command counter ({exc}): command refused") from None
+        held = self.clock.held_first()
+        self.state.save(self.engine, self.clock.state(), self.nights.watch if self.nights is not None else None,
+                        self.profile, self.position.state(None if held is None else held[0]), self.individual_id)
 
     def _timeline_now(self) -> float:
         """Now on the agent's timeline (the sensor clock records are dated by, which the cloud's
@@ -304,27 +181,23 @@ class Agent:
         return self.clock.last + max(0.0, time.monotonic() - self._frame_mono)
 
     def _retry_outbox(self) -> None:
-        """The outbox could not be opened (disk full): try again every ``outbox_retry_s``; once
-        open, restore the state it kept (a learnt baseline is worth more than the minutes scored
+        """An outbox the full disk kept closed at start, once it opens (device/agent_state.py):
+        restore the state it kept (a learnt baseline is worth more than the minutes scored
         without it) and send under its incarnation."""
-        if self.outbox.available or time.monotonic() - self._outbox_tried < self.outbox_retry_s:
+        if not self.state.opened_late():
             return
-        self._outbox_tried = time.monotonic()
-        if not self.outbox.try_open():
-            return
-        self.counts["outbox_opened_late"] += 1
         if self.syncer.uplink is not None:
             self.syncer.uplink.incarnation = self.outbox.incarnation
         self.commands.incarnation = self.outbox.incarnation  # commands are bound to it
         if self.outbox.get("engine_state"):
-            self.engine = self._restore_engine()
+            self.engine = self.state.engine(self.profile)
             self.apply_detector_config()
             if self.trace is not None:
                 self.trace.reset()
-        if self.watch is not None and self.outbox.get("nightwatch_state"):
-            self.watch = self._restore_watch()
+        if self.nights is not None and self.outbox.get("nightwatch_state"):
+            self.nights.watch = self.state.watch()
         if not self.individual_id:
-            self._learn_individual((self.outbox.get("individual_id") or b"").decode(), source="saved state")
+            self._learn_individual(self.state.individual_id(), source="saved state")
         logger.warning("outbox.opened", extra={"device_id": self.cfg.device_id, "incarnation": self.outbox.incarnation,
                                                "not_kept": self.counts["outbox_unavailable"]})
 
@@ -357,7 +230,7 @@ class Agent:
             for ts, (offset, r) in self.clock.admit(frame.ts_ms / 1000.0, (frame.offset, reading)):
                 closed = self.minutes.add(ts, r)
                 if closed is not None:
-                    self._open_from = offset  # this frame opens the next minute: a resume starts here
+                    self.position.open_from = offset  # this frame opens the next minute: a resume starts here
                     self.process_window(closed)
 
     def _learn_individual(self, given: str, source: str = "device-info frame") -> None:
@@ -379,14 +252,12 @@ class Agent:
 
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
-        self._window_ts = w.minute_ts
+        self.position.window_ts = w.minute_ts
         accel = w.accel_window(self.releases.window_seconds)
         label = self.releases.classify(accel, float(w.accel_rate), w.minute_ts, self.budget, self.metrics)
         vec = self.profile.vector(w, label)
-        if self.nights is not None and self.watch is not None:
-            night = self.nights.add(w.minute_ts, w.heart_rate, w.steps)
-            if night is not None:
-                self.last_night = self.watch.update(night)
+        if self.nights is not None:
+            self.nights.add(w)
         if self.trace is not None:
             self.trace.before_row(w.minute_ts, self.engine.state)
         out = self.engine.process_one(w.minute_ts, vec, reuse=True)
@@ -395,13 +266,14 @@ class Agent:
         if self.trace is not None:
             self.trace.add_row(w.minute_ts, vec)
         for ev in out.events:
-            self._emit_event(ev)
+            self.records.event(ev, self.releases, self.trace)
         for f in self.profile.findings(w) + self.health.update(w.minute_ts, w.det_unchanged_s, w.battery):
-            self._emit_finding(f)
+            self.records.finding(f, self.releases)
         if w.minute_ts < self.raw_until and self.budget.allows(SHED_RAW):
             xyz = None if accel is None else tuple((float(x), float(y), float(z))
                                                    for x, y, z in np.round(accel, 3).tolist())
-            self._append(RawWindow(w.minute_ts, json_floats(vec), self.profile.metrics, label, xyz), w.minute_ts)
+            self.records.append(RawWindow(w.minute_ts, json_floats(vec), self.profile.metrics, label, xyz),
+                                w.minute_ts)
         took = time.perf_counter() - t0
         self.budget.record(took * 1000.0, self.source_backlog())
         self.metrics.window(took)
@@ -416,63 +288,9 @@ class Agent:
             self.save_state()
             self._last_state_ts, self._last_state_wall = w.minute_ts, time.monotonic()
 
-    def _emit_event(self, ev: DeviationEvent) -> None:
-        gate = self.releases.gate
-        if gate is not None and not gate.alerts(EventNumbers.from_event(ev)):
-            self.counts["events_below_gate"] += 1  # the active release's gate holds it on the device
-            return
-        event = Event(start_ts=float(ev.start_ts), ts=float(ev.ts), metrics=tuple(ev.metrics),
-                      directions=tuple(_direction(d) for d in ev.directions), score=float(ev.score),
-                      severity=Severity(ev.severity), kind="sustained", baseline=json_floats(ev.baseline),
-                      observed=json_floats(ev.observed), model_version=self.releases.model_version,
-                      detector_version=self.releases.detector_version, trace=self._event_trace())
-        self._append(event, ev.ts)
-        self.counts["events"] += 1
-        logger.info("agent.event", extra={"device_id": self.cfg.device_id, "metrics": ev.metrics})
-
-    def _emit_finding(self, f: Finding) -> None:
-        """A class-rate or health finding as an event of its kind (no engine trace: the cloud's
-        release check replays engine events only)."""
-        event = f.event(self.releases.model_version, self.releases.detector_version)
-        self._append(event, f.ts)
-        self.counts["events" if f.kind != "health" else "health_events"] += 1
-        logger.info("agent.event", extra={"device_id": self.cfg.device_id, "kind": f.kind, "metrics": [f.what]})
-
-    def _event_trace(self) -> EventTrace | None:
-        """The longest trace that keeps the event row well inside the outbox's row cap (a long
-        ``event_trace_hours`` with many metrics is cut at a later snapshot); None if none fits."""
-        if self.trace is None:
-            return None
-        for start in range(self.trace.snapshots):
-            tr = self.trace.export(start)
-            if tr is not None and len(json.dumps(to_json(tr), separators=(",", ":"))) <= TRACE_MAX_BYTES:
-                if start:
-                    self.counts["event_trace_shortened"] += 1
-                return tr
-        self.counts["event_trace_dropped"] += 1
-        return None
-
-    def _append(self, body: RecordBody, ts: float, from_window: bool = True) -> None:
-        """Queue a record. One a window made carries the window's time as the replay watermark;
-        a resumed trace does not queue again what windows up to the watermark made."""
-        kind = kind_of(body)
-        marks = None
-        if from_window and self._window_ts is not None:
-            if self._replay_until is not None and self._window_ts <= self._replay_until:
-                self.counts["replayed_not_resent"] += 1
-                return
-            marks = {"emitted_until": repr(self._window_ts).encode()}
-        try:
-            self.outbox.append(kind, self.individual_id or self.cfg.device_id, ts, to_json(body), marks)
-        except OutboxUnavailableError:  # the disk was full at start: counted (logged once by the outbox)
-            self.counts["outbox_unavailable"] += 1
-        except BufferFullError as exc:  # bytes bound or disk full, with nothing left to evict
-            self.counts["outbox_refused"] += 1
-            logger.error("outbox.refused", extra={"reason": str(exc), "kind": kind})
-
     # ---- daily summary -----------------------------------------------------------------------
     def _accumulate_day(self, w: MinuteWindow, vec: list[float], label: str | None, out: EngineOutput) -> None:
-        day = _utc_day(w.minute_ts)
+        day = utc_day(w.minute_ts)
         if self.day is not None and self.day.day != day:
             self.write_summary()
         if self.day is None:
@@ -490,10 +308,11 @@ class Agent:
             warming_up=self.engine.warming_up, model_version=rel.model_version,
             detector_version=rel.detector_version, agent_version=AGENT_VERSION,
             shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
-            models=rel.status(), outbox=self.outbox.counters(), night=self._night_verdict(d.ts),
+            models=rel.status(), outbox=self.outbox.counters(),
+            night=self.nights.verdict(d.ts) if self.nights is not None else None,
             # what still waits for the cloud's ack (the fleet page shows it beside the battery)
             backlog=Backlog(self.outbox.pending_count(), self.outbox.bytes_used))
-        self._append(summary, d.ts)
+        self.records.append(summary, d.ts)
 
     def ingest_counts(self) -> dict[str, int]:
         return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
@@ -530,7 +349,8 @@ class Agent:
 
     def _on_command(self, payload: bytes) -> None:
         cid, ok, detail, data = self.commands.handle(payload)
-        self._append(CommandReport(cid, ok, detail, to_json(data)), self.clock.last or time.time(), from_window=False)
+        self.records.append(CommandReport(cid, ok, detail, to_json(data)), self.clock.last or time.time(),
+                            from_window=False)
 
     # ---- sync ------------------------------------------------------------------------------------
     def pump(self) -> None:
@@ -564,7 +384,7 @@ class Agent:
             if waits:
                 self._source = wait_for_source(self.cfg.source, self.cfg.baudrate, stop, idle=self.pump)
             if self._source is not None:
-                self._resume(self._source)
+                self.position.resume(self._source, self.decoder)
             while self._source is not None and not stop.is_set() and not self.step():
                 pass
             asked = stop.is_set()
@@ -576,26 +396,6 @@ class Agent:
             if self._source is not None:
                 self._source.close()
         return self.report()
-
-    def _resume(self, source: ByteSource) -> None:
-        """A trace read before continues where it got to; another trace starts at its beginning."""
-        if not isinstance(source, TraceSource):
-            return
-        self._trace_key = source.key()
-        try:
-            saved = json.loads(self.outbox.get("trace") or b"{}")
-            pos = int(saved["pos"]) if saved.get("key") == self._trace_key else 0
-        except (ValueError, KeyError, TypeError):
-            pos = 0
-        if not 0 < pos <= source.size:
-            return
-        source.seek(pos)
-        self.decoder.offset = self._open_from = pos
-        mark = self.outbox.get("emitted_until")
-        self._replay_until = float(mark.decode()) if mark else None
-        self.counts["trace_resumed"] += 1
-        logger.info("agent.trace_resumed", extra={"device_id": self.cfg.device_id, "position": pos,
-                                                  "of": source.size, "replay_until": self._replay_until})
 
     def step(self) -> bool:
         """One pass of the loop: read what the source has, score it, sync, housekeeping. True when
@@ -636,7 +436,7 @@ class Agent:
         self._frames(self.decoder.flush())
         self.clock.flush()
         if at_end:  # every byte is in a window now; stopped mid-stream, the open minute is read again
-            self._open_from = self.decoder.offset
+            self.position.open_from = self.decoder.offset
         w = self.minutes.flush()
         if w is not None:
             self.process_window(w)
@@ -657,22 +457,3 @@ class Agent:
                 "ingest": self.ingest_counts(), "latency": to_json(self.budget.report()),
                 "commands": dict(self.commands.counts), "kernels": kernels().info()}
 
-
-def _direction(d: int) -> Direction:
-    return 1 if d > 0 else -1 if d < 0 else 0
-
-
-def load_cloud_public_key(path: str) -> Ed25519PublicKey | None:
-    """The cloud's public key (commands, bundles), or a :class:`SetupError` naming the file."""
-    if not path:
-        return None
-    from shared.signing import SigningError, load_public_key
-
-    try:
-        return load_public_key(Path(path))
-    except OSError as exc:
-        raise SetupError(f"cloud_public_key: cannot read {path} ({exc.strerror}): pass the cloud.pub written "
-                         "by `edgeloop cloud --keygen DIR`") from None
-    except SigningError as exc:
-        raise SetupError(f"cloud_public_key: {path}: {exc}: pass the cloud.pub written by "
-                         "`edgeloop cloud --keygen DIR`") from None

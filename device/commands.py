@@ -22,14 +22,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device.errors import CommandError
+from device.errors import CommandError, SetupError
 from shared.command_signing import signed_bytes
 from shared.schemas import COMMAND_VERSION, Command, SchemaError, decode
-from shared.signing import SigningError, verify_message
+from shared.signing import SigningError, load_public_key, verify_message
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -144,3 +145,17 @@ class CommandHandler:
             return cmd.command_id, False, f"{cmd.name} failed: {exc}", {}
         self.counts["ok." + cmd.name] += 1
         return cmd.command_id, True, "ok", data
+
+
+def load_cloud_public_key(path: str) -> Ed25519PublicKey | None:
+    """The cloud's public key (commands, bundles), or a :class:`SetupError` naming the file."""
+    if not path:
+        return None
+    try:
+        return load_public_key(Path(path))
+    except OSError as exc:
+        raise SetupError(f"cloud_public_key: cannot read {path} ({exc.strerror}): pass the cloud.pub written "
+                         "by `edgeloop cloud --keygen DIR`") from None
+    except SigningError as exc:
+        raise SetupError(f"cloud_public_key: {path}: {exc}: pass the cloud.pub written by "
+                         "`edgeloop cloud --keygen DIR`") from None

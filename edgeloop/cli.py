@@ -238,7 +238,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from device.agent import Agent, load_cloud_public_key
+    from device.agent import Agent
+    from device.commands import load_cloud_public_key
     from device.config import AgentConfig
     from device.reader import check_source
 

@@ -312,7 +312,7 @@ def test_a_bad_individual_id_is_refused_at_the_edge_and_a_good_one_later_is_lear
     a = Agent(AgentConfig(device_id="collar-009", state_dir=str(tmp_path / "s")), connect=False)
     a.feed(info("Bella Smith"))
     assert a.counts["individual_id_rejected"] == 1 and a.individual_id == ""
-    a._append(CommandReport("c1", True), DEMO_START)
+    a.records.append(CommandReport("c1", True), DEMO_START)
     assert a.outbox.due()[0].individual_id == "collar-009", "filed under the device id"
     a.feed(info("bella"))
     assert a.individual_id == "bella"
@@ -352,4 +352,4 @@ def test_the_collar_reads_its_nights_into_the_daily_summary(tmp_path: Path, flee
     assert nights[-1]["level"] == "green" and nights[-1]["z"]["rhr"] is None  # a young baseline
     a.save_state()
     b = Agent(replace(a.cfg, source=a.cfg.source), connect=False)
-    assert b.watch is not None and b.watch.state() == a.watch.state()
+    assert b.nights is not None and a.nights is not None and b.nights.watch.state() == a.nights.watch.state()

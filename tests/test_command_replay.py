@@ -155,10 +155,10 @@ def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
 def test_the_device_keeps_its_position_and_reads_the_old_counter(tmp_path: Path) -> None:
     a = Agent(AgentConfig(device_id="dev-1", state_dir=str(tmp_path / "s")), connect=False)
     a.outbox.put("command_counter", b"7")  # saved by an agent before commands v2
-    assert a._load_position() == Position(0, 7)
-    a._save_position(Position(3, 4))
+    assert a.state.load_position() == Position(0, 7)
+    a.state.save_position(Position(3, 4))
     b = Agent(a.cfg, connect=False)
-    assert b._load_position() == Position(3, 4)
+    assert b.state.load_position() == Position(3, 4)
 
 
 # ----------------------------------------------------------------------------- end to end

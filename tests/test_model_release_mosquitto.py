@@ -141,8 +141,8 @@ def test_a_release_detector_config_takes_effect_on_the_device(tmp_path: Path) ->
     def event(score: float) -> DeviationEvent:
         return DeviationEvent(1.0, 2.0, ("resting_hr",), (1,), score, "warning", "sustained", (60.0,), (75.0,))
 
-    agent._emit_event(event(0.5))
-    agent._emit_event(event(0.7))
+    agent.records.event(event(0.5), agent.releases, agent.trace)
+    agent.records.event(event(0.7), agent.releases, agent.trace)
     sent = [r.body["score"] for r in agent.outbox.due(10) if r.kind == "event"]
     assert sent == [0.7] and agent.counts["events_below_gate"] == 1
     agent.releases.rollback({"name": "activity", "version": 2})

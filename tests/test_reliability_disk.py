@@ -136,7 +136,7 @@ def padded_event(ts: float) -> Event:
 def _fill(agent: Any, n: int = 100_000) -> tuple[int, BaseException | None]:
     for i in range(n):
         try:
-            agent._append(padded_event(float(i)), float(i))
+            agent.records.append(padded_event(float(i)), float(i))
         except Exception as exc:
             return i, exc
     return n, None
@@ -170,7 +170,7 @@ def test_sqlite_full_evicts_then_refuses_and_resumes(tmp_path: Path) -> None:
     events are refused (counted); the database stays sound, and acks make room again."""
     agent = _agent(tmp_path)
     for i in range(8):
-        agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+        agent.records.append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
     pages = agent.outbox.db.execute("PRAGMA page_count").fetchone()[0]
     agent.outbox.db.execute(f"PRAGMA max_page_count = {pages + 2}")
     n, exc = _fill(agent, 400)
@@ -227,7 +227,7 @@ def _metrics(agent: Any, d: Path) -> dict[str, float]:
 
 def _event_rows(agent: Any, n: int, t0: float = 0.0) -> None:
     for i in range(n):
-        agent._append(padded_event(t0 + i), t0 + i)
+        agent.records.append(padded_event(t0 + i), t0 + i)
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
@@ -250,7 +250,7 @@ def test_agent_starts_on_a_full_disk_degraded_then_opens_the_outbox(existing: bo
             agent.save_state()  # nowhere to save it: counted, not raised
             assert agent.report()["ingest"]["outbox_unavailable"] == 10
             assert _metrics(agent, d) == {"available": 0.0, "outbox_unavailable": 10.0, "state_unsaved": 1.0}
-            agent.outbox_retry_s = 0.0
+            agent.state.retry_s = 0.0
             agent.pump()  # still full: stays degraded
             assert not agent.outbox.available
             filler.unlink()
@@ -322,7 +322,7 @@ def test_wal_stays_bounded_while_the_disk_fills() -> None:
         worst = 0
         try:
             for i in range(3000):
-                agent._append(padded_event(float(i)) if i % 4 == 0 else
+                agent.records.append(padded_event(float(i)) if i % 4 == 0 else
                               RawWindow(float(i), (1.0,), label="r" * 500), float(i))
                 if i % 50 == 49:
                     ob.ack(ob.pending_seqs()[:25])
@@ -356,7 +356,7 @@ def test_rolled_back_eviction_is_not_logged(caplog: pytest.LogCaptureFixture) ->
         try:
             i = 0
             while not any(k.startswith("evicted.") for k in ob.counters()) and i < 1000:
-                agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+                agent.records.append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
                 i += 1
             assert agent.counts["outbox_refused"] == 0, "the disk filled before the byte bound"
             ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -364,7 +364,7 @@ def test_rolled_back_eviction_is_not_logged(caplog: pytest.LogCaptureFixture) ->
             fill_fs(d)
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="device.outbox"):
-                agent._append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
+                agent.records.append(RawWindow(float(i), (1.0,), label="r" * 500), float(i))
             evicted_logs = [r for r in caplog.records if r.getMessage() == "outbox.evicted"]
             after = ob.counters()
             committed = {k: after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("evicted.")}
@@ -397,7 +397,7 @@ def fullstart_run(broker: MosquittoBroker, *, records: int = 300, tmpfs: str = "
                               kinds=("event", "summary", "summary"), outbox_file=disk / "outbox.db")
             filler = fill_fs(disk)
             dev = LoadDevice(spec)
-            dev.agent.outbox_retry_s = 0.2
+            dev.agent.state.retry_s = 0.2
             opened_at_start = dev.agent.outbox.available
             dev.start()
             for _ in range(records):  # the disk is full: scored, counted, not kept

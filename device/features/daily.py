@@ -3,7 +3,9 @@ sleep periods)."""
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -11,6 +13,16 @@ import numpy as np
 
 from device.features.rest import RestPeriod
 from shared.records import DailySummary, HourlySeries, RestDay, SleepPeriod
+
+
+def utc_day(ts: float) -> str:
+    """UTC day of a timestamp (called once per window; the formatting is cached per day)."""
+    return _day_name(int(ts // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def json_floats(xs: Iterable[float | None]) -> tuple[float | None, ...]:
