@@ -59,10 +59,8 @@ class Commander:
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def incarnation(self, device_id: str) -> str:
-        """The device's newest incarnation (its outbox's life) the cloud has seen, "" if none."""
-        row = self.store.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
-                                    "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
-        return str(row[0]) if row else ""
+        """The device's current incarnation (its outbox's life) as the cloud knows it, "" if none."""
+        return self.store.current_incarnation(device_id)
 
     def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
              command_id: str = "", *, epoch: int | None = None) -> schemas.Command:
@@ -88,10 +86,11 @@ class Commander:
 
     def resync(self, device_id: str, epoch: int, counter: int) -> schemas.Command | None:
         """A device's answer to a refused command: its last accepted (epoch, counter). If the cloud
-        is not ahead of it (its counter went back), move the device to a new epoch with a signed
-        ``resync``; if it is (the refused command was a replay, or an older one), nothing."""
+        is behind it (its counter went back), move the device to a new epoch with a signed
+        ``resync``; if it is, or level (the refused command was a replay, a redelivery or an older
+        one; the next command passes anyway), nothing."""
         mine = self.position(device_id)
-        if mine > (epoch, counter):
+        if mine >= (epoch, counter):
             logger.info("cloud.resync_not_needed", extra={"device_id": device_id, "device": f"{epoch}/{counter}",
                                                           "cloud": f"{mine[0]}/{mine[1]}"})
             return None

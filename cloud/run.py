@@ -152,7 +152,7 @@ class StatsLine:
             "messages_per_s": round(rate, 2), "inbox": svc.inbox.qsize(),
             "inbox_dropped": sum(svc.inbox.dropped.values()),
             "records_new": c["records_new"], "records_duplicate": c["records_duplicate"],
-            "rejected": c["rejected"], "feedback": c["feedback"]}
+            "rejected": c["rejected"], "feedback": c["feedback"], "retained_refused": svc.retained_refused}
         for key, n in sorted(c.items()):
             if key.startswith(("decision.", "commands.", "reports.")):
                 out[key.replace(".", "_")] = n

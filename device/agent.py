@@ -34,7 +34,7 @@ from device.detect.class_rates import Finding
 from device.detect.engine import DeviationEvent, Engine, EngineOutput
 from device.detect.health import HealthWatch
 from device.detect.nightwatch import NightAssessment, NightWatch, NightWatchStateError
-from device.errors import CommandError
+from device.errors import CommandError, SetupError
 from device.features.daily import DayAccumulator, json_floats
 from device.features.minute import MinuteAggregator, MinuteWindow
 from device.features.nightly import NightlyTracker
@@ -43,7 +43,14 @@ from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.outbox import BufferFullError, DiskFullError, Outbox, OutboxUnavailableError
 from device.profiles import DeviceProfile, profile_for
-from device.reader import ByteSource, TraceSource, awaits_device, open_source, wait_for_source
+from device.reader import (
+    ByteSource,
+    SerialSource,
+    TraceSource,
+    awaits_device,
+    open_source,
+    wait_for_source,
+)
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
 from device.syncer import MAX_BATCH_BYTES, Syncer, fit_batch
 from device.trace import TraceRing
@@ -108,7 +115,11 @@ class Agent:
         cfg = resolve_for_source(cfg)
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"state dir {self.state_dir}: cannot create it ({exc.strerror}): pass a writable "
+                             "folder as --state-dir (state_dir)") from None
         ob = cfg.outbox
         # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
         self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
@@ -122,7 +133,7 @@ class Agent:
         self.individual_id = ""
         self._learn_individual(cfg.individual_id or (self.outbox.get("individual_id") or b"").decode(),
                                source="saved state")
-        self._public_key = _load_public_key(cfg.cloud_public_key)
+        self._public_key = load_cloud_public_key(cfg.cloud_public_key)
         self._classifier = classifier
         self.budget = LatencyBudget(cfg.budget_ms)
         self.metrics: MetricsSink = NULL_SINK  # edgeloop agent --metrics installs a Prometheus sink
@@ -139,6 +150,7 @@ class Agent:
         self._last_state_wall = -math.inf
         self._last_expire = time.monotonic()
         self._frame_mono = time.monotonic()  # when the timeline last moved (command expiry)
+        self._stop = threading.Event()  # run()'s: ends a wait for a serial device to come back
         # a trace remembers how far it got: the stream offset where frames not yet in a closed
         # window begin, saved with the engine; records of windows up to the watermark are not
         # appended again when a resumed trace replays them (they were, before a crash)
@@ -421,10 +433,7 @@ class Agent:
     def _emit_finding(self, f: Finding) -> None:
         """A class-rate or health finding as an event of its kind (no engine trace: the cloud's
         release check replays engine events only)."""
-        direction: Direction = -1 if f.what == "scene_change" else 1
-        event = Event(start_ts=f.start_ts, ts=f.ts, metrics=(f.what,), directions=(direction,), score=f.score,
-                      severity=Severity(f.severity), kind=f.kind, baseline=(f.expected,), observed=(f.observed,),
-                      model_version=self.releases.model_version, detector_version=self.releases.detector_version)
+        event = f.event(self.releases.model_version, self.releases.detector_version)
         self._append(event, f.ts)
         self.counts["events" if f.kind != "health" else "health_events"] += 1
         logger.info("agent.event", extra={"device_id": self.cfg.device_id, "kind": f.kind, "metrics": [f.what]})
@@ -543,7 +552,7 @@ class Agent:
         a stop request only while the cloud answers (device/syncer.py), so SIGTERM with the cloud
         out of reach stops at once; ``hurry`` (a second SIGINT) cuts any drain short. What is not
         acknowledged stays in the outbox for the next start."""
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()
         if source is None and not self.cfg.source:
             raise ValueError("no source: set source (serial port, pyserial URL or trace file)")
         # a trace or a port that is there opens now (a missing trace fails before any connect); a
@@ -603,8 +612,23 @@ class Agent:
             return False
         if self.cfg.exit_on_eof:
             return True
+        if self._source.eof and isinstance(self._source, SerialSource) and self.cfg.source:
+            self._replug()
+            return False
         time.sleep(0.1)
         return False
+
+    def _replug(self) -> None:
+        """The serial device went away (a USB collar unplugged): wait for it to come back (logged
+        once, with backoff; the uplink drains meanwhile) and read on; a stop ends the wait."""
+        assert self._source is not None
+        self.counts["source_lost"] += 1
+        logger.warning("reader.lost", extra={"device_id": self.cfg.device_id, "source": self.cfg.source})
+        self._source.close()
+        src = wait_for_source(self.cfg.source, self.cfg.baudrate, self._stop, idle=self.pump, retry_open=True)
+        if src is not None:
+            self._source = src
+            self.counts["source_reopened"] += 1
 
     def finish(self) -> None:
         """End of input: close the open window and write the partial day's summary."""
@@ -638,9 +662,17 @@ def _direction(d: int) -> Direction:
     return 1 if d > 0 else -1 if d < 0 else 0
 
 
-def _load_public_key(path: str) -> Ed25519PublicKey | None:
+def load_cloud_public_key(path: str) -> Ed25519PublicKey | None:
+    """The cloud's public key (commands, bundles), or a :class:`SetupError` naming the file."""
     if not path:
         return None
-    from shared.signing import load_public_key
+    from shared.signing import SigningError, load_public_key
 
-    return load_public_key(Path(path))
+    try:
+        return load_public_key(Path(path))
+    except OSError as exc:
+        raise SetupError(f"cloud_public_key: cannot read {path} ({exc.strerror}): pass the cloud.pub written "
+                         "by `edgeloop cloud --keygen DIR`") from None
+    except SigningError as exc:
+        raise SetupError(f"cloud_public_key: {path}: {exc}: pass the cloud.pub written by "
+                         "`edgeloop cloud --keygen DIR`") from None

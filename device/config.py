@@ -36,7 +36,8 @@ class AgentConfig:
     individual_id: str = field(default="", metadata=doc("the animal/person monitored; empty = from the device-info frame"))
     kind: Literal["", "collar", "perception"] = field(default="", metadata=doc(
         "device kind (sets the metrics); empty = from the device-info frame, else collar"))
-    source: str = field(default="", metadata=doc("serial port path or pyserial URL, or a trace file"))
+    source: str = field(default="", metadata=doc(
+        "serial port path or pyserial URL, a trace file, or Frigate's events: mqtt://host:port/frigate/events"))
     baudrate: int = field(default=115200, metadata=doc("serial speed"))
     state_dir: str = field(default="edgeloop-state", metadata=doc("folder for the outbox, baselines and models"))
     cloud_public_key: str = field(default="", metadata=doc("PEM file of the cloud's ed25519 key (commands and models)"))
@@ -51,6 +52,8 @@ class AgentConfig:
         "check to replay through candidate engines; 0: events carry no trace"))
     tz_offset_h: float = field(default=0.0, metadata=doc(
         "the device's local time zone, hours from UTC (a camera's class rates are kept by local hour of day)"))
+    learn_days: float = field(default=3.0, metadata=doc(
+        "perception: days a camera's class rates by hour of day are learnt before they are checked"))
     frozen_alert_minutes: float = field(default=30.0, metadata=doc(
         "health: a camera repeating one exact detection summary this long is reported frozen"))
     dropout_alert_minutes: float = field(default=60.0, metadata=doc(
@@ -75,6 +78,8 @@ class AgentConfig:
             raise ValueError(f"event_trace_hours: {self.event_trace_hours} must be in [0, 24]")
         if not -14.0 <= self.tz_offset_h <= 14.0:
             raise ValueError(f"tz_offset_h: {self.tz_offset_h} must be in [-14, 14]")
+        if not 0 < self.learn_days <= 60:
+            raise ValueError(f"learn_days: {self.learn_days} must be in (0, 60]")
         if self.frozen_alert_minutes <= 0 or self.dropout_alert_minutes <= 0:
             raise ValueError("frozen_alert_minutes and dropout_alert_minutes must be > 0")
         if self.budget_ms <= 0:

@@ -11,5 +11,9 @@ class SourceError(DeviceError, InputError):
     """The sensor source (serial port or trace file) cannot be opened or read."""
 
 
+class SetupError(DeviceError, InputError):
+    """A file or folder the agent is configured with cannot be used (state dir, cloud key)."""
+
+
 class CommandError(DeviceError):
     """A downlink command was refused (bad signature, replayed, malformed, unknown)."""

@@ -108,6 +108,14 @@ class AgentCollector(Collector):
                                 value=1.0 if up is not None and up.connected else 0.0)
         yield CounterMetricFamily("edgeloop_agent_connects", "Successful broker connections",
                                   value=up.sessions if up is not None else 0)
+        yield GaugeMetricFamily("edgeloop_agent_outbox_available", "1 while the outbox is open (0: the disk was "
+                                "full at start; records are counted, not kept, until it opens)",
+                                value=1.0 if getattr(a.outbox, "available", True) else 0.0)
+        not_kept = CounterMetricFamily("edgeloop_agent_not_kept", "What a full disk kept from being saved: "
+                                       "records (outbox_unavailable), engine state (state_unsaved)", labels=["what"])
+        for what in ("outbox_unavailable", "state_unsaved"):
+            not_kept.add_metric([what], counts.get(what, 0))
+        yield not_kept
         try:
             kinds, oldest, ob_counters = self._outbox()
         except sqlite3.Error as exc:  # not created yet, or locked for longer than a scrape waits

@@ -219,11 +219,16 @@ class Outbox:
         self._unsaved_rejects: dict[int, tuple[str, float]] = {}
         self._unsaved_published: dict[int, float] = {}
         self._unsaved_logged = False
-        # the reserve: a file of wal_limit/2 bytes beside the outbox, given up when the disk is full
-        # so a checkpoint can grow the database by the pages in the WAL and the WAL can rewind
-        self.reserve_bytes = self.wal_limit // 2
+        # checkpoint when the WAL holds a quarter of its bound
+        self.wal_autocheckpoint = max(2, self.wal_limit // (4 * WAL_FRAME))
+        # the reserve: a file beside the outbox, given up when the disk is full so a checkpoint can
+        # grow the database by the WAL's new pages (up to the autocheckpoint and a transaction)
+        # and the WAL can rewind; then deletes fit in its frames
+        self.reserve_bytes = (self.wal_autocheckpoint + 8) * 4096
         self.reserve_retry_s = RESERVE_RETRY_S
         self._reserve_tried = -float("inf")
+        self._reserve = None if path is None else Path(f"{path}-reserve")
+        self._reserve_held = False  # the reserve file is there (made or found at open)
         self.available = False
         self.unavailable_reason = ""
         self.db = Database(None)  # the stand-in while the file cannot be opened (empty, never written)
@@ -249,6 +254,7 @@ class Outbox:
             return False
         self.db.close()
         self.db, self.available, self.unavailable_reason = db, True, ""
+        self._reserve_held = self._reserve is not None and self._reserve.exists()
         self._keep_reserve()
         self._bytes = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
         self.incarnation = (self.get("incarnation") or b"").decode()
@@ -259,9 +265,9 @@ class Outbox:
         try:
             if self.path is not None:
                 db.execute("PRAGMA journal_mode=WAL")
-                # the WAL is bounded: checkpoint at half the limit, cut back to the limit after one
+                # the WAL is bounded: checkpoint at a quarter of the limit, cut back to it when rewound
                 db.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
-                db.execute(f"PRAGMA wal_autocheckpoint = {max(2, self.wal_limit // (4 * WAL_FRAME))}")
+                db.execute(f"PRAGMA wal_autocheckpoint = {self.wal_autocheckpoint}")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db)
         except BaseException:
@@ -376,9 +382,8 @@ class Outbox:
             "SELECT seq, kind, individual_id, ts, body, size FROM outbox WHERE published_at IS NULL "
             "OR published_at < ? OR published_at > ? ORDER BY priority ASC, seq ASC LIMIT ?",
             [now - self.resend_after, now + 1.0, limit + held])
-        rows = [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in cur.fetchall()
-                if not held or self._sendable(s, now)]
-        return rows[:limit]
+        found = [r for r in cur.fetchall() if not held or self._sendable(r[0], now)][:limit]
+        return [Row(s, k, i, t, json.loads(b), z) for s, k, i, t, b, z in found]
 
     def _sendable(self, seq: int, now: float) -> bool:
         if seq in self._unsaved_acks or seq in self._unsaved_rejects:
@@ -410,11 +415,13 @@ class Outbox:
         is full). Returns how many were still here."""
         if not self.available:
             return 0
-        fresh = [s for s in seqs if s not in self._unsaved_acks]
-        n = sum(1 for s in fresh if self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [s]).fetchone())
-        self._unsaved_acks.update(fresh)
+        here = [s for s in seqs if s not in self._unsaved_acks and self._holds(s)]
+        self._unsaved_acks.update(here)
         self.settle()
-        return n
+        return len(here)
+
+    def _holds(self, seq: int) -> bool:
+        return self.db.execute("SELECT 1 FROM outbox WHERE seq = ?", [seq]).fetchone() is not None
 
     def reject(self, rejections: Iterable[tuple[int, str]], now: float | None = None) -> list[RejectedRow]:
         """The cloud refused these rows for good: move them to ``rejected`` (never sent again),
@@ -425,7 +432,8 @@ class Outbox:
             return []
         now = time.time() if now is None else now
         for seq, reason in rejections:
-            self._unsaved_rejects.setdefault(seq, (reason, now))
+            if seq not in self._unsaved_rejects and self._holds(seq):
+                self._unsaved_rejects[seq] = (reason, now)
         return self.settle()
 
     def settle(self) -> list[RejectedRow]:
@@ -448,8 +456,7 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             if not out_of_space(exc):
                 raise
-            reserve = self._reserve
-            if reserve is not None and reserve.exists():
+            if self._reserve_held:
                 self._room()
                 return self.settle()
             if not self._unsaved_logged:  # once per full-disk spell
@@ -511,15 +518,11 @@ class Outbox:
         if big:
             self._checkpoint("TRUNCATE")
 
-    @property
-    def _reserve(self) -> Path | None:
-        return None if self.path is None else Path(f"{self.path}-reserve")
-
     def _keep_reserve(self) -> None:
         """Make the reserve if it is missing and the disk has room for it twice over (now and
         then: a disk that is still full is not churned)."""
         path = self._reserve
-        if (path is None or path.exists()
+        if (path is None or self._reserve_held
                 or time.monotonic() - self._reserve_tried < self.reserve_retry_s):
             return
         self._reserve_tried = time.monotonic()
@@ -531,6 +534,7 @@ class Outbox:
                 f.write(b"\0" * self.reserve_bytes)
                 f.flush()
                 os.fsync(f.fileno())
+            self._reserve_held = True
         except OSError:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -539,7 +543,8 @@ class Outbox:
         """The disk is full: give up the reserve, then checkpoint (RESTART) so the WAL rewinds
         and its frames take the next transactions (the deletes that make room)."""
         path = self._reserve
-        if path is not None and path.exists():
+        if path is not None and self._reserve_held:
+            self._reserve_held = False
             with contextlib.suppress(OSError):
                 path.unlink()
                 self._unsaved_counts["reserve_used"] += 1

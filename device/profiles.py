@@ -88,8 +88,8 @@ class PerceptionProfile:
         self.rates = ClassRates(learn_days=learn_days, tz_offset_h=tz_offset_h)
 
     def findings(self, w: MinuteWindow) -> list[Finding]:
-        if not w.det_n:
-            return []  # no summary this minute (or a frozen camera's repeats): nothing observed
+        if not w.det_n or (w.det_unchanged_s or 0.0) > 0.0:
+            return []  # no summary this minute, or the exact summary again (a frozen camera): nothing seen
         objects = {detection_label(c): max(1, round(n / w.det_n)) if n else 0 for c, n in w.det_by_class.items()}
         return self.rates.update(w.minute_ts, objects)
 
@@ -122,5 +122,5 @@ class PerceptionProfile:
 def profile_for(kind: str, cfg: AgentConfig) -> DeviceProfile:
     """The profile of a device kind, with the agent's settings for it."""
     if kind == "perception":
-        return PerceptionProfile(tz_offset_h=cfg.tz_offset_h)
+        return PerceptionProfile(cfg.learn_days, tz_offset_h=cfg.tz_offset_h)
     return CollarProfile(cfg.quiet_minutes, score_rest=cfg.score_rest)

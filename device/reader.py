@@ -17,7 +17,7 @@ import serial
 from device.errors import SourceError
 
 logger = logging.getLogger(__name__)
-DEVICE_PREFIXES = ("/dev/tty", "/dev/pts/", "/dev/serial/", "/dev/cu.", "/dev/rfcomm")
+NOT_DEVICES = ("/dev/shm/",)  # under /dev, yet files (traces): every other missing /dev path is a device
 SERIAL_URLS = ("loop://", "socket://", "rfc2217://", "spy://", "alt://", "hwgrep://")
 
 
@@ -127,16 +127,31 @@ def awaits_device(spec: str) -> bool:
 
 
 def wait_for_source(spec: str, baudrate: int, stop: threading.Event, idle: Callable[[], None] | None = None,
-                    first: float = 0.5, longest: float = 5.0) -> ByteSource | None:
+                    first: float = 0.5, longest: float = 5.0, retry_open: bool = False) -> ByteSource | None:
     """Open ``spec``; a serial device that is absent is waited for (logged once, then polled with
     a backoff from ``first`` to ``longest`` seconds, ``idle`` called about every 0.2 s meanwhile).
-    None when ``stop`` is set first. A device that is there but cannot be opened is an error."""
-    delay, t0 = first, time.monotonic()
-    while awaits_device(spec):
-        if delay == first:
+    None when ``stop`` is set first. A device that is there but cannot be opened is an error,
+    unless ``retry_open`` (a device coming back after it went away may not be ready at once)."""
+    delay, t0, waited = first, time.monotonic(), False
+    while True:
+        reason = "not there"
+        if not awaits_device(spec):
+            try:
+                src = open_source(spec, baudrate)
+            except SourceError as exc:
+                if not retry_open:
+                    raise
+                reason = str(exc)
+            else:
+                if waited:
+                    logger.info("reader.appeared", extra={"source": spec,
+                                                          "waited_s": round(time.monotonic() - t0, 1)})
+                return src
+        if not waited:
+            waited = True
             logger.warning("reader.waiting", extra={
                 "source": spec, "hint": f"waiting for {spec} to appear (plug the device in); "
-                "retrying with backoff", "retry_max_s": longest})
+                "retrying with backoff", "reason": reason, "retry_max_s": longest})
         until = time.monotonic() + delay
         while (left := until - time.monotonic()) > 0:
             if stop.wait(min(left, 0.2)):
@@ -144,13 +159,11 @@ def wait_for_source(spec: str, baudrate: int, stop: threading.Event, idle: Calla
             if idle is not None:
                 idle()
         delay = min(delay * 2, longest)
-    if delay != first:
-        logger.info("reader.appeared", extra={"source": spec, "waited_s": round(time.monotonic() - t0, 1)})
-    return open_source(spec, baudrate)
 
 
 def _is_char_device(path: str) -> bool:
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
     except OSError:  # not there (yet): a device path names a serial port; let pyserial name the problem
-        return path.startswith(DEVICE_PREFIXES) or (path.startswith("COM") and path[3:].isdigit())
+        return ((path.startswith("/dev/") and not path.startswith(NOT_DEVICES))
+                or (path.startswith("COM") and path[3:].isdigit()))

@@ -62,6 +62,7 @@ class Uplink:
         self.sessions = 0  # successful connects seen by the network thread
         self.failed_attempts = 0  # TCP/TLS attempts that failed since the last connect
         self._stopping = False
+        self._session_up = False  # paho thread: a CONNACK came since the last disconnect
         self.client = make_client(cfg, device_id)
         self.client.max_inflight_messages_set(max_inflight)
         self.client.will_set(topics.status(device_id), self._status("offline"), qos=1, retain=True)
@@ -90,6 +91,7 @@ class Uplink:
                                              "failed_attempts": self.failed_attempts})
         self.sessions += 1
         self.failed_attempts = 0
+        self._session_up = True
         self.events.put(SyncEvent("connected", detail=str(session)))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -108,9 +110,15 @@ class Uplink:
             logger.warning("sync.session_taken_over", extra={
                 "device_id": self.device_id, "broker": self.cfg.url, "reason": reason,
                 "hint": "another process connected with this device id: run one agent per device_id"})
+        elif not self._stopping and not self._session_up:  # no CONNACK since the last try: it failed
+            self.failed_attempts += 1
+            logger.log(connect_fail_level(self.failed_attempts), "sync.connect_failed", extra={
+                "device_id": self.device_id, "broker": self.cfg.url, "reason": reason,
+                "attempt": self.failed_attempts, "hint": UNREACHABLE_HINT})
         elif not self._stopping:
             logger.info("sync.disconnected", extra={"device_id": self.device_id, "broker": self.cfg.url,
                                                     "reason": reason})
+        self._session_up = False
         self.events.put(SyncEvent("disconnected", detail=reason))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Device agent: frames -> per-minute features -> per-individual "
                        "baselines -> events in a SQLite outbox -> MQTT (QoS 1, persistent session).")
     _common_config(p)
-    p.add_argument("--source", help="serial port (/dev/ttyUSB0, /dev/pts/N), pyserial URL, or trace file")
+    p.add_argument("--source", help="serial port (/dev/ttyUSB0, /dev/pts/N), pyserial URL, trace file, or "
+                   "Frigate's events: mqtt://host:port/frigate/events")
     p.add_argument("--device-id")
     p.add_argument("--individual-id")
     p.add_argument("--kind", choices=["collar", "perception"])
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "into its own agent process, through an MQTT broker into the cloud aggregator, and "
                        "ends with a report and a plot.")
     p.add_argument("--collars", type=int, default=5)
+    p.add_argument("--perception", type=int, choices=[0, 1], default=1,
+                   help="run one Raspberry Pi perception unit (a gate camera) beside the collars (0: none)")
     p.add_argument("--days", type=float, default=14.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
@@ -233,14 +236,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from device.agent import Agent
+    from device.agent import Agent, load_cloud_public_key
     from device.config import AgentConfig
     from device.reader import check_source
 
     cfg = _load_cfg(AgentConfig, args, {
         "source": args.source, "device_id": args.device_id, "individual_id": args.individual_id,
         "kind": args.kind, "state_dir": args.state_dir, "cloud_public_key": args.cloud_public_key,
-        "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout})
+        "exit_on_eof": args.exit_on_eof, "drain_timeout": args.drain_timeout},
+        check=lambda c: load_cloud_public_key(c.cloud_public_key))
+    if cfg.source.startswith(("mqtt://", "mqtts://")):  # Frigate's event stream (device/frigate_agent.py)
+        return _frigate_agent(cfg, offline=args.offline)
     check_source(cfg.source)  # a missing trace is one line before the models load
     agent = Agent(cfg, connect=not args.offline)
     if args.metrics:  # prometheus_client is imported only here: a collar without it stays lean
@@ -252,6 +258,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.progress:
         _progress_thread(agent, stop)
     report = agent.run(stop, hurry=hurry)
+    print(json.dumps({"final": report}), flush=True)
+    return 0
+
+
+def _frigate_agent(cfg: Any, offline: bool) -> int:
+    from device.frigate_agent import FrigateAgent, SourceUrlError
+
+    try:
+        agent = FrigateAgent(cfg, connect=not offline)
+    except SourceUrlError as exc:
+        print(f"edgeloop agent: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    report = agent.run(stop)
     print(json.dumps({"final": report}), flush=True)
     return 0
 

@@ -24,6 +24,7 @@ from cloud.broker import EmbeddedBroker
 from cloud.config import CloudConfig
 from cloud.run import build
 from edgeloop.demo_report import build_report
+from firmware_sim.perception import default_unit
 from firmware_sim.scenario import DEMO_START, default_fleet, write_ground_truth
 from shared.mqtt import MqttConfig
 from shared.signing import generate_keypair, save_private_key, save_public_key
@@ -64,7 +65,9 @@ def run_demo(args: argparse.Namespace) -> int:
     save_private_key(out / "cloud.key", priv)
     save_public_key(out / "cloud.pub", pub)
     fleet = default_fleet(args.collars, args.days, args.seed)
-    write_ground_truth(fleet, DEMO_START, out / "ground_truth.json")
+    # one Raspberry Pi perception unit beside the collars (a gate camera; --perception 0: none)
+    units = [default_unit(args.days)] if args.perception else []
+    write_ground_truth(fleet + units, DEMO_START, out / "ground_truth.json")
 
     mqtt_cfg = MqttConfig(url=url, protocol=cast(Literal["5", "3.1.1"], protocol))
     cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg,
@@ -83,11 +86,12 @@ def run_demo(args: argparse.Namespace) -> int:
     exe = [sys.executable, "-m", "edgeloop.cli"]
     procs: list[dict[str, Any]] = []
     logs = []
-    for ind in fleet:
+    for ind in fleet + units:
         log = open(out / "devices" / f"{ind.device_id}.log", "w")  # noqa: SIM115 - closed below
         logs.append(log)
         master, slave = os.openpty()
         tty.setraw(slave)
+        # no --kind: each agent learns its device's kind from the device-info frame
         agent = subprocess.Popen(
             [*exe, "agent", "--source", os.ttyname(slave), "--device-id", ind.device_id,
              "--individual-id", ind.individual_id, "--state-dir", str(out / "devices" / ind.device_id),
@@ -97,16 +101,18 @@ def run_demo(args: argparse.Namespace) -> int:
         procs.append({"ind": ind, "agent": agent, "fds": (master, slave)})
     for i, p in enumerate(procs):
         _wait_ready(p, p["ind"].device_id)
+        which = ["--kind", "perception"] if p["ind"].kind == "perception" else ["--index", str(i), "--fleet",
+                                                                                str(args.collars)]
         p["sim"] = subprocess.Popen(
-            [*exe, "sim", "--index", str(i), "--fleet", str(args.collars), "--days", str(args.days),
+            [*exe, "sim", *which, "--days", str(args.days),
              "--seed", str(args.seed), "--out-fd", str(p["fds"][0])], pass_fds=[p["fds"][0]])
         threading.Thread(target=_read_agent, args=(p,), daemon=True).start()
 
-    total_minutes = args.days * 1440 * len(fleet)
+    total_minutes = args.days * 1440 * len(procs)
     while any(p["agent"].poll() is None for p in procs):
         done = sum(p["progress"].get("windows", 0) for p in procs)
         events = sum(p["progress"].get("events", 0) for p in procs)
-        _progress(f"[{time.monotonic() - t_start:5.1f} s] simulated {done / 1440 / len(fleet):5.2f}/{args.days:g} days "
+        _progress(f"[{time.monotonic() - t_start:5.1f} s] simulated {done / 1440 / len(procs):5.2f}/{args.days:g} days "
                   f"({100 * done / total_minutes:3.0f}%)  events {events}  cloud stored {svc.agg.counts['records_new']}"
                   f"  alerts {svc.agg.counts['decision.notify']}")
         time.sleep(0.5)
@@ -130,7 +136,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _progress("")
     finals = {p["ind"].device_id: _final(p) for p in procs}
     text = build_report(svc.agg.store, fleet, DEMO_START, finals, notifier.sent, out,
-                        elapsed=time.monotonic() - t_start)
+                        elapsed=time.monotonic() - t_start, units=units)
     (out / "report.txt").write_text(text)
     print(text)
     failed = [d for d, f in finals.items() if not f]

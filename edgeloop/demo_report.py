@@ -28,10 +28,13 @@ def _sleep_minutes(summaries: list[dict[str, Any]]) -> list[int]:
 
 
 def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, finals: dict[str, Any],
-                 sent: list[Any], out: Path, elapsed: float) -> str:
-    events = store.records("event")
+                 sent: list[Any], out: Path, elapsed: float, units: list[Individual] | None = None) -> str:
+    everything = store.records("event")
+    events = [e for e in everything if e["body"].get("kind") != "health"]  # behaviour; health is listed apart
     decisions = {r["alert_id"]: r for r in store.db["alerts"].rows} if store.db["alerts"].exists() else {}
-    lines = ["", "=" * 100, f"edgeloop demo report  ({len(fleet)} collars, wall time {elapsed:.1f} s)", "=" * 100]
+    units = units or []
+    pis = f" + {len(units)} perception unit{'s' if len(units) > 1 else ''}" if units else ""
+    lines = ["", "=" * 100, f"edgeloop demo report  ({len(fleet)} collars{pis}, wall time {elapsed:.1f} s)", "=" * 100]
     caught = missed = ignored_ok = false_alerts = 0
     n_alert_conditions = n_oneoffs = 0
     for ind in fleet:
@@ -72,6 +75,11 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
                     lines.append(f"  {c.kind:11} at {_fmt(c_start)} ({c.duration / 60:.0f} min): rightly ignored")
             else:
                 lines.append(f"  {c.kind:11} at {_fmt(c_start)}: sensor fault injected (counted below)")
+        for e in everything:
+            if e["individual_id"] == ind.individual_id and e["body"].get("kind") == "health":
+                d = decisions.get(alert_id_for(e["device_id"], e["seq"], e["incarnation"]), {})
+                lines.append(f"  health alert at {_fmt(e['ts'])}: {'+'.join(e['body']['metrics'])} since "
+                             f"{_fmt(e['body']['start_ts'])} (cloud: {d.get('action', '?')} - {d.get('rule', '')})")
         for e in evs:
             if e["seq"] not in used:
                 false_alerts += 1
@@ -87,6 +95,8 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
         if lat:
             lines.append(f"  per-window processing: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms, "
                          f"budget {lat['budget_ms']} ms, overruns {lat['overruns']}")
+    p_caught, p_lines = _perception(units, everything, decisions, start_ts)
+    lines += p_lines
     sent_counts = {k: sum(f.get("outbox", {}).get(f"appended.{k}", 0) for f in finals.values())
                    for k in ("event", "summary", "report", "raw")}
     stored = {k: store.count(k) for k in sent_counts}
@@ -95,6 +105,7 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
     lines += [
         "", "-" * 100, "SUMMARY",
         f"  conditions caught: {caught} of {n_alert_conditions} (missed {missed})",
+        *([f"  perception conditions caught: {p_caught} of {sum(len(u.conditions) for u in units)}"] if units else []),
         f"  one-off excitement rightly ignored: {ignored_ok} of {n_oneoffs}",
         f"  false alerts: {false_alerts}",
         f"  owner notifications sent by the cloud: {len(sent)}",
@@ -104,6 +115,47 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
         f"  plot: {plot}", f"  cloud store: {out / 'cloud.db'}   ground truth: {out / 'ground_truth.json'}",
     ]
     return "\n".join(lines) + "\n"
+
+
+# what catches each injected perception condition (firmware_sim/perception.py): (event kind, metric prefix)
+PERCEPTION_CATCH: dict[str, tuple[tuple[str, str], ...]] = {
+    "conf_drift": (("sustained", "confidence"),),
+    "novel_class": (("novel", "novel_class:"), ("novel", "class_rate:"), ("sustained", "novel")),
+    "frozen": (("health", "frozen"),),
+    "moved": (("novel", "scene_change"), ("sustained", "brightness"), ("sustained", "scene_change")),
+}
+
+
+def _perception(units: list[Individual], events: list[dict[str, Any]], decisions: dict[str, Any],
+                start_ts: float) -> tuple[int, list[str]]:
+    """Per perception unit: each injected condition, caught after how long (and what the cloud
+    decided), or missed; and any event outside them."""
+    caught, lines = 0, []
+    for u in units:
+        evs = [e for e in events if e["individual_id"] == u.individual_id]
+        lines.append(f"\n{u.individual_id} ({u.device_id}, perception): {len(evs)} event(s)")
+        used: set[int] = set()
+        for c in u.conditions:
+            c_start, c_end = start_ts + c.start, start_ts + c.end
+            catch = PERCEPTION_CATCH.get(c.kind, ())
+            hits = [e for e in evs if c_start <= e["ts"] <= c_end + GRACE_S
+                    and any(e["body"].get("kind") == kind and any(m.startswith(prefix) for m in e["body"]["metrics"])
+                            for kind, prefix in catch)]
+            if not hits:
+                lines.append(f"  {c.kind:11} from {_fmt(c_start)} for {c.duration / 3600:4.1f} h: MISSED")
+                continue
+            caught += 1
+            e = hits[0]
+            used.update(h["seq"] for h in hits)
+            d = decisions.get(alert_id_for(e["device_id"], e["seq"], e["incarnation"]), {})
+            lines.append(f"  {c.kind:11} from {_fmt(c_start)} for {c.duration / 3600:4.1f} h: CAUGHT "
+                         f"{(e['ts'] - c_start) / 60:6.0f} min after onset ({'+'.join(e['body']['metrics'])}, "
+                         f"{e['body'].get('kind')}; cloud: {d.get('action', '?')} - {d.get('rule', '')})")
+        for e in evs:
+            if e["seq"] not in used:
+                lines.append(f"  OTHER EVENT at {_fmt(e['ts'])}: {'+'.join(e['body']['metrics'])} "
+                             f"({e['body'].get('kind')}, score {e['body']['score']:.2f})")
+    return caught, lines
 
 
 def _plot(store: CloudStore, fleet: list[Individual], start_ts: float, out: Path) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 
 from device.agent import Agent
 from device.config import AgentConfig
+from device.errors import SetupError
 from device.reader import TraceSource
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ def replay_trace(trace: str | Path, out: str | Path, *, progress: bool | None = 
     """Run the trace, write events.jsonl and trace.png into ``out``; return the summary."""
     src = TraceSource(trace)  # a missing trace is an error before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"--out {out}: cannot create the folder ({exc.strerror}): pass a writable folder") from None
     stream = stream or sys.stderr
     t0 = time.monotonic()
     agent = Agent(AgentConfig(source=str(trace), state_dir=str(out / "state"), exit_on_eof=True), connect=False)

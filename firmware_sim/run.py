@@ -22,6 +22,7 @@ from pathlib import Path
 from firmware_sim.collar import CollarSim
 from firmware_sim.perception import PerceptionSim, default_unit
 from firmware_sim.scenario import default_fleet, write_ground_truth
+from shared.errors import InputError
 
 logger = logging.getLogger(__name__)
 # The pty's speed while nobody has configured it: no reader asks for 50 baud, so a change means a
@@ -89,7 +90,12 @@ def wait_for_reader_to_leave(master: int, poll_s: float = 0.2) -> None:
 def run_sim(args: argparse.Namespace) -> int:
     sim = make_sim(args)
     if args.trace:
-        with open(args.trace, "wb") as f:
+        try:
+            f = open(args.trace, "wb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise InputError(f"--trace {args.trace}: cannot write it ({exc.strerror}): pass a path in a "
+                             "writable folder") from None
+        with f:
             for _, chunk in sim.chunks():
                 f.write(chunk)
             f.write(sim.end_frame())

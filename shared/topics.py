@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 ROOT = "edgeloop/v1"
+DEVICE_PREFIX = f"{ROOT}/dev/"
 SHARE_GROUP = "edgeloop-cloud"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -9,9 +9,13 @@ controls (a device's own publish and its own ack subscription) prove the witness
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import ssl
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -306,13 +310,15 @@ def test_acl_file_is_minimal() -> None:
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "mosquitto"
 
 
-def test_documented_production_config(tmp_path: Path) -> None:
-    """docs/mosquitto/mosquitto.conf + acl + make-certs.sh, with paths and ports rewritten."""
-    import os
-    import shutil
-    import subprocess
+def _make_certs(etc: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(DOCS / "make-certs.sh"), *args], cwd=etc, capture_output=True, text=True)
 
-    from brokers import CertPair, free_port
+
+@pytest.fixture
+def prod_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path]]:
+    """docs/mosquitto/mosquitto.conf + acl + make-certs.sh, with paths and ports rewritten:
+    (the broker, the folder with its certificates: dev-001, dev-002 and the cloud's)."""
+    from brokers import free_port
     from conftest import require_mosquitto
 
     require_mosquitto()
@@ -320,9 +326,9 @@ def test_documented_production_config(tmp_path: Path) -> None:
         pytest.skip("openssl not installed: docs/mosquitto/make-certs.sh needs it")
     etc = tmp_path / "etc"
     etc.mkdir()
-    script = DOCS / "make-certs.sh"
-    for args in (["ca"], ["server", "localhost"], ["device", "dev-001"], ["device", "dev-002"]):
-        subprocess.run(["bash", str(script), *args], cwd=etc, check=True, capture_output=True)
+    for args in (["ca"], ["server", "localhost"], ["device", "dev-001"], ["device", "dev-002"], ["cloud"]):
+        r = _make_certs(etc, *args)
+        assert r.returncode == 0, r.stderr
     broker = MosquittoBroker(tmp_path / "run", users={CLOUD: "cloud-pw"}, acl=_acl_text())
     (etc / "passwd").write_text((broker.dir / "passwd").read_text())
     (etc / "acl").write_text(_acl_text())
@@ -345,20 +351,77 @@ def test_documented_production_config(tmp_path: Path) -> None:
     broker.host = "localhost"  # the name in the server certificate (make-certs.sh server)
     broker.start()
     try:
-        dev1 = CertPair(etc / "dev-001.crt", etc / "dev-001.key")
-        with _observer_pw(broker) as obs, Collector.connect(broker, "dev-001", tls=dev1) as dev:
-            ok = dev.publish_many([(_own("dev-001", "up"), b"prod-own")])
-            bad = dev.publish_many([(_own("dev-002", "up"), b"prod-foreign")])
-            assert not ok[0].is_failure and bad[0].is_failure  # type: ignore[attr-defined]
-            assert obs.wait_for(1, 5)
-            time.sleep(0.3)
-            assert {p for _, p, _, _ in obs.messages} == {b"prod-own"}
-        assert _tls_handshake_refused(broker, None), "no client certificate was accepted"
-        assert _refused(broker).is_failure  # type: ignore[attr-defined]  # anonymous, plain port
-        rc = _refused(broker, username="dev-001", password="x")
-        assert rc.is_failure  # type: ignore[attr-defined]
+        yield broker, etc
     finally:
         broker.stop()
+
+
+def test_documented_production_config(prod_broker: tuple[MosquittoBroker, Path]) -> None:
+    from brokers import CertPair
+
+    broker, etc = prod_broker
+    dev1 = CertPair(etc / "dev-001.crt", etc / "dev-001.key")
+    with _observer_pw(broker) as obs, Collector.connect(broker, "dev-001", tls=dev1) as dev:
+        ok = dev.publish_many([(_own("dev-001", "up"), b"prod-own")])
+        bad = dev.publish_many([(_own("dev-002", "up"), b"prod-foreign")])
+        assert not ok[0].is_failure and bad[0].is_failure  # type: ignore[attr-defined]
+        assert obs.wait_for(1, 5)
+        time.sleep(0.3)
+        assert {p for _, p, _, _ in obs.messages} == {b"prod-own"}
+    assert _tls_handshake_refused(broker, None), "no client certificate was accepted"
+    assert _refused(broker).is_failure  # type: ignore[attr-defined]  # anonymous, plain port
+    rc = _refused(broker, username="dev-001", password="x")
+    assert rc.is_failure  # type: ignore[attr-defined]
+
+
+def test_a_certificate_cannot_take_another_devices_client_id(prod_broker: tuple[MosquittoBroker, Path]) -> None:
+    """dev-002's certificate connecting with client id "dev-001" used to knock dev-001 off (a
+    session takeover); with use_username_as_clientid its client id is its certificate's name."""
+    from brokers import CertPair
+
+    broker, etc = prod_broker
+    dev1 = CertPair(etc / "dev-001.crt", etc / "dev-001.key")
+    dev2 = CertPair(etc / "dev-002.crt", etc / "dev-002.key")
+    with Collector.connect(broker, "dev-001", tls=dev1) as victim, _observer_pw(broker) as obs:
+        with Collector.connect(broker, "dev-001", tls=dev2) as thief:
+            time.sleep(1.0)
+            assert not victim.disconnected.is_set(), "the other certificate knocked dev-001 off"
+            assert thief.publish_many([(_own("dev-002", "up"), b"thief-own")])[0].is_failure is False  # type: ignore[attr-defined]
+            assert thief.publish_many([(_own("dev-001", "up"), b"thief-as-victim")])[0].is_failure  # type: ignore[attr-defined]
+        assert not victim.publish_many([(_own("dev-001", "up"), b"victim-still-here")])[0].is_failure  # type: ignore[attr-defined]
+        assert obs.wait_for(2, 5)
+        time.sleep(0.3)
+        assert {p for _, p, _, _ in obs.messages} == {b"thief-own", b"victim-still-here"}
+
+
+def test_the_cloud_identity_is_issued_apart_and_a_device_cannot_take_it(
+    prod_broker: tuple[MosquittoBroker, Path],
+) -> None:
+    """make-certs.sh refuses a device certificate named like the cloud (or any name the ACL gives
+    privileges); `make-certs.sh cloud` issues the cloud's, which reads every uplink."""
+    from brokers import CertPair
+
+    broker, etc = prod_broker
+    files = sorted(etc.iterdir())
+    for name in ("edgeloop-cloud", "EDGELOOP-cloud", "edgeloop-cloud-2"):
+        r = _make_certs(etc, "device", name)
+        assert r.returncode == 2 and "reserved for the cloud" in r.stderr, (name, r.stderr)
+        assert sorted(etc.iterdir()) == files, "nothing issued"
+    (etc / "acl").write_text(_acl_text())  # the script reads the ACL next to it, or $EDGELOOP_ACL
+    r = subprocess.run(["bash", str(DOCS / "make-certs.sh"), "device", OBSERVER], cwd=etc, capture_output=True,
+                       text=True, env={**os.environ, "EDGELOOP_ACL": str(etc / "acl")})
+    assert r.returncode == 2 and "reserved" in r.stderr, r.stderr
+    assert _make_certs(etc, "cloud", "dev-009").returncode == 2, "the cloud's names are edgeloop-..."
+    subject = subprocess.run(["openssl", "x509", "-in", str(etc / "edgeloop-cloud.crt"), "-noout", "-subject"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "CN = edgeloop-cloud" in subject or "CN=edgeloop-cloud" in subject
+    cloud = CertPair(etc / "edgeloop-cloud.crt", etc / "edgeloop-cloud.key")
+    dev1 = CertPair(etc / "dev-001.crt", etc / "dev-001.key")
+    with Collector.connect(broker, "anything", tls=cloud) as c, Collector.connect(broker, "dev-001", tls=dev1) as dev:
+        c.subscribe(f"{ROOT}/dev/+/up")
+        assert not dev.publish_many([(_own("dev-001", "up"), b"to-the-cloud")])[0].is_failure  # type: ignore[attr-defined]
+        assert c.wait_for(1, 5) and c.messages[0][1] == b"to-the-cloud"
+        assert not c.publish_many([(_own("dev-001", "ack"), b"ack")])[0].is_failure  # type: ignore[attr-defined]
 
 
 def _observer_pw(broker: MosquittoBroker) -> Collector:
@@ -366,3 +429,53 @@ def _observer_pw(broker: MosquittoBroker) -> Collector:
     c = Collector.connect(broker, "cloud-watch", username=CLOUD, password="cloud-pw")
     assert not c.subscribe(f"{ROOT}/dev/+/up")[0].is_failure  # type: ignore[attr-defined]
     return c
+
+
+# --------------------------------------------------------------------------- retained uplinks
+
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "shared"])
+def test_a_retained_uplink_is_refused_and_counted(tmp_path: Path, mosquitto: MosquittoBroker, shared: bool) -> None:
+    """A retained batch on a device's up topic would be replayed to every new cloud subscriber:
+    the cloud refuses it (counted, logged, not stored), live (MQTT 5 retain-as-published) and
+    when the broker replays it at subscribe time; a plain batch next to it is stored."""
+    import sqlite3
+    import threading
+
+    from recs import record_of
+
+    from cloud.config import CloudConfig
+    from cloud.run import build
+    from shared import schemas, topics
+    from shared.mqtt import MqttConfig
+
+    def batch(seq: int) -> bytes:
+        rec = record_of(seq, "summary", 1767571200.0 + seq * 86400, "bella", {"day": "2026-01-05"})
+        return schemas.encode(schemas.UplinkBatch("dev-r", (rec,), "0123456789abcdef0123456789abcdef"))
+
+    def stored() -> list[int]:
+        with sqlite3.connect(tmp_path / "cloud.db") as con:
+            return [r[0] for r in con.execute("SELECT seq FROM records ORDER BY seq")]
+
+    with Collector.connect(mosquitto, "dev-r") as dev:
+        dev.client.publish(topics.uplink("dev-r"), batch(1), qos=1, retain=True).wait_for_publish(5)
+        svc = build(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url),
+                                shared_subscription=shared), notifiers=[])
+        stop = threading.Event()
+        svc.start()
+        try:
+            assert svc.connected.wait(10)
+            threading.Thread(target=svc.serve, args=(stop,), daemon=True).start()
+            time.sleep(1.0)  # subscribed: a plain subscription gets the retained batch 1 now
+            dev.client.publish(topics.uplink("dev-r"), batch(2), qos=1, retain=True).wait_for_publish(5)
+            dev.publish_many([(topics.uplink("dev-r"), batch(3))])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and stored() != [3]:
+                time.sleep(0.1)
+            time.sleep(0.5)
+            assert stored() == [3], "only the plain batch is stored"
+            # mosquitto 2.0 replays retained messages to a $share subscription too (MQTT 5 says it should not)
+            assert svc.retained_refused == 2, svc.retained_refused
+        finally:
+            stop.set()
+            svc.stop()
+        dev.client.publish(topics.uplink("dev-r"), b"", qos=1, retain=True).wait_for_publish(5)  # clean up

@@ -107,3 +107,21 @@ def test_the_health_watch_reports_a_dropout_and_a_low_battery_once() -> None:
     assert next(f for f in gap if f.what == "dropout").observed == 180.0
     assert watch.update(T0 + 3 * HOUR + 60, None, 13) == [], "once per episode"
     assert watch.update(T0 + 4 * HOUR, None, 90) == [] and [f.what for f in watch.update(T0 + 4 * HOUR + 60, None, 10)] == ["battery_low"]
+
+
+def _even(rate: float, m: int) -> int:
+    """Objects in minute m for an even stream at ``rate`` per minute (exact long-run mean)."""
+    return math.floor((m + 1) * rate) - math.floor(m * rate)
+
+
+@given(st.dictionaries(st.sampled_from(["person", "car", "dog", "cat"]),
+                       st.lists(st.floats(0.0, 3.0), min_size=24, max_size=24), min_size=1, max_size=3))
+def test_a_camera_that_sees_what_it_always_sees_raises_nothing(hourly: dict[str, list[float]]) -> None:
+    """Property: any per-class, per-hour pattern, learnt for a day and then seen again exactly,
+    gives no novel class, no rate far off and no scene change."""
+    rates = ClassRates(learn_days=1.0)
+    found = []
+    for m in range(2 * 1440):
+        h = (m // 60) % 24
+        found += rates.update(T0 + m * 60.0, {lab: _even(r[h], m) for lab, r in hourly.items()})
+    assert found == [], [(f.what, f.observed, f.expected) for f in found]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,64 @@ def test_agent_waits_for_an_absent_serial_port_and_reads_it_once_plugged(tmp_pat
                 p.stdout.close()
 
 
+@pytest.mark.skipif(not os.access("/dev", os.W_OK), reason="needs root: the test plugs a 'device' into /dev")
+def test_agent_waits_for_a_serial_device_that_went_away(tmp_path: Path) -> None:
+    """A collar unplugged mid-stream (its pty closed) is waited for and read again when it comes
+    back; the agent neither exits nor idles on a dead port."""
+    port = Path(f"/dev/ttyEDGELOOPTEST{uuid.uuid4().hex[:8]}")
+    log, out = tmp_path / "agent.log", tmp_path / "agent.out"
+    sims: list[subprocess.Popen[str]] = []
+
+    def plug(start: float) -> None:
+        sim = subprocess.Popen([*EDGELOOP, "sim", "--pty", "--days", "0.1", "--start", str(start)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+        sims.append(sim)
+        assert sim.stdout is not None
+        pty = sim.stdout.readline().strip()
+        port.unlink(missing_ok=True)
+        port.symlink_to(pty)
+
+    def windows() -> int:
+        lines = [json.loads(x) for x in out.read_text().splitlines() if x.startswith('{"device_id"')]
+        return lines[-1]["windows"] if lines else 0
+
+    def wait_until(pred: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 90
+        while not pred():
+            assert time.monotonic() < deadline and agent.poll() is None, (what, log.read_text()[-3000:])
+            time.sleep(0.2)
+
+    with open(log, "w") as err, open(out, "w") as stdout:
+        agent = subprocess.Popen([*EDGELOOP, "agent", "--source", str(port), "--offline", "--progress",
+                                  "--state-dir", str(tmp_path / "s"), "--device-id", "collar-9"],
+                                 cwd=ROOT, stdout=stdout, stderr=err, text=True, env=ENV)
+    try:
+        plug(1767571200.0)
+        wait_until(lambda: windows() >= 100, "the first plug's minutes")
+        sims[0].kill()  # unplugged mid-stream
+        sims[0].wait(10)
+        wait_until(lambda: "reader.lost" in log.read_text() and "reader.waiting" in log.read_text(),
+                   "the loss noticed")
+        first = windows()
+        time.sleep(2.0)
+        assert agent.poll() is None, "a device that went away is waited for, not the end"
+        plug(1767571200.0 + 86400.0)  # plugged back in (a day later)
+        wait_until(lambda: windows() > first + 50, "minutes from the device plugged back in")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(60) == 0, log.read_text()[-3000:]
+        final = json.loads(out.read_text().strip().splitlines()[-1])["final"]
+        assert final["ingest"]["source_lost"] == 1 and final["ingest"]["source_reopened"] == 1, final["ingest"]
+        assert log.read_text().count("reader.lost") == 1
+    finally:
+        port.unlink(missing_ok=True)
+        for p in (agent, *sims):
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+            if p.stdout is not None:
+                p.stdout.close()
+
+
 def test_empty_xz_names_the_file(tmp_path: Path) -> None:
     hr = tmp_path / "p_hr.csv.xz"
     hr.write_bytes(b"")
@@ -201,9 +260,35 @@ def _toml(tmp_path: Path, text: str) -> str:
     return str(p)
 
 
+class SilentBroker:
+    """A port that accepts TCP connections and closes them without a CONNACK (a wrong service, a
+    proxy whose broker is down): paho reports a disconnect, not a failed connect."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("broker", ["refused", "silent"])
 @pytest.mark.parametrize("cmd", ["agent", "cloud"])
-def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cmd: str) -> None:
-    url = f"mqtt://127.0.0.1:{free_port()}"
+def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cmd: str, broker: str) -> None:
+    silent = SilentBroker() if broker == "silent" else None
+    url = f"mqtt://127.0.0.1:{silent.port if silent else free_port()}"
     conf = _toml(tmp_path, "[mqtt]\nreconnect_min = 0.2\nreconnect_max = 0.5\n")
     trace = tmp_path / "empty.trace"
     trace.write_bytes(b"")
@@ -220,6 +305,8 @@ def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cm
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(30)
+        if silent is not None:
+            silent.close()
     fails = _fails(log)
     assert len(fails) >= 3, log.read_text()[-3000:]  # it retries
     assert "level=warning" in fails[0] and url in fails[0] and "--broker" in fails[0], fails[0]
@@ -228,3 +315,51 @@ def test_unreachable_broker_is_a_warning_at_the_default_level(tmp_path: Path, cm
 
 def _fails(log: Path) -> list[str]:
     return [x for x in log.read_text().splitlines() if "connect_failed" in x]
+
+
+def test_agent_setup_files_are_named_with_the_fix(tmp_path: Path) -> None:
+    trace = tmp_path / "t.trace"
+    trace.write_bytes(b"")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder, not a key\n")
+    base = ["agent", "--source", str(trace), "--offline", "--device-id", "d1"]
+    error_line(run(*base, "--state-dir", str(afile / "state")), str(afile / "state"), "--state-dir")
+    missing = tmp_path / "cloud.pub"
+    error_line(run(*base, "--state-dir", str(tmp_path / "s"), "--cloud-public-key", str(missing)),
+               str(missing), "--keygen")
+    error_line(run(*base, "--state-dir", str(tmp_path / "s"), "--cloud-public-key", str(afile)), str(afile),
+               "not an Ed25519 public key")
+    r = run("agent", "--validate-config", "--cloud-public-key", str(afile))
+    error_line(r, "cloud_public_key", str(afile))
+    assert "config OK" not in r.stdout
+
+
+def test_sim_into_an_unusable_trace_path_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-folder" / "x.trace"
+    error_line(run("sim", "--days", "0.01", "--trace", str(path)), str(path), "--trace")
+
+
+def test_replay_trace_into_an_unusable_folder_names_it(tmp_path: Path) -> None:
+    trace = tmp_path / "t.trace"
+    trace.write_bytes(b"")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    error_line(run("replay", "trace", str(trace), "--out", str(afile / "out")), str(afile / "out"), "--out")
+
+
+@pytest.mark.parametrize("action", ["check", "rollout"])
+def test_a_release_is_not_checked_against_an_empty_new_store(tmp_path: Path, action: str) -> None:
+    """A release check against a --db that is not there used to create an empty store and pass
+    the candidate (no regression cases to fail)."""
+    from shared.bundles import build_bundle
+    from shared.signing import generate_keypair
+
+    priv, _ = generate_keypair()
+    bundle = tmp_path / "c.bundle"
+    bundle.write_bytes(build_bundle(b"m", {"min_score": 0.2}, name="collar", version=2, private_key=priv,
+                                    device_class="collar-v1"))
+    db = tmp_path / "typo.db"
+    r = run("release", action, str(bundle), "--db", str(db))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (r.stdout, r.stderr[-2000:])
+    assert f"no cloud database at {db}" in r.stdout and "PASSED" not in r.stdout
+    assert not db.exists()

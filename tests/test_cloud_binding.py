@@ -10,6 +10,7 @@ topic, an event for "bella", who is another device's, got a notify for bella). T
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -165,6 +166,26 @@ def test_edgeloop_bind_cli(tmp_path: Path) -> None:
     assert bindings.bound_to(store.db, "collar-001") == {"daisy"} and bindings.listing(store.db)[1] == []
 
 
+def test_the_dashboard_lists_refused_claims_for_the_operator(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from cloud.aggregator.inbox import FairInbox
+    from cloud.ops.broker_sys import BrokerSys
+    from cloud.ops.web import create_app
+
+    db = tmp_path / "cloud.db"
+    agg = Aggregator(CloudStore(db), NotificationPolicy.from_toml(None))
+    send(agg, "collar-001", summary(1, "bella"))
+    send(agg, "collar-666", event(1, "bella"), event(2, "bella", EV_TS + 60))
+    svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, client_id="edgeloop-test",
+                          connected=SimpleNamespace(is_set=lambda: True), inbox=FairInbox())
+    page = create_app(svc, str(db)).test_client().get("/", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert page.status_code == 200
+    (claims,) = re.findall(r'<table id="claims">.*?</table>', page.text, re.S)
+    assert "collar-666" in claims and ">bella<" in claims and '"num">2<' in claims
+    assert "bound to device collar-001" in claims
+
+
 # ---- timestamps --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("ts", "body", "says"), [
@@ -219,6 +240,11 @@ def test_alerts_and_quality_survive_old_rows_with_impossible_times(tmp_path: Pat
     assert "quality.alerts_skipped" in quality.stderr
     (row,) = [ln for ln in quality.stdout.splitlines() if ln.startswith("m1")]
     assert row.split()[1:5] == ["2026-01-08", "02:00", "0.0", "1"], row  # the plausible alert alone
+    # Home Assistant's states (the latest alert's time) read the same rows
+    from cloud.ops.homeassistant import individual_states
+
+    store = CloudStore(db)
+    assert individual_states(store.db)["bella"]["last_alert_at"] is None  # its latest notified: year 3000
 
 
 # ---- through a real broker ---------------------------------------------------------------------
@@ -294,3 +320,46 @@ def test_through_the_broker_no_notify_for_an_individual_bound_elsewhere(
     # (the wall clock is long past the event: a reminder for the same alert may follow)
     assert {p["alert_id"] for p in owners.payloads} == {f"collar-001:{INC}:1"}, json.dumps(owners.payloads)[:500]
     assert svc.agg.counts["rejected.binding"] == 1
+
+
+# ---- the real agent ----------------------------------------------------------------------------
+
+def write_trace(path: Path, index: int, days: float) -> Path:
+    from firmware_sim.collar import CollarSim
+    from firmware_sim.scenario import DEMO_START, default_fleet
+
+    sim = CollarSim(default_fleet(5, days)[index], DEMO_START, days)
+    with open(path, "wb") as f:
+        for _, chunk in sim.chunks():
+            f.write(chunk)
+        f.write(sim.end_frame())
+    return path
+
+
+def run_agent(trace: Path, state: Path, url: str, device_id: str) -> dict[str, Any]:
+    p = subprocess.run([str(EDGELOOP), "agent", "--source", str(trace), "--state-dir", str(state), "--device-id",
+                        device_id, "--broker", url, "--exit-on-eof", "--drain-timeout", "30"],
+                       capture_output=True, text=True, timeout=180, cwd=str(REPO))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return next(json.loads(x)["final"] for x in p.stdout.splitlines() if x.startswith('{"final"'))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_real_agent_replaying_bellas_collar_under_another_id_is_heard_for_nothing(
+        tmp_path: Path, mosquitto: MosquittoBroker, cloud: tuple[AggregatorService, LogNotifier]) -> None:
+    """The agent on bella's 8-day trace (an illness the cloud alerts on) as collar-666: every
+    record refused, moved aside on the device, no notify; as her own collar-001: notified."""
+    svc, owners = cloud
+    trace = write_trace(tmp_path / "bella.bin", 0, 8.0)
+    intruder = run_agent(trace, tmp_path / "intruder", mosquitto.url, "collar-666")
+    made = sum(v for k, v in intruder["outbox"].items() if k.startswith("appended."))
+    refused = sum(v for k, v in intruder["outbox"].items() if k.startswith("rejected."))
+    assert intruder["individual_id"] == "bella" and made >= 8 and intruder["pending"] == 0
+    assert refused == made, f"{refused} of {made} records moved aside on the device"
+    rows = svc.agg.store.db.execute("SELECT COUNT(*) FROM records WHERE device_id = 'collar-666'").fetchone()[0]
+    assert rows == 0 and owners.payloads == [], "the cloud kept or notified what collar-666 said of bella"
+    assert svc.agg.counts["rejected.binding"] == made
+    own = run_agent(trace, tmp_path / "own", mosquitto.url, "collar-001")
+    assert own["pending"] == 0 and not any(k.startswith("rejected.") and v for k, v in own["outbox"].items())
+    assert owners.payloads and {p["device_id"] for p in owners.payloads} == {"collar-001"}

@@ -204,3 +204,41 @@ def test_a_flooding_device_does_not_delay_a_good_one_nor_grow_the_cloud(
     assert r["under_flood_ms"] < 5000, f"the good batch waited {r['under_flood_ms'] / 1000:.1f} s behind the flood"
     assert r["rss_peak_mb"] - r["rss_before_mb"] < 80, "the cloud grew with the flood"
     assert FLOOD * 0.9 <= r["rejected"] + r["dropped"] <= FLOOD, "the flood is counted"
+
+
+# ---- without a broker: the aggregator's side of a flood ------------------------------------------
+
+def test_rejections_are_written_in_batches_and_logged_sparingly(caplog: pytest.LogCaptureFixture) -> None:
+    """A commit and a log line per junk message made a flood expensive: now every 256 (and
+    ``flush_rejections``, which the service calls each second), at most 10 lines a second."""
+    from cloud.aggregator.handler import Aggregator
+    from cloud.rules.notify import NotificationPolicy
+    from cloud.store.db import CloudStore
+
+    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), reject_batch=256)
+    caplog.set_level("WARNING", logger="cloud.aggregator.handler")
+    for k in range(1000):
+        agg.handle_message(topics.uplink("collar-junk"), b"junk %d" % k)
+    assert agg.counts["rejected"] == 1000 and agg.counts["rejected.schema"] == 1000
+    assert agg.store.db["rejections"].count == 768, "three batches of 256 written, the rest waits"
+    agg.flush_rejections()
+    assert agg.store.db["rejections"].count == 1000
+    lines = [r for r in caplog.records if r.getMessage() == "aggregator.rejected"]
+    assert 10 <= len(lines) <= 30 and agg.counts["rejections_not_logged"] == 1000 - len(lines)
+
+
+def test_a_flood_on_an_owner_topic_is_kept_once_and_in_batches() -> None:
+    """Refused feedback was stored twice, a commit each (the feedback module and the aggregator)."""
+    from cloud.aggregator.handler import Aggregator
+    from cloud.feedback.store import ERROR_COUNTS
+    from cloud.rules.notify import NotificationPolicy
+    from cloud.store.db import CloudStore
+
+    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), reject_batch=256)
+    before = sum(ERROR_COUNTS.values())
+    for k in range(300):
+        agg.handle_message(topics.owner_feedback("bella"), b"junk %d" % k)
+    assert agg.counts["rejected.feedback"] == 300 and sum(ERROR_COUNTS.values()) - before == 300
+    assert agg.store.db["rejections"].count == 256
+    agg.flush_rejections()
+    assert agg.store.db["rejections"].count == 300

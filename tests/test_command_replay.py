@@ -130,6 +130,9 @@ def test_the_cloud_binds_each_command_to_the_incarnation_and_an_expiry() -> None
     assert (out.incarnation, out.expires_at, out.epoch, out.counter) == (INC, 1600.0, 0, 1)
     c.store.note_incarnation("dev-1", NEW_INC, 1)  # the device's state was reset
     assert c.send("dev-1", "config", {}).incarnation == NEW_INC
+    # its status names the incarnation it runs now: an older one back (a restored SD card) included
+    c.store.set_device_state("dev-1", "online", 1000.0, INC)
+    assert c.send("dev-1", "config", {}).incarnation == INC
 
 
 def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
@@ -138,6 +141,7 @@ def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
     for _ in range(3):
         c.send("dev-1", "config", {})
     assert c.resync("dev-1", 0, 2) is None, "the cloud is ahead: the refused command was a replay"
+    assert c.resync("dev-1", 0, 3) is None, "level: a redelivered command; the next one passes anyway"
     assert c.on_report("dev-1", CommandReport("", False, "x", {"resync": {"epoch": 0, "counter": 9}})) is not None
     assert c.position("dev-1") == (1, 1)
     assert json.loads(sent[-1])["name"] == "resync" and json.loads(sent[-1])["epoch"] == 1

@@ -211,6 +211,20 @@ def fill_fs(d: Path, name: str = "filler") -> Path:
     return path
 
 
+def _metrics(agent: Any, d: Path) -> dict[str, float]:
+    """What the agent's Prometheus collector says about the outbox and what was not kept."""
+    from device.metrics_prom import AgentCollector
+
+    out = {}
+    for fam in AgentCollector(agent, d / "outbox.db").collect():
+        for s in fam.samples:
+            if s.name == "edgeloop_agent_outbox_available":
+                out["available"] = s.value
+            elif s.name == "edgeloop_agent_not_kept_total":
+                out[s.labels["what"]] = s.value
+    return out
+
+
 def _event_rows(agent: Any, n: int, t0: float = 0.0) -> None:
     for i in range(n):
         agent._append(padded_event(t0 + i), t0 + i)
@@ -235,6 +249,7 @@ def test_agent_starts_on_a_full_disk_degraded_then_opens_the_outbox(existing: bo
             assert agent.counts["outbox_unavailable"] == 10
             agent.save_state()  # nowhere to save it: counted, not raised
             assert agent.report()["ingest"]["outbox_unavailable"] == 10
+            assert _metrics(agent, d) == {"available": 0.0, "outbox_unavailable": 10.0, "state_unsaved": 1.0}
             agent.outbox_retry_s = 0.0
             agent.pump()  # still full: stays degraded
             assert not agent.outbox.available
@@ -261,6 +276,9 @@ def test_ack_mark_published_reject_and_save_state_survive_a_full_disk() -> None:
         try:
             _event_rows(agent, 20)
             ob.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new space
+            reserve = d / "outbox.db-reserve"
+            assert reserve.stat().st_size == ob.reserve_bytes
+            reserve.unlink()  # past the reserve: what was given up for the disk is gone too
             filler = fill_fs(d)
             seqs = ob.pending_seqs()
             ob.mark_published(seqs[:10])
@@ -314,6 +332,9 @@ def test_wal_stays_bounded_while_the_disk_fills() -> None:
                   f"free {stat.f_bavail * stat.f_frsize}")
             counters = ob.counters()
             assert any(k.startswith("evicted.disk_full.") for k in counters), f"the disk never filled: {counters}"
+            # the reserve was given up once: without it the checkpoint could not grow the database by
+            # the WAL's one new page, and nothing (not even the evictions) could be written
+            assert counters.get("reserve_used") == 1, counters
             assert worst <= limit, f"WAL grew to {worst} bytes, over its limit {limit}"
             assert ob.integrity_ok()
         finally:
@@ -447,3 +468,49 @@ def test_disk_full_at_start_then_space_returns(mosquitto: MosquittoBroker) -> No
     assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
     assert out.evicted <= out.evicted_counted
     assert row["drained"] and out.pending == 0 and out.ok
+
+
+def test_cli_agent_on_a_full_disk_scores_then_stores_once_space_returns(
+        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """The real ``edgeloop agent`` with its state dir on a full tmpfs: it runs the trace to the
+    end (exit 0), scores every window, says once what is wrong and what to do, and counts what it
+    could not keep; run again with space, its records reach the cloud."""
+    import json
+    import sqlite3
+
+    from test_reliability_harness import EDGELOOP, REPO
+
+    trace = tmp_path / "collar.bin"
+    subprocess.run([str(EDGELOOP), "sim", "--trace", str(trace), "--days", "2", "--seed", "3", "-q"],
+                   check=True, capture_output=True, cwd=str(REPO), timeout=120)
+    cloud = CloudProcess(tmp_path / "cloud.db", mosquitto.url)
+
+    def agent(state: Path) -> tuple[dict[str, Any], str]:
+        p = subprocess.run([str(EDGELOOP), "agent", "--source", str(trace), "--state-dir", str(state),
+                            "--device-id", "cli-full", "--broker", mosquitto.url, "--exit-on-eof",
+                            "--drain-timeout", "20"], capture_output=True, text=True, timeout=180, cwd=str(REPO))
+        assert p.returncode == 0, p.stderr[-3000:]
+        return next(json.loads(x)["final"] for x in p.stdout.splitlines() if x.startswith('{"final"')), p.stderr
+
+    try:
+        cloud.start().wait_serving()
+        with _small_tmpfs() as d:
+            filler = fill_fs(d)
+            full, err = agent(d)
+            assert full["ingest"]["windows"] == 2 * 1440, "scoring stopped on the full disk"
+            assert full["ingest"]["outbox_unavailable"] > 0 and full["pending"] == 0
+            assert err.count("outbox.unavailable") == 1 and "free disk space" in err
+            filler.unlink()
+            again, _ = agent(d)
+        assert again["pending"] == 0 and again["incarnation"]
+        con = sqlite3.connect(str(tmp_path / "cloud.db"))
+        try:
+            stored = con.execute("SELECT COUNT(*) FROM records WHERE device_id = 'cli-full'").fetchone()[0]
+        finally:
+            con.close()
+        kept = sum(v for k, v in again["outbox"].items() if k.startswith("appended."))
+        print(f"\nfull disk: {full['ingest']['windows']} windows scored, "
+              f"{full['ingest']['outbox_unavailable']} records not kept; with space: {stored} of {kept} stored")
+        assert stored == kept > 0
+    finally:
+        cloud.stop()

@@ -94,7 +94,8 @@ def reset_run(broker: MosquittoBroker, *, records: int = 300) -> dict[str, Any]:
         out = check([wiped, spec], work / "cloud.db")
         row = {"scenario": "state reset (new incarnation)", **out.row(), "drained": drained,
                "incarnations": _incarnations(work / "cloud.db", spec.device_id),
-               "new_incarnation": inc1 != inc2 and bool(inc2)}
+               "new_incarnation": inc1 != inc2 and bool(inc2),
+               "logged": cloud.log_path.read_text(errors="replace").count("aggregator.new_incarnation")}
         row["_outcome"] = out
         return row
     finally:
@@ -109,6 +110,7 @@ def test_state_reset_mid_run_stores_both_lives_once(mosquitto: MosquittoBroker) 
     out = row.pop("_outcome")
     print_table("state reset", [row])
     assert row["new_incarnation"] and row["incarnations"] == 2
+    assert row["logged"] >= 1, "the cloud did not log the new incarnation"
     assert out.accepted == 600 and out.stored == 600, "records of the second life taken for duplicates"
     assert out.lost == [] and out.unexpected == [] and out.duplicates == 0
     assert row["drained"] and out.pending == 0 and out.ok

@@ -489,13 +489,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _fake_outbox(path: Path, rows: list[tuple[int, str]], high: int,
-                 counters: dict[str, int] | None = None) -> None:
+                 counters: dict[str, int] | None = None, incarnation: str = "",
+                 rejected: tuple[int, ...] = ()) -> None:
     from device.outbox import Outbox
 
     ob = Outbox(path)
-    ob.put("incarnation", b"")  # the fake cloud's rows carry the legacy incarnation
+    ob.put("incarnation", incarnation.encode())  # the fake cloud's rows carry it ("" by default)
     for _ in range(high):
         ob.append("event", "i", 0.0, {})
+    ob.reject([(s, "refused") for s in rejected])
     keep = {s for s, _ in rows}
     with ob.db.conn:
         ob.db.execute(f"DELETE FROM outbox WHERE seq NOT IN ({','.join(map(str, keep)) or '0'})")
@@ -504,15 +506,31 @@ def _fake_outbox(path: Path, rows: list[tuple[int, str]], high: int,
     ob.close()
 
 
-def _fake_cloud(path: Path, rows: list[tuple[str, int, str]]) -> None:
+def _fake_cloud(path: Path, rows: list[tuple[str, int, str]], incarnation: str = "") -> None:
     from cloud.store.db import CloudStore
 
     st = CloudStore(path)
     with st.db.conn:
         for d, s, k in rows:
-            st.db.execute("INSERT INTO records (device_id, seq, kind, ts, individual_id, body, "
-                          "received_at) VALUES (?, ?, ?, 0, 'i', '{}', 0)", [d, s, k])
+            st.db.execute("INSERT INTO records (device_id, incarnation, seq, kind, ts, individual_id, body, "
+                          "received_at) VALUES (?, ?, ?, ?, 0, 'i', '{}', 0)", [d, incarnation, s, k])
     st.close()
+
+
+def test_checker_keys_records_by_incarnation_and_counts_set_aside(tmp_path: Path) -> None:
+    """A device reset: two outboxes of one device, seqs 1..3 each, under two incarnations. The
+    second life's records are not covered by the first's (its seq 3 is lost), and a row the
+    device set aside (rejected table) is neither lost nor stored."""
+    old = DeviceSpec("dev-r", tmp_path / "old", "mqtt://x:1")
+    new = DeviceSpec("dev-r", tmp_path / "new", "mqtt://x:1")
+    for spec, inc, rejected in ((old, "aaaa", (2,)), (new, "bbbb", ())):
+        spec.state_dir.mkdir()
+        _fake_outbox(spec.outbox_path, [], high=3, incarnation=inc, rejected=rejected)
+    _fake_cloud(tmp_path / "c.db", [("dev-r", 1, "summary"), ("dev-r", 3, "summary")], incarnation="aaaa")
+    _fake_cloud(tmp_path / "c.db", [("dev-r", 1, "summary"), ("dev-r", 2, "summary")], incarnation="bbbb")
+    o = check([old, new], tmp_path / "c.db")
+    assert o.accepted == 6 and o.stored == 4 and o.duplicates == 0
+    assert o.set_aside == 1 and o.lost == [("dev-r", 3)] and o.unexpected == []
 
 
 def test_checker_counts_lost_unexpected_evicted_pending(tmp_path: Path) -> None:

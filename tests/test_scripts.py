@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON_SCRIPTS = ("bench_agent", "bench_fleet", "bench_flood", "bench_model", "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
+PYTHON_SCRIPTS = ("bench_agent", "bench_fleet", "bench_flood", "bench_model", "bench_outbox", "bench_perception",
+                  "bench_quality", "bench_scoring", "chaos", "fuzz_frames",
                   "sim_feedback_loop", "train_activity", "nab_folds")
 
 

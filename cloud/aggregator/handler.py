@@ -194,7 +194,8 @@ class Aggregator:
             self._batches([(topic, got)])
             return
         if topic.startswith(f"{topics.ROOT}/owner/"):
-            feedback_from_mqtt(self.store, topic, payload, policy=self.policy)
+            # its refusal is kept (batched) and logged by _reject, not once more by the feedback module
+            feedback_from_mqtt(self.store, topic, payload, policy=self.policy, keep_rejection=False)
             self.counts["feedback"] += 1
             return
         device_id = topics.device_id_from_topic(topic)
@@ -202,7 +203,7 @@ class Aggregator:
         if topic.split("/")[-1] == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
-            self.store.set_device_state(device_id, msg.state, msg.ts)
+            self.store.set_device_state(device_id, msg.state, msg.ts, msg.incarnation)
             if msg.incarnation:  # known before its first batch: commands are bound to it
                 self._note_incarnation(device_id, msg.incarnation, 0)
             self.counts["status"] += 1

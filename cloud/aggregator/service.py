@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud import presence
 from cloud.aggregator.handler import Aggregator
@@ -71,6 +72,8 @@ class AggregatorService:
         self.connected = threading.Event()
         self.taken_over = threading.Event()  # another process connected with our client id
         self.received = 0  # messages taken off the broker (paho thread)
+        self.retained_refused = 0  # uplinks with the retain flag, refused (paho thread)
+        self._retained_seen: set[str] = set()
         self.broker_sys = BrokerSys()  # the broker's own $SYS figures, for metrics and the dashboard
         # other topics this service listens to, handled on paho's thread: {topic: handler(payload)}
         self.extra_subscriptions: dict[str, Callable[[bytes], None]] = {}
@@ -102,9 +105,22 @@ class AggregatorService:
         if self.me is not None and msg.topic == topics.cloud_status(self.me.instance):
             self._on_presence(client, presence.Presence.decode(bytes(msg.payload)))
             return
+        if msg.retain and msg.topic.startswith(topics.DEVICE_PREFIX) and msg.topic.endswith("/up"):
+            self._refuse_retained(msg.topic)
+            return
         self.received += 1
         payload = bytes(msg.payload)
         self.inbox.put(sender_of(msg.topic), (msg.topic, payload), len(payload) + len(msg.topic))
+
+    def _refuse_retained(self, topic: str) -> None:
+        """An uplink with the retain flag: the broker would replay it to every new subscriber (a
+        device's storage of its own choosing at the broker): refused, counted, logged once per topic."""
+        self.retained_refused += 1
+        if topic not in self._retained_seen:
+            self._retained_seen.add(topic)
+            logger.warning("cloud.retained_uplink_refused", extra={
+                "topic": topic, "hint": "devices never retain uplinks: a device (or its credentials) misbehaves; "
+                "clear it with an empty retained publish on that topic from an admin account"})
 
     def _on_presence(self, client: mqtt.Client, seen: presence.Presence | None) -> None:
         assert self.me is not None
@@ -123,7 +139,10 @@ class AggregatorService:
             logger.error("cloud.connect_refused", extra={"client_id": self.client_id, "broker": self.cfg.url,
                                                          "reason": str(rc)})
             return
-        subs = [(topics.cloud_uplink_filter(self.shared), 1), (topics.STATUS_FILTER, 1),
+        # MQTT 5: uplinks keep their retain flag as published, so a retained one is seen (and
+        # refused) live too, not only when the broker replays it at subscribe time
+        up: Any = (SubscribeOptions(qos=1, retainAsPublished=True) if self.cfg.protocol == "5" else 1)
+        subs = [(topics.cloud_uplink_filter(self.shared), up), (topics.STATUS_FILTER, 1),
                 (topics.FEEDBACK_FILTER, 1), (SYS_FILTER, 0)]
         subs += [(t, 1) for t in self.extra_subscriptions]
         if self.me is not None:
@@ -146,9 +165,16 @@ class AggregatorService:
             "reason": f"{type(exc).__name__}: {exc}" if exc else "unknown", "hint": UNREACHABLE_HINT})
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        was_up = self.connected.is_set()
         self.connected.clear()
         rearm_backoff(client, self.cfg)
-        if getattr(rc, "value", None) == SESSION_TAKEN_OVER:
+        if not was_up and not self._stopping and getattr(rc, "value", None) != SESSION_TAKEN_OVER:
+            # no CONNACK since the last try: the attempt failed (a broker that never answers)
+            self.failed_attempts += 1
+            logger.log(connect_fail_level(self.failed_attempts), "cloud.connect_failed", extra={
+                "client_id": self.client_id, "broker": self.cfg.url, "attempt": self.failed_attempts,
+                "reason": str(rc), "hint": UNREACHABLE_HINT})
+        elif getattr(rc, "value", None) == SESSION_TAKEN_OVER:
             # reconnecting would knock the other process off in turn, every second: stop instead
             self.taken_over.set()
             client.disconnect()

@@ -72,8 +72,12 @@ class FeedbackResult:
     personalisation_ids: tuple[int, ...] = ()
 
 
-def count_rejection(store: CloudStore, source: str, exc: FeedbackError) -> None:
+def count_rejection(store: CloudStore, source: str, exc: FeedbackError, *, keep: bool = True) -> None:
+    """Count a refused feedback; ``keep``: also store and log it (False when the caller, the
+    aggregator, keeps and logs its own rejections in batches)."""
     ERROR_COUNTS[type(exc).__name__] += 1
+    if not keep:
+        return
     try:
         store.reject(f"feedback:{source}", f"{type(exc).__name__}: {exc}", 0)
     except Exception:  # counting must never turn a rejection into a crash
@@ -97,7 +101,7 @@ def _validate(fb: Feedback) -> None:
 
 
 def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPolicy | None = None,
-                    source: str = "api") -> FeedbackResult:
+                    source: str = "api", keep_rejection: bool = True) -> FeedbackResult:
     """Validate and store one feedback message; update the alert, its incident and, for
     normal_for_her or repeated dismissals, the individual's personalisation.
 
@@ -106,7 +110,7 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     """
     ensure_schema(store.db)
     if fb.alert_id == "" and fb.action == "label":
-        return _record_unprompted(store, fb, source)
+        return _record_unprompted(store, fb, source, keep_rejection)
     try:
         _validate(fb)
         rows = list(store.db.table("alerts").rows_where("alert_id = ?", [fb.alert_id]))
@@ -118,7 +122,7 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
             raise WrongIndividualError(f"alert {fb.alert_id!r} belongs to another individual, not "
                                        f"{fb.individual_id!r}: send feedback for that individual's alerts")
     except FeedbackError as exc:
-        count_rejection(store, source, exc)
+        count_rejection(store, source, exc, keep=keep_rejection)
         raise
     from cloud.feedback.personalise import personalise_after  # avoids an import cycle
 
@@ -147,7 +151,7 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     return FeedbackResult(fid, fb.alert_id, fb.action, state, False, pids)
 
 
-def _record_unprompted(store: CloudStore, fb: Feedback, source: str) -> FeedbackResult:
+def _record_unprompted(store: CloudStore, fb: Feedback, source: str, keep_rejection: bool = True) -> FeedbackResult:
     """A label without an alert, e.g. an owner reporting a problem the device missed
     (label "missed"). Stored with the individual's latest device and model version."""
     try:
@@ -160,7 +164,7 @@ def _record_unprompted(store: CloudStore, fb: Feedback, source: str) -> Feedback
             raise UnknownIndividualError(f"individual {fb.individual_id!r} has sent no data: "
                                          "report misses for an individual with a device")
     except FeedbackError as exc:
-        count_rejection(store, source, exc)
+        count_rejection(store, source, exc, keep=keep_rejection)
         raise
     try:
         model_version = json.loads(last[1]).get("model_version")
@@ -217,11 +221,12 @@ def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None =
 
 
 def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
-                       policy: NotificationPolicy | None = None) -> FeedbackResult:
+                       policy: NotificationPolicy | None = None, keep_rejection: bool = True) -> FeedbackResult:
     """Route one owner_feedback MQTT message: decode, check the topic's individual, record.
 
     Every failure is a counted FeedbackError (InvalidFeedbackError for undecodable payloads or
-    a topic/individual mismatch), so the caller logs one line and carries on.
+    a topic/individual mismatch), so the caller logs one line and carries on;
+    ``keep_rejection=False``: the caller stores that line too (the aggregator, in batches).
     """
     try:
         try:
@@ -238,9 +243,9 @@ def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
             raise WrongIndividualError(f"feedback for {msg.individual_id!r} arrived on {topic_ind!r}'s "
                                        "topic: publish on the individual's own feedback topic")
     except FeedbackError as exc:
-        count_rejection(store, "mqtt", exc)
+        count_rejection(store, "mqtt", exc, keep=keep_rejection)
         raise
-    return record_feedback(store, msg, policy=policy, source="mqtt")
+    return record_feedback(store, msg, policy=policy, source="mqtt", keep_rejection=keep_rejection)
 
 
 def list_alerts(store: CloudStore, individual_id: str, limit: int = 50,

@@ -128,13 +128,15 @@ def register(app: Flask) -> None:
             devices = read_model.fleet(conn)
             totals = read_model.totals(conn)
             rejections = read_model.rejections(conn, 10)
+            claims = read_model.binding_claims(conn, 20)
         broker = svc.broker_sys.snapshot()
         states: dict[str, int] = {}
         for d in devices:
             states[d["state"]] = states.get(d["state"], 0) + 1
         return render_template("fleet.html", page="fleet", devices=devices, totals=totals, broker=broker,
                                broker_version=svc.broker_sys.version, broker_updated=svc.broker_sys.updated,
-                               states=states, svc=svc, counts=dict(svc.agg.counts), rejections=rejections)
+                               states=states, svc=svc, counts=dict(svc.agg.counts), rejections=rejections,
+                               claims=claims)
 
     @app.get("/incidents")
     def incidents_page() -> str:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloud.timestamps import readable
 from shared import topics
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def discovery_messages(individual_id: str, device_ids: list[str], prefix: str = 
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
+    if ts is None or not readable(ts):  # an impossible time stored by an older cloud: none shown
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
 

@@ -58,6 +58,8 @@ class CloudCollector(Collector):
         yield rej
         yield CounterMetricFamily("edgeloop_cloud_batches_spoofed", "Batches claiming another device's id",
                                   value=c.get("spoofed", 0))
+        yield CounterMetricFamily("edgeloop_cloud_uplinks_retained_refused", "Uplinks carrying the retain flag, "
+                                  "refused (the broker would replay them)", value=svc.retained_refused)
         yield CounterMetricFamily("edgeloop_cloud_records_stored", "Records stored (first delivery)",
                                   value=c.get("records_new", 0))
         yield CounterMetricFamily("edgeloop_cloud_records_duplicate", "Records delivered again and stored "

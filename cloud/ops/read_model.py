@@ -210,3 +210,10 @@ def retrain_requests(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str
 
 def rejections(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
     return _rows(conn, "SELECT at, source, reason, size FROM rejections ORDER BY id DESC LIMIT ?", [limit])
+
+
+def binding_claims(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """Records the cloud refused because their device is not bound to the individual (newest
+    first): each waits for an operator's ``edgeloop bind``."""
+    return _rows(conn, "SELECT device_id, individual_id, reason, first_at, last_at, records FROM binding_conflicts "
+                 "ORDER BY last_at DESC LIMIT ?", [limit])

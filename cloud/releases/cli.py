@@ -72,8 +72,8 @@ def release_check_cli(store_path: str | Path, bundle_path: str | Path, *, public
     out = out or sys.stdout
     try:
         ref, detector, verified = load_bundle_for_check(bundle_path, public_key)
-        store = CloudStore(store_path)
-    except (ReleaseError, OSError) as exc:
+        store = CloudStore(store_path, create=False)  # an empty new store would pass any candidate
+    except (ReleaseError, StoreOpenError, OSError) as exc:
         out.write(f"error: {exc}\n")
         return 2
     try:
@@ -130,10 +130,10 @@ def start_rollout_cli(store_path: str | Path, bundle_path: str | Path, *,
     try:
         config = load_rollout_config(config_path)
         ref, detector, _ = load_bundle_for_check(bundle_path, public_key)
-    except (ConfigError, ReleaseError) as exc:
+        store = CloudStore(store_path, create=False)
+    except (ConfigError, ReleaseError, StoreOpenError) as exc:
         out.write(f"error: {exc}\n")
         return 2
-    store = CloudStore(store_path)
     try:
         devs = list(devices) if devices is not None else [
             r[0] for r in store.db.execute("SELECT device_id FROM devices ORDER BY device_id")]

@@ -69,7 +69,13 @@ def m002_record_incarnation(db: Database) -> None:
 
 
 @migrations()
-def m003_leases(db: Database) -> None:
+def m003_device_incarnation(db: Database) -> None:
+    """The incarnation a device's latest status named (commands are bound to it)."""
+    db.table("devices").add_column("incarnation", str, not_null_default="")
+
+
+@migrations()
+def m004_leases(db: Database) -> None:
     """Lease rows: periodic work that runs once across the aggregators (cloud.store.leases)."""
     db.table("leases").create({"name": str, "holder": str, "until": float}, pk="name")
 
@@ -145,8 +151,19 @@ class CloudStore:
         """One stored record by its identity (body decoded), or None."""
         return self.records_repo.record(device_id, incarnation, seq)
 
-    def set_device_state(self, device_id: str, state: str, ts: float) -> None:
-        self.records_repo.set_device_state(device_id, state, ts, time.time())
+    def set_device_state(self, device_id: str, state: str, ts: float, incarnation: str = "") -> None:
+        """A status: the device's state and, from a v2 status, its current incarnation."""
+        self.records_repo.set_device_state(device_id, state, ts, time.time(), incarnation)
+
+    def current_incarnation(self, device_id: str) -> str:
+        """The device's incarnation now: its latest status's, else the newest one its records
+        brought, else "" (never seen, or a v1 device)."""
+        row = self.db.execute("SELECT incarnation FROM devices WHERE device_id = ?", [device_id]).fetchone()
+        if row and row[0]:
+            return str(row[0])
+        row = self.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
+                              "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
+        return str(row[0]) if row else ""
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""

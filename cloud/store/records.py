@@ -101,11 +101,13 @@ class RecordRepository:
             return int(self.b.execute("SELECT COUNT(*) FROM records").fetchone()[0])
         return int(self.b.execute("SELECT COUNT(*) FROM records WHERE kind = ?", [kind]).fetchone()[0])
 
-    def set_device_state(self, device_id: str, state: str, ts: float, now: float) -> None:
-        self.b.execute("INSERT INTO devices (device_id, state, last_seen, status_ts) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, "
-                       "last_seen = excluded.last_seen, status_ts = excluded.status_ts",
-                       [device_id, state, now, ts])
+    def set_device_state(self, device_id: str, state: str, ts: float, now: float, incarnation: str = "") -> None:
+        """A status: the device's state and, when the status names one, its current incarnation."""
+        self.b.execute("INSERT INTO devices (device_id, state, last_seen, status_ts, incarnation) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, "
+                       "last_seen = excluded.last_seen, status_ts = excluded.status_ts, incarnation = "
+                       "CASE WHEN excluded.incarnation = '' THEN devices.incarnation ELSE excluded.incarnation END",
+                       [device_id, state, now, ts, incarnation])
 
     def reject_many(self, rows: Sequence[tuple[float, str, str, int]]) -> None:
         """Record rejected messages ``(at, source, reason, size)`` in one transaction (bounded:

@@ -26,8 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.records import Direction, Event, Severity
+
 HOURS = 24
-FindingKind = Literal["novel", "health"]
+FindingKind = Literal["sustained", "novel", "health"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,14 @@ class Finding:
     expected: float
     score: float  # in [0, 1]
     severity: Literal["info", "warning", "critical"] = "warning"
+    direction: Direction = 1  # above (+1) or below (-1) what was expected
+
+    def event(self, model_version: str = "unknown", detector_version: str = "unknown") -> Event:
+        """The event record that carries this finding (one metric: ``what``)."""
+        return Event(start_ts=self.start_ts, ts=self.ts, metrics=(self.what,), directions=(self.direction,),
+                     score=self.score, severity=Severity(self.severity), kind=self.kind,
+                     baseline=(self.expected,), observed=(self.observed,), model_version=model_version,
+                     detector_version=detector_version)
 
 
 def poisson_upper(k: int, mu: float) -> float:
@@ -153,8 +163,8 @@ class ClassRates:
         return self.first_ts is None or ts - self.first_ts < self.learn_days * 86400.0
 
     def rate(self, label: str, hour: int) -> float:
-        """Objects per minute of ``label`` at this hour of day (shrunk towards a tenth of its
-        all-day rate for ``prior_minutes``: an hour the camera has hardly watched)."""
+        """Objects per minute of ``label`` at this hour of day, shrunk towards its all-day rate
+        for ``prior_minutes`` (an hour the camera has hardly watched says little)."""
         return self.rates(label)[hour]
 
     def rates(self, label: str) -> list[float]:
@@ -162,7 +172,7 @@ class ClassRates:
         if c is None:
             return [0.0] * HOURS
         total_min = sum(self.minutes)
-        prior = self.prior_minutes * 0.1 * (sum(c) / total_min if total_min else 0.0)
+        prior = self.prior_minutes * (sum(c) / total_min if total_min else 0.0)
         return [(c[h] + prior) / (self.minutes[h] + self.prior_minutes) for h in range(HOURS)]
 
     def update(self, ts: float, objects: Mapping[str, int]) -> list[Finding]:
@@ -235,7 +245,7 @@ class ClassRates:
                 self._close(f"class_rate:{lab}", ts)
                 continue
             expected = win.expected(self._table[lab])
-            p = poisson_upper(observed, expected)
+            p = 1.0 if observed <= expected else poisson_upper(observed, expected)  # at or below: no tail to score
             if self._episode(f"class_rate:{lab}", p < self.alpha, ts, ts):
                 first = next((t for t, _, objs in win.rows if objs.get(lab, 0) > 0), ts)
                 self._open[f"class_rate:{lab}"] = first
@@ -255,7 +265,7 @@ class ClassRates:
             if expected < self.absent_min_expected:
                 continue
             observed = win.seen.get(lab, 0)
-            p = poisson_lower(observed, expected)
+            p = 1.0 if observed >= expected else poisson_lower(observed, expected)
             if worst is None or p < worst[0]:
                 worst = (p, lab, observed, expected)
         if worst is None:
@@ -264,7 +274,7 @@ class ClassRates:
         start = win.rows[0][0]
         if self._episode("scene_change", p < self.alpha, start, ts):
             return [Finding("novel", "scene_change", start, ts, float(observed), round(expected, 3),
-                            _score(p, self.alpha))]
+                            _score(p, self.alpha), direction=-1)]
         if p > 0.01:
             self._close("scene_change", ts)
         return []

@@ -6,8 +6,9 @@ behaviour alerts. Each is raised once per episode:
 
 - ``frozen``: the camera has repeated one exact detection summary for ``frozen_minutes`` (real
   scenes never repeat float confidences and brightness to the bit);
-- ``dropout``: no minute window for ``dropout_minutes`` (raised when data comes back: a device
-  that says nothing cannot say so; the cloud's presence check covers the silence itself);
+- ``dropout``: no minute window for ``dropout_minutes`` of the device's timeline (raised when data
+  comes back: a device that says nothing cannot say so; the cloud's presence check covers the
+  silence itself). A clock set forward looks the same from the frames (device/clock.py);
 - ``battery_low``: the battery at or below ``battery_percent`` (re-armed above it + 10).
 
 Pure computation: minute in, findings out.
