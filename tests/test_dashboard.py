@@ -178,7 +178,7 @@ def _app(tmp_path: Path, token: str | None) -> Any:
     db = tmp_path / "c.db"
     CloudStore(db).close()
     agg = SimpleNamespace(store=SimpleNamespace(store_many=lambda b: None), counts={}, notifiers=[])
-    svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, client_id="edgeloop-test",
+    svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, retained_refused=0, client_id="edgeloop-test",
                           connected=SimpleNamespace(is_set=lambda: True), inbox=FairInbox())
     return create_app(svc, str(db), operator_token=token).test_client()
 
