@@ -6,8 +6,11 @@ never raised: the agent keeps serving.
 
 The agent in parts: a per-kind :class:`~device.profiles.DeviceProfile` (metrics, the engine's
 row, the daily summary), a :class:`~device.releases.ReleaseHandler` (models, detector config,
-release commands) and a :class:`~device.syncer.Syncer` (the uplink: batches, acks, refusals).
-What is left here is the loop: ingest, score, record, and the state that survives a restart.
+release commands), a :class:`~device.syncer.Syncer` (the uplink: batches, acks, refusals), the
+state kept across restarts (device/agent_state.py), how far a trace got
+(device/trace_position.py), the records queued (device/emit.py), a collar's nights
+(device/nights.py), the daily summary (device/day_summary.py) and the agent's own commands
+(device/command_handlers.py). What is left here is the loop: ingest, score, record.
 """
 
 from __future__ import annotations
@@ -24,22 +27,28 @@ from typing import Any
 
 import numpy as np
 
-from device.agent_state import AgentState
+from device.agent_state import AgentState, open_outbox
 from device.budget import SHED_RAW, LatencyBudget
 from device.clock import Clock
+from device.command_handlers import AgentCommands
 from device.commands import CommandHandler, load_cloud_public_key
 from device.config import AgentConfig
+from device.day_summary import day_summary
 from device.detect.engine import EngineOutput
 from device.detect.health import HealthWatch
 from device.emit import Recorder
-from device.errors import SetupError
 from device.features.daily import DayAccumulator, json_floats, utc_day
 from device.features.minute import MinuteAggregator, MinuteWindow
-from device.identity import INFO_SCHEMA, info_schema, resolve_for_source, stream_kind
+from device.identity import (
+    INFO_SCHEMA,
+    checked_individual,
+    info_schema,
+    resolve_for_source,
+    stream_kind,
+)
 from device.kernels.loader import kernels
 from device.metrics_sink import NULL_SINK, MetricsSink
 from device.nights import Nights
-from device.outbox import Outbox
 from device.profiles import DeviceProfile, profile_for
 from device.reader import ByteSource, SerialSource, awaits_device, open_source, wait_for_source
 from device.releases import AGENT_VERSION, ActivityModel, ReleaseHandler
@@ -49,8 +58,7 @@ from device.trace_position import TracePosition
 from shared.codec import to_json
 from shared.frames import Frame, FrameDecoder
 from shared.payloads import DeviceInfo, PayloadError, Reading, decode_payload
-from shared.records import Backlog, CommandReport, RawWindow
-from shared.topics import TopicError, check_id
+from shared.records import CommandReport, RawWindow
 
 __all__ = ["AGENT_VERSION", "MAX_BATCH_BYTES", "Agent", "Progress", "fit_batch"]
 logger = logging.getLogger(__name__)
@@ -80,14 +88,7 @@ class Agent:
         cfg = resolve_for_source(cfg)
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SetupError(f"state dir {self.state_dir}: cannot create it ({exc.strerror}): pass a writable "
-                             "folder as --state-dir (state_dir)") from None
-        ob = cfg.outbox
-        # a full disk may keep it closed: the agent scores all the same and opens it later (pump)
-        self.outbox = Outbox(ob.path or self.state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
+        self.outbox = open_outbox(cfg)  # a full disk may keep it closed: opened later (pump)
         self.counts: Counter[str] = Counter()
         self.state = AgentState(self.outbox, self.counts, cfg.device_id)  # what survives a restart
         self.decoder = FrameDecoder()
@@ -120,15 +121,13 @@ class Agent:
                                 filed_under=lambda: self.individual_id or self.cfg.device_id)
         self.day: DayAccumulator | None = None
         self._source: ByteSource | None = None
-        self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, ob.batch_size, self.counts,
+        self.syncer = Syncer(cfg.device_id, self.outbox, cfg.mqtt if connect else None, cfg.outbox.batch_size, self.counts,
                              on_command=self._on_command)
         self.uplink = self.syncer.uplink  # the MQTT transport (start/stop/connected), for callers that drive it
         self.commands = CommandHandler(cfg.device_id, self._public_key, self.state.load_position,
                                        self.state.save_position, incarnation=self.outbox.incarnation,
                                        now=self._timeline_now)
-        self.commands.register("config", self._cmd_config)
-        self.commands.register("collect_more", self._cmd_collect_more)
-        for name, handler in self.releases.commands().items():
+        for name, handler in {**AgentCommands(self).handlers(), **self.releases.commands()}.items():
             self.commands.register(name, handler)
 
     def _use_profile(self, profile: DeviceProfile) -> None:
@@ -234,21 +233,13 @@ class Agent:
                     self.process_window(closed)
 
     def _learn_individual(self, given: str, source: str = "device-info frame") -> None:
-        """The device-info frame names the individual: checked like every other id. A bad one is
-        refused and counted, and records stay filed under the device id (the individual of a
-        device that names none) until a valid name arrives or one is configured."""
-        if not given:
-            if source == "device-info frame":
-                self.individual_id = self.cfg.device_id
-            return
-        try:
-            self.individual_id = check_id(given, "individual id")
-        except TopicError as exc:
-            self.counts["individual_id_rejected"] += 1
-            logger.error("ingest.individual_id_rejected",
-                         extra={"device_id": self.cfg.device_id, "reason": f"{source}: {exc}; records are "
-                                "filed under the device id: set individual_id in the agent's config or fix "
-                                "the name in the collar's firmware"})
+        """The individual named by the config, the saved state or the device-info frame, checked
+        (a bad name is refused and counted: device/identity.py); the frame of a device that names
+        none makes it the device id."""
+        if given:
+            self.individual_id = checked_individual(given, source, self.cfg.device_id, self.counts) or self.individual_id
+        elif source == "device-info frame":
+            self.individual_id = self.cfg.device_id
 
     def process_window(self, w: MinuteWindow) -> None:
         t0 = time.perf_counter()
@@ -299,45 +290,16 @@ class Agent:
                                 out.spread[0] if out.spread.size else out.spread)
 
     def write_summary(self) -> None:
+        """Queue the open day's summary (device/day_summary.py) and close the day."""
         d, self.day = self.day, None
-        if d is None:
-            return
-        rel = self.releases
-        summary = replace(
-            d.body(), latency=self.budget.report(), ingest=self.ingest_counts(),
-            warming_up=self.engine.warming_up, model_version=rel.model_version,
-            detector_version=rel.detector_version, agent_version=AGENT_VERSION,
-            shadow=rel.shadow_stats.summary() if rel.shadow_stats.total else None,
-            models=rel.status(), outbox=self.outbox.counters(),
-            night=self.nights.verdict(d.ts) if self.nights is not None else None,
-            # what still waits for the cloud's ack (the fleet page shows it beside the battery)
-            backlog=Backlog(self.outbox.pending_count(), self.outbox.bytes_used))
-        self.records.append(summary, d.ts)
+        if d is not None:
+            self.records.append(day_summary(d, budget=self.budget, ingest=self.ingest_counts(), engine=self.engine,
+                                            releases=self.releases, outbox=self.outbox, nights=self.nights), d.ts)
 
     def ingest_counts(self) -> dict[str, int]:
         return {**self.decoder.stats.as_dict(), **self.minutes.counts, **self.counts}
 
     # ---- commands ----------------------------------------------------------------------------
-    def _cmd_config(self, args: dict[str, Any]) -> dict[str, Any]:
-        action, metric = args.get("action"), args.get("metric")
-        if action == "accept_new_normal":
-            self.engine.accept_new_normal(metric)
-        elif action == "widen":
-            self.engine.widen(str(metric), float(args.get("factor", 1.5)))
-        else:
-            raise ValueError(f"config action {action!r} unknown: use accept_new_normal or widen")
-        if self.trace is not None:  # earlier snapshots lack this change: replays start after it
-            self.trace.reset()
-        self.save_state()
-        return {"action": action, "metric": metric}
-
-    def _cmd_collect_more(self, args: dict[str, Any]) -> dict[str, Any]:
-        minutes = float(args.get("minutes", 60))
-        if not 0 < minutes <= 24 * 60:
-            raise ValueError(f"collect_more minutes={minutes} must be in (0, 1440]")
-        self.raw_until = max(self.raw_until, (self.clock.last or time.time()) + minutes * 60.0)
-        return {"raw_until": self.raw_until}
-
     def apply_detector_config(self, cfg: dict[str, Any] | None = None) -> None:
         """Apply a release's detector config (default: the active one's; see device/releases.py);
         a rebuilt engine starts a new trace (earlier snapshots lack the change)."""

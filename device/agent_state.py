@@ -6,7 +6,8 @@ rates), how far a trace got and the individual's name; a full disk keeps them in
 later save fits. The last accepted command's position is saved on its own, before the command
 runs. A saved part that does not read is logged and counted, and that part starts afresh.
 
-An outbox the full disk kept closed at start is tried again every ``retry_s``
+The outbox itself lives in the agent's state dir (:func:`open_outbox`). One the full disk kept
+closed at start is tried again every ``retry_s``
 (:meth:`AgentState.opened_late`); the agent then restores what it kept.
 """
 
@@ -16,16 +17,31 @@ import json
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 from device.commands import Position
+from device.config import AgentConfig
 from device.detect.engine import Engine
 from device.detect.nightwatch import NightWatch, NightWatchStateError
-from device.errors import CommandError
+from device.errors import CommandError, SetupError
 from device.outbox import DiskFullError, Outbox
 from device.profiles import DeviceProfile
 
 logger = logging.getLogger(__name__)
 OUTBOX_RETRY_S = 10.0  # an outbox the full disk kept closed at start: try to open it this often
+
+
+def open_outbox(cfg: AgentConfig) -> Outbox:
+    """The outbox in the agent's state dir (created, or a :class:`SetupError` naming it); a full
+    disk may keep it closed: the agent scores all the same and opens it later."""
+    state_dir = Path(cfg.state_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"state dir {state_dir}: cannot create it ({exc.strerror}): pass a writable "
+                         "folder as --state-dir (state_dir)") from None
+    ob = cfg.outbox
+    return Outbox(ob.path or state_dir / "outbox.db", ob.max_bytes, ob.resend_after, ob.raw_ttl)
 
 
 class AgentState:

@@ -9,6 +9,7 @@ A trace file says who recorded it in its first frames, so ``edgeloop replay trac
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,3 +92,17 @@ def resolve_for_source(cfg: AgentConfig) -> AgentConfig:
     if cfg.kind and cfg.device_id:
         return cfg
     return resolve(cfg, read_trace_info(cfg.source) if cfg.source else None)
+
+
+def checked_individual(given: str, source: str, device_id: str, counts: Counter[str]) -> str | None:
+    """A named individual, checked like every other id; a bad one is refused (None), counted and
+    logged: the agent's records stay filed under the device id until a valid name arrives."""
+    try:
+        return check_id(given, "individual id")
+    except TopicError as exc:
+        counts["individual_id_rejected"] += 1
+        logger.error("ingest.individual_id_rejected",
+                     extra={"device_id": device_id, "reason": f"{source}: {exc}; records are "
+                            "filed under the device id: set individual_id in the agent's config or fix "
+                            "the name in the collar's firmware"})
+        return None
