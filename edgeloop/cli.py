@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT protocol (default: 3.1.1 embedded, 5 otherwise)")
     p.add_argument("--out", default="out/demo", help="output folder (report, plot, databases)")
+    p.add_argument("--db", help="the cloud's store (default: OUT/cloud.db); postgresql://user@host:port/dbname "
+                   "runs the demo on PostgreSQL (an empty database)")
     bind.add_parser(sub)
     for sp in sub.choices.values():  # every leaf command takes the logging options
         nested = [a for a in sp._actions if isinstance(a, argparse._SubParsersAction)]

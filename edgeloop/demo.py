@@ -23,9 +23,12 @@ from typing import Any, Literal, cast
 from cloud.broker import EmbeddedBroker
 from cloud.config import CloudConfig
 from cloud.run import build
+from cloud.store.backend import redact
+from cloud.store.db import CloudStore
 from edgeloop.demo_report import build_report
 from firmware_sim.perception import default_unit
 from firmware_sim.scenario import DEMO_START, default_fleet, write_ground_truth
+from shared.errors import InputError
 from shared.mqtt import MqttConfig
 from shared.signing import generate_keypair, save_private_key, save_public_key
 
@@ -51,6 +54,13 @@ def _warm_kernels() -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
+    if args.db:  # the report counts what this run stored: the store must start empty
+        existing = CloudStore(args.db)
+        held = existing.count()
+        existing.close()
+        if held:
+            raise InputError(f"--db {redact(args.db)} already holds {held} records: the demo needs an empty "
+                             "store (create a new database, or leave --db out for OUT/cloud.db)")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
@@ -70,7 +80,8 @@ def run_demo(args: argparse.Namespace) -> int:
     write_ground_truth(fleet + units, DEMO_START, out / "ground_truth.json")
 
     mqtt_cfg = MqttConfig(url=url, protocol=cast(Literal["5", "3.1.1"], protocol))
-    cloud_cfg = CloudConfig(db=str(out / "cloud.db"), shared_subscription=broker is None, mqtt=mqtt_cfg,
+    db = args.db or str(out / "cloud.db")
+    cloud_cfg = CloudConfig(db=db, shared_subscription=broker is None, mqtt=mqtt_cfg,
                             signing_key=str(out / "cloud.key"))
     notifier = CollectNotifier()
     # a fresh client id per run: a persistent session left on a shared broker by an earlier run

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.rules.notify import alert_id_for
+from cloud.store.backend import redact
 from cloud.store.db import CloudStore
 from firmware_sim.scenario import ALERT_CONDITIONS, NO_ALERT_CONDITIONS, Individual
 
@@ -112,7 +113,7 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
         f"  events sent {sent_counts['event']} / stored {stored['event']}; summaries sent "
         f"{sent_counts['summary']} / stored {stored['summary']}; left in device outboxes: {pending}",
         f"  {'OK: every record the agents wrote is stored exactly once' if sent_counts == stored else 'MISMATCH between sent and stored'}",
-        f"  plot: {plot}", f"  cloud store: {out / 'cloud.db'}   ground truth: {out / 'ground_truth.json'}",
+        f"  plot: {plot}", f"  cloud store: {store.path or redact(store.url.target)}   ground truth: {out / 'ground_truth.json'}",
     ]
     return "\n".join(lines) + "\n"
 

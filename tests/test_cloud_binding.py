@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from brokers import MosquittoBroker
+from cloudsvc import serving
 from recs import record_of
 
 from cloud.aggregator.handler import Aggregator
@@ -28,7 +29,6 @@ from cloud.aggregator.service import AggregatorService
 from cloud.config import CloudConfig, DeviceBinding
 from cloud.notifiers import LogNotifier
 from cloud.rules.notify import NotificationPolicy, handle_event
-from cloud.run import build
 from cloud.store import bindings
 from cloud.store.db import CloudStore
 from shared import schemas, topics
@@ -254,18 +254,8 @@ def cloud(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[tuple[Aggregat
     owners = LogNotifier()
     cfg = CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url),
                       devices=(DeviceBinding("collar-001", ("bella",)),))
-    svc = build(cfg, notifiers=[owners])
-    svc.start()
-    assert svc.connected.wait(10), mosquitto.log_tail()
-    stop = threading.Event()
-    worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with serving(cfg, mosquitto, [owners], drain=False) as svc:
         yield svc, owners
-    finally:
-        stop.set()
-        worker.join(10)
-        svc.stop()
 
 
 class Device:

@@ -68,9 +68,21 @@ def test_unit_has_restart_state_journal_and_numba_cache() -> None:
     assert _unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_example_config_validates() -> None:
-    r = subprocess.run([sys.executable, "-m", "edgeloop.cli", "agent", "--config", str(EXAMPLE), "--validate-config"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+def _validate(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeloop.cli", "agent", "--config", str(config), "--validate-config"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_example_config_validates(tmp_path: Path) -> None:
+    """The example as shipped, with the cloud's public key where the Pi would have it."""
+    from shared.signing import generate_keypair, save_public_key
+
+    key = save_public_key(tmp_path / "cloud.pub", generate_keypair()[1])
+    text = EXAMPLE.read_text()
+    assert '"/etc/edgeloop/cloud.pub"' in text
+    config = tmp_path / "agent.toml"
+    config.write_text(text.replace('"/etc/edgeloop/cloud.pub"', f'"{key}"'))
+    r = _validate(config)
     assert r.returncode == 0, r.stderr
     assert "source='/dev/ttyUSB0'" in r.stdout and "state_dir='/var/lib/edgeloop'" in r.stdout
     assert "url='mqtts://" in r.stdout, "TLS to the broker"
@@ -88,3 +100,12 @@ def test_the_wheel_carries_models_defaults_and_the_entry_point(tmp_path: Path) -
     ep = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "edgeloop = edgeloop.cli:main" in ep
     assert not any("/tests/" in n or n.startswith("tests/") for n in names)
+
+
+def test_example_config_without_the_cloud_key_names_it() -> None:
+    """On a Pi where the key was not copied yet, ExecStartPre's validation says what is missing."""
+    if Path("/etc/edgeloop/cloud.pub").exists():
+        pytest.skip("this machine has /etc/edgeloop/cloud.pub")
+    r = _validate(EXAMPLE)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "/etc/edgeloop/cloud.pub" in r.stderr and "--keygen" in r.stderr, r.stderr

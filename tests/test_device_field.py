@@ -18,7 +18,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,10 +26,10 @@ from typing import Any
 
 import pytest
 from brokers import MosquittoBroker, free_port
+from cloudsvc import serving
 
 from cloud.aggregator.service import AggregatorService
 from cloud.config import CloudConfig
-from cloud.run import build
 from cloud.store import bindings
 from cloud.store.db import CloudStore
 from firmware_sim.collar import CollarSim
@@ -101,19 +100,8 @@ def run_agent(trace: Path, state: Path, url: str, device_id: str, drain: float =
 
 @pytest.fixture
 def cloud(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[AggregatorService]:
-    svc = build(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url)), notifiers=[])
-    svc.start()
-    assert svc.connected.wait(10), mosquitto.log_tail()
-    stop = threading.Event()
-    worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with serving(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url)), mosquitto) as svc:
         yield svc
-    finally:
-        stop.set()
-        worker.join(10)
-        svc.drain()
-        svc.stop()
 
 
 def records(svc: AggregatorService, device_id: str) -> list[dict[str, Any]]:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import threading
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgdb import scratch_database
 
 from cloud.config import CloudConfig
 from cloud.run import build
@@ -47,15 +49,25 @@ def start_agent(tmp: Path, ind, index: int, url: str) -> dict:  # type: ignore[n
     return {"agent": agent, "sim": sim, "fds": (master, slave)}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The cloud's store on each back end: a SQLite file, or a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "cloud.db")
+        return
+    with scratch_database() as url:
+        yield url
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_collars_through_pty_agent_mosquitto_cloud(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_collars_through_pty_agent_mosquitto_cloud(tmp_path: Path, mosquitto, store_url: str) -> None:  # type: ignore[no-untyped-def]
     fleet = default_fleet(5, DAYS)
     chosen = {0: fleet[0], 4: fleet[4]}  # bella: illness; daisy: only one-off excitement
     assert fleet[0].conditions[0].kind == "illness"
     assert {c.kind for c in fleet[4].conditions} == {"excitement"}
     keep = Keep()
-    svc = build(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url)), notifiers=[keep])
+    svc = build(CloudConfig(db=store_url, mqtt=MqttConfig(url=mosquitto.url)), notifiers=[keep])
     svc.start()
     assert svc.connected.wait(10), mosquitto.log_tail()
     stop = threading.Event()

@@ -22,17 +22,16 @@ import json
 import logging
 import sqlite3
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from brokers import MosquittoBroker
+from cloudsvc import serving
 
 from cloud.aggregator.service import AggregatorService
 from cloud.config import CloudConfig
-from cloud.run import build
 from firmware_sim.collar import CollarSim
 from firmware_sim.scenario import DEMO_START, default_fleet
 from shared.mqtt import MqttConfig
@@ -70,19 +69,8 @@ def appended(report: dict[str, Any]) -> int:
 
 @pytest.fixture
 def cloud(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[AggregatorService]:
-    svc = build(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url)), notifiers=[])
-    svc.start()
-    assert svc.connected.wait(10), mosquitto.log_tail()
-    stop = threading.Event()
-    worker = threading.Thread(target=svc.serve, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with serving(CloudConfig(db=str(tmp_path / "cloud.db"), mqtt=MqttConfig(url=mosquitto.url)), mosquitto) as svc:
         yield svc
-    finally:
-        stop.set()
-        worker.join(10)
-        svc.drain()
-        svc.stop()
 
 
 def stored(svc: AggregatorService, device_id: str) -> list[dict[str, Any]]:
