@@ -4,6 +4,7 @@ dropped per test on the local server; skipped without one unless EDGELOOP_REQUIR
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -247,3 +248,16 @@ def test_periodic_work_runs_once_across_aggregators(store_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_aggregators_opening_a_fresh_store_at_once_all_succeed(store_url: str) -> None:
+    """Several processes' first open of a new store (the schema created once, the others wait)."""
+    code = ("import sys, time; from cloud.store.db import open_store; from cloud.store.schema import postgres_ddl; "
+            "postgres_ddl(); time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "  # imported: start together
+            "s = open_store(sys.argv[1]); print(s.count()); s.close()")
+    at = str(time.time() + 4.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, store_url, at], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-300:] for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["0"] * 4

@@ -293,4 +293,6 @@ def open_backend(url: str | None) -> Backend:
     u = parse_store_url(url)
     if u.dialect == "postgresql":
         return PostgresBackend(u.target)
-    return SqliteBackend(sqlite3.connect(u.target or ":memory:", check_same_thread=False))
+    # the busy timeout from the first statement on: processes opening a fresh file at once queue
+    # on its lock (``PRAGMA journal_mode=WAL`` included) instead of failing with "database is locked"
+    return SqliteBackend(sqlite3.connect(u.target or ":memory:", timeout=5.0, check_same_thread=False))

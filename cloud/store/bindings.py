@@ -59,17 +59,29 @@ def bound_to(db: Database, device_id: str) -> set[str]:
     return {r[0] for r in db.execute("SELECT individual_id FROM bindings WHERE device_id = ?", [device_id])}
 
 
+def bound_many(db: Database, device_ids: Iterable[str]) -> dict[str, set[str]]:
+    """:func:`bound_to` of many devices in one query (a group of batches)."""
+    devs = sorted(set(device_ids))
+    out: dict[str, set[str]] = {d: set() for d in devs}
+    if devs:
+        for d, ind in db.execute(f"SELECT device_id, individual_id FROM bindings WHERE device_id IN "
+                                 f"({', '.join('?' * len(devs))})", devs).fetchall():
+            out[d].add(ind)
+    return out
+
+
 def holders(db: Database, individual_id: str) -> list[str]:
     return [r[0] for r in db.execute("SELECT device_id FROM bindings WHERE individual_id = ? ORDER BY device_id",
                                      [individual_id])]
 
 
 def admit(db: Database, device_id: str, individuals: Iterable[str], policy: Policy = "first_seen",
-          now: float | None = None) -> Verdict:
+          now: float | None = None, bound: set[str] | None = None) -> Verdict:
     """Decide, in the caller's transaction, which of ``individuals`` (a batch's, in order) the
-    device may speak for; bind first-seen ones and note refused claims for the operator."""
+    device may speak for; bind first-seen ones and note refused claims for the operator.
+    ``bound``: the device's bindings already read (:func:`bound_many`); updated in place."""
     now = time.time() if now is None else now
-    bound = bound_to(db, device_id)
+    bound = bound_to(db, device_id) if bound is None else bound
     refused: dict[str, str] = {}
     new: list[str] = []
     for ind in dict.fromkeys(individuals):

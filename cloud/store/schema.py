@@ -116,14 +116,18 @@ def schema_version() -> str:
 
 
 def apply_postgres(backend: Backend) -> bool:
-    """Bring a PostgreSQL store up to the registry's schema; True if anything was run."""
+    """Bring a PostgreSQL store up to the registry's schema; True if anything was run. Everything,
+    the version table included, is created under the advisory lock: two aggregators opening a
+    fresh database at once would otherwise race on ``CREATE TABLE IF NOT EXISTS`` (PostgreSQL
+    raises a unique violation for the loser)."""
     version = schema_version()
-    backend.execute("CREATE TABLE IF NOT EXISTS edgeloop_schema (version TEXT PRIMARY KEY, applied_at "
-                    "DOUBLE PRECISION NOT NULL DEFAULT EXTRACT(EPOCH FROM now()))")
-    if backend.execute("SELECT 1 FROM edgeloop_schema WHERE version = ?", [version]).fetchone():
+    if backend.execute("SELECT to_regclass('edgeloop_schema') IS NOT NULL").fetchone()[0] and \
+            backend.execute("SELECT 1 FROM edgeloop_schema WHERE version = ?", [version]).fetchone():
         return False
     with backend.transaction():
         backend.execute("SELECT pg_advisory_xact_lock(?)", [_SCHEMA_LOCK])
+        backend.execute("CREATE TABLE IF NOT EXISTS edgeloop_schema (version TEXT PRIMARY KEY, applied_at "
+                        "DOUBLE PRECISION NOT NULL DEFAULT EXTRACT(EPOCH FROM now()))")
         if backend.execute("SELECT 1 FROM edgeloop_schema WHERE version = ?", [version]).fetchone():
             return False
         for stmt in postgres_ddl():
