@@ -37,6 +37,10 @@ from shared import topics
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.deliveries")
 OPEN_STATES = ("pending", "retrying")
+# an attempt's claim: several aggregators share the deliveries table, and the one that queued a
+# delivery (or claimed a due retry) owns it this long; past it, a process that died mid-attempt is
+# assumed gone and any aggregator retries (longer than a queue of slow webhook attempts)
+CLAIM_S = 300.0
 
 
 @migrations()
@@ -57,12 +61,22 @@ class DeliveryLog:
         ensure_set(db, migrations)  # two aggregators opening one store at once queue
 
     def add(self, alert_id: str, individual_id: str, channel: str, kind: str, payload: str, now: float) -> int:
+        """A new delivery, claimed by the caller (it is due to others only once the claim expires)."""
         with self.db.atomic():
             cur = self.db.execute(
                 "INSERT INTO deliveries (alert_id, individual_id, channel, kind, state, attempts, last_error, "
                 "created_at, updated_at, next_attempt_at, payload) VALUES (?, ?, ?, ?, 'pending', 0, '', ?, ?, ?, ?)",
-                [alert_id, individual_id, channel, kind, now, now, now, payload])
+                [alert_id, individual_id, channel, kind, now, now, now + CLAIM_S, payload])
         return int(cur.lastrowid or 0)
+
+    def claim(self, row_id: int, now: float) -> bool:
+        """Take a due delivery for one attempt: True for exactly one of the aggregators sharing
+        the store (its ``next_attempt_at`` moves ``CLAIM_S`` ahead, so the others skip it)."""
+        with self.db.atomic():
+            cur = self.db.execute("UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ? "
+                                  "AND state IN ('pending', 'retrying') AND next_attempt_at <= ?",
+                                  [now + CLAIM_S, now, row_id, now])
+        return cur.rowcount == 1
 
     def outcome(self, row_id: int, state: str, attempts: int, error: str, next_at: float, now: float) -> None:
         with self.db.atomic():
@@ -162,7 +176,7 @@ class Deliveries:
         self._busy: set[int] = set()
         self._worker = threading.Thread(target=self._work, name="edgeloop-deliveries", daemon=True)
         self._worker.start()
-        self.tick()  # rows a previous process left open go out now
+        self.tick()  # rows left open (retries due; attempts of a process that died, once their claim expired)
 
     # aggregator thread ----------------------------------------------------------------------------
     def send(self, decision: Decision, event_body: dict[str, Any]) -> None:
@@ -192,6 +206,8 @@ class Deliveries:
         for row in self.log.due(self.clock(), self._busy):
             if row["channel"] not in self.channels:  # a channel removed from the config
                 self.log.outcome(row["id"], "failed", row["attempts"], "channel no longer configured", 0, self.clock())
+                continue
+            if not self.log.claim(row["id"], self.clock()):  # another aggregator took it first
                 continue
             self._queue(row["id"], row["channel"], row["individual_id"], row["payload"].encode(), row["attempts"] + 1)
 

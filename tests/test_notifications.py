@@ -229,6 +229,48 @@ def test_open_deliveries_survive_a_restart(tmp_path: Path, hook) -> None:  # typ
     assert server.requests == []
 
 
+def test_two_aggregators_on_one_store_deliver_each_notification_once(tmp_path: Path) -> None:
+    """Issue 14: aggregators share the deliveries table; a delivery one of them queued, or a retry
+    that fell due, goes out from exactly one of them (before: every aggregator's tick sent it)."""
+    db_path = tmp_path / "cloud.db"
+    got: list[str] = []
+    lock = threading.Lock()
+    flaky = {"left": 1}
+
+    def deliver(who: str):  # type: ignore[no-untyped-def]
+        def send(ind: str, payload: bytes) -> None:
+            with lock:
+                if flaky["left"]:
+                    flaky["left"] -= 1
+                    raise DeliveryError("down once")
+                got.append(who)
+        return send
+
+    now = [time.time()]
+    a = Deliveries(Database(db_path), [Channel("hook", "webhook", deliver("a"), retries=3, backoff=1)],
+                   clock=lambda: now[0])
+    b = Deliveries(Database(db_path), [Channel("hook", "webhook", deliver("b"), retries=3, backoff=1)],
+                   clock=lambda: now[0])
+    try:
+        a.send(decision(1), event_body())  # its first attempt fails: a retry falls due in 1 s
+        _pump(a, lambda: a.log.recent()[0]["state"] == "retrying")
+        b.tick()
+        a.send(decision(2), event_body())
+        now[0] += 5  # the retry is due for both
+        for _ in range(50):
+            a.tick()
+            b.tick()
+            time.sleep(0.02)
+        _pump(a, lambda: all(r["state"] == "sent" for r in a.log.recent()))
+        b.tick()
+    finally:
+        a.close()
+        b.close()
+    rows = a.log.recent()
+    assert [r["state"] for r in rows] == ["sent", "sent"], rows
+    assert len(got) == 2, f"each notification delivered once, got {got}"
+
+
 @pytest.mark.mosquitto
 def test_edgeloop_cloud_delivers_to_a_webhook_and_the_owner_topic(tmp_path: Path, hook, mosquitto: MosquittoBroker) -> None:  # type: ignore[no-untyped-def]
     server = hook(statuses=[500])  # fails first: the retry lands
