@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlite_utils import Database
@@ -42,6 +42,16 @@ def m002_command_epoch(db: Database) -> None:
     db.table("command_counters").add_column("epoch", int, not_null_default=0)
     for name, kind in (("epoch", int), ("expires_at", float), ("incarnation", str)):
         db.table("commands").add_column(name, kind)
+
+
+class CommandSender(Protocol):
+    """What the aggregator needs of a commander: sign and send a command, answer a device's report
+    (a re-sync request). :class:`Commander`; the fleet simulation wraps one."""
+
+    def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
+             command_id: str = "") -> schemas.Command | None: ...
+
+    def on_report(self, device_id: str, report: CommandReport) -> schemas.Command | None: ...
 
 
 class Commander:

@@ -261,3 +261,14 @@ def test_aggregators_opening_a_fresh_store_at_once_all_succeed(store_url: str) -
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-300:] for _, err in outs]
     assert [out.strip() for out, _ in outs] == ["0"] * 4
+
+
+def test_regression_cases_cannot_be_deleted_on_either_back_end(store: CloudStore) -> None:
+    """Inherited regression cases are kept forever: SQLite's trigger, and its PostgreSQL form."""
+    from cloud.regression.cases import ensure_schema
+
+    ensure_schema(store)
+    store.db.execute("INSERT INTO regression_cases (source_key, created) VALUES (?, ?)", ["case-1", 1.0])
+    with pytest.raises(Exception, match="kept forever"):
+        store.db.execute("DELETE FROM regression_cases WHERE source_key = ?", ["case-1"])
+    assert store.db.execute("SELECT COUNT(*) FROM regression_cases").fetchone()[0] == 1

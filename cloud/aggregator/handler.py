@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
 from cloud.notifiers import Notifier
@@ -46,7 +46,13 @@ from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
 
+if TYPE_CHECKING:
+    from cloud.commands import CommandSender
+    from cloud.releases.rollout import RolloutManager
+    from cloud.retrain.config import RetrainConfig
+
 logger = logging.getLogger(__name__)
+RECENT_DECISIONS = 1000
 Publish = Callable[[str, bytes], None]
 PERIODIC_LEASE = "periodic"  # the lease of the reminders, sweeps, personalisation, rollouts, retraining
 
@@ -57,8 +63,9 @@ class Aggregator:
     def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
-                 commander: Any = None, sim_clock: bool = False, rollouts: Any = None,
-                 retrain: Any = None, export_dir: str | None = None,
+                 commander: CommandSender | None = None, sim_clock: bool = False,
+                 rollouts: RolloutManager | None = None, retrain: RetrainConfig | None = None,
+                 export_dir: str | None = None,
                  binding: bindings.Policy = "first_seen", reject_batch: int = 1,
                  wall: Callable[[], float] = time.time, lease_ttl: float = 15.0) -> None:
         """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
@@ -81,7 +88,7 @@ class Aggregator:
         self.notifiers = list(notifiers)
         self.on_report = on_report
         self.counts: Counter[str] = Counter()
-        self.decisions: list[Decision] = []
+        self.decisions: list[Decision] = []  # the latest RECENT_DECISIONS, for tests and debugging
         self._incarnations: set[tuple[str, str]] = set()  # (device_id, incarnation) known to the store
         self.binding = binding
         self.wall = wall
@@ -345,6 +352,8 @@ class Aggregator:
         """After the commit: count the decision and do what it says (notify, collect more)."""
         self.counts["decision." + decision.action] += 1
         self.decisions.append(decision)
+        if len(self.decisions) > RECENT_DECISIONS:  # bounded: the store keeps them all
+            del self.decisions[:-RECENT_DECISIONS]
         if decision.action == "notify":
             body = to_json(ev)
             for n in self.notifiers:
@@ -365,6 +374,8 @@ class Aggregator:
             self.on_report(device_id, rec)
 
     def _send_rollout_actions(self) -> None:
+        if self.rollouts is None or self.commander is None:
+            return
         for a in self.rollouts.tick(self.now()):
             args = dict(a.args)
             path = args.pop("bundle_path", None)

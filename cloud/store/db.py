@@ -80,6 +80,23 @@ def m004_leases(db: Database) -> None:
     db.table("leases").create({"name": str, "holder": str, "until": float}, pk="name")
 
 
+def _wal(conn: sqlite3.Connection, wait_s: float = 10.0) -> None:
+    """Switch a SQLite file to WAL. Processes opening a fresh file at once can meet SQLITE_BUSY
+    here without the busy handler being called (SQLite returns at once where waiting could
+    deadlock: this connection holds a read lock while another wants to write), so retry."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class StoreOpenError(InputError):
     """The store file cannot be opened (a folder missing or read-only, not a database, or not there
     for a command that only reads it)."""
@@ -104,7 +121,7 @@ class CloudStore:
                 # one connection, used by one thread at a time (the service hands it over at stop)
                 self.db = Database(self.backend.conn)
                 if self.url.path:
-                    self.db.execute("PRAGMA journal_mode=WAL")
+                    _wal(self.backend.conn)
                     self.db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             raise StoreOpenError(f"cannot open the cloud database {self.url.path} ({exc}): check that its folder "

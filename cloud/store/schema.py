@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import re
 import sqlite3
 from functools import cache
 from typing import Any
@@ -89,8 +90,32 @@ def postgres_ddl() -> tuple[str, ...]:
             unique = "UNIQUE " if idx[2] else ""
             stmts.append(f"CREATE {unique}INDEX IF NOT EXISTS {_q(idx[1])} ON {_q(table)} "
                          f"({', '.join(map(_q, icols))})")
+    stmts.extend(_postgres_triggers(conn))
     scratch.close()
     return tuple(stmts)
+
+
+_KEEP_TRIGGER = re.compile(r"CREATE TRIGGER (\w+) BEFORE DELETE ON (\w+)\s+BEGIN SELECT RAISE\(ABORT, "
+                           r"'([^']*)'\); END", re.S)
+
+
+def _postgres_triggers(conn: sqlite3.Connection) -> list[str]:
+    """The SQLite triggers as PostgreSQL ones. The registry has one kind, a table whose rows may never
+    be deleted (``BEFORE DELETE ... RAISE(ABORT, why)``); any other trigger is an error here rather
+    than a guarantee silently lost on PostgreSQL."""
+    out: list[str] = []
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"):
+        m = _KEEP_TRIGGER.fullmatch(" ".join(sql.split()))
+        if m is None:
+            raise ValueError(f"trigger {name}: only BEFORE DELETE ... RAISE(ABORT, ...) triggers are carried to "
+                             "PostgreSQL; write its PostgreSQL form in cloud/store/schema.py")
+        trig, table, why = m.groups()
+        fn = _q(f"{trig}_fn")
+        out += [f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$body$ BEGIN RAISE EXCEPTION '{why}'; END $body$",
+                f"DROP TRIGGER IF EXISTS {_q(trig)} ON {_q(table)}",
+                f"CREATE TRIGGER {_q(trig)} BEFORE DELETE ON {_q(table)} FOR EACH ROW EXECUTE FUNCTION {fn}()"]
+    return out
 
 
 @cache
