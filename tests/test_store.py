@@ -179,7 +179,8 @@ def test_two_cloud_processes_on_one_store_url_end_to_end(store_url: str, tmp_pat
     read the same URL."""
     procs = [_cloud(tmp_path, n, mosquitto.url, store_url) for n in ("a", "b")]
     try:
-        assert _wait(lambda: all(any(e["event"] == "cloud.connected" for e in _events(lg)) for _, lg in procs))
+        assert _wait(lambda: all(any(e["event"] == "cloud.connected" for e in _events(lg)) for _, lg in procs)), \
+            [(p.poll(), lg.read_text()[-1500:]) for p, lg in procs]
         time.sleep(0.5)
         batches = []
         for n in range(20):
