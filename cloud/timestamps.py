@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import fields, is_dataclass
+from functools import cache
 from typing import Any
 
 EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z: nothing this system records is older
@@ -40,12 +41,17 @@ def record_times(rec_ts: float, body: Any) -> list[tuple[str, Any]]:
     """A record's timestamps: its ``ts`` and its body's top-level ``ts`` and ``*_ts`` fields."""
     out: list[tuple[str, Any]] = [("ts", rec_ts)]
     if is_dataclass(body) and not isinstance(body, type):
-        for f in fields(body):
-            if f.name == "ts" or f.name.endswith("_ts"):
-                v = getattr(body, f.name)
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    out.append((f"body.{f.name}", v))
+        for name in _time_fields(type(body)):
+            v = getattr(body, name)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out.append((f"body.{name}", v))
     return out
+
+
+@cache
+def _time_fields(cls: type) -> tuple[str, ...]:
+    """A record body type's ``ts`` and ``*_ts`` fields (read once per type: this runs per record)."""
+    return tuple(f.name for f in fields(cls) if f.name == "ts" or f.name.endswith("_ts"))
 
 
 def check_record(rec_ts: float, body: Any, now: float | None = None) -> str | None:

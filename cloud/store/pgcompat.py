@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from cloud.store.backend import PostgresBackend
@@ -28,6 +29,7 @@ def _param(v: Any) -> Any:
     return int(v) if isinstance(v, bool) else v
 
 
+@lru_cache(maxsize=2048)  # per statement text: the same few hundred statements run again and again
 def translate(sql: str) -> tuple[str, str | None]:
     """A SQLite-idiom statement in PostgreSQL, and the id column to return for ``lastrowid``."""
     sql = _GROUP_CONCAT.sub(lambda m: f"string_agg({m.group(1) or ''}CAST({m.group(2)} AS TEXT), ',')", sql)

@@ -57,13 +57,20 @@ def _q(name: str) -> str:
 
 
 @cache
-def postgres_ddl() -> tuple[str, ...]:
-    """The PostgreSQL statements that create (or bring up to date) every table of ``SETS``."""
-    scratch = Database(sqlite3.connect(":memory:"))
+def _scratch() -> Database:
+    """Every migration set applied to one in-memory SQLite database: the schema the PostgreSQL DDL
+    and the compatibility layer's column lists are read from (built once per process)."""
+    scratch = Database(sqlite3.connect(":memory:", check_same_thread=False))
     for m in migration_sets():
         m.apply(scratch)
+    return scratch
+
+
+@cache
+def postgres_ddl() -> tuple[str, ...]:
+    """The PostgreSQL statements that create (or bring up to date) every table of ``SETS``."""
     stmts: list[str] = []
-    conn = scratch.conn
+    conn = _scratch().conn
     names = [r[0] for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "AND name != '_sqlite_migrations' ORDER BY name")]
@@ -91,7 +98,6 @@ def postgres_ddl() -> tuple[str, ...]:
             stmts.append(f"CREATE {unique}INDEX IF NOT EXISTS {_q(idx[1])} ON {_q(table)} "
                          f"({', '.join(map(_q, icols))})")
     stmts.extend(_postgres_triggers(conn))
-    scratch.close()
     return tuple(stmts)
 
 
@@ -122,9 +128,7 @@ def _postgres_triggers(conn: sqlite3.Connection) -> list[str]:
 def postgres_columns() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """{table: (columns, primary key columns)} of the PostgreSQL schema (for the compatibility
     layer's upserts)."""
-    scratch = Database(sqlite3.connect(":memory:"))
-    for m in migration_sets():
-        m.apply(scratch)
+    scratch = _scratch()
     out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for t in scratch.tables:
         if t.name == Migrations.migrations_table:
@@ -132,7 +136,6 @@ def postgres_columns() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         cols = scratch.conn.execute(f"PRAGMA table_info({_q(t.name)})").fetchall()
         out[t.name] = (tuple(c[1] for c in cols),
                        tuple(c[1] for c in sorted(cols, key=lambda c: c[5]) if c[5]))
-    scratch.close()
     return out
 
 
