@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
+from ackdevice import AckDevice
 from brokers import MosquittoBroker
 from cloudsvc import serving
 from recs import record_of
@@ -258,37 +257,16 @@ def cloud(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[tuple[Aggregat
         yield svc, owners
 
 
-class Device:
-    """A bare MQTT device: publishes batches on its own uplink topic, collects its acks."""
+class Device(AckDevice):
+    """A bare MQTT device of this file's incarnation; ``send`` returns the ack (or fails the test)."""
 
     def __init__(self, url: str, device_id: str) -> None:
-        self.device_id = device_id
-        self.acks: list[schemas.Ack] = []
-        self.got = threading.Condition()
-        host, port = url.removeprefix("mqtt://").split(":")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{device_id}")
-        self.client.on_message = self._on_message
-        self.client.connect(host, int(port))
-        self.client.subscribe(topics.ack(device_id), qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        ack = schemas.decode(msg.payload)
-        with self.got:
-            self.acks.append(ack)  # type: ignore[arg-type]
-            self.got.notify_all()
+        super().__init__(url, device_id, INC)
 
     def send(self, *recs: schemas.Record, timeout: float = 10.0) -> schemas.Ack:
-        n = len(self.acks)
-        self.client.publish(topics.uplink(self.device_id),
-                            schemas.encode(schemas.UplinkBatch(self.device_id, recs, INC)), qos=1).wait_for_publish(5)
-        with self.got:
-            assert self.got.wait_for(lambda: len(self.acks) > n, timeout), f"{self.device_id}: no ack"
-            return self.acks[n]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        got = self.publish(*recs, timeout=timeout)
+        assert got is not None, f"{self.device_id}: no ack"
+        return got[1]
 
 
 @pytest.mark.timeout(60)

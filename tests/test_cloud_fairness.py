@@ -19,14 +19,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from ackdevice import AckDevice
 from brokers import MosquittoBroker, free_port
 from recs import record_of
 
-from shared import schemas, topics
+from shared import topics
 
 REPO = Path(__file__).resolve().parent.parent
 EDGELOOP = REPO / ".venv" / "bin" / "edgeloop"
@@ -76,41 +76,19 @@ def cloud_process(url: str, workdir: Path, config: str) -> Iterator[tuple[subpro
         log.close()
 
 
-class GoodDevice:
+class GoodDevice(AckDevice):
     def __init__(self, url: str, device_id: str) -> None:
-        self.device_id = device_id
-        self.acks: list[tuple[float, schemas.Ack]] = []
-        self.got = threading.Condition()
-        host, port = url.removeprefix("mqtt://").split(":")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{device_id}")
-        self.client.on_message = self._on_message
-        self.client.connect(host, int(port))
-        self.client.subscribe(topics.ack(device_id), qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        ack = schemas.decode(msg.payload)
-        with self.got:
-            self.acks.append((time.monotonic(), ack))  # type: ignore[arg-type]
-            self.got.notify_all()
+        super().__init__(url, device_id, INC)
 
     def send(self, seq: int, timeout: float) -> float:
         """Publish one batch; seconds until its ack (inf when none came in ``timeout``)."""
-        n = len(self.acks)
         rec = record_of(seq, "summary", T0 + seq * 60, "bella", {"day": "2026-01-05"})
-        t = time.monotonic()
-        self.client.publish(topics.uplink(self.device_id),
-                            schemas.encode(schemas.UplinkBatch(self.device_id, (rec,), INC)), qos=1)
-        with self.got:
-            if not self.got.wait_for(lambda: len(self.acks) > n, timeout):
-                return float("inf")
-            at, ack = self.acks[n]
+        got = self.publish(rec, timeout=timeout)
+        if got is None:
+            return float("inf")
+        took, ack = got
         assert ack.seqs == (seq,)
-        return at - t
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        return took
 
 
 def flood(url: str, device_id: str, n: int, size: int, started: threading.Event) -> None:
