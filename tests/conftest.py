@@ -74,3 +74,29 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
     finally:
         for broker in made:
             broker.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A cloud store URL on each back end: a SQLite file, and a PostgreSQL database created on
+    the local server and dropped after the test (tests/pgdb.py: skipped without a server unless
+    EDGELOOP_REQUIRE_POSTGRES=1)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cloud.db'}"
+    else:
+        from pgdb import scratch_database
+
+        with scratch_database() as url:
+            yield url
+
+
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Any]:
+    """An open cloud store on each back end (``store_url``), closed after the test."""
+    from cloud.store.db import open_store
+
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()

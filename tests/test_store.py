@@ -7,12 +7,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from brokers import Collector, MosquittoBroker
-from pgdb import scratch_database
 from recs import record_of
 from test_aggregator import T0, batch, event_body
 from test_cloud_identity import EDGELOOP, ROOT, _cloud, _events, _stop, _wait
@@ -29,22 +27,9 @@ from shared import schemas, topics
 EV_TS = T0 + 3 * 86400 + 7200
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cloud.db'}"
-    else:
-        with scratch_database() as url:
-            yield url
-
-
 @pytest.fixture
-def store(store_url: str) -> Iterator[CloudStore]:
-    s = open_store(store_url)
-    try:
-        yield s
-    finally:
-        s.close()
+def store(any_store: CloudStore) -> CloudStore:
+    return any_store
 
 
 def aggregator(store: CloudStore) -> Aggregator:

@@ -28,7 +28,7 @@ from cloud.store.backend import (
 from cloud.store.locks import write_lock
 from cloud.store.pgcompat import PgDatabase
 from cloud.store.records import RecordRepository, StoreResult
-from cloud.store.schema import apply_postgres, apply_sqlite
+from cloud.store.schema import apply_postgres, apply_sqlite_all
 from shared.errors import InputError
 from shared.schemas import UplinkBatch
 
@@ -129,7 +129,7 @@ class CloudStore:
                                  "pass another --db") from None
         if isinstance(self.backend, SqliteBackend):
             self.db.execute("PRAGMA busy_timeout=5000")
-            apply_sqlite(self.db, migrations)
+            apply_sqlite_all(self.db)  # every table of the registry, once, when the store opens
         else:
             assert isinstance(self.backend, PostgresBackend)
             apply_postgres(self.backend)

@@ -172,8 +172,8 @@ def apply_sqlite(db: Database, migrations: Migrations) -> None:
 
 
 def apply_sqlite_all(db: Database) -> None:
-    """Every set of the registry on a SQLite store (modules otherwise apply their own on first
-    use)."""
+    """Every set of the registry on a SQLite store, in registry order (the store does this when
+    it opens, so no module needs to create its tables on first use)."""
     for m in migration_sets():
         apply_sqlite(db, m)
 
