@@ -13,35 +13,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
+from cloud.store.commands import CommandRepository
 from cloud.store.db import CloudStore
-from cloud.store.schema import ensure_set
 from shared import schemas, topics
 from shared.command_signing import sign_command
 from shared.records import CommandReport
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.cloud.commands")
 COMMAND_TTL_S = 24 * 3600.0  # a command not run within this (device timeline) is refused as stale
 RESYNC = "resync"
 MAX_EPOCH = 2**40  # a re-sync request naming a larger epoch is refused (it could never be answered)
-
-
-@migrations()
-def m001_commands(db: Database) -> None:
-    db.table("command_counters").create({"device_id": str, "counter": int}, pk="device_id")
-    db.table("commands").create({"command_id": str, "device_id": str, "name": str, "counter": int, "args": str,
-                           "sent_at": float, "reason": str}, pk="command_id")
-
-
-@migrations()
-def m002_command_epoch(db: Database) -> None:
-    """Commands v2: the device's epoch next to its counter; each command's expiry, epoch, incarnation."""
-    db.table("command_counters").add_column("epoch", int, not_null_default=0)
-    for name, kind in (("epoch", int), ("expires_at", float), ("incarnation", str)):
-        db.table("commands").add_column(name, kind)
 
 
 class CommandSender(Protocol):
@@ -60,13 +42,11 @@ class Commander:
     def __init__(self, store: CloudStore, key: Ed25519PrivateKey, publish: Callable[[str, bytes], None],
                  clock: Callable[[], float], ttl: float = COMMAND_TTL_S) -> None:
         self.store, self.key, self.publish, self.clock, self.ttl = store, key, publish, clock, ttl
-        ensure_set(store.db, migrations)
+        self.repo = CommandRepository(store.backend)
 
     def position(self, device_id: str) -> tuple[int, int]:
         """The (epoch, counter) of the last command signed for ``device_id``."""
-        row = self.store.db.execute("SELECT epoch, counter FROM command_counters WHERE device_id = ?",
-                                    [device_id]).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return self.repo.position(device_id)
 
     def incarnation(self, device_id: str) -> str:
         """The device's current incarnation (its outbox's life) as the cloud knows it, "" if none."""
@@ -75,21 +55,21 @@ class Commander:
     def send(self, device_id: str, name: str, args: dict[str, Any], reason: str = "",
              command_id: str = "", *, epoch: int | None = None) -> schemas.Command:
         """Sign the next command for the device (``epoch``: move it to that epoch, counter 1)."""
-        with self.store.db.atomic():
+        with self.store.backend.transaction():
+            self.store.backend.lock_keys([f"command:{device_id}"])  # PostgreSQL: one signer per device at a time
             cur_epoch, counter = self.position(device_id)
             if epoch is not None:
                 cur_epoch, counter = epoch, 0
             counter += 1
-            self.store.db.execute("INSERT OR REPLACE INTO command_counters (device_id, counter, epoch) "
-                                  "VALUES (?, ?, ?)", [device_id, counter, cur_epoch])
+            self.repo.set_position(device_id, cur_epoch, counter)
             now = self.clock()
             cmd = sign_command(self.key, schemas.Command(
                 device_id, command_id or f"c-{uuid.uuid4().hex[:12]}", name, counter, args,
                 expires_at=now + self.ttl, epoch=cur_epoch, incarnation=self.incarnation(device_id)))
-            self.store.db.table("commands").upsert({
+            self.repo.save({
                 "command_id": cmd.command_id, "device_id": device_id, "name": name, "counter": counter,
                 "args": json.dumps(args)[:2000], "sent_at": now, "reason": reason, "epoch": cur_epoch,
-                "expires_at": cmd.expires_at, "incarnation": cmd.incarnation}, pk="command_id")
+                "expires_at": cmd.expires_at, "incarnation": cmd.incarnation})
         self.publish(topics.commands(device_id), schemas.encode(cmd))
         logger.info("cloud.command_sent", extra={"device_id": device_id, "command": name})
         return cmd

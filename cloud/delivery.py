@@ -4,12 +4,11 @@ retried with backoff until it lands or is given up.
 
 Threads: the aggregator's thread calls :meth:`Deliveries.send` (records one ``pending`` row per
 channel) and :meth:`Deliveries.tick` (writes outcomes, schedules retries); one worker thread does
-the network I/O and never touches SQLite, so a slow webhook cannot hold up message handling.
+the network I/O and never touches the store, so a slow webhook cannot hold up message handling.
 Rows left ``pending``/``retrying`` by a stopped process are sent again at the next start
 (at-least-once: a webhook receiver may see an ``alert_id`` twice and should dedupe on it).
 
-Table ``deliveries``: id, alert_id, individual_id, channel, kind, state (pending | retrying | sent |
-failed), attempts, last_error, created_at, updated_at, next_attempt_at, payload.
+The rows and their SQL: ``cloud.store.deliveries``.
 """
 
 from __future__ import annotations
@@ -24,85 +23,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from cloud.config import NotifierConfig
 from cloud.notifiers import DeliveryError, WebhookNotifier, encode_alert
 from cloud.rules.notify import Decision
-from cloud.store.locks import write_lock
-from cloud.store.schema import ensure_set
+from cloud.store.backend import Backend
+from cloud.store.deliveries import CLAIM_S, DeliveryRepository
 from shared import topics
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.cloud.deliveries")
 OPEN_STATES = ("pending", "retrying")
-# an attempt's claim: several aggregators share the deliveries table, and the one that queued a
-# delivery (or claimed a due retry) owns it this long; past it, a process that died mid-attempt is
-# assumed gone and any aggregator retries (longer than a queue of slow webhook attempts)
-CLAIM_S = 300.0
-
-
-@migrations()
-def m001_deliveries(db: Database) -> None:
-    db.table("deliveries").create(
-        {"id": int, "alert_id": str, "individual_id": str, "channel": str, "kind": str, "state": str,
-         "attempts": int, "last_error": str, "created_at": float, "updated_at": float,
-         "next_attempt_at": float, "payload": str}, pk="id")
-    db.table("deliveries").create_index(["state", "next_attempt_at"])
-    db.table("deliveries").create_index(["alert_id"])
-
-
-class DeliveryLog:
-    """The ``deliveries`` table (its own migration set; SQL stays here)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        ensure_set(db, migrations)  # two aggregators opening one store at once queue
-
-    def add(self, alert_id: str, individual_id: str, channel: str, kind: str, payload: str, now: float) -> int:
-        """A new delivery, claimed by the caller (it is due to others only once the claim expires)."""
-        with self.db.atomic():
-            cur = self.db.execute(
-                "INSERT INTO deliveries (alert_id, individual_id, channel, kind, state, attempts, last_error, "
-                "created_at, updated_at, next_attempt_at, payload) VALUES (?, ?, ?, ?, 'pending', 0, '', ?, ?, ?, ?)",
-                [alert_id, individual_id, channel, kind, now, now, now + CLAIM_S, payload])
-        return int(cur.lastrowid or 0)
-
-    def claim(self, row_id: int, now: float) -> bool:
-        """Take a due delivery for one attempt: True for exactly one of the aggregators sharing
-        the store (its ``next_attempt_at`` moves ``CLAIM_S`` ahead, so the others skip it)."""
-        with self.db.atomic():
-            cur = self.db.execute("UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE id = ? "
-                                  "AND state IN ('pending', 'retrying') AND next_attempt_at <= ?",
-                                  [now + CLAIM_S, now, row_id, now])
-        return cur.rowcount == 1
-
-    def outcome(self, row_id: int, state: str, attempts: int, error: str, next_at: float, now: float) -> None:
-        with self.db.atomic():
-            self.db.execute("UPDATE deliveries SET state = ?, attempts = ?, last_error = ?, updated_at = ?, "
-                            "next_attempt_at = ? WHERE id = ?", [state, attempts, error[:500], now, next_at, row_id])
-
-    def due(self, now: float, exclude: set[int]) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id, alert_id, individual_id, channel, kind, attempts, payload FROM deliveries "
-            "WHERE state IN ('pending', 'retrying') AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 100",
-            [now]).fetchall()
-        cols = ("id", "alert_id", "individual_id", "channel", "kind", "attempts", "payload")
-        return [dict(zip(cols, r, strict=True)) for r in rows if r[0] not in exclude]
-
-    def recent(self, limit: int = 100, alert_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("WHERE alert_id = ?", [alert_id]) if alert_id else ("", [])
-        cur = self.db.execute(f"SELECT id, alert_id, individual_id, channel, kind, state, attempts, last_error, "
-                              f"created_at, updated_at, next_attempt_at FROM deliveries {where} "
-                              f"ORDER BY id DESC LIMIT ?", [*args, limit])
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        """(channel, state) -> rows."""
-        return {(c, s): n for c, s, n in self.db.execute(
-            "SELECT channel, state, COUNT(*) FROM deliveries GROUP BY channel, state").fetchall()}
+__all__ = ["CLAIM_S", "Channel", "Deliveries", "build_deliveries", "channel_from_config"]
 
 
 @dataclass
@@ -164,8 +94,8 @@ def channel_from_config(cfg: NotifierConfig, publish: Callable[[str, bytes], Any
 class Deliveries:
     """The aggregator's notifier: one recorded, retried delivery per channel per alert."""
 
-    def __init__(self, db: Database, channels: Sequence[Channel], clock: Callable[[], float] = time.time) -> None:
-        self.log = DeliveryLog(db)
+    def __init__(self, backend: Backend, channels: Sequence[Channel], clock: Callable[[], float] = time.time) -> None:
+        self.log = DeliveryRepository(backend)
         self.channels = {c.name: c for c in channels}
         self.clock = clock
         self.counts: Counter[str] = Counter()  # "<channel>.sent" / ".failed" (attempts) / ".gave_up"
@@ -199,7 +129,7 @@ class Deliveries:
             except queue.Empty:
                 break
         if done:
-            with write_lock(self.log.db):
+            with self.log.transaction():
                 for row_id, channel, alert_individual, attempt, error, took in done:
                     self._busy.discard(row_id)
                     self._record(row_id, channel, alert_individual, attempt, error, took)
@@ -273,6 +203,7 @@ class Deliveries:
             self._results.put((row_id, channel, individual_id, attempt, error, time.monotonic() - t0))
 
 
-def build_deliveries(db: Database, configs: Sequence[NotifierConfig],
+def build_deliveries(backend: Backend, configs: Sequence[NotifierConfig],
                      publish: Callable[[str, bytes], Any] | None) -> Deliveries:
-    return Deliveries(db, [channel_from_config(c, publish) for c in configs])
+    """The aggregator's notifier over the store's back end, one channel per configured notifier."""
+    return Deliveries(backend, [channel_from_config(c, publish) for c in configs])

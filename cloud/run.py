@@ -65,7 +65,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
     agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock, binding=cfg.binding,
                      reject_batch=REJECT_BATCH)
     if cfg.devices:
-        n = bindings.provision(store.db, ((d.device_id, d.individuals) for d in cfg.devices))
+        n = bindings.BindingRepository(store.backend).provision((d.device_id, d.individuals) for d in cfg.devices)
         logger.info("cloud.devices_provisioned", extra={"devices": len(cfg.devices), "new_bindings": n})
     svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
                             persistent=bool(cfg.instance), instance=cfg.instance or None,
@@ -76,7 +76,7 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
         agg.rollouts = RolloutManager(store)
         register_factory_release(store)
     if notifiers is None:  # the configured channels, each delivery recorded and retried
-        agg.notifiers = [build_deliveries(store.db, cfg.notifiers, svc.client.publish)]
+        agg.notifiers = [build_deliveries(store.backend, cfg.notifiers, svc.client.publish)]
     if cfg.home_assistant.enabled:
         from cloud.ops.homeassistant import HomeAssistantBridge
 

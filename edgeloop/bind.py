@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     store = CloudStore(args.db)
     try:
-        bindings.ensure_schema(store.db)
+        repo = bindings.BindingRepository(store.backend)
         if args.list:
-            bound, refused = bindings.listing(store.db)
+            bound, refused = repo.listing()
             for b in bound:
                 print(f"{b['device_id']:<24} {b['individual_id']:<24} {b['source']:<12} {format_utc(b['bound_at'])}")
             if refused:
@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
                       f"{format_utc(c['last_at'])}: {c['reason']}")
             return 0
         if args.remove:
-            if not bindings.unbind(store.db, args.device, args.individual):
+            if not repo.unbind(args.device, args.individual):
                 print(f"edgeloop bind: {args.device} is not bound to {args.individual}", file=sys.stderr)
                 return 1
             print(f"unbound {args.device} from {args.individual}")
             return 0
-        dropped = bindings.bind(store.db, args.device, args.individual, "operator", replace=args.replace)
+        dropped = repo.bind(args.device, args.individual, "operator", replace=args.replace)
         print(f"bound {args.device} to {args.individual}" + (f" (unbound from {', '.join(dropped)})" if dropped else ""))
         return 0
     finally:

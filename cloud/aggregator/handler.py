@@ -100,7 +100,6 @@ class Aggregator:
         self.reject_batch = max(1, reject_batch)
         self._rejections: list[tuple[float, str, str, int]] = []  # not yet in the store
         self._log_window = (0.0, Counter[str]())  # (second, lines logged in it by kind): log rate limit
-        bindings.ensure_schema(store.db)
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -249,8 +248,9 @@ class Aggregator:
         """The batch without its records for individuals the device is not bound to (inside the
         batch's transaction: a first-seen binding commits with the records). ``known``: the
         group's devices' bindings, read once (updated as first-seen ones are bound)."""
-        verdict = bindings.admit(self.store.db, batch.device_id, (r.individual_id for r in batch.records),
-                                 self.binding, bound=None if known is None else known[batch.device_id])
+        verdict = bindings.BindingRepository(self.store.backend).admit(
+            batch.device_id, (r.individual_id for r in batch.records), self.binding,
+            bound=None if known is None else known[batch.device_id])
         for ind in verdict.bound_now:
             logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
                                                    "source": "first_seen"})
@@ -266,7 +266,7 @@ class Aggregator:
                 self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "binding")
         for ind, reason in verdict.refused.items():
             n = sum(r.individual_id == ind for r in batch.records)
-            bindings.note_refused(self.store.db, batch.device_id, ind, reason, n)
+            bindings.BindingRepository(self.store.backend).note_refused(batch.device_id, ind, reason, n)
         return replace(batch, records=tuple(keep)), refused
 
     def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> None:
@@ -293,7 +293,7 @@ class Aggregator:
             unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b, _ in timely
                        if b.records and (b.device_id, b.incarnation) not in self._incarnations}
             new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
-            known = bindings.bound_many(self.store.db, (b.device_id for b, _ in timely))
+            known = bindings.BindingRepository(self.store.backend).bound_many(b.device_id for b, _ in timely)
             bound = [self._bound(topic, b, known) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
             batches = [b for b, _ in bound]
             # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and

@@ -1,6 +1,8 @@
 """Notification rules: declarative TOML policy -> notify | collect_more | uncertain | suppress.
 
-See ``cloud.rules.policy`` for the file format and ``cloud.rules.notify`` for the handler.
+See ``cloud.rules.policy`` for the file format and ``cloud.rules.notify`` for the handler. The
+rules hold no SQL: what they read and write goes through ``cloud.rules.history``'s protocols, which
+the store's repositories (``cloud.store.alerts``) implement.
 """
 
 from cloud.rules.notify import (
@@ -13,7 +15,6 @@ from cloud.rules.notify import (
     handle_event,
     set_individual_prefs,
 )
-from cloud.rules.schema import ensure_schema
 
 __all__ = ["Decision", "EventBodyError", "NotificationPolicy", "RulesError", "collect_more_command",
-           "due_renotifications", "ensure_schema", "handle_event", "set_individual_prefs"]
+           "due_renotifications", "handle_event", "set_individual_prefs"]

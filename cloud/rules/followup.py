@@ -16,7 +16,8 @@ such alert on those windows:
   (rule ``collected-no-data``).
 
 The alert row keeps one decision: its action, rule and reason are replaced, the reason naming
-the earlier collect_more decision. Pure judgement (:func:`judge`) is separate from the store.
+the earlier collect_more decision. Pure judgement (:func:`judge`) is separate from the store,
+which the rest reaches through ``store.alerts`` (``cloud.rules.history.AlertStore``).
 
 Off by default, because measured: in the 100 x 60 feedback-loop simulation (seed 7,
 `scripts/sim_feedback_loop --rules` with it on) it added 43 notifications for one more caught
@@ -36,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.rules.history import AlertStore, RulesStore
 from cloud.rules.notify import (
     Decision,
     NotificationPolicy,
@@ -46,8 +48,6 @@ from cloud.rules.notify import (
     local_prefs,
     open_incident,
 )
-from cloud.rules.schema import ensure_schema, write_lock
-from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
 MAX_RAW = 2000  # raw windows read per alert (a day of minutes is 1440)
@@ -89,24 +89,21 @@ def judge(event: Mapping[str, Any], names: Sequence[str], rows: Sequence[Sequenc
     return Verdict("no_data", f"no metric of {metrics} has {min_points} values in the extra data")
 
 
-def _first_raw(store: CloudStore, alert: Mapping[str, Any]) -> float | None:
+def _first_raw(repo: AlertStore, alert: Mapping[str, Any]) -> float | None:
     """Time of the first raw window the device uploaded after the event (None: none yet; the
     command reaches the device whenever it next connects)."""
-    first = store.db.execute("SELECT MIN(ts) FROM records WHERE kind = 'raw' AND device_id = ? AND ts >= ?",
-                             [alert["device_id"], alert["ts"]]).fetchone()[0]
-    return None if first is None else float(first)
+    return repo.first_raw(alert["device_id"], alert["ts"])
 
 
-def _raw_rows(store: CloudStore, alert: Mapping[str, Any], first: float | None, duration: float,
+def _raw_rows(repo: AlertStore, alert: Mapping[str, Any], first: float | None, duration: float,
               event: Mapping[str, Any]) -> tuple[list[str], list[list[float | None]]]:
     """(metric names, value rows) of the collection: the raw windows from ``first`` for ``duration``."""
     names: list[str] = list((event.get("trace") or {}).get("metrics") or [])
     rows: list[list[float | None]] = []
     if first is None:
         return names, rows
-    for r in store.db.query("SELECT body FROM records WHERE kind = 'raw' AND device_id = ? AND ts >= ? "
-                            "AND ts <= ? ORDER BY ts LIMIT ?", [alert["device_id"], first, first + duration, MAX_RAW]):
-        body = json.loads(r["body"])
+    for text in repo.raw_bodies(alert["device_id"], first, first + duration, MAX_RAW):
+        body = json.loads(text)
         if isinstance(body.get("names"), list):
             names = [str(x) for x in body["names"]]
         vals = body.get("metrics")
@@ -115,25 +112,23 @@ def _raw_rows(store: CloudStore, alert: Mapping[str, Any], first: float | None, 
     return names, rows
 
 
-def collected_followups(store: CloudStore, policy: NotificationPolicy, now: float) -> list[Decision]:
+def collected_followups(store: RulesStore, policy: NotificationPolicy, now: float) -> list[Decision]:
     """Decide again on every alert whose collection has run; returns the new notifications."""
     s = policy.settings
     if not s.collect_followup:
         return []
-    ensure_schema(store.db)
     wait = s.collect_duration_s + s.collect_grace_s
     out: list[Decision] = []
-    with write_lock(store.db):
-        due = list(store.db.table("alerts").rows_where("state = 'collecting' AND decided_at <= ?", [now - wait],
-                                                        order_by="decided_at"))
-        for a in due:
-            first = _first_raw(store, a)
+    repo = store.alerts
+    with repo.transaction():
+        for a in repo.collecting_due(now - wait):
+            first = _first_raw(repo, a)
             if first is None and now < a["decided_at"] + s.collect_max_wait_s:
                 continue  # the device has not started uploading yet
             if first is not None and now < first + wait:
                 continue  # still collecting
             event = alert_event_body(store, a["alert_id"])  # read only for alerts decided now
-            names, rows = _raw_rows(store, a, first, s.collect_duration_s, event)
+            names, rows = _raw_rows(repo, a, first, s.collect_duration_s, event)
             v = judge(event, names, rows, s.collect_confirm_fraction, s.collect_min_points)
             d = _apply(store, policy, a, v, now)
             if d is not None:
@@ -141,7 +136,7 @@ def collected_followups(store: CloudStore, policy: NotificationPolicy, now: floa
     return out
 
 
-def _apply(store: CloudStore, policy: NotificationPolicy, a: Mapping[str, Any], v: Verdict,
+def _apply(store: RulesStore, policy: NotificationPolicy, a: Mapping[str, Any], v: Verdict,
            t: float) -> Decision | None:
     before = f"after collect_more ({a['rule']}: {a['reason']})"
     upd: dict[str, Any] = {"decided_at": t}
@@ -171,7 +166,7 @@ def _apply(store: CloudStore, policy: NotificationPolicy, a: Mapping[str, Any], 
                        reason=reason, notified_at=t if notify else None,
                        incident_id=attach_to_incident(store, inc, ind, a["alert_id"], a["severity"], t,
                                                       notify=notify))
-    store.db.table("alerts").update(a["alert_id"], upd)
+    store.alerts.update_alert(a["alert_id"], upd)
     logger.info("rules.followup", extra={"alert_id": a["alert_id"], "outcome": v.outcome, "rule": upd["rule"]})
     if not notify:
         return None

@@ -6,12 +6,19 @@ the decision's own writes (the alert, its incident). :class:`MemoryHistory` keep
 memory: the rules' tests fill one by hand, and the store's repository
 (``cloud.store.alerts.AlertRepository``) preloads one per batch with a few queries, lets the rules
 decide every event of the batch against it, and writes what they added in one go.
+
+:class:`AlertStore` is the rest of what the rules do with the store (reminders, follow-ups, owner
+settings, closing incidents): the store's ``AlertRepository`` is one, and a ``RulesStore`` (the
+cloud store) hands it out, so the rules themselves hold no SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+from cloud.rules.policy import NotificationPolicy
 
 RecordSpan = tuple[float | None, float | None]  # ts of a (device, incarnation)'s first and newest record by seq
 
@@ -51,6 +58,71 @@ class AlertHistory(Protocol):
     def add_incident(self, row: dict[str, Any]) -> None: ...
 
     def update_incident(self, incident_id: str, changes: dict[str, Any]) -> None: ...
+
+
+class AlertStore(Protocol):
+    """The stored alerts, incidents and owner settings as the rules read and change them."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A write transaction (two aggregators must not both act on the same reads)."""
+        ...
+
+    def lock_keys(self, keys: Iterable[str]) -> None: ...
+
+    def preload(self, policy: NotificationPolicy, items: Sequence[tuple[str, str, float, float, float]],
+                pairs: Sequence[tuple[str, str]] = ()) -> MemoryHistory:
+        """The history a batch of events needs: ``items`` are (device id, individual id, onset,
+        decision time, record ts); ``pairs`` the (device, incarnation) whose record span to load."""
+        ...
+
+    def save(self, history: MemoryHistory) -> None:
+        """Write what the decisions added to ``history``."""
+        ...
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None: ...
+
+    def update_alert(self, alert_id: str, changes: Mapping[str, Any]) -> None: ...
+
+    def event_body(self, alert_id: str) -> dict[str, Any]:
+        """The stored event body behind an alert; {} if the record is gone."""
+        ...
+
+    def notify_deferred(self, incident_id: str, t: float) -> None:
+        """The incident's deferred alerts are notified at ``t``."""
+        ...
+
+    def collecting_due(self, decided_before: float) -> list[dict[str, Any]]: ...
+
+    def first_raw(self, device_id: str, since: float) -> float | None: ...
+
+    def raw_bodies(self, device_id: str, lo: float, hi: float, limit: int) -> list[str]: ...
+
+    def open_incidents(self, individual_id: str | None = None) -> list[dict[str, Any]]:
+        """Open incidents (of one individual, or all), newest (by opened_at) first."""
+        ...
+
+    def unanswered_incidents(self) -> list[dict[str, Any]]: ...
+
+    def add_incident(self, row: Mapping[str, Any]) -> None: ...
+
+    def update_incident(self, incident_id: str, changes: Mapping[str, Any]) -> None: ...
+
+    def close_incident(self, incident_id: str, t: float) -> None: ...
+
+    def prefs(self, individual_id: str) -> dict[str, Any]: ...
+
+    def set_prefs(self, individual_id: str, values: Mapping[str, Any]) -> None: ...
+
+
+class RulesStore(Protocol):
+    """What the rules' entry points take as ``store`` (the cloud store is one)."""
+
+    @property
+    def alerts(self) -> AlertStore: ...
+
+    def reject(self, source: str, reason: str, size: int) -> None:
+        """Count a rejected message."""
+        ...
 
 
 class MemoryHistory:

@@ -1,6 +1,7 @@
 """Deciding what to do with each incoming deviation event: notify | collect_more | uncertain | suppress.
 
-Plain functions over a ``CloudStore``: no MQTT in here. The aggregator stores a record, then calls
+Plain functions over a store (``cloud.rules.history.RulesStore``, which the cloud store is): no
+MQTT and no SQL in here; the store's ``AlertRepository`` holds the statements. The aggregator stores a record, then calls
 ``handle_event``; the decision, its reason and the rule that made it land in the ``alerts`` table.
 
 Clock: ``now`` is the decision time. It defaults to the event's own ``ts`` so that replayed or
@@ -17,10 +18,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from cloud.rules.history import AlertHistory
+from cloud.rules.history import AlertHistory, RulesStore
 from cloud.rules.policy import NotificationPolicy, Rule, Settings, When, in_window, severity_rank
-from cloud.rules.schema import ensure_schema, write_lock
-from cloud.store.db import CloudStore
 from shared.records import Event, Record
 
 logger = logging.getLogger(__name__)
@@ -61,17 +60,17 @@ def alert_id_for(device_id: str, seq: int, incarnation: str = "") -> str:
 
 # ---------------------------------------------------------------- individual preferences
 
-def set_individual_prefs(store: CloudStore, individual_id: str, *, tz_offset_h: float | None = None,
+def set_individual_prefs(store: RulesStore, individual_id: str, *, tz_offset_h: float | None = None,
                          silenced_until: float | None = None, quiet_start: str | None = None,
                          quiet_end: str | None = None) -> None:
-    """Owner settings stored in the database (they win over the rules file's [individuals])."""
-    ensure_schema(store.db)
-    row: dict[str, Any] = {"individual_id": individual_id}
+    """Owner settings stored in the database (they win over the rules file's [individuals]);
+    a setting not given keeps its stored value."""
+    values: dict[str, Any] = {}
     for k, v in (("tz_offset_h", tz_offset_h), ("silenced_until", silenced_until),
                  ("quiet_start", quiet_start), ("quiet_end", quiet_end)):
         if v is not None:
-            row[k] = v
-    store.db.table("individual_prefs").upsert(row, pk="individual_id")
+            values[k] = v
+    store.alerts.set_prefs(individual_id, values)
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,9 @@ class LocalPrefs:
     quiet_end: str
 
 
-def local_prefs(store: CloudStore, policy: NotificationPolicy, individual_id: str, t: float,
+def local_prefs(store: RulesStore, policy: NotificationPolicy, individual_id: str, t: float,
                 event_tz_h: float | None = None) -> LocalPrefs:
-    rows = list(store.db.table("individual_prefs").rows_where("individual_id = ?", [individual_id]))
-    return prefs_from(rows[0] if rows else {}, policy, individual_id, t, event_tz_h)
+    return prefs_from(store.alerts.prefs(individual_id), policy, individual_id, t, event_tz_h)
 
 
 def prefs_from(row: Mapping[str, Any], policy: NotificationPolicy, individual_id: str, t: float,
@@ -279,33 +277,30 @@ def idle_close_time(inc: Mapping[str, Any], s: Settings) -> float | None:
     return float(max(inc["last_alert_at"] + s.incident_idle_close_s, inc["last_notified_at"] or 0.0))
 
 
-def close_idle_incidents(store: CloudStore, policy: NotificationPolicy, t: float,
+def close_idle_incidents(store: RulesStore, policy: NotificationPolicy, t: float,
                          individual_id: str | None = None) -> int:
     """Close incidents with no alert for ``incident_idle_close_s`` (see :func:`idle_close_time`)."""
-    where, args = "closed_at IS NULL", []
-    if individual_id is not None:
-        where += " AND individual_id = ?"
-        args.append(individual_id)
+    repo = store.alerts
     closed = 0
-    with write_lock(store.db):
-        for inc in list(store.db.table("incidents").rows_where(where, args)):
+    with repo.transaction():
+        for inc in repo.open_incidents(individual_id):
             close_at = idle_close_time(inc, policy.settings)
             if close_at is not None and close_at <= t:
-                store.db.table("incidents").update(inc["incident_id"], {"closed_at": close_at})
+                repo.update_incident(inc["incident_id"], {"closed_at": close_at})
                 closed += 1
     return closed
 
 
-def open_incident(store: CloudStore, individual_id: str) -> dict[str, Any] | None:
-    rows = list(store.db.table("incidents").rows_where(
-        "individual_id = ? AND closed_at IS NULL", [individual_id], order_by="opened_at DESC", limit=1))
+def open_incident(store: RulesStore, individual_id: str) -> dict[str, Any] | None:
+    """The individual's newest open incident, or None."""
+    rows = store.alerts.open_incidents(individual_id)
     return rows[0] if rows else None
 
 
-def close_incident(store: CloudStore, incident_id: str, t: float) -> None:
-    with write_lock(store.db):
-        store.db.execute("UPDATE incidents SET closed_at = ? WHERE incident_id = ? AND closed_at IS NULL",
-                         [t, incident_id])
+def close_incident(store: RulesStore, incident_id: str, t: float) -> None:
+    repo = store.alerts
+    with repo.transaction():
+        repo.close_incident(incident_id, t)
 
 
 def incident_change(incident: Mapping[str, Any] | None, individual_id: str, alert_id: str, severity: str,
@@ -327,15 +322,15 @@ def incident_change(incident: Mapping[str, Any] | None, individual_id: str, aler
     return str(incident["incident_id"]), upd
 
 
-def attach_to_incident(store: CloudStore, incident: dict[str, Any] | None, individual_id: str,
+def attach_to_incident(store: RulesStore, incident: dict[str, Any] | None, individual_id: str,
                        alert_id: str, severity: str, t: float, *, notify: bool) -> str:
     """Open an incident for this alert, or add the alert to the open ``incident``; ``notify``
     counts a notification (which needs a new answer). Returns the incident id."""
     incident_id, row = incident_change(incident, individual_id, alert_id, severity, t, notify=notify)
     if incident is None:
-        store.db.table("incidents").insert(row)
+        store.alerts.add_incident(row)
     else:
-        store.db.table("incidents").update(incident_id, row)
+        store.alerts.update_incident(incident_id, row)
     return incident_id
 
 
@@ -348,10 +343,9 @@ def _decision(row: dict[str, Any]) -> Decision:
                     seq=row["seq"], ts=row["ts"], incarnation=row.get("incarnation") or "")
 
 
-def get_decision(store: CloudStore, alert_id: str) -> Decision | None:
-    ensure_schema(store.db)
-    rows = list(store.db.table("alerts").rows_where("alert_id = ?", [alert_id]))
-    return _decision(rows[0]) if rows else None
+def get_decision(store: RulesStore, alert_id: str) -> Decision | None:
+    row = store.alerts.alert(alert_id)
+    return _decision(row) if row else None
 
 
 def decide(history: AlertHistory, policy: NotificationPolicy, device_id: str, record: Record, ev: Event,
@@ -414,7 +408,7 @@ class Pending:
         return self.record.ts if self.now is None else float(self.now)
 
 
-def check_event(store: CloudStore, p: Pending) -> Event:
+def check_event(store: RulesStore, p: Pending) -> Event:
     """The record's event body; a record that is not an event is counted in the store's
     rejections and raised as EventBodyError."""
     if isinstance(p.record.body, Event):
@@ -426,19 +420,14 @@ def check_event(store: CloudStore, p: Pending) -> Event:
     raise exc
 
 
-def decide_batch(store: CloudStore, policy: NotificationPolicy, pending: list[Pending]) -> list[Decision]:
+def decide_batch(store: RulesStore, policy: NotificationPolicy, pending: list[Pending]) -> list[Decision]:
     """Decide on new event records, inside the caller's write transaction: the history they need
     is preloaded with a few queries, every event is decided against it in order, and the alerts
     and incident changes are written in one go. The records must be newly stored (so none has a
     decision yet): that is how the aggregator calls it."""
-    from cloud.store.alerts import (
-        AlertRepository,  # local: the store's repository of this module's tables
-    )
-
     if not pending:
         return []
-    ensure_schema(store.db)
-    repo = AlertRepository(store.backend)
+    repo = store.alerts
     events = [check_event(store, p) for p in pending]
     history = repo.preload(policy, [(p.device_id, p.record.individual_id, ev.onset, p.t, p.record.ts)
                                     for p, ev in zip(pending, events, strict=True)],
@@ -453,7 +442,7 @@ def decide_batch(store: CloudStore, policy: NotificationPolicy, pending: list[Pe
     return out
 
 
-def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, record: Record,
+def handle_event(store: RulesStore, policy: NotificationPolicy, device_id: str, record: Record,
                  now: float | None = None, incarnation: str = "") -> Decision:
     """Decide on one event record, store the decision (idempotent by the record's identity,
     device id + incarnation + seq), return it.
@@ -461,17 +450,17 @@ def handle_event(store: CloudStore, policy: NotificationPolicy, device_id: str, 
     Raises EventBodyError (counted in the store's rejections) for a body the rules cannot read,
     and RulesError for a record that is not an event.
     """
-    ensure_schema(store.db)
     p = Pending(device_id, record, incarnation, now)
     done = get_decision(store, p.alert_id)
     if done is not None:
         return done
     check_event(store, p)
-    with write_lock(store.db):
+    repo = store.alerts
+    with repo.transaction():
         decision = get_decision(store, p.alert_id)  # another aggregator may have decided meanwhile
         if decision is not None:
             return decision
-        store.backend.lock_keys([record.individual_id])
+        repo.lock_keys([record.individual_id])
         return decide_batch(store, policy, [p])[0]
 
 
@@ -491,14 +480,13 @@ def collect_more_command(policy: NotificationPolicy, decision: Decision,
     return decision.device_id, "collect_more", args
 
 
-def due_renotifications(store: CloudStore, policy: NotificationPolicy,
+def due_renotifications(store: RulesStore, policy: NotificationPolicy,
                         now: float | None = None) -> list[Decision]:
     """Notifications now due: deferred incidents whose quiet hours ended, and reminders for
     unanswered serious incidents every ``renotify_after_s`` (at most
     ``max_notifications_per_incident`` in all). Each returned decision is recorded as sent."""
-    ensure_schema(store.db)
     t = time.time() if now is None else float(now)
-    with write_lock(store.db):  # two aggregators must not both send the same reminder
+    with store.alerts.transaction():  # two aggregators must not both send the same reminder
         out = _due(store, policy, t)
     for d in out:
         logger.info("rules.renotify", extra={"individual_id": d.individual_id, "alert_id": d.alert_id,
@@ -506,12 +494,12 @@ def due_renotifications(store: CloudStore, policy: NotificationPolicy,
     return out
 
 
-def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decision]:
+def _due(store: RulesStore, policy: NotificationPolicy, t: float) -> list[Decision]:
     s = policy.settings
+    repo = store.alerts
     close_idle_incidents(store, policy, t)
     out: list[Decision] = []
-    for inc in list(store.db.table("incidents").rows_where("closed_at IS NULL AND answered = 0",
-                                                     order_by="opened_at")):
+    for inc in repo.unanswered_incidents():
         prefs = local_prefs(store, policy, inc["individual_id"], t)
         if prefs.silenced:
             continue
@@ -531,27 +519,20 @@ def _due(store: CloudStore, policy: NotificationPolicy, t: float) -> list[Decisi
             rule = "renotify"
             reason = (f"unanswered {inc['severity']} incident: reminder {count} of "
                       f"{s.max_notifications_per_incident - 1}")
-        rows = list(store.db.table("alerts").rows_where("alert_id = ?", [inc["last_alert_id"]]))
-        if not rows:
+        a = repo.alert(inc["last_alert_id"])
+        if a is None:
             continue
-        a = rows[0]
-        store.db.table("incidents").update(inc["incident_id"], {"notify_count": count + 1,
-                                                          "last_notified_at": t})
+        repo.update_incident(inc["incident_id"], {"notify_count": count + 1, "last_notified_at": t})
         if count == 0:
-            store.db.execute("UPDATE alerts SET state = 'notified', notified_at = ? "
-                             "WHERE incident_id = ? AND state = 'deferred'", [t, inc["incident_id"]])
+            repo.notify_deferred(inc["incident_id"], t)
         out.append(Decision(a["alert_id"], "notify", reason, rule, inc["incident_id"],
                             a["individual_id"], a["device_id"], a["seq"], a["ts"], a.get("incarnation") or ""))
     return out
 
 
-def alert_event_body(store: CloudStore, alert_id: str) -> dict[str, Any]:
+def alert_event_body(store: RulesStore, alert_id: str) -> dict[str, Any]:
     """The stored event body behind an alert (for notifiers); {} if the record is gone."""
-    ensure_schema(store.db)
-    row = store.db.execute(
-        "SELECT r.body FROM alerts a JOIN records r ON r.device_id = a.device_id "
-        "AND r.incarnation = a.incarnation AND r.seq = a.seq WHERE a.alert_id = ?", [alert_id]).fetchone()
-    return json.loads(row[0]) if row else {}
+    return store.alerts.event_body(alert_id)
 
 
 __all__ = ["Decision", "EventBodyError", "NotificationPolicy", "RulesError", "alert_event_body",

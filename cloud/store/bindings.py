@@ -7,8 +7,8 @@ caller refuses the record, not the batch) and the claim is kept in ``binding_con
 operator, who binds with ``edgeloop bind --device D --individual I [--replace]``.
 
 A device may always file records under its own id (the individual of a device that names none);
-that never takes its first-seen binding. Plain SQL on the store's sqlite-utils ``Database``, in the
-caller's transaction (the aggregator's ``write_lock``), so two aggregators cannot both bind.
+that never takes its first-seen binding. :class:`BindingRepository` runs its SQL on the store's
+back end, in the caller's transaction (the aggregator's), so two aggregators cannot both bind.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from cloud.store.schema import ensure_set
+from cloud.store.backend import Backend
 
 migrations = Migrations("edgeloop.cloud.bindings")
 Policy = Literal["first_seen", "provisioned"]
@@ -39,11 +39,6 @@ def m001_bindings(db: Database) -> None:
          "records": int}, pk=("device_id", "individual_id"))
 
 
-def ensure_schema(db: Database) -> None:
-    """Apply this module's migrations (idempotent)."""
-    ensure_set(db, migrations)  # PostgreSQL: the schema registry did
-
-
 @dataclass(frozen=True)
 class Verdict:
     """Per individual of a batch: None if the device may speak for it, else the reason."""
@@ -55,113 +50,115 @@ class Verdict:
         return self.refused.get(individual_id)
 
 
-def bound_to(db: Database, device_id: str) -> set[str]:
-    return {r[0] for r in db.execute("SELECT individual_id FROM bindings WHERE device_id = ?", [device_id])}
 
+class BindingRepository:
+    """``bindings`` and ``binding_conflicts`` (and a look at ``incarnations``: is a name a device's id?)."""
 
-def bound_many(db: Database, device_ids: Iterable[str]) -> dict[str, set[str]]:
-    """:func:`bound_to` of many devices in one query (a group of batches)."""
-    devs = sorted(set(device_ids))
-    out: dict[str, set[str]] = {d: set() for d in devs}
-    if devs:
-        for d, ind in db.execute(f"SELECT device_id, individual_id FROM bindings WHERE device_id IN "
-                                 f"({', '.join('?' * len(devs))})", devs).fetchall():
-            out[d].add(ind)
-    return out
+    def __init__(self, backend: Backend) -> None:
+        self.b = backend
 
+    def bound_to(self, device_id: str) -> set[str]:
+        return {r[0] for r in self.b.execute("SELECT individual_id FROM bindings WHERE device_id = ?",
+                                             [device_id]).fetchall()}
 
-def holders(db: Database, individual_id: str) -> list[str]:
-    return [r[0] for r in db.execute("SELECT device_id FROM bindings WHERE individual_id = ? ORDER BY device_id",
-                                     [individual_id])]
+    def bound_many(self, device_ids: Iterable[str]) -> dict[str, set[str]]:
+        """:meth:`bound_to` of many devices in one query (a group of batches)."""
+        devs = sorted(set(device_ids))
+        out: dict[str, set[str]] = {d: set() for d in devs}
+        if devs:
+            for d, ind in self.b.execute(f"SELECT device_id, individual_id FROM bindings WHERE device_id IN "
+                                         f"({', '.join('?' * len(devs))})", devs).fetchall():
+                out[d].add(ind)
+        return out
 
+    def holders(self, individual_id: str) -> list[str]:
+        return [r[0] for r in self.b.execute("SELECT device_id FROM bindings WHERE individual_id = ? "
+                                             "ORDER BY device_id", [individual_id]).fetchall()]
 
-def admit(db: Database, device_id: str, individuals: Iterable[str], policy: Policy = "first_seen",
-          now: float | None = None, bound: set[str] | None = None) -> Verdict:
-    """Decide, in the caller's transaction, which of ``individuals`` (a batch's, in order) the
-    device may speak for; bind first-seen ones and note refused claims for the operator.
-    ``bound``: the device's bindings already read (:func:`bound_many`); updated in place."""
-    now = time.time() if now is None else now
-    bound = bound_to(db, device_id) if bound is None else bound
-    refused: dict[str, str] = {}
-    new: list[str] = []
-    for ind in dict.fromkeys(individuals):
-        if ind == device_id or ind in bound:
-            continue
-        reason = _claim(db, device_id, ind, bound, policy)
-        if reason is None:
-            db.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) VALUES (?, ?, ?, ?)",
-                       [device_id, ind, "first_seen", now])
-            bound.add(ind)
-            new.append(ind)
-        else:
-            refused[ind] = reason
-    return Verdict(refused, tuple(new))
+    def admit(self, device_id: str, individuals: Iterable[str], policy: Policy = "first_seen",
+              now: float | None = None, bound: set[str] | None = None) -> Verdict:
+        """Decide, in the caller's transaction, which of ``individuals`` (a batch's, in order) the
+        device may speak for; bind first-seen ones and note refused claims for the operator.
+        ``bound``: the device's bindings already read (:meth:`bound_many`); updated in place."""
+        now = time.time() if now is None else now
+        bound = self.bound_to(device_id) if bound is None else bound
+        refused: dict[str, str] = {}
+        new: list[str] = []
+        for ind in dict.fromkeys(individuals):
+            if ind == device_id or ind in bound:
+                continue
+            reason = self._claim(device_id, ind, bound, policy)
+            if reason is None:
+                self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) "
+                               "VALUES (?, ?, ?, ?)", [device_id, ind, "first_seen", now])
+                bound.add(ind)
+                new.append(ind)
+            else:
+                refused[ind] = reason
+        return Verdict(refused, tuple(new))
 
+    def _claim(self, device_id: str, ind: str, bound: set[str], policy: Policy) -> str | None:
+        fix = f"if it is right, an operator runs: edgeloop bind --device {device_id} --individual {ind}"
+        others = self.holders(ind)
+        held = f"individual {ind!r} is bound to device {', '.join(others)}" if others else ""
+        if bound:
+            return (f"device {device_id} is bound to {', '.join(sorted(bound))}, not {ind!r}"
+                    + (f" ({held})" if held else "") + f": {fix} --replace (or without --replace to add it)")
+        if held:
+            return f"{held}: {fix}"
+        if policy == "provisioned":
+            return f"device {device_id} is not provisioned for {ind!r} (binding = 'provisioned'): {fix}"
+        if self.b.execute("SELECT 1 FROM incarnations WHERE device_id = ? LIMIT 1", [ind]).fetchone():
+            return f"{ind!r} is another device's id: {fix}"
+        return None
 
-def _claim(db: Database, device_id: str, ind: str, bound: set[str], policy: Policy) -> str | None:
-    fix = f"if it is right, an operator runs: edgeloop bind --device {device_id} --individual {ind}"
-    others = holders(db, ind)
-    held = f"individual {ind!r} is bound to device {', '.join(others)}" if others else ""
-    if bound:
-        return (f"device {device_id} is bound to {', '.join(sorted(bound))}, not {ind!r}"
-                + (f" ({held})" if held else "") + f": {fix} --replace (or without --replace to add it)")
-    if held:
-        return f"{held}: {fix}"
-    if policy == "provisioned":
-        return f"device {device_id} is not provisioned for {ind!r} (binding = 'provisioned'): {fix}"
-    if db.execute("SELECT 1 FROM incarnations WHERE device_id = ? LIMIT 1", [ind]).fetchone():
-        return f"{ind!r} is another device's id: {fix}"
-    return None
+    def note_refused(self, device_id: str, individual_id: str, reason: str, records: int,
+                     now: float | None = None) -> None:
+        """Count a refused claim in ``binding_conflicts`` (one row per device and individual)."""
+        now = time.time() if now is None else now
+        self.b.execute(
+            "INSERT INTO binding_conflicts (device_id, individual_id, reason, first_at, last_at, records) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, individual_id) DO UPDATE SET "
+            "reason = excluded.reason, last_at = excluded.last_at, "
+            "records = binding_conflicts.records + excluded.records",
+            [device_id, individual_id, reason[:500], now, now, records])
 
+    def bind(self, device_id: str, individual_id: str, source: Source = "operator", replace: bool = False,
+             now: float | None = None) -> list[str]:
+        """Bind a device to an individual; ``replace`` first drops the device's other bindings.
+        Clears the claim from ``binding_conflicts``; returns the individuals the device was unbound from."""
+        now = time.time() if now is None else now
+        dropped: list[str] = []
+        with self.b.transaction():
+            if replace:
+                dropped = sorted(self.bound_to(device_id) - {individual_id})
+                self.b.execute("DELETE FROM bindings WHERE device_id = ? AND individual_id != ?",
+                               [device_id, individual_id])
+            self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (device_id, individual_id) DO UPDATE SET source = excluded.source, "
+                           "bound_at = excluded.bound_at", [device_id, individual_id, source, now])
+            self.b.execute("DELETE FROM binding_conflicts WHERE device_id = ? AND individual_id = ?",
+                           [device_id, individual_id])
+        return dropped
 
-def note_refused(db: Database, device_id: str, individual_id: str, reason: str, records: int,
-                 now: float | None = None) -> None:
-    """Count a refused claim in ``binding_conflicts`` (one row per device and individual)."""
-    now = time.time() if now is None else now
-    db.execute(
-        "INSERT INTO binding_conflicts (device_id, individual_id, reason, first_at, last_at, records) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, individual_id) DO UPDATE SET "
-        "reason = excluded.reason, last_at = excluded.last_at, records = records + excluded.records",
-        [device_id, individual_id, reason[:500], now, now, records])
+    def unbind(self, device_id: str, individual_id: str) -> bool:
+        with self.b.transaction():
+            return self.b.execute("DELETE FROM bindings WHERE device_id = ? AND individual_id = ?",
+                                  [device_id, individual_id]).rowcount == 1
 
+    def provision(self, devices: Iterable[tuple[str, Iterable[str]]]) -> int:
+        """Bind each (device, individuals) from the cloud config; returns how many bindings are new."""
+        n = 0
+        with self.b.transaction():
+            for device_id, individuals in devices:
+                for ind in individuals:
+                    n += self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) "
+                                        "VALUES (?, ?, 'provisioned', ?) ON CONFLICT DO NOTHING",
+                                        [device_id, ind, time.time()]).rowcount
+        return n
 
-def bind(db: Database, device_id: str, individual_id: str, source: Source = "operator", replace: bool = False,
-         now: float | None = None) -> list[str]:
-    """Bind a device to an individual; ``replace`` first drops the device's other bindings.
-    Clears the claim from ``binding_conflicts``; returns the individuals the device was unbound from."""
-    now = time.time() if now is None else now
-    dropped: list[str] = []
-    with db.atomic():
-        if replace:
-            dropped = sorted(bound_to(db, device_id) - {individual_id})
-            db.execute("DELETE FROM bindings WHERE device_id = ? AND individual_id != ?", [device_id, individual_id])
-        db.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (device_id, individual_id) DO UPDATE SET source = excluded.source, "
-                   "bound_at = excluded.bound_at", [device_id, individual_id, source, now])
-        db.execute("DELETE FROM binding_conflicts WHERE device_id = ? AND individual_id = ?",
-                   [device_id, individual_id])
-    return dropped
-
-
-def unbind(db: Database, device_id: str, individual_id: str) -> bool:
-    with db.atomic():
-        return db.execute("DELETE FROM bindings WHERE device_id = ? AND individual_id = ?",
-                          [device_id, individual_id]).rowcount == 1
-
-
-def provision(db: Database, devices: Iterable[tuple[str, Iterable[str]]]) -> int:
-    """Bind each (device, individuals) from the cloud config; returns how many bindings are new."""
-    n = 0
-    with db.atomic():
-        for device_id, individuals in devices:
-            for ind in individuals:
-                n += db.execute("INSERT OR IGNORE INTO bindings (device_id, individual_id, source, bound_at) "
-                                "VALUES (?, ?, 'provisioned', ?)", [device_id, ind, time.time()]).rowcount
-    return n
-
-
-def listing(db: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(bindings, refused claims waiting for an operator), each a list of rows."""
-    b = [dict(r) for r in db.query("SELECT * FROM bindings ORDER BY device_id, individual_id")]
-    c = [dict(r) for r in db.query("SELECT * FROM binding_conflicts ORDER BY last_at DESC")]
-    return b, c
+    def listing(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(bindings, refused claims waiting for an operator), each a list of rows."""
+        b = self.b.query("SELECT * FROM bindings ORDER BY device_id, individual_id")
+        c = self.b.query("SELECT * FROM binding_conflicts ORDER BY last_at DESC")
+        return b, c

@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from cloud.store.alerts import AlertRepository
 from cloud.store.backend import (
     Backend,
     PostgresBackend,
@@ -135,6 +136,11 @@ class CloudStore:
             apply_postgres(self.backend)
             self.db = cast(Database, PgDatabase(self.backend))
         self.records_repo = RecordRepository(self.backend)
+
+    @property
+    def alerts(self) -> AlertRepository:
+        """The alerts, incidents and owner settings (what ``cloud.rules`` reads and writes)."""
+        return AlertRepository(self.backend)
 
     @property
     def dialect(self) -> str:
