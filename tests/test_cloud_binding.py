@@ -55,12 +55,17 @@ def event(seq: int, ind: str, at: float = EV_TS, **body: Any) -> schemas.Record:
     return record_of(seq, "event", at, ind, {**event_body(at), **body})
 
 
-def make(binding: bindings.Policy = "first_seen") -> tuple[Aggregator, list[tuple[str, bytes]], LogNotifier]:
+def make(store: CloudStore | None = None,
+         binding: bindings.Policy = "first_seen") -> tuple[Aggregator, list[tuple[str, bytes]], LogNotifier]:
     sent: list[tuple[str, bytes]] = []
     owners = LogNotifier()
-    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: sent.append((t, p)),
+    agg = Aggregator(store or CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: sent.append((t, p)),
                      notifiers=[owners], binding=binding)
     return agg, sent, owners
+
+
+def repo(store: CloudStore) -> bindings.BindingRepository:
+    return bindings.BindingRepository(store.backend)
 
 
 def send(agg: Aggregator, dev: str, *recs: schemas.Record) -> None:
@@ -75,10 +80,10 @@ def last_ack(sent: list[tuple[str, bytes]], dev: str) -> schemas.Ack:
 
 # ---- binding, through the handler ----------------------------------------------------------------
 
-def test_another_devices_individual_is_refused_per_record_and_never_decided() -> None:
+def test_another_devices_individual_is_refused_per_record_and_never_decided(any_store: CloudStore) -> None:
     """The issue's case: collar-666 publishes on its own topic an event for bella, who is
     collar-001's: no decision, no notify; the record is refused alone and named in the ack."""
-    agg, sent, owners = make()
+    agg, sent, owners = make(any_store)
     send(agg, "collar-001", summary(1, "bella"))  # collar-001 is bella's (first seen)
     send(agg, "collar-666", summary(1, "rex"), event(2, "bella"), summary(3, "rex", T0 + 60))
     assert owners.payloads == [] and agg.decisions == [], "a notify for bella from a device not bound to her"
@@ -87,44 +92,45 @@ def test_another_devices_individual_is_refused_per_record_and_never_decided() ->
     assert [r.seq for r in ack.rejected] == [2] and "bound to device collar-001" in ack.rejected[0].reason
     assert agg.counts["rejected.binding"] == 1 and agg.counts["records_rejected"] == 1
     assert [r["individual_id"] for r in agg.store.records()] == ["bella", "rex", "rex"]
-    _, refused = bindings.listing(agg.store.db)
+    _, refused = repo(agg.store).listing()
     assert [(c["device_id"], c["individual_id"], c["records"]) for c in refused] == [("collar-666", "bella", 1)]
     # bella's own collar is still heard and decided
     send(agg, "collar-001", event(2, "bella"))
     assert [d.individual_id for d in agg.decisions] == ["bella"] and len(owners.payloads) == 1
 
 
-def test_first_seen_binds_one_individual_and_a_different_one_waits_for_an_operator() -> None:
-    agg, sent, _ = make()
+def test_first_seen_binds_one_individual_and_a_different_one_waits_for_an_operator(any_store: CloudStore) -> None:
+    agg, sent, _ = make(any_store)
     send(agg, "collar-001", summary(1, "bella"))
     send(agg, "collar-001", summary(2, "bella", T0 + 60), event(3, "daisy"))
     ack = last_ack(sent, "collar-001")
     assert ack.seqs == (2,) and [r.seq for r in ack.rejected] == [3]
     assert "--replace" in ack.rejected[0].reason and agg.decisions == []
     # the collar moved to daisy: the operator replaces the binding, the device's resend is taken
-    assert bindings.bind(agg.store.db, "collar-001", "daisy", replace=True) == ["bella"]
+    assert repo(agg.store).bind("collar-001", "daisy", replace=True) == ["bella"]
     send(agg, "collar-001", event(4, "daisy"), summary(5, "bella", T0 + 120))
     ack = last_ack(sent, "collar-001")
     assert ack.seqs == (4,) and [r.seq for r in ack.rejected] == [5]
     assert [d.individual_id for d in agg.decisions] == ["daisy"]
-    assert bindings.listing(agg.store.db)[1][0]["individual_id"] == "bella", "the operator's list"
+    assert repo(agg.store).listing()[1][0]["individual_id"] == "bella", "the operator's list"
 
 
-def test_records_under_the_devices_own_id_never_take_its_binding() -> None:
+def test_records_under_the_devices_own_id_never_take_its_binding(any_store: CloudStore) -> None:
     """An agent whose sensor named no valid individual files records under the device id; the
     name that arrives later is still bound first-seen."""
-    agg, sent, _ = make()
+    agg, sent, _ = make(any_store)
     send(agg, "collar-001", summary(1, "collar-001"), summary(2, "bella", T0 + 60))
     assert last_ack(sent, "collar-001").seqs == (1, 2)
-    assert bindings.bound_to(agg.store.db, "collar-001") == {"bella"}
+    assert repo(agg.store).bound_to("collar-001") == {"bella"}
     # and no other device can claim another device's id as its individual
     send(agg, "collar-002", summary(1, "collar-001"))
     assert [r.seq for r in last_ack(sent, "collar-002").rejected] == [1]
 
 
-def test_provisioned_policy_takes_only_provisioned_devices() -> None:
-    agg, sent, owners = make("provisioned")
-    bindings.provision(agg.store.db, [("collar-001", ["bella", "bella-pup"])])
+def test_provisioned_policy_takes_only_provisioned_devices(any_store: CloudStore) -> None:
+    agg, sent, owners = make(any_store, "provisioned")
+    assert repo(agg.store).provision([("collar-001", ["bella"])]) == 1
+    assert repo(agg.store).provision([("collar-001", ["bella", "bella-pup"])]) == 1, "bella's binding is not new"
     send(agg, "collar-001", event(1, "bella"), summary(2, "bella-pup"))
     send(agg, "collar-009", summary(1, "rex"))
     assert last_ack(sent, "collar-001").seqs == (1, 2) and len(owners.payloads) == 1
@@ -162,7 +168,7 @@ def test_edgeloop_bind_cli(tmp_path: Path) -> None:
     assert edgeloop("--list", "--db", str(tmp_path / "nope.db")).returncode == 2
     assert not (tmp_path / "nope.db").exists()
     store = CloudStore(db)
-    assert bindings.bound_to(store.db, "collar-001") == {"daisy"} and bindings.listing(store.db)[1] == []
+    assert repo(store).bound_to("collar-001") == {"daisy"} and repo(store).listing()[1] == []
 
 
 def test_the_dashboard_lists_refused_claims_for_the_operator(tmp_path: Path) -> None:

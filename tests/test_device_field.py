@@ -128,7 +128,7 @@ def test_one_bad_timestamp_is_a_counted_glitch_and_shifts_nothing(
     ref = run_agent(clean, tmp_path / "ref", mosquitto.url, "collar-ref")
     # two devices replay one individual's trace: an operator binds the second to her as well
     operator = CloudStore(tmp_path / "cloud.db")
-    bindings.bind(operator.db, "collar-g", records(cloud, "collar-ref")[0]["individual_id"])
+    bindings.BindingRepository(operator.backend).bind("collar-g", records(cloud, "collar-ref")[0]["individual_id"])
     operator.close()
     got = run_agent(glitched, tmp_path / "dev", mosquitto.url, "collar-g")
     assert ref["pending"] == 0 and got["pending"] == 0

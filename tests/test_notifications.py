@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from brokers import Collector, MosquittoBroker, free_port
 from recs import record_of
-from sqlite_utils import Database
 from test_aggregator import T0, event_body
 
 from cloud.config import CloudConfig, NotifierConfig
 from cloud.delivery import Channel, Deliveries, build_deliveries
 from cloud.notifiers import DeliveryError
 from cloud.rules.notify import Decision
+from cloud.store.db import CloudStore, open_store
 from shared import schemas, topics
 from shared.config import ConfigError, load
 
@@ -148,15 +148,15 @@ def test_a_missing_secret_is_named_at_start(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("HOOK_TOKEN", raising=False)
     cfg = NotifierConfig(kind="webhook", url="http://127.0.0.1:9/h", token_env="HOOK_TOKEN")
     with pytest.raises(ValueError, match="HOOK_TOKEN is empty or unset"):
-        build_deliveries(Database(memory=True), [cfg], None)
+        build_deliveries(CloudStore().backend, [cfg], None)
 
 
-def test_webhook_is_received_with_token_and_signature(hook, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_webhook_is_received_with_token_and_signature(hook, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                      any_store: CloudStore) -> None:
     server = hook()
     monkeypatch.setenv("HOOK_TOKEN", "t0k3n")
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
-    db = Database(memory=True)
-    d = build_deliveries(db, [NotifierConfig(kind="webhook", url=server.url, token_env="HOOK_TOKEN",
+    d = build_deliveries(any_store.backend, [NotifierConfig(kind="webhook", url=server.url, token_env="HOOK_TOKEN",
                                              hmac_secret_env="HOOK_SECRET")], None)
     try:
         d.send(decision(), event_body())
@@ -175,9 +175,9 @@ def test_webhook_is_received_with_token_and_signature(hook, monkeypatch: pytest.
     assert (row["state"], row["attempts"], row["channel"], row["last_error"]) == ("sent", 1, "webhook", "")
 
 
-def test_a_failed_webhook_is_retried_until_it_lands(hook) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_webhook_is_retried_until_it_lands(hook, any_store: CloudStore) -> None:  # type: ignore[no-untyped-def]
     server = hook(statuses=[503, 500])
-    d = build_deliveries(Database(memory=True), [NotifierConfig(kind="webhook", url=server.url, backoff=0.2)], None)
+    d = build_deliveries(any_store.backend, [NotifierConfig(kind="webhook", url=server.url, backoff=0.2)], None)
     try:
         d.send(decision(), event_body())
         _pump(d, lambda: d.log.recent()[0]["state"] == "retrying")
@@ -194,10 +194,11 @@ def test_a_failed_webhook_is_retried_until_it_lands(hook) -> None:  # type: igno
     assert d.counts["webhook.failed"] == 2 and d.counts["webhook.sent"] == 1
 
 
-def test_a_delivery_is_given_up_after_its_retries_and_a_slow_hook_times_out(hook) -> None:  # type: ignore[no-untyped-def]
+def test_a_delivery_is_given_up_after_its_retries_and_a_slow_hook_times_out(  # type: ignore[no-untyped-def]
+        hook, any_store: CloudStore) -> None:
     slow = hook(delay=1.0)
     dead = f"http://127.0.0.1:{free_port()}/hook"
-    d = build_deliveries(Database(memory=True), [
+    d = build_deliveries(any_store.backend, [
         NotifierConfig(kind="webhook", name="slow", url=slow.url, timeout=0.2, retries=0, backoff=0.1),
         NotifierConfig(kind="webhook", name="dead", url=dead, retries=1, backoff=0.1)], None)
     try:
@@ -211,28 +212,33 @@ def test_a_delivery_is_given_up_after_its_retries_and_a_slow_hook_times_out(hook
     assert d.counts["dead.gave_up"] == 1 and d.counts["slow.gave_up"] == 1
 
 
-def test_open_deliveries_survive_a_restart(tmp_path: Path, hook) -> None:  # type: ignore[no-untyped-def]
-    db_path = tmp_path / "cloud.db"
+def test_open_deliveries_survive_a_restart(store_url: str, hook) -> None:  # type: ignore[no-untyped-def]
     never = Channel("hook", "webhook", lambda ind, p: (_ for _ in ()).throw(DeliveryError("down")), retries=5, backoff=60)
-    d = Deliveries(Database(db_path), [never])
+    first = open_store(store_url)
+    d = Deliveries(first.backend, [never])
     d.send(decision(), event_body())
     _pump(d, lambda: d.log.recent()[0]["state"] == "retrying")
     d.close()
+    first.close()
     server = hook()  # the endpoint is back; a new process starts with the same store
-    d2 = Deliveries(Database(db_path), [Channel("hook", "webhook", lambda ind, p: None, retries=5, backoff=60)],
+    second = open_store(store_url)
+    d2 = Deliveries(second.backend, [Channel("hook", "webhook", lambda ind, p: None, retries=5, backoff=60)],
                     clock=lambda: time.time() + 120)
     try:
         _pump(d2, lambda: d2.log.recent()[0]["state"] == "sent")
     finally:
         d2.close()
-    assert d2.log.recent()[0]["attempts"] == 2
+    try:
+        assert d2.log.recent()[0]["attempts"] == 2
+    finally:
+        second.close()
     assert server.requests == []
 
 
-def test_two_aggregators_on_one_store_deliver_each_notification_once(tmp_path: Path) -> None:
+def test_two_aggregators_on_one_store_deliver_each_notification_once(store_url: str) -> None:
     """Issue 14: aggregators share the deliveries table; a delivery one of them queued, or a retry
     that fell due, goes out from exactly one of them (before: every aggregator's tick sent it)."""
-    db_path = tmp_path / "cloud.db"
+    stores = [open_store(store_url), open_store(store_url)]
     got: list[str] = []
     lock = threading.Lock()
     flaky = {"left": 1}
@@ -247,9 +253,9 @@ def test_two_aggregators_on_one_store_deliver_each_notification_once(tmp_path: P
         return send
 
     now = [time.time()]
-    a = Deliveries(Database(db_path), [Channel("hook", "webhook", deliver("a"), retries=3, backoff=1)],
+    a = Deliveries(stores[0].backend, [Channel("hook", "webhook", deliver("a"), retries=3, backoff=1)],
                    clock=lambda: now[0])
-    b = Deliveries(Database(db_path), [Channel("hook", "webhook", deliver("b"), retries=3, backoff=1)],
+    b = Deliveries(stores[1].backend, [Channel("hook", "webhook", deliver("b"), retries=3, backoff=1)],
                    clock=lambda: now[0])
     try:
         a.send(decision(1), event_body())  # its first attempt fails: a retry falls due in 1 s
@@ -267,6 +273,8 @@ def test_two_aggregators_on_one_store_deliver_each_notification_once(tmp_path: P
         a.close()
         b.close()
     rows = a.log.recent()
+    for st in stores:
+        st.close()
     assert [r["state"] for r in rows] == ["sent", "sent"], rows
     assert len(got) == 2, f"each notification delivered once, got {got}"
 
