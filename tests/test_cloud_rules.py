@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recs import record_of
+from storerows import count, row
 
 from cloud.rules.notify import (
     Decision,
@@ -22,7 +23,6 @@ from cloud.rules.notify import (
     handle_event,
     set_individual_prefs,
 )
-from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
 from shared.codec import SchemaError
 from shared.config import ConfigError
@@ -53,14 +53,12 @@ def event(store, t=NOON, ind="rex", dev="dev1", now=None, policy=POLICY, seq=Non
 
 
 @pytest.fixture
-def store():
-    s = CloudStore()
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 def alert_row(store, d: Decision):
-    return store.db["alerts"].get(d.alert_id)
+    return row(store, "alerts", d.alert_id)
 
 
 # ----------------------------------------------------------------- each action of the defaults
@@ -127,11 +125,10 @@ def test_suppress_stale(store):
     assert (d.action, d.rule) == ("suppress", "stale")
 
 
-def test_no_rule_matched_is_held():
+def test_no_rule_matched_is_held(store):
     p = NotificationPolicy.from_dict({"rules": [{"name": "only-critical", "action": "notify",
                                                  "when": {"severity": ["critical"]}}]})
-    s = CloudStore()
-    d = event(s, policy=p)
+    d = event(store, policy=p)
     assert (d.action, d.rule) == ("uncertain", "(no rule matched)")
 
 
@@ -139,8 +136,8 @@ def test_handle_event_is_idempotent(store):
     rec = record_of(seq=777, kind="event", ts=NOON, individual_id="rex", body=body())
     d1 = handle_event(store, POLICY, "dev1", rec)
     d2 = handle_event(store, POLICY, "dev1", rec)
-    assert d1 == d2 and store.db["alerts"].count == 1
-    assert store.db["incidents"].count == 1
+    assert d1 == d2 and count(store, "alerts") == 1
+    assert count(store, "incidents") == 1
 
 
 # ----------------------------------------------------------------- incidents and reminders
@@ -151,7 +148,7 @@ def test_alerts_group_into_one_incident_and_escalation_renotifies(store):
     assert (d2.action, d2.rule, d2.incident_id) == ("suppress", "grouped", d1.incident_id)
     d3 = event(store, t=NOON + 1200, start_ts=NOON, severity="critical", score=0.9)
     assert (d3.action, d3.rule, d3.incident_id) == ("notify", "critical", d1.incident_id)
-    inc = store.db["incidents"].get(d1.incident_id)
+    inc = row(store, "incidents", d1.incident_id)
     assert inc["severity"] == "critical" and inc["notify_count"] == 2 and inc["alert_count"] == 3
     # another individual gets its own incident
     other = event(store, ind="bella")
@@ -165,7 +162,7 @@ def test_incident_closes_after_idle_period(store):
     assert d2.incident_id == d1.incident_id
     d3 = event(store, t=NOON + 2 * idle, start_ts=NOON + idle, severity="critical", score=0.9)
     assert d3.action == "notify" and d3.incident_id != d1.incident_id
-    assert store.db["incidents"].get(d1.incident_id)["closed_at"] == NOON + idle - 1 + idle
+    assert row(store, "incidents", d1.incident_id)["closed_at"] == NOON + idle - 1 + idle
 
 
 def test_unanswered_critical_incident_is_renotified_on_schedule(store):
@@ -182,7 +179,7 @@ def test_unanswered_critical_incident_is_renotified_on_schedule(store):
     # the last *alert*, so keep it alive with grouped alerts)
     event(store, t=NOON + 2 * every + 10, start_ts=NOON, severity="critical", score=0.9)
     assert due_renotifications(store, POLICY, NOON + 3 * every) == []
-    assert store.db["incidents"].get(d.incident_id)["notify_count"] == 3
+    assert row(store, "incidents", d.incident_id)["notify_count"] == 3
 
 
 def test_warning_incidents_are_not_renotified(store):
@@ -192,7 +189,7 @@ def test_warning_incidents_are_not_renotified(store):
 
 def test_answered_incident_is_not_renotified(store):
     d = event(store, severity="critical", score=0.9)
-    store.db["incidents"].update(d.incident_id, {"answered": 1})
+    store.alerts.update_incident(d.incident_id, {"answered": 1})
     assert due_renotifications(store, POLICY, NOON + 3 * 3600) == []
 
 
@@ -263,10 +260,9 @@ def test_silenced_individual(store):
 
 
 def test_personalised_range_suppresses_only_inside_it(store):
-    ensure_schema(store.db)
-    store.db["personalisation"].insert({
-        "individual_id": "rex", "device_id": "dev1", "metric": "hr_rest", "action": "widen",
-        "factor": 1.5, "reason": "test", "ts": NOON - 10, "direction": 1, "threshold": 20.0})
+    store.backend.execute(
+        "INSERT INTO personalisation (individual_id, device_id, metric, action, factor, reason, ts, direction, "
+        "threshold) VALUES ('rex', 'dev1', 'hr_rest', 'widen', 1.5, 'test', ?, 1, 20.0)", [NOON - 10])
     one = {"metrics": ["hr_rest"], "directions": [1], "baseline": [60.0], "score": 0.7}
     d = event(store, observed=[79.0], **one)
     assert (d.action, d.rule) == ("suppress", "personalised")
@@ -347,7 +343,7 @@ def test_non_event_record_is_rejected(store):
     rec = record_of(seq=5, kind="summary", ts=NOON, individual_id="rex", body={"day": "1970-01-11"})
     with pytest.raises(EventBodyError, match="not an event"):
         handle_event(store, POLICY, "dev1", rec)
-    assert store.db["rejections"].count == 1 and store.db["alerts"].count == 0
+    assert count(store, "rejections") == 1 and count(store, "alerts") == 0
 
 
 def test_alert_event_body_round_trip(store):
@@ -382,16 +378,14 @@ def test_any_valid_event_gets_exactly_one_stored_decision(events):
         d = handle_event(s, POLICY, "dev1", record_of(seq=i, kind="event", ts=t, individual_id=ind,
                                                       body={**b, "ts": t}))
         assert d.action in ("notify", "collect_more", "uncertain", "suppress")
-        row = s.db["alerts"].get(d.alert_id)
-        assert (row["action"], row["rule"], row["reason"]) == (d.action, d.rule, d.reason)
-        assert (d.incident_id is not None) == (row["incident_id"] is not None)
+        a = row(s, "alerts", d.alert_id)
+        assert (a["action"], a["rule"], a["reason"]) == (d.action, d.rule, d.reason)
+        assert (d.incident_id is not None) == (a["incident_id"] is not None)
         if d.action == "notify":
-            assert d.incident_id is not None and row["notified_at"] is not None
+            assert d.incident_id is not None and a["notified_at"] is not None
     # at most one open incident per individual
     for ind in ("rex", "bella"):
-        n = s.db.execute("SELECT COUNT(*) FROM incidents WHERE individual_id = ? AND closed_at IS NULL",
-                         [ind]).fetchone()[0]
-        assert n <= 1
+        assert count(s, "incidents", "individual_id = ? AND closed_at IS NULL", ind) <= 1
     s.close()
 
 
@@ -409,14 +403,14 @@ def test_garbage_bodies_are_refused_by_the_decoder_or_decided(junk):
     except SchemaError:
         return  # refused as a record
     d = handle_event(s, POLICY, "dev1", rec)
-    assert s.db["alerts"].get(d.alert_id)["action"] == d.action
+    assert row(s, "alerts", d.alert_id)["action"] == d.action
     s.close()
 
 
-def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
+def test_two_aggregators_on_one_database_decide_each_alert_once(store_url):
     import threading
 
-    path = tmp_path / "cloud.db"
+    path = store_url
     CloudStore(path).close()
     recs = [record_of(seq=i, kind="event", ts=NOON + 60 * i, individual_id="rex",
                    body=body(ts=NOON + 60 * i, start_ts=NOON + 60 * i - 30,
@@ -443,10 +437,9 @@ def test_two_aggregators_on_one_database_decide_each_alert_once(tmp_path):
     assert not errors
     assert results[0] == results[1]  # both see the one stored decision per record
     s = CloudStore(path)
-    assert s.db["alerts"].count == 30
-    assert s.db["incidents"].count == 1
-    assert s.db.execute("SELECT COUNT(*) FROM alerts WHERE action = 'notify'").fetchone()[0] == \
-        s.db["incidents"].get(results[0][0].incident_id)["notify_count"]
+    assert count(s, "alerts") == 30
+    assert count(s, "incidents") == 1
+    assert count(s, "alerts", "action = 'notify'") == row(s, "incidents", results[0][0].incident_id)["notify_count"]
     s.close()
 
 
@@ -459,12 +452,12 @@ def test_backlog_after_a_network_cut_is_stale_by_device_time(store):
     assert handle_event(store, POLICY, "dev1", new).action == "notify"
 
 
-def test_count_condition_escalates_persistent_weak_signals():
+def test_count_condition_escalates_persistent_weak_signals(store):
     p = NotificationPolicy.from_dict({"rules": [
         {"name": "persistent", "action": "notify", "reason": "3 alerts in a day",
          "when": {"recent_alerts_at_least": 3, "recent_window_s": DAY}},
         {"name": "hold", "action": "uncertain"}]})
-    s = CloudStore()
+    s = store
     got = [event(s, t=NOON + h * 3600, policy=p, score=0.3).rule for h in (0, 1, 2)]
     assert got == ["hold", "hold", "persistent"]
     assert event(s, t=NOON + 3 * DAY, policy=p, score=0.3).rule == "hold"  # window moved on

@@ -457,10 +457,11 @@ def handle_event(store: RulesStore, policy: NotificationPolicy, device_id: str, 
     check_event(store, p)
     repo = store.alerts
     with repo.transaction():
+        # PostgreSQL: lock first, then look again (a decision committed while this waited is seen)
+        repo.lock_keys([record.individual_id])
         decision = get_decision(store, p.alert_id)  # another aggregator may have decided meanwhile
         if decision is not None:
             return decision
-        repo.lock_keys([record.individual_id])
         return decide_batch(store, policy, [p])[0]
 
 
