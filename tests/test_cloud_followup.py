@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from recs import record_of
+from storerows import row
 
 from cloud.feedback.periodic import periodic
 from cloud.notifiers import LogNotifier
@@ -68,32 +69,32 @@ def _raw(store: CloudStore, seq0: int, t0: float, temp: float, n: int = 60, dev:
         for i in range(n))))
 
 
-def test_extra_data_still_deviating_notifies_through_an_incident() -> None:
-    store = CloudStore()
+def test_extra_data_still_deviating_notifies_through_an_incident(any_store: CloudStore) -> None:
+    store = any_store
     aid = _collecting(store, 1)
     _raw(store, 2, NOON + 60, 39.0)
     assert collected_followups(store, POLICY, DONE - 1) == [], "not before the collection has run"
     notifier = LogNotifier()
     res = periodic(store, POLICY, DONE, [notifier])
     (d,) = res.followups
-    row = store.db["alerts"].get(aid)
-    assert (d.action, d.rule, row["state"], row["action"]) == ("notify", "collected-confirms", "notified", "notify")
-    assert "extra data confirms: skin_temp median 39" in row["reason"] and "single-weak-metric" in row["reason"]
-    assert row["notified_at"] == DONE and row["incident_id"] == d.incident_id
-    assert store.db["incidents"].get(d.incident_id)["notify_count"] == 1
+    a = row(store, "alerts", aid)
+    assert (d.action, d.rule, a["state"], a["action"]) == ("notify", "collected-confirms", "notified", "notify")
+    assert "extra data confirms: skin_temp median 39" in a["reason"] and "single-weak-metric" in a["reason"]
+    assert a["notified_at"] == DONE and a["incident_id"] == d.incident_id
+    assert row(store, "incidents", d.incident_id)["notify_count"] == 1
     assert [p["alert_id"] for p in notifier.payloads] == [aid]
     assert periodic(store, POLICY, DONE + WAIT, [notifier]).followups == (), "decided once"
 
 
-def test_extra_data_back_to_normal_or_missing_is_held() -> None:
-    store = CloudStore()
+def test_extra_data_back_to_normal_or_missing_is_held(any_store: CloudStore) -> None:
+    store = any_store
     back = _collecting(store, 1, dev="dev1")
     _raw(store, 2, NOON + 60, 38.45, dev="dev1")
     silent = _collecting(store, 1, dev="dev2")
     assert collected_followups(store, POLICY, DONE) == []
-    assert store.db["alerts"].get(silent)["state"] == "collecting", "no upload yet: waiting"
+    assert row(store, "alerts", silent)["state"] == "collecting", "no upload yet: waiting"
     assert collected_followups(store, POLICY, NOON + POLICY.settings.collect_max_wait_s) == []
-    a, b = store.db["alerts"].get(back), store.db["alerts"].get(silent)
+    a, b = row(store, "alerts", back), row(store, "alerts", silent)
     assert (a["state"], a["rule"]) == ("held", "collected-resolved") and "back to normal" in a["reason"]
     assert (b["state"], b["rule"]) == ("held", "collected-no-data")
 
@@ -104,7 +105,7 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     aid = _collecting(store, 1, t=night)
     _raw(store, 2, night + 60, 39.0)
     assert collected_followups(store, POLICY, night + 60 + WAIT) == []
-    assert store.db["alerts"].get(aid)["state"] == "deferred", "delivered when quiet hours end"
+    assert row(store, "alerts", aid)["state"] == "deferred", "delivered when quiet hours end"
 
     store = CloudStore()
     aid = _collecting(store, 1)
@@ -117,8 +118,8 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     told = handle_event(store, POLICY, "dev1", rec, now=NOON + 600)
     assert told.action == "notify"
     assert collected_followups(store, POLICY, DONE) == [], "the owner was told already"
-    row = store.db["alerts"].get(aid)
-    assert (row["state"], row["rule"], row["incident_id"]) == ("suppressed", "collected-confirms-grouped",
+    a = row(store, "alerts", aid)
+    assert (a["state"], a["rule"], a["incident_id"]) == ("suppressed", "collected-confirms-grouped",
                                                                told.incident_id)
 
     store = CloudStore()
@@ -126,17 +127,17 @@ def test_followup_respects_quiet_hours_grouping_silence_and_the_switch() -> None
     _raw(store, 2, NOON + 60, 39.0)
     set_individual_prefs(store, "rex", silenced_until=NOON + DAY)
     assert collected_followups(store, POLICY, DONE) == []
-    assert store.db["alerts"].get(aid)["rule"] == "collected-confirms-silenced"
+    assert row(store, "alerts", aid)["rule"] == "collected-confirms-silenced"
 
     store = CloudStore()  # off by default (the shipped rules)
     aid = _collecting(store, 1)
     _raw(store, 2, NOON + 60, 39.0)
     assert not DEFAULT.settings.collect_followup
-    assert collected_followups(store, DEFAULT, DONE) == [] and store.db["alerts"].get(aid)["state"] == "collecting"
+    assert collected_followups(store, DEFAULT, DONE) == [] and row(store, "alerts", aid)["state"] == "collecting"
 
 
-def test_a_late_collection_is_waited_for_and_a_missing_one_given_up() -> None:
-    store = CloudStore()
+def test_a_late_collection_is_waited_for_and_a_missing_one_given_up(any_store: CloudStore) -> None:
+    store = any_store
     aid = _collecting(store, 1)
     late = NOON + 5 * 3600  # the device got the command only when it next connected
     assert collected_followups(store, POLICY, late) == [], "nothing uploaded yet: wait"
@@ -147,7 +148,7 @@ def test_a_late_collection_is_waited_for_and_a_missing_one_given_up() -> None:
     store = CloudStore()
     aid = _collecting(store, 1)
     assert collected_followups(store, POLICY, NOON + POLICY.settings.collect_max_wait_s) == []
-    assert store.db["alerts"].get(aid)["rule"] == "collected-no-data"
+    assert row(store, "alerts", aid)["rule"] == "collected-no-data"
 
 
 @pytest.mark.parametrize("bad", [{"collect_confirm_fraction": 0.0}, {"collect_min_points": 0},

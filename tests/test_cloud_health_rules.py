@@ -25,10 +25,8 @@ def _event(store: CloudStore, seq: int, t: float, kind: str, metrics: list[str],
 
 
 @pytest.fixture
-def store():  # type: ignore[no-untyped-def]
-    s = CloudStore()
-    yield s
-    s.close()
+def store(any_store: CloudStore) -> CloudStore:
+    return any_store
 
 
 def test_a_frozen_camera_is_a_health_alert_decided_by_the_health_rules(store: CloudStore) -> None:

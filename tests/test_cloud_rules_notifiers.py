@@ -19,7 +19,6 @@ from cloud.notifiers import (
     alert_payload,
 )
 from cloud.rules.notify import Decision, NotificationPolicy, alert_event_body, handle_event
-from cloud.store.db import CloudStore
 from shared import topics
 from shared.schemas import UplinkBatch
 
@@ -124,8 +123,8 @@ def test_fan_out_survives_a_broken_notifier():
     assert log.sent == 1 and f.failures == 1
 
 
-def test_end_to_end_decision_to_notifier():
-    store = CloudStore()
+def test_end_to_end_decision_to_notifier(any_store):
+    store = any_store
     rec = record_of(seq=4, kind="event", ts=43200.0, individual_id="rex", body=BODY)
     store.store_batch(UplinkBatch(device_id="dev1", records=(rec,)))
     d = handle_event(store, NotificationPolicy.from_toml(), "dev1", rec)

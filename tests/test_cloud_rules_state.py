@@ -7,10 +7,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from recs import record_of
+from storerows import count, row, rows
 
 from cloud.feedback import FeedbackError, implicit_sweep, record_feedback
 from cloud.rules.notify import NotificationPolicy, due_renotifications, handle_event
-from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
 from shared.schemas import Feedback, UplinkBatch
 
@@ -23,7 +23,6 @@ class Loop(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = CloudStore()
-        ensure_schema(self.store.db)
         self.t = 30 * 86400.0
         self.seq = 0
         self.alerts: list[str] = []
@@ -61,7 +60,7 @@ class Loop(RuleBasedStateMachine):
         if not self.alerts:
             return
         aid = self.alerts[i % len(self.alerts)]
-        ind = self.store.db.table("alerts").get(aid)["individual_id"]
+        ind = row(self.store, "alerts", aid)["individual_id"]
         if wrong:
             ind = next(x for x in INDS if x != ind)
         try:
@@ -71,8 +70,8 @@ class Loop(RuleBasedStateMachine):
 
     @rule()
     def tick(self):
-        open_unanswered = {r["incident_id"]: r for r in self.store.db.table("incidents").rows_where(
-            "closed_at IS NULL AND answered = 0")}
+        open_unanswered = {r["incident_id"]: r for r in rows(
+            self.store, "SELECT * FROM incidents WHERE closed_at IS NULL AND answered = 0")}
         for d in due_renotifications(self.store, POLICY, self.t):
             inc = open_unanswered.get(d.incident_id)
             assert inc is not None, "a reminder for an answered or closed incident"
@@ -88,16 +87,14 @@ class Loop(RuleBasedStateMachine):
 
     @invariant()
     def one_open_incident_per_individual(self):
-        rows = self.store.db.execute("SELECT individual_id, COUNT(*) FROM incidents WHERE closed_at IS "
-                                     "NULL GROUP BY individual_id").fetchall()
-        assert all(n == 1 for _, n in rows)
+        per = rows(self.store, "SELECT individual_id, COUNT(*) AS n FROM incidents WHERE closed_at IS NULL "
+                   "GROUP BY individual_id")
+        assert all(r["n"] == 1 for r in per)
 
     @invariant()
     def every_alert_decided_once_and_notified_ones_grouped(self):
-        assert self.store.db.table("alerts").count == len(self.alerts)
-        bad = self.store.db.execute("SELECT COUNT(*) FROM alerts WHERE action = 'notify' AND "
-                                    "incident_id IS NULL").fetchone()[0]
-        assert bad == 0
+        assert count(self.store, "alerts") == len(self.alerts)
+        assert count(self.store, "alerts", "action = 'notify' AND incident_id IS NULL") == 0
 
     @invariant()
     def reminders_are_bounded(self):

@@ -117,15 +117,15 @@ def test_the_handler_reports_the_position_with_a_resync_request() -> None:
 
 # ----------------------------------------------------------------------------- the cloud's side
 
-def _commander(sent: list[bytes], now: float = 1000.0) -> Commander:
-    store = CloudStore()
+def _commander(sent: list[bytes], now: float = 1000.0, store: CloudStore | None = None) -> Commander:
+    store = store or CloudStore()
     store.note_incarnation("dev-1", INC, 1)
     return Commander(store, PRIV, lambda _t, p: sent.append(p), lambda: now, ttl=600.0)
 
 
-def test_the_cloud_binds_each_command_to_the_incarnation_and_an_expiry() -> None:
+def test_the_cloud_binds_each_command_to_the_incarnation_and_an_expiry(any_store: CloudStore) -> None:
     sent: list[bytes] = []
-    c = _commander(sent)
+    c = _commander(sent, store=any_store)
     out = c.send("dev-1", "config", {})
     assert (out.incarnation, out.expires_at, out.epoch, out.counter) == (INC, 1600.0, 0, 1)
     c.store.note_incarnation("dev-1", NEW_INC, 1)  # the device's state was reset
@@ -135,9 +135,9 @@ def test_the_cloud_binds_each_command_to_the_incarnation_and_an_expiry() -> None
     assert c.send("dev-1", "config", {}).incarnation == INC
 
 
-def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
+def test_the_cloud_resyncs_only_when_it_is_behind(any_store: CloudStore) -> None:
     sent: list[bytes] = []
-    c = _commander(sent)
+    c = _commander(sent, store=any_store)
     for _ in range(3):
         c.send("dev-1", "config", {})
     assert c.resync("dev-1", 0, 2) is None, "the cloud is ahead: the refused command was a replay"
@@ -150,6 +150,10 @@ def test_the_cloud_resyncs_only_when_it_is_behind() -> None:
     for ask in ({"epoch": "1", "counter": 0}, {"epoch": 2**50, "counter": 0}, "resync"):
         assert c.on_report("dev-1", CommandReport("", False, "x", {"resync": ask})) is None
     assert c.on_report("dev-1", CommandReport("c", True, "ok", {"resync": {"epoch": 9, "counter": 9}})) is None
+    kept = c.repo.sent("dev-1")
+    assert [(r["name"], r["epoch"], r["counter"]) for r in kept] == [
+        ("config", 0, 1), ("config", 0, 2), ("config", 0, 3), ("resync", 1, 1), ("config", 1, 2)]
+    assert kept[3]["reason"] == "re-sync: device at 0/9" and c.repo.count() == 5
 
 
 def test_the_device_keeps_its_position_and_reads_the_old_counter(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ class CommandRepository:
         return int(self.b.execute("SELECT COUNT(*) FROM commands").fetchone()[0])
 
     def sent(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        """The commands kept (of one device, or all), in the order they were sent."""
+        """The commands kept (of one device, or all), in the order they were signed (epoch, counter)."""
         if device_id is None:
-            return self.b.query("SELECT * FROM commands ORDER BY sent_at, counter")
-        return self.b.query("SELECT * FROM commands WHERE device_id = ? ORDER BY sent_at, counter", [device_id])
+            return self.b.query("SELECT * FROM commands ORDER BY device_id, epoch, counter")
+        return self.b.query("SELECT * FROM commands WHERE device_id = ? ORDER BY epoch, counter", [device_id])
