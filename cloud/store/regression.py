@@ -50,7 +50,9 @@ def m002_check_detector_hash(db: Database) -> None:
 
 
 def _insert_sql(table: str, columns: Sequence[str], tail: str = "") -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}){tail}"
+    """``INSERT`` of these columns, each quoted (``window`` is a PostgreSQL keyword)."""
+    cols = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))}){tail}"
 
 
 class EvidenceRepository:
