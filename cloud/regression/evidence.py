@@ -1,8 +1,9 @@
 """Read the evidence the loop learns from: alerts and the owners' feedback on them.
 
 The ``alerts`` and ``feedback`` tables belong to ``cloud/rules`` and ``cloud/feedback``; this module
-only reads them (through :class:`cloud.store.regression.EvidenceRepository`). The labelling is defined once, here, and used by
-the retraining rules, the regression cases and the rollout quality gates:
+only reads them (their SQL: :class:`cloud.store.regression.EvidenceRepository`). The labelling is
+defined once, here, and used by the retraining rules, the regression cases and the rollout
+quality gates:
 
 * an alert was *notified* when its ``action`` is ``notify`` or ``notified_at`` is set;
 * the latest explicit feedback per alert (``confirm``, ``dismiss``, ``normal_for_her``, ``label``)
