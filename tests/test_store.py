@@ -252,9 +252,6 @@ def test_aggregators_opening_a_fresh_store_at_once_all_succeed(store_url: str) -
 
 def test_regression_cases_cannot_be_deleted_on_either_back_end(store: CloudStore) -> None:
     """Inherited regression cases are kept forever: SQLite's trigger, and its PostgreSQL form."""
-    from cloud.regression.cases import ensure_schema
-
-    ensure_schema(store)
     store.db.execute("INSERT INTO regression_cases (source_key, created) VALUES (?, ?)", ["case-1", 1.0])
     with pytest.raises(Exception, match="kept forever"):
         store.db.execute("DELETE FROM regression_cases WHERE source_key = ?", ["case-1"])
