@@ -34,7 +34,7 @@ def test_replayed_alerts_are_not_swept_at_once_and_live_ones_are() -> None:
     _event(agg, "collar-000", "bella", 1, OLD + 3 * 86400)          # replayed from a trace
     _event(agg, "collar-001", "max", 1, now - after - 600)         # live, unanswered for too long
     assert [d.action for d in agg.decisions] == ["notify", "notify"]
-    offsets = data_clock_offsets(agg.store.db)
+    offsets = data_clock_offsets(agg.store.backend)
     assert offsets["bella"] > 300 * 86400 and offsets["max"] > 0  # max's record is late too (not live)
     agg.tick()  # the periodic sweep, wall clock
     rows = quality_by_model_version(agg.store)
@@ -60,7 +60,7 @@ def test_replayed_alert_is_swept_once_the_owner_had_time_and_time_to_act_is_on_e
     after = agg.policy.settings.ignore_after_s
     _event(agg, "collar-000", "bella", 1, OLD + 3 * 86400)
     _event(agg, "collar-001", "max", 1, OLD + 5 * 86400)
-    offset = data_clock_offsets(agg.store.db)["bella"]
+    offset = data_clock_offsets(agg.store.backend)["bella"]
     from cloud.feedback.store import implicit_sweep
     now = time.time()
     assert implicit_sweep(agg.store, now) == 0
