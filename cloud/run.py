@@ -89,8 +89,9 @@ def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] |
     ha = None
     if cfg.home_assistant.enabled:
         from cloud.ops.homeassistant import HomeAssistantBridge
+        from cloud.store.read_model import ReadModel
 
-        ha = HomeAssistantBridge(store.db, client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
+        ha = HomeAssistantBridge(ReadModel(store.backend), client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
         notifiers = [*notifiers, ha]
     agg = Aggregator(store, files.policy, publish=publish, notifiers=notifiers, commander=commander, clock=clock,
                      rollouts=rollouts, retrain=files.retrain,
