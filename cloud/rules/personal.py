@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sqlite_utils import Database
+from cloud.store.backend import Backend
+from cloud.store.feedback import FeedbackRepository
 
 
 class _EventLike(Protocol):
@@ -24,20 +25,16 @@ class _EventLike(Protocol):
     def observed(self) -> tuple[float | None, ...]: ...
 
 
-def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int], float]:
+def personal_thresholds(backend: Backend, individual_id: str) -> dict[tuple[str, int], float]:
     """(metric, direction) -> the widest accepted deviation for one individual."""
-    out: dict[tuple[str, int], float] = {}
-    for r in db.execute("SELECT metric, direction, MAX(threshold) FROM personalisation "
-                        "WHERE individual_id = ? AND threshold IS NOT NULL GROUP BY metric, direction",
-                        [individual_id]).fetchall():
-        out[(r[0], int(r[1] or 0))] = float(r[2])
-    return out
+    return FeedbackRepository(backend).personal_thresholds(individual_id)
 
 
-def within_personal_range(db: Database, individual_id: str, ev: _EventLike) -> bool:
+def within_personal_range(backend: Backend, individual_id: str, ev: _EventLike) -> bool:
+    """Is every metric of ``ev`` within the individual's stored personal thresholds?"""
     if not ev.baseline or not ev.observed:
         return False
-    return within_thresholds(personal_thresholds(db, individual_id), ev)
+    return within_thresholds(personal_thresholds(backend, individual_id), ev)
 
 
 def within_thresholds(th: dict[tuple[str, int], float], ev: _EventLike) -> bool:
