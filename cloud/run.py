@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.aggregator.clock import Clock, WallClock
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
@@ -25,6 +26,7 @@ from cloud.store import bindings
 from cloud.store.backend import redact
 from cloud.store.db import CloudStore
 from shared.config import ConfigError
+from shared.mqtt import make_client
 
 logger = logging.getLogger(__name__)
 REJECT_BATCH = 256  # rejections written together (and at least every second): a flood is not a commit each
@@ -58,36 +60,53 @@ def load_files(cfg: CloudConfig) -> CloudFiles:
 
 
 def build(cfg: CloudConfig, client_suffix: str = "", notifiers: list[Notifier] | None = None,
-          sim_clock: bool = False) -> AggregatorService:
+          clock: Clock | None = None) -> AggregatorService:
+    """The aggregator service of ``cfg``, every collaborator made first and handed to the
+    aggregator's constructor. ``notifiers``: instead of the configured channels (the demo's
+    recorder). ``clock``: the rules' time; a :class:`RecordClock` for replays and simulations
+    (their periodic work then runs every tick, not every 5 wall seconds)."""
     files = load_files(cfg)  # before the store: a bad file leaves no database behind
     store = CloudStore(cfg.db or None)
-    policy = files.policy
-    agg = Aggregator(store, policy, notifiers=notifiers or [], sim_clock=sim_clock, binding=cfg.binding,
-                     reject_batch=REJECT_BATCH)
     if cfg.devices:
         n = bindings.BindingRepository(store.backend).provision((d.device_id, d.individuals) for d in cfg.devices)
         logger.info("cloud.devices_provisioned", extra={"devices": len(cfg.devices), "new_bindings": n})
-    svc = AggregatorService(agg, cfg.mqtt, cfg.client_id + client_suffix, cfg.shared_subscription,
-                            persistent=bool(cfg.instance), instance=cfg.instance or None,
-                            inbox_max=cfg.inbox_max, inbox_per_device=cfg.inbox_per_device,
-                            inbox_max_bytes=int(cfg.inbox_max_mb * 2**20))
+    client_id = cfg.client_id + client_suffix
+    persistent = bool(cfg.instance)
+    client = make_client(cfg.mqtt, client_id, persistent=persistent)
+
+    def publish(topic: str, payload: bytes) -> None:
+        client.publish(topic, payload, qos=1)
+
+    live = clock is None
+    clock = clock if clock is not None else WallClock()
+    commander = rollouts = None
     if files.signing_key is not None:
-        agg.commander = Commander(store, files.signing_key, svc.publish, agg.now)
-        agg.rollouts = RolloutManager(store)
+        commander = Commander(store, files.signing_key, publish, clock.now)
+        rollouts = RolloutManager(store)
         register_factory_release(store)
     if notifiers is None:  # the configured channels, each delivery recorded and retried
-        agg.notifiers = [build_deliveries(store.backend, cfg.notifiers, svc.client.publish)]
+        notifiers = [build_deliveries(store.backend, cfg.notifiers, client.publish)]
+    ha = None
     if cfg.home_assistant.enabled:
         from cloud.ops.homeassistant import HomeAssistantBridge
+        from cloud.store.read_model import ReadModel
 
-        ha = HomeAssistantBridge(store.db, svc.client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
-        agg.notifiers = [*agg.notifiers, ha]
+        ha = HomeAssistantBridge(ReadModel(store.backend), client.publish, cfg.home_assistant.prefix, cfg.home_assistant.every)
+        notifiers = [*notifiers, ha]
+    agg = Aggregator(store, files.policy, publish=publish, notifiers=notifiers, commander=commander, clock=clock,
+                     rollouts=rollouts, retrain=files.retrain,
+                     export_dir=str(Path(store.path).parent / "retrain") if store.path else None,
+                     binding=cfg.binding, reject_batch=REJECT_BATCH,
+                     # live: the periodic work (minute-scale reminders and sweeps) every 5 s, not every tick
+                     periodic_every=5.0 if live else 0.0)
+    svc = AggregatorService(agg, cfg.mqtt, client_id, cfg.shared_subscription,
+                            persistent=persistent, instance=cfg.instance or None,
+                            inbox_max=cfg.inbox_max, inbox_per_device=cfg.inbox_per_device,
+                            inbox_max_bytes=int(cfg.inbox_max_mb * 2**20), client=client)
+    if ha is not None:
+        bridge = ha
         svc.extra_subscriptions[f"{cfg.home_assistant.prefix}/status"] = (
-            lambda payload: ha.rediscover() if payload.strip() == b"online" else None)
-    agg.retrain = files.retrain
-    # live: the periodic work (minute-scale reminders and sweeps) every 5 s, not every tick
-    agg.periodic_every = 0.0 if sim_clock else 5.0
-    agg.export_dir = str(Path(store.path).parent / "retrain") if store.path else None
+            lambda payload: bridge.rediscover() if payload.strip() == b"online" else None)
     return svc
 
 

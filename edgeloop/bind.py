@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,25 +26,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cloud.store import bindings
-    from cloud.store.db import CloudStore
+    from cloud.store.db import CloudStore, StoreOpenError
     from cloud.timestamps import format_utc
     from shared.topics import TopicError, check_id
 
-    if args.list:
-        if not Path(args.db).exists():
-            print(f"edgeloop bind: no cloud store at {args.db}: pass --db of the cloud's store", file=sys.stderr)
-            return 2
-    elif not (args.device and args.individual):
+    if not args.list and not (args.device and args.individual):
         print("edgeloop bind: give --device and --individual (or --list)", file=sys.stderr)
         return 2
-    else:
+    if not args.list:
         try:
             check_id(args.device, "device id")
             check_id(args.individual, "individual id")
         except TopicError as exc:
             print(f"edgeloop bind: {exc}", file=sys.stderr)
             return 2
-    store = CloudStore(args.db)
+    try:  # --list only reads: a SQLite path where no store exists is refused, not created
+        store = CloudStore(args.db, create=not args.list)
+    except StoreOpenError as exc:
+        print(f"edgeloop bind: {exc}", file=sys.stderr)
+        return 2
     try:
         repo = bindings.BindingRepository(store.backend)
         if args.list:

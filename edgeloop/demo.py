@@ -20,6 +20,7 @@ import tty
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from cloud.aggregator.clock import RecordClock
 from cloud.broker import EmbeddedBroker
 from cloud.config import CloudConfig
 from cloud.run import build
@@ -86,7 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
     notifier = CollectNotifier()
     # a fresh client id per run: a persistent session left on a shared broker by an earlier run
     # must not deliver that run's messages into this store
-    svc = build(cloud_cfg, client_suffix=f"-demo-{os.getpid()}", notifiers=[notifier], sim_clock=True)
+    svc = build(cloud_cfg, client_suffix=f"-demo-{os.getpid()}", notifiers=[notifier], clock=RecordClock())
     svc.start()
     if not svc.connected.wait(15):
         raise RuntimeError(f"cloud could not connect to the broker at {url}")

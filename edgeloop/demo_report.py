@@ -12,6 +12,7 @@ from typing import Any
 from cloud.rules.notify import alert_id_for
 from cloud.store.backend import redact
 from cloud.store.db import CloudStore
+from cloud.store.read_model import ReadModel
 from firmware_sim.scenario import ALERT_CONDITIONS, NO_ALERT_CONDITIONS, Individual
 
 GRACE_S = 24 * 3600.0  # an event up to a day after a condition ends still belongs to it
@@ -32,7 +33,7 @@ def build_report(store: CloudStore, fleet: list[Individual], start_ts: float, fi
                  sent: list[Any], out: Path, elapsed: float, units: list[Individual] | None = None) -> str:
     everything = store.records("event")
     events = [e for e in everything if e["body"].get("kind") != "health"]  # behaviour; health is listed apart
-    decisions = {r["alert_id"]: r for r in store.db["alerts"].rows} if store.db["alerts"].exists() else {}
+    decisions = {r["alert_id"]: r for r in ReadModel(store.backend).all_alerts()}
     units = units or []
     pis = f" + {len(units)} perception unit{'s' if len(units) > 1 else ''}" if units else ""
     lines = ["", "=" * 100, f"edgeloop demo report  ({len(fleet)} collars{pis}, wall time {elapsed:.1f} s)", "=" * 100]

@@ -3,7 +3,7 @@
 ``run_simulation(cfg)`` advances every individual in lock-step, ``step_hours`` at a time:
 
 1. each worker feeds its agents the step's minutes; agents publish over MQTT and the cloud
-   (``Aggregator`` + ``AggregatorService`` with ``sim_clock=True``) stores, decides and acks;
+   (``Aggregator`` + ``AggregatorService`` on a ``RecordClock``) stores, decides and acks;
    a step ends when every outbox row is acknowledged;
 2. owners (``OwnerSim``, the aggregator's notifier) answer what was notified; their feedback due
    by the step's end is published on ``owner_feedback(individual)`` and handled by the cloud;
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud.aggregator.clock import RecordClock
 from cloud.aggregator.handler import Aggregator
 from cloud.aggregator.service import AggregatorService
 from cloud.commands import Commander
@@ -179,10 +180,18 @@ class _Cloud:
         self.full_policy = NotificationPolicy.from_toml(cfg.rules or None)
         self.phase1_policy = dataclasses.replace(
             self.full_policy, rules=tuple(r for r in self.full_policy.rules if r.name != "personalised"))
-        self.agg = Aggregator(self.store, self.phase1_policy, notifiers=[owners], sim_clock=True)
-        self.svc = AggregatorService(self.agg, MqttConfig(url=url), "edgeloop-sim-cloud", shared_subscription=True)
-        self.commander = GatedCommander(Commander(self.store, priv, self.svc.publish, self.agg.now))
-        self.agg.commander = self.commander
+        mqtt_cfg = MqttConfig(url=url)
+        client = make_client(mqtt_cfg, "edgeloop-sim-cloud")
+
+        def publish(topic: str, payload: bytes) -> None:
+            client.publish(topic, payload, qos=1)
+
+        self.clock = RecordClock()  # the simulation's time: the newest record's
+        self.commander = GatedCommander(Commander(self.store, priv, publish, self.clock.now))
+        self.agg = Aggregator(self.store, self.phase1_policy, publish=publish, notifiers=[owners],
+                              commander=self.commander, clock=self.clock)
+        self.svc = AggregatorService(self.agg, mqtt_cfg, "edgeloop-sim-cloud", shared_subscription=True,
+                                     client=client)
         self.feedback_handled = 0
 
     def drain(self) -> int:
@@ -290,7 +299,7 @@ def run_simulation(cfg: SimConfig) -> SimResult:
             for msg in wait_workers("done"):
                 windows += msg[1]
             cloud.drain()
-            cloud.agg.latest_ts = max(cloud.agg.latest_ts, now)  # every device has reported up to now
+            cloud.clock.observe(now)  # every device has reported up to now
             owners.now = now
 
             def notified_in(ind: str, lo: float, hi: float) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 from recs import record_of
 from storerows import count
 
+from cloud.aggregator.clock import RecordClock, WallClock
 from cloud.aggregator.handler import Aggregator
 from cloud.commands import Commander
 from cloud.rules.notify import NotificationPolicy
@@ -27,12 +29,16 @@ def event_body(score: float = 0.9, severity: str = "critical", metrics=("resting
 
 def make(commander: bool = False, store: CloudStore | None = None):  # type: ignore[no-untyped-def]
     sent: list[tuple[str, bytes]] = []
-    agg = Aggregator(store or CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: sent.append((t, p)),
-                     sim_clock=True)
-    key = None
+    store, clock = store or CloudStore(), RecordClock()
+
+    def publish(t: str, p: bytes) -> None:
+        sent.append((t, p))
+
+    key = cmd = None
     if commander:
         key, pub = generate_keypair()
-        agg.commander = Commander(agg.store, key, agg.publish, agg.now)  # type: ignore[arg-type]
+        cmd = Commander(store, key, publish, clock.now)
+    agg = Aggregator(store, NotificationPolicy.from_toml(None), publish=publish, commander=cmd, clock=clock)
     return agg, sent, key
 
 
@@ -162,3 +168,15 @@ def test_a_v1_device_keeps_working(any_store: CloudStore) -> None:
     assert agg.store.records()[0]["incarnation"] == ""
     assert agg.decisions[0].alert_id == "collar-000:1"
     assert json.loads(sent[0][1]) == {"v": 1, "type": "ack", "device_id": "collar-000", "seqs": [1]}
+
+
+def test_the_record_clock_follows_the_newest_stored_record_and_never_goes_back() -> None:
+    agg, _, _ = make()
+    assert not agg.clock.started() and agg.now() == 0.0
+    agg.handle_message(topics.uplink("collar-000"),
+                       batch("collar-000", record_of(2, "summary", T0 + 500, "bella", {"day": "2026-01-05"})))
+    agg.handle_message(topics.uplink("collar-000"),
+                       batch("collar-000", record_of(1, "summary", T0 + 100, "bella", {"day": "2026-01-04"})))
+    assert agg.clock.started() and agg.now() == T0 + 500, "an older record moved the clock back"
+    live = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: None)
+    assert isinstance(live.clock, WallClock) and abs(live.now() - time.time()) < 5

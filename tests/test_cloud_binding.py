@@ -247,9 +247,10 @@ def test_alerts_and_quality_survive_old_rows_with_impossible_times(tmp_path: Pat
     assert row.split()[1:5] == ["2026-01-08", "02:00", "0.0", "1"], row  # the plausible alert alone
     # Home Assistant's states (the latest alert's time) read the same rows
     from cloud.ops.homeassistant import individual_states
+    from cloud.store.read_model import ReadModel
 
     store = CloudStore(db)
-    assert individual_states(store.db)["bella"]["last_alert_at"] is None  # its latest notified: year 3000
+    assert individual_states(ReadModel(store.backend))["bella"]["last_alert_at"] is None  # its latest notified: year 3000
 
 
 # ---- through a real broker ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The loop through the lead's Aggregator (no broker): uplink event -> decision -> owner alert on
 MQTT -> owner feedback on MQTT -> personalisation command -> a later event is personalised.
-A contract test between cloud.aggregator and cloud.rules / cloud.feedback / cloud.notifiers."""
+A contract test between cloud.aggregator and cloud.rules / cloud.feedback / cloud.notifiers, on
+both store back ends."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def _batch(seq, ts, observed):
     return encode(UplinkBatch("collar-7", (record_of(seq, "event", ts, "bella", body),)))
 
 
-def test_feedback_loop_through_the_aggregator():
-    store = CloudStore()
+def test_feedback_loop_through_the_aggregator(any_store: CloudStore) -> None:
+    store = any_store
     published: list[tuple[str, bytes]] = []
     agg = Aggregator(store, NotificationPolicy.from_toml(),
                      publish=lambda t, p: published.append((t, p)),
@@ -41,7 +42,8 @@ def test_feedback_loop_through_the_aggregator():
     fb = Feedback(alert_id=d.alert_id, individual_id="bella", action="normal_for_her", ts=NOON + 600)
     agg.handle_message(topics.owner_feedback("bella"), encode(fb))
     assert agg.counts["feedback"] == 1
-    assert store.db.table("alerts").get(d.alert_id)["state"] == "normal_for_her"
+    assert store.backend.query("SELECT state FROM alerts WHERE alert_id = ?", [d.alert_id]) == [
+        {"state": "normal_for_her"}]
     (cmd,) = personalisation_commands(store, NOON + 601)
     assert cmd[:2] == ("collar-7", "config") and cmd[2]["action"] == "accept_new_normal"
 

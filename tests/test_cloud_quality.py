@@ -1,4 +1,5 @@
-"""Quality per model version: numbers on a hand-made set of decisions and feedback."""
+"""Quality per model version: numbers on a hand-made set of decisions and feedback (on both store
+back ends; the property test on SQLite)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def at(day: float) -> float:
 
 
 class World:
-    def __init__(self) -> None:
-        self.s = CloudStore()
+    def __init__(self, url: str | None = None) -> None:
+        self.s = CloudStore(url)
         self.seq = 0
 
     def event(self, ind, t, model="m1", delay=600.0, score=0.8, metrics=("hr_rest", "activity")):
@@ -39,8 +40,8 @@ class World:
 
 
 @pytest.fixture
-def world():
-    w = World()
+def world(store_url):
+    w = World(store_url)
     a1 = w.event("a", at(1), delay=600)
     w.fb(a1, "confirm", at(1) + 100)
     w.fb(a1, "acted", at(1) + 300)

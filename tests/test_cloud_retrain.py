@@ -80,13 +80,13 @@ def test_config_errors_name_the_key(data: dict, match: str) -> None:
 
 # ---------------------------------------------------------------------- precision rule
 
-def test_precision_rule_fires_records_reason_and_exports_dataset(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_precision_rule_fires_records_reason_and_exports_dataset(any_store: CloudStore, tmp_path: Path) -> None:
+    store = any_store
     store.store_batch(UplinkBatch("dev-1", (record_of(5, "event", NOW - 3 * D, "ind-1", {
         "start_ts": NOW - 3 * D, "ts": NOW - 3 * D, "metrics": ["resting_hr"], "directions": [1], "score": 0.6,
         "severity": "warning", "baseline": [60.0], "observed": [80.0]}),)))
     _labelled_history(store, 8, 12, NOW - 3 * D)
-    store.db["alerts"].update("a0", {"seq": 5})
+    store.backend.execute("UPDATE alerts SET seq = ? WHERE alert_id = ?", [5, "a0"])
     rule = PrecisionRule(name="prec", model_name="collar", min_precision=0.5, min_labelled=20)
     reqs = evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path)
     assert len(reqs) == 1
@@ -105,8 +105,8 @@ def test_precision_rule_fires_records_reason_and_exports_dataset(tmp_path: Path)
     assert evaluations(store, "prec")[0]["outcome"] == "fired"
 
 
-def test_precision_rule_needs_enough_labels() -> None:
-    store = CloudStore()
+def test_precision_rule_needs_enough_labels(any_store: CloudStore) -> None:
+    store = any_store
     _labelled_history(store, 1, 18, NOW - D)
     with tempfile.TemporaryDirectory() as d:
         assert evaluate_retrain_rules(store, [PrecisionRule(name="p", model_name="m")], NOW, export_dir=d) == []
@@ -213,8 +213,9 @@ def test_cooldown_fires_again_only_with_new_evidence(steps: list, cooldown: floa
                 last = t
 
 
-def test_a_new_model_version_starts_fresh_and_release_decides_the_version(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_a_new_model_version_starts_fresh_and_release_decides_the_version(any_store: CloudStore,
+                                                                          tmp_path: Path) -> None:
+    store = any_store
     _labelled_history(store, 2, 10, NOW - D, version="1")
     rule = PrecisionRule(name="p", model_name="collar", min_labelled=10, cooldown_days=30)
     assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path)[0].model_version == "1"
@@ -227,8 +228,8 @@ def test_a_new_model_version_starts_fresh_and_release_decides_the_version(tmp_pa
     assert [r.model_version for r in reqs] == ["2"]  # no cooldown carried over from v1
 
 
-def test_no_model_is_logged() -> None:
-    store = CloudStore()
+def test_no_model_is_logged(any_store: CloudStore) -> None:
+    store = any_store
     assert evaluate_retrain_rules(store, load_retrain_config(), NOW) == []
     assert {e["outcome"] for e in evaluations(store)} == {"no_model"}
 
@@ -245,9 +246,9 @@ def _summaries(store: CloudStore, rng: np.random.Generator, t0: float, days: int
         store.store_batch(UplinkBatch(f"dev-{dev}", recs))
 
 
-def _agent_summaries(body: Callable[[int], dict[str, Any]], devices: int = 10, days: int = 35) -> CloudStore:
-    """A store with ``days`` daily summaries per device in the agent's layout, ending now."""
-    store = CloudStore()
+def _agent_summaries(store: CloudStore, body: Callable[[int], dict[str, Any]], devices: int = 10,
+                     days: int = 35) -> CloudStore:
+    """``store`` with ``days`` daily summaries per device in the agent's layout, ending now."""
     add_alert(store, "x", NOW - 40 * D)
     for dev in range(devices):
         store.store_batch(UplinkBatch(f"dev-{dev}", tuple(
@@ -257,8 +258,8 @@ def _agent_summaries(body: Callable[[int], dict[str, Any]], devices: int = 10, d
 
 
 @pytest.mark.parametrize(("shift", "fires"), [(0.0, False), (6.0, True)])
-def test_drift_rule(shift: float, fires: bool, tmp_path: Path) -> None:
-    store = CloudStore()
+def test_drift_rule(shift: float, fires: bool, any_store: CloudStore, tmp_path: Path) -> None:
+    store = any_store
     add_alert(store, "x", NOW - 40 * D)
     rng = np.random.default_rng(7)
     _summaries(store, rng, NOW - 35 * D, 28, 10, 60.0, 1)
@@ -291,10 +292,10 @@ def test_drift_needs_samples_and_a_real_reference(tmp_path: Path) -> None:
     assert evaluate_retrain_rules(store, [replace(rule, min_reference_days=2)], NOW + 1, export_dir=tmp_path)
 
 
-def test_drift_skips_partial_days(tmp_path: Path) -> None:
+def test_drift_skips_partial_days(any_store: CloudStore, tmp_path: Path) -> None:
     """A device's first (or interrupted) day has fewer minutes and a lower activity mean: skipped."""
     rng = np.random.default_rng(5)
-    store = _agent_summaries(lambda k: {"minutes": 300 if k >= 28 else 1440, "metrics_mean": {
+    store = _agent_summaries(any_store, lambda k: {"minutes": 300 if k >= 28 else 1440, "metrics_mean": {
         "activity": float(rng.normal(3 if k >= 28 else 6, 0.3))}})
     rule = DriftRule(name="d", model_name="m", metrics=("activity",))
     assert evaluate_retrain_rules(store, [rule], NOW, export_dir=tmp_path) == []
@@ -319,8 +320,8 @@ def _dataset(tmp_path: Path, store: CloudStore) -> Path:
     return export_dataset(store, tmp_path / "ds", NOW)
 
 
-def test_train_detector_candidate_separates_labels_and_keeps_other_keys(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_train_detector_candidate_separates_labels_and_keeps_other_keys(any_store: CloudStore, tmp_path: Path) -> None:
+    store = any_store
     for i in range(10):  # true positives: hr +15..+24%; false alarms: hr +2..+8%
         add_alert(store, f"t{i}", NOW - D + i, score=0.6, metrics={"resting_hr": (115 + i, 100)})
         add_feedback(store, f"t{i}", "confirm", NOW - 100 + i)
@@ -360,8 +361,8 @@ def test_one_or_two_labels_never_move_a_threshold() -> None:
     assert 0.007 < th <= 0.02, "backed by 4 false alarms now, and every confirmed fever still alerts"
 
 
-def test_datasets_are_verified(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_datasets_are_verified(any_store: CloudStore, tmp_path: Path) -> None:
+    store = any_store
     _labelled_history(store, 2, 2, NOW - D)
     ds = _dataset(tmp_path, store)
     with (ds / "alerts.jsonl").open("a") as f:
@@ -373,8 +374,9 @@ def test_datasets_are_verified(tmp_path: Path) -> None:
         train_detector_candidate(ds, {})
 
 
-def test_alerts_tagged_with_the_release_sha_prefix_count_for_its_version(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_alerts_tagged_with_the_release_sha_prefix_count_for_its_version(any_store: CloudStore,
+                                                                         tmp_path: Path) -> None:
+    store = any_store
     sha = "0123456789abcdef" * 4
     register_release(store, ReleaseRef("collar", "3", sha), status="fleet", now=NOW - 5 * D)
     _labelled_history(store, 2, 10, NOW - D, version=sha[:12])  # what the device agent reports
@@ -383,16 +385,16 @@ def test_alerts_tagged_with_the_release_sha_prefix_count_for_its_version(tmp_pat
     assert [r.model_version for r in reqs] == ["3"] and reqs[0].measured["labelled"] == 12
 
 
-def test_drift_reads_the_agents_summary_layout(tmp_path: Path) -> None:
+def test_drift_reads_the_agents_summary_layout(any_store: CloudStore, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    store = _agent_summaries(lambda k: {"day": "d", "metrics_mean": {
+    store = _agent_summaries(any_store, lambda k: {"day": "d", "metrics_mean": {
         "resting_hr": float(rng.normal(60 if k < 28 else 70, 3))}, "steps": 4000, "warming_up": False, "shadow": {}})
     reqs = evaluate_retrain_rules(store, load_retrain_config(), NOW, export_dir=tmp_path)
     assert [r.rule for r in reqs] == ["summary-drift"] and "resting_hr (psi" in reqs[0].reason
 
 
-def test_a_model_hash_shared_by_two_releases_is_not_an_alias(tmp_path: Path) -> None:
-    store = CloudStore()
+def test_a_model_hash_shared_by_two_releases_is_not_an_alias(any_store: CloudStore, tmp_path: Path) -> None:
+    store = any_store
     sha = "fedcba9876543210" * 4
     register_release(store, ReleaseRef("collar", "3", sha), status="superseded", now=NOW - 9 * D)
     register_release(store, ReleaseRef("collar", "4", sha), status="fleet", now=NOW - 5 * D)  # detector-only change

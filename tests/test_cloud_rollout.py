@@ -1,10 +1,12 @@
-"""Staged rollout: shadow -> canary -> fleet, halts and rollbacks, driven tick by tick (no broker)."""
+"""Staged rollout: shadow -> canary -> fleet, halts and rollbacks, driven tick by tick (no broker),
+on both store back ends (``any_store`` / ``store_url``)."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +31,7 @@ from cloud.releases import (
     start_rollout_cli,
 )
 from cloud.releases.config import LimitsConfig
-from cloud.store.db import CloudStore
+from cloud.store.db import CloudStore, open_store
 from shared import bundles, signing
 from shared.config import ConfigError, load
 from shared.schemas import Reply
@@ -94,8 +96,8 @@ def test_cohorts_are_deterministic_nested_and_sized() -> None:
     assert [cohort_of(d, other) for d in ids] != first
 
 
-def test_start_requires_a_passed_release_check_and_one_active_rollout() -> None:
-    store = CloudStore()
+def test_start_requires_a_passed_release_check_and_one_active_rollout(any_store: CloudStore) -> None:
+    store = any_store
     mgr = RolloutManager(store)
     with pytest.raises(ReleaseNotCheckedError, match="no passed release check"):
         mgr.start(V2, DEVICES, T0)
@@ -107,8 +109,8 @@ def test_start_requires_a_passed_release_check_and_one_active_rollout() -> None:
         mgr.start(V2, DEVICES, T0 + 1)
 
 
-def test_better_candidate_reaches_the_whole_fleet() -> None:
-    store, mgr = make()
+def test_better_candidate_reaches_the_whole_fleet(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0, bundle_path="/bundles/collar-2.bundle")
     sim = Sim(mgr)
     first = sim.tick(T0)
@@ -142,8 +144,8 @@ def test_better_candidate_reaches_the_whole_fleet() -> None:
     assert all(e["reason"] for e in st["transitions"])
 
 
-def test_worse_candidate_is_halted_in_canary_and_rolled_back() -> None:
-    store, mgr = make()
+def test_worse_candidate_is_halted_in_canary_and_rolled_back(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     sim.tick(T0)
@@ -176,8 +178,8 @@ def test_worse_candidate_is_halted_in_canary_and_rolled_back() -> None:
     assert "rolled_back" in format_rollout_table(st)
 
 
-def test_higher_alert_rate_alone_halts() -> None:
-    store, mgr = make()
+def test_higher_alert_rate_alone_halts(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     sim.tick(T0)
@@ -195,8 +197,8 @@ def test_higher_alert_rate_alone_halts() -> None:
     assert halt[0]["data"]["metrics"]["candidate"]["device_days"] >= 5
 
 
-def test_failed_installs_beyond_the_limit_halt_in_shadow() -> None:
-    store, mgr = make()
+def test_failed_installs_beyond_the_limit_halt_in_shadow(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     shadow = sorted(d for d in DEVICES if cohort_of(d, mgr.config) != "fleet")
     bad = set(shadow[:4])  # limit: 3
@@ -214,8 +216,8 @@ def test_failed_installs_beyond_the_limit_halt_in_shadow() -> None:
     assert not [a for a in sim.sent if a.command_name == "promote"]
 
 
-def test_failures_within_the_limit_do_not_halt() -> None:
-    store, mgr = make()
+def test_failures_within_the_limit_do_not_halt(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     shadow = sorted(d for d in DEVICES if cohort_of(d, mgr.config) != "fleet")
     bad = set(shadow[:2])
@@ -225,8 +227,8 @@ def test_failures_within_the_limit_do_not_halt() -> None:
     assert rollout_status(store, rid)["state"] == "canary"
 
 
-def test_unacknowledged_commands_time_out_and_count_as_failures() -> None:
-    store, mgr = make()
+def test_unacknowledged_commands_time_out_and_count_as_failures(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     sent = sim.tick(T0, reply=False)
@@ -241,8 +243,8 @@ def test_unacknowledged_commands_time_out_and_count_as_failures() -> None:
     assert st["state"] == "rolled_back" and {a.command_name for a in back} == {"rollback"}
 
 
-def test_operator_halt_and_unmatched_replies() -> None:
-    store, mgr = make()
+def test_operator_halt_and_unmatched_replies(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     assert not mgr.on_reply("dev-000", "promote", True, "", T0)  # nothing outstanding
     sim = Sim(mgr)
@@ -253,9 +255,9 @@ def test_operator_halt_and_unmatched_replies() -> None:
     assert rollout_status(store, rid)["transitions"][-1]["reason"] == "HALT: operator: owner complaints"
 
 
-def test_shadow_agreement_gate() -> None:
+def test_shadow_agreement_gate(any_store: CloudStore) -> None:
     cfg = RolloutConfig(limits=LimitsConfig(min_shadow_agreement=0.9, min_shadow_windows=100))
-    store, mgr = make(config=cfg)
+    store, mgr = make(any_store, config=cfg)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     acts = sim.tick(T0)
@@ -269,9 +271,9 @@ def test_shadow_agreement_gate() -> None:
     assert "shadow agreement 0.667" in [e for e in st["transitions"] if e["to_state"] == "halted"][0]["reason"]
 
 
-def test_status_cli_and_config_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    db = tmp_path / "cloud.db"
-    store, mgr = make(CloudStore(db))
+def test_status_cli_and_config_errors(tmp_path: Path, store_url: str) -> None:
+    db = store_url
+    store, mgr = make(open_store(db))
     rid = mgr.start(V2, DEVICES[:10], T0)
     Sim(mgr).tick(T0)
     store.close()
@@ -287,11 +289,13 @@ def test_status_cli_and_config_errors(tmp_path) -> None:  # type: ignore[no-unty
     bad.write_text("[limits]\nmax_failed = 3\n")
     with pytest.raises(ConfigError, match="limits -> max_failed: unknown key"):
         load(RolloutConfig, bad)
-    assert json.loads(json.dumps(rollout_status(CloudStore(db), rid)))["devices"] == 10
+    again = open_store(db)
+    assert json.loads(json.dumps(rollout_status(again, rid)))["devices"] == 10
+    again.close()
 
 
-def test_reply_messages_and_summary_hooks() -> None:
-    store, mgr = make()
+def test_reply_messages_and_summary_hooks(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     acts = mgr.tick(T0)
     a = acts[0]
@@ -305,17 +309,17 @@ def test_reply_messages_and_summary_hooks() -> None:
     assert any(e["reason"] == "install_shadow FAILED: sha256 mismatch" for e in st["events"])
     mgr.on_summary(acts[1].device_id, {"day": "2027-01-15", "shadow": {"agree": 90, "disagree": 10}}, T0 + H)
     mgr.on_summary(acts[2].device_id, {"day": "2027-01-15"}, T0 + H)
-    row = store.db.execute("SELECT device_id, windows, agree FROM shadow_stats").fetchall()
-    assert row == [(acts[1].device_id, 100, 90)]
+    row = store.backend.execute("SELECT device_id, windows, agree FROM shadow_stats").fetchall()
+    assert [tuple(r) for r in row] == [(acts[1].device_id, 100, 90)]
 
 
-def test_start_rollout_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_start_rollout_cli(tmp_path: Path, store_url: str) -> None:
     priv, pub = signing.generate_keypair()
     path = tmp_path / "c.bundle"
     path.write_bytes(bundles.build_bundle(b"m", {"min_score": 0.2}, name="collar", version=2,
                                           private_key=priv, device_class="collar-v1"))
-    db = tmp_path / "cloud.db"
-    store = CloudStore(db)
+    db = store_url
+    store = open_store(db)
     for d in DEVICES[:20]:
         store.set_device_state(d, "online", T0)
     store.close()
@@ -327,12 +331,14 @@ def test_start_rollout_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert start_rollout_cli(db, path, public_key=pub, now=T0, out=out) == 0
     assert out.getvalue().startswith("rollout 1: collar v2 to 20 devices")
     assert start_rollout_cli(db, tmp_path / "nope.bundle", out=io.StringIO()) == 2
-    st = rollout_status(CloudStore(db), 1)
+    store = open_store(db)
+    st = rollout_status(store, 1)
+    store.close()
     assert st["devices"] == 20 and st["state"] == "shadow"
 
 
-def test_an_unanswered_promote_is_rolled_back_as_promoted() -> None:
-    store, mgr = make()
+def test_an_unanswered_promote_is_rolled_back_as_promoted(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     sim.tick(T0)
@@ -341,9 +347,9 @@ def test_an_unanswered_promote_is_rolled_back_as_promoted() -> None:
     for a in promotes[1:]:
         mgr.on_reply(a.device_id, a.command_name, True, "ok", T0 + 26 * H)
     sim.tick(T0 + 50 * H)  # the lost promote times out: failed, but it may have happened
-    row = store.db.execute("SELECT state, failed_step FROM rollout_devices WHERE device_id = ?",
-                           [lost.device_id]).fetchone()
-    assert row == ("failed", "promote")
+    row = store.backend.execute("SELECT state, failed_step FROM rollout_devices WHERE device_id = ?",
+                                [lost.device_id]).fetchone()
+    assert tuple(row) == ("failed", "promote")
     mgr.halt(rid, "test", T0 + 51 * H)
     back = {a.device_id: a.args["promoted"] for a in sim.tick(T0 + 52 * H)}
     assert back[lost.device_id] is True
@@ -370,14 +376,14 @@ def test_quality_breaches(cand: tuple, ctrl: tuple, expect: list[str]) -> None:
     assert [o.split(" (")[0].split(" vs")[0] for o in out] == expect
 
 
-def test_a_rollout_needs_devices() -> None:
-    _, mgr = make()
+def test_a_rollout_needs_devices(any_store: CloudStore) -> None:
+    _, mgr = make(any_store)
     with pytest.raises(NoDevicesError, match="at least one device"):
         mgr.start(V2, [], T0)
 
 
-def test_the_checked_detector_config_is_the_one_rolled_out() -> None:
-    store, mgr = make()  # checked: {"min_score": 0.3}
+def test_the_checked_detector_config_is_the_one_rolled_out(any_store: CloudStore) -> None:
+    store, mgr = make(any_store)  # checked: {"min_score": 0.3}
     with pytest.raises(ReleaseNotCheckedError, match="this detector config"):
         mgr.start(V2, DEVICES, T0, detector_config={"min_score": 0.0})
     assert mgr.start(V2, DEVICES, T0, detector_config={"min_score": 0.3})
@@ -393,20 +399,21 @@ def test_detector_hash_equals_the_bundle_manifest() -> None:
     assert b.manifest.detector_sha256 == detector_sha256(b.detector_config) == detector_sha256(cfg)
 
 
-def test_two_aggregators_on_one_store_do_not_resend(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    db = tmp_path / "cloud.db"
-    store, mgr = make(CloudStore(db))
+def test_two_aggregators_on_one_store_do_not_resend(store_url: str) -> None:
+    store, mgr = make(open_store(store_url))
     mgr.start(V2, DEVICES, T0)
-    other = RolloutManager(CloudStore(db), load_rollout_config())
+    other = RolloutManager(open_store(store_url), load_rollout_config())
     first = mgr.tick(T0)
     assert first and other.tick(T0 + 1) == []  # state lives in the store, not in the manager
     assert other.on_reply(first[0].device_id, "install_shadow", True, "ok", T0 + 2)
     assert not mgr.on_reply(first[0].device_id, "install_shadow", True, "dup", T0 + 3)
+    store.close()
+    other.store.close()
 
 
-def test_a_check_against_an_older_fleet_release_does_not_start_a_rollout() -> None:
+def test_a_check_against_an_older_fleet_release_does_not_start_a_rollout(any_store: CloudStore) -> None:
     """A candidate checked while v1 ran may not roll out over v3: the check must be redone."""
-    store, mgr = make()
+    store, mgr = make(any_store)
     register_release(store, ReleaseRef("collar", "3", "c" * 64), status="fleet", now=T0 + D,
                      detector_config={"min_score": 0.5})
     with pytest.raises(ReleaseNotCheckedError, match="checked against v1, but the fleet now runs v3"):
@@ -416,10 +423,10 @@ def test_a_check_against_an_older_fleet_release_does_not_start_a_rollout() -> No
     assert mgr.start(V2, DEVICES, T0 + 2 * D) > 0
 
 
-def test_a_stage_without_evidence_past_max_hours_halts_and_rolls_back() -> None:
+def test_a_stage_without_evidence_past_max_hours_halts_and_rolls_back(any_store: CloudStore) -> None:
     """A candidate that silences alerts never gathers the canary's min_alerts: it must not sit in
     canary for ever (canary owners would get no alerts); past max_hours it halts and rolls back."""
-    store, mgr = make()
+    store, mgr = make(any_store)
     rid = mgr.start(V2, DEVICES, T0)
     sim = Sim(mgr)
     t = T0

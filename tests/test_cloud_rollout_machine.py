@@ -51,7 +51,7 @@ class RolloutMachine(RuleBasedStateMachine):
         before = self.state
         # outstanding commands older than the ack timeout are dropped by the manager
         actions = self.mgr.tick(self.now)
-        self.state = self.store.db.execute("SELECT state FROM rollouts WHERE id = ?", [self.rid]).fetchone()[0]
+        self.state = self.store.backend.execute("SELECT state FROM rollouts WHERE id = ?", [self.rid]).fetchone()[0]
         event(f"state {self.state}")
         if before in ("completed", "rolled_back"):
             assert actions == []
@@ -65,7 +65,7 @@ class RolloutMachine(RuleBasedStateMachine):
             if a.command_name == "rollback":
                 assert self.state == "halted"
             self.inflight[a.device_id] = a.command_name
-        devices = {r["device_id"]: r for r in self.store.db.query(
+        devices = {r["device_id"]: r for r in self.store.backend.query(
             "SELECT * FROM rollout_devices WHERE rollout_id = ?", [self.rid])}
         for d in list(self.inflight):
             if devices[d]["outstanding"] != self.inflight[d]:
@@ -96,7 +96,7 @@ class RolloutMachine(RuleBasedStateMachine):
 
     @rule(bad=st.sampled_from([False, False, False, True]))
     def quality(self, bad: bool) -> None:
-        rows = self.store.db.query("SELECT device_id, state FROM rollout_devices WHERE rollout_id = ?",
+        rows = self.store.backend.query("SELECT device_id, state FROM rollout_devices WHERE rollout_id = ?",
                                    [self.rid])
         for r in rows:
             promoted = r["state"] == "promoted"
@@ -109,7 +109,7 @@ class RolloutMachine(RuleBasedStateMachine):
 
     @invariant()
     def transitions_follow_the_diagram(self) -> None:
-        rows = self.store.db.execute("SELECT from_state, to_state FROM rollout_events WHERE rollout_id = ? "
+        rows = self.store.backend.execute("SELECT from_state, to_state FROM rollout_events WHERE rollout_id = ? "
                                      "AND kind = 'transition' ORDER BY id", [self.rid]).fetchall()
         assert rows[0] == (None, "shadow")
         for e in rows[1:]:
@@ -121,14 +121,14 @@ class RolloutMachine(RuleBasedStateMachine):
 
     @invariant()
     def terminal_states_are_clean(self) -> None:
-        states = {r["state"] for r in self.store.db.query(
+        states = {r["state"] for r in self.store.backend.query(
             "SELECT state FROM rollout_devices WHERE rollout_id = ?", [self.rid])}
         if self.state == "rolled_back":
             assert states <= {"pending", "rolled_back", "failed"}
         if self.state == "completed":
             assert states <= {"promoted", "failed"}
         if self.state in ("shadow", "canary"):
-            fleet_states = {r["state"] for r in self.store.db.query(
+            fleet_states = {r["state"] for r in self.store.backend.query(
                 "SELECT state FROM rollout_devices WHERE rollout_id = ? AND cohort = 'fleet'", [self.rid])}
             assert fleet_states <= {"pending"}
 

@@ -210,3 +210,53 @@ def test_state_changes_need_a_configured_token(tmp_path: Path) -> None:
     r = on.post("/alerts/collar-000:9/feedback", data={"token": TOKEN, "action": "confirm",
                                                        "individual_id": "bella"}, environ_base=local)
     assert r.status_code == 400 and b"feedback refused" in r.data
+
+
+def test_every_page_reads_the_store_on_either_back_end(store_url: str) -> None:
+    """The dashboard's pages, its metrics and an operator's feedback, on SQLite and on PostgreSQL:
+    an aggregator in this process stores and decides bella's event, the pages show it."""
+    from types import SimpleNamespace
+
+    from recs import record_of
+    from test_aggregator import T0, batch, event_body
+
+    from cloud.aggregator.clock import RecordClock
+    from cloud.aggregator.handler import Aggregator
+    from cloud.aggregator.inbox import FairInbox
+    from cloud.ops.broker_sys import BrokerSys
+    from cloud.ops.web import create_app
+    from cloud.rules.notify import NotificationPolicy
+    from cloud.store.db import open_store
+    from shared import topics
+
+    store = open_store(store_url)
+    try:
+        agg = Aggregator(store, NotificationPolicy.from_toml(None), publish=lambda t, p: None, clock=RecordClock())
+        agg.handle_message(topics.uplink("collar-000"), batch(
+            "collar-000", record_of(1, "summary", T0, "bella", {"day": "2026-01-05", "battery": 81}),
+            record_of(2, "event", T0 + 3 * 86400 + 7200, "bella", event_body())))
+        (decision,) = agg.decisions
+        assert decision.action == "notify"
+        svc = SimpleNamespace(agg=agg, broker_sys=BrokerSys(), received=0, retained_refused=0,
+                              client_id="edgeloop-test", connected=SimpleNamespace(is_set=lambda: True),
+                              inbox=FairInbox())
+        client = create_app(svc, store_url, operator_token=TOKEN).test_client()
+        local = {"REMOTE_ADDR": "127.0.0.1"}
+        fleet = client.get("/", environ_base=local)
+        assert fleet.status_code == 200 and b"collar-000" in fleet.data and b"bella" in fleet.data
+        inc = client.get(f"/incidents/{decision.incident_id}", environ_base=local)
+        assert inc.status_code == 200 and decision.rule.encode() in inc.data
+        page = client.get("/individuals/bella", environ_base=local)
+        assert page.status_code == 200 and b"<svg" in page.data
+        for path in ("/incidents", "/releases", "/notifications"):
+            assert client.get(path, environ_base=local).status_code == 200, path
+        r = client.post(f"/alerts/{decision.alert_id}/feedback", environ_base=local,
+                        data={"token": TOKEN, "action": "confirm", "individual_id": "bella"})
+        assert r.status_code == 302 and "recorded" in r.headers["Location"]
+        again = client.get(f"/incidents/{decision.incident_id}", environ_base=local)
+        assert b"confirm" in again.data
+        metrics = client.get("/metrics", environ_base=local).data.decode()
+        assert 'edgeloop_cloud_feedback{action="confirm"} 1.0' in metrics or \
+            'edgeloop_cloud_feedback_total{action="confirm"} 1.0' in metrics, metrics[-2000:]
+    finally:
+        store.close()

@@ -25,6 +25,7 @@ from cloud.ops.homeassistant import (
     individual_states,
     state_topic,
 )
+from cloud.store.read_model import ReadModel
 from shared import schemas, topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,12 +80,12 @@ def test_states_come_from_the_store() -> None:
     agg.handle_message(topics.uplink("collar-000"), schemas.encode(schemas.UplinkBatch("collar-000", (summary, ev))))
     agg.handle_message(topics.uplink("collar-001"), schemas.encode(schemas.UplinkBatch(
         "collar-001", (record_of(1, "summary", now, "max", {"day": "2026-12-01", "battery": 15}),))))
-    st = individual_states(agg.store.db)
+    st = individual_states(ReadModel(agg.store.backend))
     assert st["bella"]["battery"] == 71 and st["bella"]["alert"] == "ON" and st["bella"]["status"] == "alert"
     assert st["bella"]["last_alert"]["alert_id"] == "collar-000:2" and st["bella"]["last_alert_at"].endswith("+00:00")
     assert st["max"]["status"] == "offline" and st["max"]["battery"] == 15 and st["max"]["last_alert_at"] is None
     sent: list[tuple[str, bytes, bool]] = []
-    bridge = HomeAssistantBridge(agg.store.db, lambda t, p, retain=False: sent.append((t, p, retain)), every=1)
+    bridge = HomeAssistantBridge(ReadModel(agg.store.backend), lambda t, p, retain=False: sent.append((t, p, retain)), every=1)
     bridge.tick()
     assert len([t for t, _, _ in sent if t.endswith("/config")]) == 10 and all(r for _, _, r in sent)
     bridge.tick()

@@ -1,7 +1,7 @@
 """Alerts replayed from an old trace are judged on the trace's clock: not swept to 'ignored' the
 moment they are decided (they were, before: 100 % ignored in `edgeloop quality` before any
 feedback), swept once the owner has had ignore_after_s to answer; live collars are unchanged, and
-time to act puts the owner's wall-clock answer on the event's time axis."""
+time to act puts the owner's wall-clock answer on the event's time axis. On both store back ends."""
 
 from __future__ import annotations
 
@@ -27,48 +27,52 @@ def _event(agg: Aggregator, dev: str, ind: str, seq: int, ts: float) -> None:
     agg.handle_message(topics.uplink(dev), schemas.encode(schemas.UplinkBatch(dev, (record_of(seq, "event", ts, ind, body),))))
 
 
-def test_replayed_alerts_are_not_swept_at_once_and_live_ones_are() -> None:
-    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: None)
+def _states(store: CloudStore) -> dict[str, str]:
+    return {r["individual_id"]: r["state"] for r in store.backend.query("SELECT individual_id, state FROM alerts")}
+
+
+def test_replayed_alerts_are_not_swept_at_once_and_live_ones_are(any_store: CloudStore) -> None:
+    agg = Aggregator(any_store, NotificationPolicy.from_toml(None), publish=lambda t, p: None)
     after = agg.policy.settings.ignore_after_s
     now = time.time()
     _event(agg, "collar-000", "bella", 1, OLD + 3 * 86400)          # replayed from a trace
     _event(agg, "collar-001", "max", 1, now - after - 600)         # live, unanswered for too long
     assert [d.action for d in agg.decisions] == ["notify", "notify"]
-    offsets = data_clock_offsets(agg.store.db)
+    offsets = data_clock_offsets(agg.store.backend)
     assert offsets["bella"] > 300 * 86400 and offsets["max"] > 0  # max's record is late too (not live)
     agg.tick()  # the periodic sweep, wall clock
     rows = quality_by_model_version(agg.store)
     (row,) = rows
-    states = dict(agg.store.db.execute("SELECT individual_id, state FROM alerts").fetchall())
+    states = _states(agg.store)
     assert states["bella"] == "notified", "a replayed alert is not ignored before the owner could answer"
     assert row["ignored"] == 0 and row["ignored_rate"] == 0.0
 
 
-def test_a_live_alert_is_swept_after_ignore_after_s() -> None:
-    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: None)
+def test_a_live_alert_is_swept_after_ignore_after_s(any_store: CloudStore) -> None:
+    agg = Aggregator(any_store, NotificationPolicy.from_toml(None), publish=lambda t, p: None)
     after = agg.policy.settings.ignore_after_s
     now = time.time()
     _event(agg, "collar-001", "max", 1, now)
     from cloud.feedback.store import implicit_sweep
     assert implicit_sweep(agg.store, now + after / 2) == 0
     assert implicit_sweep(agg.store, now + after + 1) == 1
-    assert agg.store.db.execute("SELECT state FROM alerts").fetchone()[0] == "ignored"
+    assert _states(agg.store) == {"max": "ignored"}
 
 
-def test_replayed_alert_is_swept_once_the_owner_had_time_and_time_to_act_is_on_event_time() -> None:
-    agg = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: None)
+def test_replayed_alert_is_swept_once_the_owner_had_time_and_time_to_act_is_on_event_time(
+        any_store: CloudStore) -> None:
+    agg = Aggregator(any_store, NotificationPolicy.from_toml(None), publish=lambda t, p: None)
     after = agg.policy.settings.ignore_after_s
     _event(agg, "collar-000", "bella", 1, OLD + 3 * 86400)
     _event(agg, "collar-001", "max", 1, OLD + 5 * 86400)
-    offset = data_clock_offsets(agg.store.db)["bella"]
+    offset = data_clock_offsets(agg.store.backend)["bella"]
     from cloud.feedback.store import implicit_sweep
     now = time.time()
     assert implicit_sweep(agg.store, now) == 0
     # bella's owner acts ten minutes (wall) after the alert was stored; max's never answers
     record_feedback(agg.store, Feedback("collar-000:1", "bella", "acted", now + 600), source="cli")
     assert implicit_sweep(agg.store, now + after + 60) == 1, "max's alert, unanswered, is swept in time"
-    states = dict(agg.store.db.execute("SELECT individual_id, state FROM alerts").fetchall())
-    assert states == {"bella": "acted", "max": "ignored"}
+    assert _states(agg.store) == {"bella": "acted", "max": "ignored"}
     (row,) = quality_by_model_version(agg.store)
     assert row["ignored"] == 1 and row["ignored_rate"] == 0.5
     t_act = row["median_time_to_act_s"]

@@ -13,10 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "cloud" / "rules"
 FORBIDDEN = ("sqlite_utils", "sqlite3", "psycopg", "psycopg_pool", "cloud.store")
-#: modules other branches still depend on, to be emptied or deleted when they land:
-#: schema.py is a shim for cloud.feedback / cloud.quality / cloud.regression (they import its
-#: ensure_schema and write_lock); personal.py belongs to the feedback branch, which moves its SQL
-PENDING = {"schema.py", "personal.py"}
 
 
 def forbidden_imports(path: Path) -> list[str]:
@@ -33,10 +29,6 @@ def forbidden_imports(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", sorted(RULES.glob("*.py")), ids=lambda p: p.name)
 def test_the_rules_import_no_database(path: Path) -> None:
     bad = forbidden_imports(path)
-    if path.name in PENDING:
-        if not bad:
-            pytest.fail(f"cloud/rules/{path.name} is clean now: drop it from PENDING")
-        pytest.xfail(f"cloud/rules/{path.name} is pending another branch: {bad}")
     assert bad == [], f"cloud/rules/{path.name} imports {bad}: put the SQL in a cloud/store repository"
 
 

@@ -15,6 +15,7 @@ from recs import record_of
 from test_aggregator import T0, batch, event_body
 from test_cloud_identity import EDGELOOP, ROOT, _cloud, _events, _stop, _wait
 
+from cloud.aggregator.clock import RecordClock
 from cloud.aggregator.handler import Aggregator
 from cloud.feedback import record_feedback
 from cloud.quality import quality_by_model_version
@@ -33,7 +34,7 @@ def store(any_store: CloudStore) -> CloudStore:
 
 
 def aggregator(store: CloudStore) -> Aggregator:
-    return Aggregator(store, NotificationPolicy.from_toml(None), publish=lambda t, p: None, sim_clock=True)
+    return Aggregator(store, NotificationPolicy.from_toml(None), publish=lambda t, p: None, clock=RecordClock())
 
 
 def test_urls_name_the_back_end(tmp_path: Path) -> None:
@@ -251,9 +252,6 @@ def test_aggregators_opening_a_fresh_store_at_once_all_succeed(store_url: str) -
 
 def test_regression_cases_cannot_be_deleted_on_either_back_end(store: CloudStore) -> None:
     """Inherited regression cases are kept forever: SQLite's trigger, and its PostgreSQL form."""
-    from cloud.regression.cases import ensure_schema
-
-    ensure_schema(store)
     store.db.execute("INSERT INTO regression_cases (source_key, created) VALUES (?, ?)", ["case-1", 1.0])
     with pytest.raises(Exception, match="kept forever"):
         store.db.execute("DELETE FROM regression_cases WHERE source_key = ?", ["case-1"])

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloud.aggregator.clock import Clock, WallClock
 from cloud.feedback import FeedbackError, feedback_from_mqtt, periodic
 from cloud.notifiers import Notifier
 from cloud.retrain import evaluate_retrain_rules
@@ -47,8 +48,7 @@ from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
 
 if TYPE_CHECKING:
-    from cloud.commands import CommandSender
-    from cloud.releases.rollout import RolloutManager
+    from cloud.aggregator.ports import CommandSender, Rollouts
     from cloud.retrain.config import RetrainConfig
 
 logger = logging.getLogger(__name__)
@@ -63,26 +63,30 @@ class Aggregator:
     def __init__(self, store: CloudStore, policy: NotificationPolicy, publish: Publish | None = None,
                  notifiers: Sequence[Notifier] = (),
                  on_report: Callable[[str, schemas.Record], None] | None = None,
-                 commander: CommandSender | None = None, sim_clock: bool = False,
-                 rollouts: RolloutManager | None = None, retrain: RetrainConfig | None = None,
+                 commander: CommandSender | None = None, clock: Clock | None = None,
+                 rollouts: Rollouts | None = None, retrain: RetrainConfig | None = None,
                  export_dir: str | None = None,
                  binding: bindings.Policy = "first_seen", reject_batch: int = 1,
-                 wall: Callable[[], float] = time.time, lease_ttl: float = 15.0) -> None:
-        """``sim_clock``: time is the newest record timestamp seen (replays and simulations run days
-        in seconds); otherwise the wall clock (record timestamps are checked against the wall clock
-        either way). ``binding``: how a device gets bound to its individuals (cloud.store.bindings).
-        ``reject_batch``: rejections are written to the store together, every this many (and by
-        ``flush_rejections``, which the service calls every second); 1 writes each at once.
-        ``wall``: the wall clock of the periodic work's lease (held for ``lease_ttl`` s, renewed
-        every tick): one aggregator of those sharing the store runs the periodic work."""
+                 wall: Callable[[], float] = time.time, lease_ttl: float = 15.0,
+                 periodic_every: float = 0.0) -> None:
+        """``clock``: the rules' time (cloud.aggregator.clock): the wall clock by default; a
+        :class:`RecordClock` in replays and simulations, which run days in seconds (record
+        timestamps are checked against the wall clock either way). ``commander`` sends commands
+        (collect more, personalisation, rollout steps), ``rollouts`` is ticked with the periodic
+        work, ``retrain`` rules are evaluated once per (clock) hour, writing datasets under
+        ``export_dir``. ``binding``: how a device gets bound to its individuals
+        (cloud.store.bindings). ``reject_batch``: rejections are written to the store together,
+        every this many (and by ``flush_rejections``, which the service calls every second); 1
+        writes each at once. ``wall``: the wall clock of the periodic work's lease (held for
+        ``lease_ttl`` s, renewed every tick): one aggregator of those sharing the store runs the
+        periodic work, at most every ``periodic_every`` wall seconds (0: every tick)."""
         self.store = store
         self.commander = commander
-        self.rollouts = rollouts  # a cloud.releases RolloutManager, ticked with the rest
-        self.retrain = retrain  # a cloud.retrain RetrainConfig, evaluated once per (device) hour
+        self.rollouts = rollouts
+        self.retrain = retrain
         self.export_dir = export_dir
         self._retrain_at = 0.0
-        self.sim_clock = sim_clock
-        self.latest_ts = 0.0
+        self.clock: Clock = clock if clock is not None else WallClock()
         self.policy = policy
         self.publish = publish
         self.notifiers = list(notifiers)
@@ -94,7 +98,7 @@ class Aggregator:
         self.wall = wall
         self.lease_ttl = lease_ttl
         self.holder = holder_id()
-        self.periodic_every = 0.0  # s between runs of the periodic work (0: every tick)
+        self.periodic_every = periodic_every
         self._periodic_at = 0.0
         self.leases = Leases(store.backend)
         self.reject_batch = max(1, reject_batch)
@@ -308,9 +312,9 @@ class Aggregator:
         self._incarnations.update(unknown)
         for key, before in new.items():
             self._new_incarnation(key, before)
-        for res in results:  # the sim clock moves before acting: a command's expiry counts from this batch
+        for res in results:  # a record clock moves before acting: a command's expiry counts from this batch
             if res.new:
-                self.latest_ts = max(self.latest_ts, max(rec.ts for rec in res.new))
+                self.clock.observe(max(rec.ts for rec in res.new))
         if decisions:
             with write_lock(self.store.db):  # the notifiers' records of the group in one transaction
                 for b, res in zip(batches, results, strict=True):
@@ -386,7 +390,7 @@ class Aggregator:
             self.counts["commands." + a.command_name] += 1
 
     def now(self) -> float:
-        return self.latest_ts if self.sim_clock else time.time()
+        return self.clock.now()
 
     def release_leases(self) -> None:
         """A clean stop: the next aggregator takes the periodic work at once."""
@@ -405,7 +409,7 @@ class Aggregator:
                 except Exception:
                     self.counts["tick_failed"] += 1
                     logger.exception("aggregator.notifier_tick_failed")
-        if self.sim_clock and not self.latest_ts:
+        if not self.clock.started():  # a record clock before the first record: no time yet
             return
         if self.periodic_every and self.wall() - self._periodic_at < self.periodic_every:
             return

@@ -57,10 +57,12 @@ class AggregatorService:
     def __init__(self, aggregator: Aggregator, mqtt_cfg: MqttConfig, client_id: str,
                  shared_subscription: bool = True, persistent: bool = True,
                  instance: str | None = None, inbox_max: int = 10_000, inbox_per_device: int = 1_000,
-                 inbox_max_bytes: int = 64 * 2**20) -> None:
+                 inbox_max_bytes: int = 64 * 2**20, client: mqtt.Client | None = None) -> None:
         """``instance``: a named aggregator publishes its presence and refuses to share its
         client id with another live process (see cloud.presence). ``inbox_*``: the inbox's bounds
-        (cloud.aggregator.inbox)."""
+        (cloud.aggregator.inbox). ``client``: the paho client made beforehand (``make_client``),
+        when the aggregator's collaborators publish through it; otherwise one is made here and
+        an aggregator built without ``publish`` acks through it."""
         self.agg = aggregator
         self.shared = shared_subscription
         self.persistent = persistent
@@ -81,7 +83,7 @@ class AggregatorService:
         self.failed_attempts = 0
         self.group_max = 64  # messages handled in one transaction at most (group commit)
         self._stopping = False
-        self.client = make_client(mqtt_cfg, client_id, persistent=persistent)
+        self.client = client if client is not None else make_client(mqtt_cfg, client_id, persistent=persistent)
         self.client.max_inflight_messages_set(64)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
@@ -92,7 +94,8 @@ class AggregatorService:
             self.client.will_set(topics.cloud_status(self.me.instance),
                                  replace(self.me, state="offline").encode(),
                                  qos=1, retain=True)
-        aggregator.publish = self.publish
+        if aggregator.publish is None:
+            aggregator.publish = self.publish
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.startswith("$SYS/"):

@@ -10,25 +10,17 @@ individual's data time, and a wall-clock answer minus the offset lands on the ev
 
 from __future__ import annotations
 
-from typing import Any
+from cloud.store.backend import Backend
+from cloud.store.feedback import FeedbackRepository
 
 LIVE_SLACK_S = 300.0  # a record this close to its arrival is live: no offset
 WALL_SLACK_S = 3600.0  # a time this close to the wall clock is wall time (not a simulation's clock)
 
 
-def data_clock_offsets(db: Any) -> dict[str, float]:
+def data_clock_offsets(backend: Backend) -> dict[str, float]:
     """{individual_id: seconds its data runs behind the wall clock} (0 for live individuals)."""
-    try:
-        rows = db.execute(
-            "SELECT r.individual_id, r.received_at - r.ts FROM records r JOIN "
-            "(SELECT individual_id, MAX(ts) AS ts FROM records GROUP BY individual_id) m "
-            "ON r.individual_id = m.individual_id AND r.ts = m.ts").fetchall()
-    except Exception as exc:  # no records table yet
-        if "no such table" in str(exc):
-            return {}
-        raise
     out: dict[str, float] = {}
-    for ind, lag in rows:
+    for ind, lag in FeedbackRepository(backend).newest_record_lags():
         lag = float(lag or 0.0)
         out[ind] = max(out.get(ind, 0.0), lag if lag > LIVE_SLACK_S else 0.0)
     return out

@@ -7,8 +7,8 @@
 - ``GET /alerts?individual_id=<id>[&limit=50][&since=<ts>]`` -> ``{"alerts": [...]}``, newest first.
 - ``GET /healthz`` -> ``{"ok": true}``.
 
-Each request opens its own ``CloudStore`` on ``store_path`` (SQLite WAL, busy timeout), so the
-threads never share a connection.
+Each request opens its own ``CloudStore`` on ``store_path`` (a SQLite file, WAL with a busy
+timeout, or any store URL such as ``postgresql://...``), so the threads never share a connection.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from cloud.feedback.store import implicit_sweep
 from cloud.notifiers import Notifier
 from cloud.rules.followup import collected_followups
 from cloud.rules.notify import Decision, NotificationPolicy, alert_event_body, due_renotifications
-from cloud.store.db import CloudStore, write_lock
+from cloud.store.db import CloudStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def periodic(store: CloudStore, policy: NotificationPolicy, now: float,
     return the personalisation config commands to sign and send (``(device_id, "config", args)``)."""
     followups = collected_followups(store, policy, now)
     reminders = due_renotifications(store, policy, now)
-    with write_lock(store.db):  # the notifiers' records of these notifications in one transaction
+    with store.backend.transaction():  # the notifiers' records of these notifications in one transaction
         for d in (*followups, *reminders):
             body = alert_event_body(store, d.alert_id)
             for n in notifiers:

@@ -20,8 +20,8 @@ import logging
 from typing import Any
 
 from cloud.rules.policy import NotificationPolicy
-from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
+from cloud.store.feedback import FeedbackRepository
 
 logger = logging.getLogger(__name__)
 
@@ -47,37 +47,30 @@ def _deviations(alert: dict[str, Any]) -> dict[str, tuple[int, float | None]]:
     return out
 
 
-def _insert(store: CloudStore, alert: dict[str, Any], metric: str, action: str, factor: float,
+def _insert(repo: FeedbackRepository, alert: dict[str, Any], metric: str, action: str, factor: float,
             direction: int, threshold: float | None, reason: str, ts: float) -> int:
-    table = store.db.table("personalisation")
-    table.insert({"individual_id": alert["individual_id"], "device_id": alert["device_id"],
-                  "metric": metric, "action": action, "factor": factor, "reason": reason, "ts": ts,
-                  "command_sent_at": None, "direction": direction, "threshold": threshold,
-                  "alert_id": alert["alert_id"]})
-    return int(table.last_pk)  # type: ignore[arg-type]
+    return repo.add_personalisation({
+        "individual_id": alert["individual_id"], "device_id": alert["device_id"], "metric": metric,
+        "action": action, "factor": factor, "reason": reason, "ts": ts, "command_sent_at": None,
+        "direction": direction, "threshold": threshold, "alert_id": alert["alert_id"]})
 
 
 def personalise_after(store: CloudStore, policy: NotificationPolicy, alert: dict[str, Any],
                       action: str, ts: float, feedback_id: int) -> tuple[int, ...]:
     """Create personalisation rows warranted by one new feedback row; returns their ids."""
     s = policy.settings
+    repo = FeedbackRepository(store.backend)
     ids: list[int] = []
     if action == "normal_for_her":
-        with write_lock(store.db):
+        with store.backend.transaction():
             for m, (d, dev) in _deviations(alert).items():
                 th = None if dev is None else dev * s.new_normal_factor
-                ids.append(_insert(store, alert, m, "accept_new_normal", s.new_normal_factor, d, th,
+                ids.append(_insert(repo, alert, m, "accept_new_normal", s.new_normal_factor, d, th,
                                    f"owner said normal for her on alert {alert['alert_id']}", ts))
-            store.db.execute("UPDATE feedback SET consumed_by = ? WHERE id = ?",
-                             [ids[0] if ids else None, feedback_id])
+            repo.consume([feedback_id], ids[0] if ids else None)
     elif action == "dismiss":
-        rows = store.db.execute(
-            "SELECT f.id, a.* FROM feedback f JOIN alerts a ON a.alert_id = f.alert_id "
-            "WHERE f.individual_id = ? AND f.action = 'dismiss' AND f.consumed_by IS NULL "
-            "AND a.metrics = ? AND a.state = 'dismissed' AND f.ts > ? AND f.ts <= ? ORDER BY f.ts",
-            [alert["individual_id"], alert["metrics"], ts - s.dismissal_window_s, ts]).fetchall()
-        cols = ["fid"] + [c.name for c in store.db.table("alerts").columns]
-        dismissed = [dict(zip(cols, r, strict=True)) for r in rows]
+        dismissed = repo.unconsumed_dismissals(alert["individual_id"], alert["metrics"],
+                                               ts - s.dismissal_window_s, ts)
         by_alert = {d["alert_id"]: d for d in dismissed}
         if len(by_alert) < s.dismissals_to_widen:
             return ()
@@ -88,13 +81,11 @@ def personalise_after(store: CloudStore, policy: NotificationPolicy, alert: dict
                 worst[(m, d)] = dev if prev is None else (prev if dev is None else max(prev, dev))
         reason = (f"{len(by_alert)} dismissals of {','.join(json.loads(alert['metrics']))} "
                   f"within {s.dismissal_window_s / 86400:g} days")
-        with write_lock(store.db):
+        with store.backend.transaction():
             for (m, d), dev in sorted(worst.items()):
                 th = None if dev is None else dev * s.widen_factor
-                ids.append(_insert(store, alert, m, "widen", s.widen_factor, d, th, reason, ts))
-            store.db.execute(
-                f"UPDATE feedback SET consumed_by = ? WHERE id IN ({','.join('?' * len(dismissed))})",
-                [ids[0], *[d["fid"] for d in dismissed]])
+                ids.append(_insert(repo, alert, m, "widen", s.widen_factor, d, th, reason, ts))
+            repo.consume([int(d["fid"]) for d in dismissed], ids[0])
     if ids:
         logger.info("feedback.personalised", extra={"individual_id": alert["individual_id"],
                                                      "device_id": alert["device_id"], "action": action,
@@ -106,22 +97,13 @@ def personalisation_commands(store: CloudStore, now: float) -> list[tuple[str, s
     """Config commands not yet handed out, oldest first: ``(device_id, "config", args)`` with
     args ``{"individual_id", "action": "accept_new_normal"|"widen", "metric", "factor",
     "direction", "threshold", "personalisation_id", "reason"}``. Each is marked sent (``now``)."""
-    ensure_schema(store.db)
-    rows = list(store.db.table("personalisation").rows_where("command_sent_at IS NULL", order_by="id"))
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    with write_lock(store.db):
-        for r in rows:
-            out.append((r["device_id"], COMMAND_NAME, {
-                "individual_id": r["individual_id"], "action": r["action"], "metric": r["metric"],
-                "factor": r["factor"], "direction": r["direction"], "threshold": r["threshold"],
-                "personalisation_id": r["id"], "reason": r["reason"]}))
-            store.db.table("personalisation").update(r["id"], {"command_sent_at": now})
-    return out
+    return [(r["device_id"], COMMAND_NAME, {
+        "individual_id": r["individual_id"], "action": r["action"], "metric": r["metric"],
+        "factor": r["factor"], "direction": r["direction"], "threshold": r["threshold"],
+        "personalisation_id": r["id"], "reason": r["reason"]})
+        for r in FeedbackRepository(store.backend).claim_unsent(now)]
 
 
 def personalisations(store: CloudStore, individual_id: str | None = None) -> list[dict[str, Any]]:
     """All personalisation rows (for the CLI), oldest first."""
-    ensure_schema(store.db)
-    if individual_id is None:
-        return list(store.db.table("personalisation").rows_where(order_by="id"))
-    return list(store.db.table("personalisation").rows_where("individual_id = ?", [individual_id], order_by="id"))
+    return FeedbackRepository(store.backend).personalisations(individual_id)

@@ -29,8 +29,8 @@ from cloud.feedback.errors import (
 )
 from cloud.rules.notify import close_incident
 from cloud.rules.policy import NotificationPolicy
-from cloud.rules.schema import ensure_schema, write_lock
 from cloud.store.db import CloudStore
+from cloud.store.feedback import FeedbackRepository
 from shared.schemas import FEEDBACK_ACTIONS, Feedback, SchemaError, decode
 from shared.topics import TopicError, individual_id_from_topic
 
@@ -108,17 +108,16 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
     Raises InvalidFeedbackError, UnknownAlertError or WrongIndividualError (each counted in
     ``ERROR_COUNTS`` and the store's rejections) and changes nothing in that case.
     """
-    ensure_schema(store.db)
     if fb.alert_id == "" and fb.action == "label":
         return _record_unprompted(store, fb, source, keep_rejection)
+    repo = FeedbackRepository(store.backend)
     try:
         _validate(fb)
-        rows = list(store.db.table("alerts").rows_where("alert_id = ?", [fb.alert_id]))
-        if not rows:
+        found = repo.alert(fb.alert_id)
+        if found is None:
             raise UnknownAlertError(f"alert {fb.alert_id!r:.80} is unknown: answer an alert id from "
                                     "GET /alerts or the owner notification")
-        alert = rows[0]
-        if alert["individual_id"] != fb.individual_id:
+        if found["individual_id"] != fb.individual_id:
             raise WrongIndividualError(f"alert {fb.alert_id!r} belongs to another individual, not "
                                        f"{fb.individual_id!r}: send feedback for that individual's alerts")
     except FeedbackError as exc:
@@ -128,21 +127,19 @@ def record_feedback(store: CloudStore, fb: Feedback, *, policy: NotificationPoli
 
     pol = policy or default_policy()
     ts = float(fb.ts)
-    with write_lock(store.db):
-        alert = store.db.table("alerts").get(fb.alert_id)  # fresh, under the write lock
-        cur = store.db.execute(
-            "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
-            "model_version, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [fb.alert_id, fb.individual_id, alert["device_id"], fb.action, fb.label, ts,
-             alert["model_version"], time.time()])
-        if cur.rowcount != 1:
+    with store.backend.transaction():
+        # PostgreSQL: one writer per individual (its incidents, personalisation); SQLite's lock is whole
+        store.backend.lock_keys([fb.individual_id])
+        alert = repo.alert(fb.alert_id) or found  # fresh, under the write lock (alerts are never deleted)
+        fid = repo.add_feedback(fb.alert_id, fb.individual_id, alert["device_id"], fb.action, fb.label, ts,
+                                alert["model_version"], time.time())
+        if fid is None:
             return FeedbackResult(None, fb.alert_id, fb.action, alert["state"], True)
-        fid = int(cur.lastrowid or 0)
-        state = _next_state(store, alert, fb.action, ts)
+        state = _next_state(repo, alert, fb.action, ts)
         if state != alert["state"]:
-            store.db.table("alerts").update(fb.alert_id, {"state": state})
+            repo.set_alert_state(fb.alert_id, state)
         if alert["incident_id"] and fb.action in ANSWERING:
-            store.db.table("incidents").update(alert["incident_id"], {"answered": 1})
+            repo.mark_incident_answered(alert["incident_id"])
         if alert["incident_id"] and fb.action in ("dismiss", "normal_for_her"):
             close_incident(store, alert["incident_id"], ts)
         pids = personalise_after(store, pol, dict(alert, state=state), fb.action, ts, fid)
@@ -157,9 +154,8 @@ def _record_unprompted(store: CloudStore, fb: Feedback, source: str, keep_reject
     try:
         _validate(Feedback(alert_id="-", individual_id=fb.individual_id, action=fb.action,
                            ts=fb.ts, label=fb.label))
-        last = store.db.execute(
-            "SELECT device_id, body FROM records WHERE individual_id = ? ORDER BY "
-            "(kind = 'event') DESC, ts DESC LIMIT 1", [fb.individual_id]).fetchone()
+        repo = FeedbackRepository(store.backend)
+        last = repo.latest_record(fb.individual_id)
         if last is None:
             raise UnknownIndividualError(f"individual {fb.individual_id!r} has sent no data: "
                                          "report misses for an individual with a device")
@@ -170,25 +166,18 @@ def _record_unprompted(store: CloudStore, fb: Feedback, source: str, keep_reject
         model_version = json.loads(last[1]).get("model_version")
     except (ValueError, AttributeError):
         model_version = None
-    with write_lock(store.db):
-        cur = store.db.execute(
-            "INSERT OR IGNORE INTO feedback (alert_id, individual_id, device_id, action, label, ts, "
-            "model_version, received_at) VALUES ('', ?, ?, 'label', ?, ?, ?, ?)",
-            [fb.individual_id, last[0], fb.label, float(fb.ts),
-             None if model_version is None else str(model_version), time.time()])
-    dup = cur.rowcount != 1
+    fid = repo.add_feedback("", fb.individual_id, last[0], "label", fb.label, float(fb.ts),
+                            None if model_version is None else str(model_version), time.time())
+    dup = fid is None
     logger.info("feedback.unprompted_label", extra={"individual_id": fb.individual_id,
                                                    "label": fb.label, "duplicate": dup})
-    return FeedbackResult(None if dup else int(cur.lastrowid or 0), "", "label", "", dup)
+    return FeedbackResult(fid, "", "label", "", dup)
 
 
-def _next_state(store: CloudStore, alert: dict[str, Any], action: str, ts: float) -> str:
+def _next_state(repo: FeedbackRepository, alert: dict[str, Any], action: str, ts: float) -> str:
     state = str(alert["state"])
     if action in _VERDICT_STATE:
-        later = store.db.execute(
-            "SELECT 1 FROM feedback WHERE alert_id = ? AND action IN ('confirm', 'dismiss', "
-            "'normal_for_her') AND ts > ? LIMIT 1", [alert["alert_id"], ts]).fetchone()
-        return state if later else _VERDICT_STATE[action]
+        return state if repo.has_later_verdict(alert["alert_id"], ts) else _VERDICT_STATE[action]
     if action in _IMPLICIT_FROM and state in _IMPLICIT_FROM[action]:
         return {"delivered": "delivered", "opened": "opened", "acted": "acted",
                 "ignored": "ignored"}[action]
@@ -201,14 +190,12 @@ def implicit_sweep(store: CloudStore, now: float, ignore_after_s: float | None =
 
     ``notified_at`` is in the event's time: each individual's "now" is shifted onto its data
     clock (cloud.feedback.clock), so alerts replayed from an old trace are not swept at once."""
-    ensure_schema(store.db)
     after = default_policy().settings.ignore_after_s if ignore_after_s is None else ignore_after_s
     # a wall-clock ``now`` is moved onto each individual's data clock; a simulation's clock
     # (already event time) is not
-    offsets = data_clock_offsets(store.db) if abs(now - time.time()) < WALL_SLACK_S else {}
-    rows = [a for a in store.db.table("alerts").rows_where(
-        "state IN ('notified', 'delivered') AND notified_at IS NOT NULL AND notified_at <= ?", [now - after])
-        if a["notified_at"] <= now - offsets.get(a["individual_id"], 0.0) - after]
+    offsets = data_clock_offsets(store.backend) if abs(now - time.time()) < WALL_SLACK_S else {}
+    rows = [a for a in FeedbackRepository(store.backend).unanswered_alerts(now - after)
+            if a["notified_at"] <= now - offsets.get(a["individual_id"], 0.0) - after]
     n = 0
     for a in rows:
         fb = Feedback(alert_id=a["alert_id"], individual_id=a["individual_id"], action="ignored",
@@ -251,15 +238,8 @@ def feedback_from_mqtt(store: CloudStore, topic: str, payload: bytes, *,
 def list_alerts(store: CloudStore, individual_id: str, limit: int = 50,
                 since: float | None = None) -> list[dict[str, Any]]:
     """Latest alerts of one individual, newest first, with decoded JSON columns."""
-    ensure_schema(store.db)
-    where, args = "individual_id = ?", [individual_id]
-    args_: list[Any] = list(args)
-    if since is not None:
-        where += " AND ts >= ?"
-        args_.append(since)
     out = []
-    for r in store.db.table("alerts").rows_where(where, args_, order_by="ts DESC", limit=max(1, min(limit, 1000))):
-        r = dict(r)
+    for r in FeedbackRepository(store.backend).alerts_of(individual_id, max(1, min(limit, 1000)), since):
         for k in ("metrics", "directions", "baseline", "observed"):
             if r.get(k):
                 r[k] = json.loads(r[k])

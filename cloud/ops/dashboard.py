@@ -26,8 +26,9 @@ from urllib.parse import quote
 from flask import Flask, abort, current_app, make_response, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from cloud.ops import read_model
 from cloud.ops.plots import individual_svg
+from cloud.store.backend import parse_store_url
+from cloud.store.read_model import StoreReader
 
 logger = logging.getLogger(__name__)
 OPEN_PATHS = ("/metrics", "/healthz", "/login", "/static/")
@@ -35,10 +36,18 @@ FEEDBACK_ACTIONS = ("confirm", "dismiss", "normal_for_her")
 
 
 def _db() -> str:
-    path = current_app.config.get("EDGELOOP_DB")
-    if not path:
-        abort(503, "the cloud runs on an in-memory store: nothing to show (give it --db FILE)")
-    return str(path)
+    url = current_app.config.get("EDGELOOP_DB")
+    if not url or (parse_store_url(str(url)).dialect == "sqlite" and not parse_store_url(str(url)).path):
+        abort(503, "the cloud runs on an in-memory store: nothing to show (give it --db FILE or a "
+                   "postgresql:// URL)")
+    return str(url)
+
+
+def _reader() -> StoreReader:
+    """The app's reader of the store (one PostgreSQL pool for the app's life; SQLite opens per request)."""
+    reader: StoreReader = current_app.config["EDGELOOP_READER"]
+    _db()
+    return reader
 
 
 def _is_local() -> bool:
@@ -124,11 +133,11 @@ def register(app: Flask) -> None:
     @app.get("/")
     def fleet_page() -> str:
         svc = current_app.config["EDGELOOP_SVC"]
-        with read_model.connect(_db()) as conn:
-            devices = read_model.fleet(conn)
-            totals = read_model.totals(conn)
-            rejections = read_model.rejections(conn, 10)
-            claims = read_model.binding_claims(conn, 20)
+        with _reader().open() as rm:
+            devices = rm.fleet()
+            totals = rm.totals()
+            rejections = rm.rejections(10)
+            claims = rm.binding_claims(20)
         broker = svc.broker_sys.snapshot()
         states: dict[str, int] = {}
         for d in devices:
@@ -140,32 +149,32 @@ def register(app: Flask) -> None:
 
     @app.get("/incidents")
     def incidents_page() -> str:
-        with read_model.connect(_db()) as conn:
-            incidents = read_model.incidents(conn, limit=200)
-            latest = {a["incident_id"]: a for a in reversed(read_model.alerts(conn, limit=2000))}
+        with _reader().open() as rm:
+            incidents = rm.incidents(limit=200)
+            latest = {a["incident_id"]: a for a in reversed(rm.alerts(limit=2000))}
         return render_template("incidents.html", page="incidents", incidents=incidents, latest=latest)
 
     @app.get("/incidents/<incident_id>")
     def incident_page(incident_id: str) -> str:
-        with read_model.connect(_db()) as conn:
-            inc = read_model.incident(conn, incident_id)
+        with _reader().open() as rm:
+            inc = rm.incident(incident_id)
             if inc is None:
                 abort(404, f"no incident {incident_id}")
-            alerts = read_model.alerts(conn, incident_id=incident_id)
+            alerts = rm.alerts(incident_id=incident_id)
             ids = [a["alert_id"] for a in alerts]
-            fb = read_model.feedback(conn, alert_ids=ids)
-            deliveries = read_model.deliveries(conn, alert_ids=ids)
+            fb = rm.feedback(alert_ids=ids)
+            deliveries = rm.deliveries(alert_ids=ids)
         return render_template("incident.html", page="incidents", inc=inc, alerts=alerts, feedback=fb,
                                deliveries=deliveries, actions=FEEDBACK_ACTIONS, done=request.args.get("done"))
 
     @app.get("/individuals/<individual_id>")
     def individual_page(individual_id: str) -> str:
-        with read_model.connect(_db()) as conn:
-            summaries = read_model.summaries(conn, individual_id)
-            events = read_model.events(conn, individual_id)
-            alerts = read_model.alerts(conn, individual_id=individual_id)
-            fb = read_model.feedback(conn, individual_id=individual_id)
-            incidents = read_model.incidents(conn, limit=50, individual_id=individual_id)
+        with _reader().open() as rm:
+            summaries = rm.summaries(individual_id)
+            events = rm.events(individual_id)
+            alerts = rm.alerts(individual_id=individual_id)
+            fb = rm.feedback(individual_id=individual_id)
+            incidents = rm.incidents(limit=50, individual_id=individual_id)
         if not (summaries or events or alerts):
             abort(404, f"no records for individual {individual_id}")
         svg = individual_svg(individual_id, summaries, events, alerts, fb)
@@ -176,18 +185,18 @@ def register(app: Flask) -> None:
 
     @app.get("/releases")
     def releases_page() -> str:
-        with read_model.connect(_db()) as conn:
-            rel = read_model.releases(conn)
-            ros = read_model.rollouts(conn)
-            history = {ro["id"]: read_model.rollout_events(conn, ro["id"], 10) for ro in ros[:10]}
-            retrain = read_model.retrain_requests(conn)
+        with _reader().open() as rm:
+            rel = rm.releases()
+            ros = rm.rollouts()
+            history = {ro["id"]: rm.rollout_events(ro["id"], 10) for ro in ros[:10]}
+            retrain = rm.retrain_requests()
         return render_template("releases.html", page="releases", releases=rel, rollouts=ros, history=history,
                                retrain=retrain, done=request.args.get("done"))
 
     @app.get("/notifications")
     def notifications_page() -> str:
-        with read_model.connect(_db()) as conn:
-            rows = read_model.deliveries(conn, limit=300)
+        with _reader().open() as rm:
+            rows = rm.deliveries(limit=300)
         order = {"failed": 0, "retrying": 1, "pending": 2, "sent": 3}
         rows.sort(key=lambda r: (order.get(r["state"], 9), -r["id"]))
         return render_template("notifications.html", page="notifications", deliveries=rows)

@@ -18,7 +18,6 @@ battery (%), ``binary_sensor`` collar (connectivity).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloud.store.read_model import ReadModel
 from cloud.timestamps import readable
 from shared import topics
 
@@ -84,39 +84,25 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
 
 
-def individual_states(db: Any) -> dict[str, dict[str, Any]]:
-    """Every individual's state for Home Assistant, from the store (the aggregator's connection)."""
-    def rows(sql: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        try:
-            return list(db.execute(sql, args or []).fetchall())
-        except Exception as exc:  # a table not created yet (no alert ever): nothing to say
-            if "no such table" in str(exc):
-                return []
-            raise
-
+def individual_states(rm: ReadModel) -> dict[str, dict[str, Any]]:
+    """Every individual's state for Home Assistant, from the store (the aggregator's back end)."""
     out: dict[str, dict[str, Any]] = {}
-    devices = dict(rows("SELECT device_id, state FROM devices"))
-    for ind, dev in rows("SELECT DISTINCT individual_id, device_id FROM records"):
+    devices = rm.device_states()
+    for ind, dev in rm.device_individuals():
         st = out.setdefault(ind, {"devices": [], "battery": None, "collar": "OFF", "alert": "OFF",
                                   "last_alert_at": None, "last_alert": {}, "status": "unknown"})
         st["devices"].append(dev)
         if devices.get(dev) == "online":
             st["collar"] = "ON"
-    for ind, body in rows("SELECT r.individual_id, r.body FROM records r JOIN (SELECT individual_id, MAX(ts) AS ts "
-                          "FROM records WHERE kind = 'summary' GROUP BY individual_id) m "
-                          "ON r.individual_id = m.individual_id AND r.ts = m.ts WHERE r.kind = 'summary'"):
+    for ind, body in rm.latest_summaries().items():
         if ind in out:
-            with contextlib.suppress(ValueError):
-                out[ind]["battery"] = json.loads(body).get("battery")
-    for ind, alert_id, ts, reason, rule, severity in rows(
-            "SELECT a.individual_id, a.alert_id, a.ts, a.reason, a.rule, a.severity FROM alerts a JOIN "
-            "(SELECT individual_id, MAX(ts) AS ts FROM alerts WHERE action = 'notify' GROUP BY individual_id) m "
-            "ON a.individual_id = m.individual_id AND a.ts = m.ts WHERE a.action = 'notify'"):
+            out[ind]["battery"] = body.get("battery")
+    for ind, a in rm.latest_notified().items():
         if ind in out:
-            out[ind]["last_alert_at"] = _iso(ts)
-            out[ind]["last_alert"] = {"alert_id": alert_id, "reason": reason, "rule": rule, "severity": severity}
-    for (ind,) in rows("SELECT DISTINCT individual_id FROM incidents WHERE closed_at IS NULL AND notify_count > 0 "
-                       "AND COALESCE(answered, 0) = 0"):
+            out[ind]["last_alert_at"] = _iso(a["ts"])
+            out[ind]["last_alert"] = {"alert_id": a["alert_id"], "reason": a["reason"], "rule": a["rule"],
+                                      "severity": a["severity"]}
+    for ind in rm.individuals_alerting():
         if ind in out:
             out[ind]["alert"] = "ON"
     for st in out.values():
@@ -128,8 +114,9 @@ class HomeAssistantBridge:
     """Publishes discovery configs and states; the aggregator calls ``send`` on every notified alert
     and ``tick`` every second (it refreshes every ``every`` seconds)."""
 
-    def __init__(self, db: Any, publish: Callable[..., Any], prefix: str = "homeassistant", every: float = 30.0) -> None:
-        self.db = db
+    def __init__(self, reads: ReadModel, publish: Callable[..., Any], prefix: str = "homeassistant",
+                 every: float = 30.0) -> None:
+        self.reads = reads
         self.publish = publish
         self.prefix = prefix
         self.every = every
@@ -151,7 +138,7 @@ class HomeAssistantBridge:
         if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
-        for ind, st in individual_states(self.db).items():
+        for ind, st in individual_states(self.reads).items():
             try:
                 topics.check_id(ind, "individual id")
             except topics.TopicError:

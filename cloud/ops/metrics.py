@@ -11,7 +11,6 @@ aggregator's batch writes. Names follow Prometheus conventions (``_total`` count
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cloud.aggregator.inbox import DROP_REASONS
-from cloud.ops import read_model
 from cloud.ops.broker_sys import COUNTERS
+from cloud.store.read_model import StoreReader
 
 logger = logging.getLogger(__name__)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -42,9 +41,9 @@ def _snapshot(counter: Any) -> dict[str, int]:
 
 
 class CloudCollector(Collector):
-    def __init__(self, svc: Any, db_path: str | None) -> None:
+    def __init__(self, svc: Any, reader: StoreReader | None) -> None:
         self.svc = svc
-        self.db_path = db_path
+        self.reader = reader
 
     def collect(self) -> Iterator[Any]:
         svc = self.svc
@@ -99,15 +98,16 @@ class CloudCollector(Collector):
         yield from self._broker()
 
     def _store_levels(self) -> Iterator[Any]:
-        if not self.db_path or not Path(self.db_path).exists():
+        path = self.reader.url.path if self.reader is not None else None
+        if self.reader is None or (self.reader.url.dialect == "sqlite" and not (path and Path(path).exists())):
             return
         try:
-            with read_model.connect(self.db_path) as conn:
-                devices = read_model.devices_by_state(conn)
-                rollouts = read_model.rollouts_by_state(conn)
-                feedback = read_model.feedback_by_action(conn)
-                deliveries = read_model.deliveries_by_state(conn)
-        except sqlite3.Error as exc:
+            with self.reader.open() as rm:
+                devices = rm.devices_by_state()
+                rollouts = rm.rollouts_by_state()
+                feedback = rm.feedback_by_action()
+                deliveries = rm.deliveries_by_state()
+        except Exception as exc:  # a scrape must answer with what it has: the store's levels are left out
             logger.warning("metrics.store_unreadable", extra={"reason": str(exc)})
             return
         g = GaugeMetricFamily("edgeloop_cloud_devices", "Devices by their last status (online, offline = "
@@ -143,12 +143,12 @@ class CloudCollector(Collector):
 class CloudMetrics:
     """The registry behind ``/metrics``; times the store's batch writes."""
 
-    def __init__(self, svc: Any, db_path: str | None) -> None:
+    def __init__(self, svc: Any, reader: StoreReader | None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.store_seconds = Histogram("edgeloop_cloud_store_seconds", "Time to store one uplink batch "
                                        "(batches stored together share the statement's time)",
                                        buckets=STORE_BUCKETS, registry=self.registry)
-        self.registry.register(CloudCollector(svc, db_path))
+        self.registry.register(CloudCollector(svc, reader))
         _time_calls(svc.agg.store, "store_many", self._observe_batches)
 
     def _observe_batches(self, seconds: float, batches: Any) -> None:

@@ -82,7 +82,8 @@ def individual_svg(individual_id: str, summaries: list[dict[str, Any]], events: 
             end = max(float(ev["ts"]), start + 1800.0)
             ax.axvspan(np.datetime64(int(start), "s"), np.datetime64(int(end), "s"),
                        color=SEVERITY_COLOURS.get(str(ev.get("severity")), "#2ca02c"), alpha=0.25, lw=0)
-        ax.legend(loc="upper left", fontsize=7, ncol=3)
+        if ax.get_legend_handles_labels()[0]:  # a summary without this metric's hours has nothing to name
+            ax.legend(loc="upper left", fontsize=7, ncol=3)
     top = axes[0]
     for fb in feedback:
         t = alert_ts.get(fb["alert_id"])

@@ -2,7 +2,7 @@
 
 Routes: ``/metrics`` (Prometheus text), ``/healthz``, and the dashboard's pages
 (cloud/ops/dashboard.py). It runs on its own threads beside the aggregator and reads the store
-through ``cloud.ops.read_model`` on read-only connections.
+through ``cloud.store.read_model`` (read-only SQLite connections, or a small PostgreSQL pool).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify
 from waitress.server import create_server
 
 from cloud.ops.metrics import CONTENT_TYPE, CloudMetrics
+from cloud.store.read_model import StoreReader
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 def create_app(svc: Any, db_path: str | None, operator_token: str | None = None) -> Flask:
     app = Flask(__name__)  # templates: cloud/ops/templates
-    metrics = CloudMetrics(svc, db_path)
-    app.config.update(EDGELOOP_SVC=svc, EDGELOOP_DB=db_path, EDGELOOP_TOKEN=operator_token)
+    reader = StoreReader(db_path) if db_path else None
+    metrics = CloudMetrics(svc, reader)
+    app.config.update(EDGELOOP_SVC=svc, EDGELOOP_DB=db_path, EDGELOOP_READER=reader, EDGELOOP_TOKEN=operator_token)
 
     @app.get("/metrics")
     def metrics_view() -> Response:

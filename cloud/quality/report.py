@@ -25,8 +25,8 @@ from collections import defaultdict
 from typing import Any
 
 from cloud.feedback.clock import WALL_SLACK_S, data_clock_offsets
-from cloud.rules.schema import ensure_schema
 from cloud.store.db import CloudStore
+from cloud.store.feedback import FeedbackRepository
 from cloud.timestamps import readable
 
 logger = logging.getLogger(__name__)
@@ -43,17 +43,10 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
                              *, window_s: float | None = None) -> list[dict[str, Any]]:
     """One row per model version (per window of ``window_s`` seconds when given), sorted by
     window start then model version."""
-    ensure_schema(store.db)
     if window_s is not None and window_s <= 0:
         raise ValueError(f"window_s must be > 0, found {window_s}")
-    where, args = [], []
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        args.append(until)
-    alerts = list(store.db.table("alerts").rows_where(" AND ".join(where) or None, args, order_by="ts"))
+    repo = FeedbackRepository(store.backend)
+    alerts = repo.alerts_between(since, until)
     if skipped := [a["alert_id"] for a in alerts if not readable(a["ts"])]:
         # stored before the cloud refused impossible times: one such row would stretch the window
         logger.warning("quality.alerts_skipped", extra={
@@ -65,14 +58,11 @@ def quality_by_model_version(store: CloudStore, since: float | None = None, unti
     ids = {a["alert_id"] for a in alerts}
     # owners act in wall time, alerts carry event time: put the answers on each individual's
     # data clock (0 for live collars; months for alerts replayed from an old trace)
-    offsets = data_clock_offsets(store.db)
+    offsets = data_clock_offsets(store.backend)
     ind_of = {a["alert_id"]: a["individual_id"] for a in alerts}
     verdict: dict[str, tuple[float, str]] = {}
     acted: dict[str, float] = {}
-    for f in store.db.execute(
-            "SELECT alert_id, action, ts, received_at FROM feedback WHERE action IN "
-            "('confirm', 'dismiss', 'normal_for_her', 'acted') ORDER BY ts, id").fetchall():
-        aid, action, ts, received = f
+    for aid, action, ts, received in repo.answers():
         if aid not in ids:
             continue
         if received is not None and abs(ts - received) < WALL_SLACK_S:  # a wall-clock answer

@@ -5,7 +5,6 @@ from cloud.regression.cases import (
     RegressionCase,
     RegressionConfig,
     capture_cases,
-    ensure_schema,
     get_case,
     list_cases,
     mark_sensitive,
@@ -37,6 +36,6 @@ __all__ = [
     "AlertGate", "CaseNotFoundError", "CaseOutcome", "EventNumbers",
     "RegressionCase", "RegressionConfig", "RegressionError", "ReleaseCheck", "ReleaseRef",
     "Replayer", "ReplayError", "ThresholdReplayer", "as_replayer", "capture_cases",
-    "case_numbers", "check_release", "detector_sha256", "window_numbers", "ensure_schema", "get_case", "list_cases",
+    "case_numbers", "check_release", "detector_sha256", "window_numbers", "get_case", "list_cases",
     "mark_sensitive", "passed_check_id",
 ]

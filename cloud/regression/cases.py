@@ -17,53 +17,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from cloud.regression.errors import CaseNotFoundError
-from cloud.regression.evidence import Labelled, labelled, table_exists
+from cloud.regression.evidence import Labelled, labelled
 from cloud.regression.replay import window_numbers
 from cloud.store.db import CloudStore
-from cloud.store.schema import ensure_set
+from cloud.store.regression import EvidenceRepository, RegressionRepository
 from shared.config import doc
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.cloud.regression")
 MAX_RAW_RECORDS = 500
-
-
-@migrations()
-def m001_regression_cases(db: Database) -> None:
-    db.table("regression_cases").create(
-        {"id": int, "kind": str, "individual_id": str, "device_id": str, "seq": int,
-         "alert_id": str, "feedback_id": int, "source_key": str, "model_version": str,
-         "window": str, "expected": str, "sensitive": int, "sensitive_reason": str,
-         "created": float, "source": str},
-        pk="id",
-    )
-    db.table("regression_cases").create_index(["source_key"], unique=True)
-    db.execute(
-        "CREATE TRIGGER regression_cases_keep_forever BEFORE DELETE ON regression_cases "
-        "BEGIN SELECT RAISE(ABORT, 'regression cases are kept forever: mark a case instead of "
-        "deleting it'); END"
-    )
-    db.table("release_checks").create(
-        {"id": int, "created": float, "candidate_name": str, "candidate_version": str,
-         "candidate_sha256": str, "current_name": str, "current_version": str, "passed": int,
-         "score_candidate": float, "score_current": float, "n_cases": int, "reasons": str,
-         "outcomes": str},
-        pk="id",
-    )
-
-
-@migrations()
-def m002_check_detector_hash(db: Database) -> None:
-    db.table("release_checks").add_column("candidate_detector_sha256", str)
-
-
-def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
-    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)
@@ -114,21 +76,16 @@ def _source_key(item: Labelled) -> str:
     return f"alert:{item.alert_id}" if item.alert_id else f"feedback:{item.feedback_id}"
 
 
-def _window(store: CloudStore, item: Labelled, pad: float) -> dict[str, Any]:
-    db = store.db
+def _window(evidence: EvidenceRepository, item: Labelled, pad: float) -> dict[str, Any]:
     event = None
     if item.seq is not None and item.device_id:
-        row = db.execute("SELECT * FROM records WHERE device_id = ? AND incarnation = ? AND seq = ?",
-                         [item.device_id, item.alert.get("incarnation") or "", item.seq]).fetchone()
-        if row is not None:
-            cols = [c.name for c in db.table("records").columns]
-            event = dict(zip(cols, row, strict=True))
+        event = evidence.record(item.device_id, item.alert.get("incarnation") or "", item.seq)
+        if event is not None:
             event["body"] = json.loads(event["body"])
     start = item.alert.get("start_ts") or item.ts
     lo, hi = min(start, item.ts) - pad, max(start, item.ts) + pad
-    raw = [dict(r, body=json.loads(r["body"])) for r in db.query(
-        "SELECT * FROM records WHERE kind = 'raw' AND device_id = ? AND ts BETWEEN ? AND ? "
-        "ORDER BY ts, seq LIMIT ?", [item.device_id, lo, hi, MAX_RAW_RECORDS])]
+    raw = [dict(r, body=json.loads(r["body"]))
+           for r in evidence.raw_records(item.device_id, lo, hi, MAX_RAW_RECORDS)]
     numbers = window_numbers(item.alert or None, event["body"] if event else None)
     return {"alert": item.alert or None, "event": event, "raw": raw, "numbers": numbers.to_json()}
 
@@ -139,15 +96,15 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
 
     Idempotent: an alert (or alert-less miss report) yields at most one case. The case keeps the
     label it had when captured; later feedback on the same alert does not rewrite history.
-    Returns the newly created cases. ``items``: ``labelled(store.db, now)`` if already computed.
+    Returns the newly created cases. ``items``: ``labelled(store, now)`` if already computed.
     """
     cfg = config or RegressionConfig()
-    ensure_schema(store)
-    db = store.db
-    known = {r[0] for r in db.execute("SELECT source_key FROM regression_cases")}
+    repo = RegressionRepository(store.backend)
+    evidence = EvidenceRepository(store.backend)
+    known = repo.case_keys()
     new_ids: list[int] = []
-    with db.atomic():
-        for item in labelled(db, now) if items is None else items:
+    with store.backend.transaction():
+        for item in labelled(store, now) if items is None else items:
             kind = item.case_kind
             key = _source_key(item)
             if kind is None or key in known or (kind == "confirmed" and not cfg.capture_confirmed):
@@ -166,17 +123,16 @@ def capture_cases(store: CloudStore, now: float, config: RegressionConfig | None
             row = {"kind": kind, "individual_id": item.individual_id, "device_id": item.device_id,
                    "seq": item.seq, "alert_id": item.alert_id, "feedback_id": item.feedback_id,
                    "source_key": key, "model_version": item.model_version,
-                   "window": json.dumps(_window(store, item, cfg.raw_pad_seconds), default=str),
+                   "window": json.dumps(_window(evidence, item, cfg.raw_pad_seconds), default=str),
                    "expected": "alert" if kind in ("miss", "confirmed") else "no_alert",
                    "sensitive": int(bool(reasons)), "sensitive_reason": "; ".join(reasons),
                    "created": now, "source": json.dumps(source)}
-            # OR IGNORE: another process may have captured the same case meanwhile (unique key)
-            cur = db.execute(f"INSERT OR IGNORE INTO regression_cases ({', '.join(row)}) VALUES "
-                             f"({', '.join('?' * len(row))})", list(row.values()))
+            # None: another process may have captured the same case meanwhile (unique key)
+            case_id = repo.insert_case(row)
             known.add(key)
-            if cur.rowcount != 1:
+            if case_id is None:
                 continue
-            new_ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+            new_ids.append(case_id)
             logger.info("regression.case_captured", extra={
                 "case_kind": kind, "device_id": item.device_id,
                 "individual_id": item.individual_id, "alert_id": item.alert_id})
@@ -194,25 +150,20 @@ def _row_to_case(r: dict[str, Any]) -> RegressionCase:
 
 def list_cases(store: CloudStore) -> list[RegressionCase]:
     """Every regression case, oldest first."""
-    if not table_exists(store.db, "regression_cases"):
-        return []
-    return [_row_to_case(dict(r)) for r in store.db.query("SELECT * FROM regression_cases ORDER BY id")]
+    return [_row_to_case(r) for r in RegressionRepository(store.backend).cases()]
 
 
 def get_case(store: CloudStore, case_id: int) -> RegressionCase:
-    rows = list(store.db.query("SELECT * FROM regression_cases WHERE id = ?", [case_id])) \
-        if table_exists(store.db, "regression_cases") else []
-    if not rows:
+    row = RegressionRepository(store.backend).case(case_id)
+    if row is None:
         raise CaseNotFoundError(f"regression case {case_id} not found: list cases with list_cases(store)")
-    return _row_to_case(dict(rows[0]))
+    return _row_to_case(row)
 
 
 def mark_sensitive(store: CloudStore, case_id: int, reason: str, now: float | None = None) -> None:
     """Mark a case sensitive (never the reverse: a sensitive case stays sensitive)."""
     case = get_case(store, case_id)
     why = "; ".join(x for x in (case.sensitive_reason, f"marked: {reason}") if x)
-    with store.db.atomic():
-        store.db.execute("UPDATE regression_cases SET sensitive = 1, sensitive_reason = ? WHERE id = ?",
-                         [why, case_id])
+    RegressionRepository(store.backend).mark_sensitive(case_id, why)
     logger.info("regression.case_marked_sensitive", extra={"case_id": case_id, "reason": reason,
                                                           "at": now or time.time()})

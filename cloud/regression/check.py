@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cloud.regression.cases import RegressionCase, ensure_schema, list_cases
+from cloud.regression.cases import RegressionCase, list_cases
 from cloud.regression.replay import Replayer, as_replayer
 from cloud.store.db import CloudStore
+from cloud.store.regression import RegressionRepository
 from shared.bundles import canonical_json
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,6 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
     the factory bundle with ``cloud.releases.register_release`` to compare with it instead).
     The verdict is stored.
     """
-    ensure_schema(store)
     now = time.time() if now is None else now
     cand_r = as_replayer(candidate)
     cur_r = as_replayer(current) if current is not None else None
@@ -172,8 +172,7 @@ def check_release(store: CloudStore, candidate: Replayer | Mapping[str, Any],
            "passed": int(passed), "score_candidate": s_cand, "score_current": s_cur,
            "n_cases": n, "reasons": json.dumps(reasons),
            "outcomes": json.dumps([asdict(o) for o in outcomes])}
-    with store.db.atomic():
-        check_id = int(store.db.table("release_checks").insert(row).last_pk)  # type: ignore[arg-type]
+    check_id = RegressionRepository(store.backend).insert_check(row)
     logger.info("release.check_passed" if passed else "release.check_blocked", extra={
         "check_id": check_id, "candidate": candidate_ref and asdict(candidate_ref),
         "cases": n, "score_candidate": s_cand, "score_current": s_cur, "reasons": reasons})
@@ -186,12 +185,6 @@ def passed_check_id(store: CloudStore, ref: ReleaseRef,
     """The latest passed release check for exactly this release (name, version, model sha256
     and, when ``detector_config`` is given, the same detector config), if any. A check made with
     a custom Replayer (no config to hash) matches any detector config."""
-    ensure_schema(store)
-    sql = ("SELECT id FROM release_checks WHERE passed = 1 AND candidate_name = ? AND candidate_version = ? "
-           "AND COALESCE(candidate_sha256, '') = ?")
-    args: list[Any] = [ref.name, str(ref.version), ref.sha256 or ""]
-    if detector_config is not None:
-        sql += " AND COALESCE(candidate_detector_sha256, '') IN ('', ?)"
-        args.append(detector_sha256(detector_config))
-    row = store.db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
-    return None if row is None else int(row[0])
+    return RegressionRepository(store.backend).passed_check_id(
+        ref.name, str(ref.version), ref.sha256 or "",
+        None if detector_config is None else detector_sha256(detector_config))

@@ -1,8 +1,9 @@
 """Read the evidence the loop learns from: alerts and the owners' feedback on them.
 
 The ``alerts`` and ``feedback`` tables belong to ``cloud/rules`` and ``cloud/feedback``; this module
-only reads them (a missing table reads as empty). The labelling is defined once, here, and used by
-the retraining rules, the regression cases and the rollout quality gates:
+only reads them (their SQL: :class:`cloud.store.regression.EvidenceRepository`). The labelling is
+defined once, here, and used by the retraining rules, the regression cases and the rollout
+quality gates:
 
 * an alert was *notified* when its ``action`` is ``notify`` or ``notified_at`` is set;
 * the latest explicit feedback per alert (``confirm``, ``dismiss``, ``normal_for_her``, ``label``)
@@ -33,6 +34,10 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from cloud.store.backend import Backend, SqliteBackend
+from cloud.store.db import CloudStore
+from cloud.store.regression import EvidenceRepository
+
 logger = logging.getLogger(__name__)
 
 DAY = 86400.0
@@ -41,17 +46,6 @@ MISS_LABELS = frozenset({"miss", "missed", "missed_event", "missed_alert"})
 FALSE_LABELS = frozenset({"false_alarm", "false_positive", "normal"})
 Outcome = Literal["tp", "fp", "miss"]
 
-ALERT_COLUMNS = {
-    "alert_id": str, "device_id": str, "seq": int, "individual_id": str, "ts": float,
-    "start_ts": float, "action": str, "reason": str, "rule": str, "incident_id": str,
-    "severity": str, "metrics": str, "score": float, "model_version": str,
-    "detector_version": str, "notified_at": float, "state": str, "decided_at": float,
-    "directions": str, "baseline": str, "observed": str, "incarnation": str,
-}
-FEEDBACK_COLUMNS = {
-    "id": int, "alert_id": str, "individual_id": str, "device_id": str, "action": str,
-    "label": str, "ts": float, "model_version": str, "received_at": float, "consumed_by": int,
-}
 JSON_ALERT_COLUMNS = ("metrics", "directions", "baseline", "observed")
 
 
@@ -84,24 +78,18 @@ class Labelled:
         return {"miss": "miss", "fp": "false_alarm", "tp": "confirmed"}.get(self.outcome or "")
 
 
-def table_exists(db: Database, name: str) -> bool:
-    return db[name].exists()
+EvidenceSource = CloudStore | Backend | Database
 
 
-def ensure_evidence_tables(db: Database) -> None:
-    """Create ``alerts``/``feedback`` through their owner's migrations (``cloud.rules.schema``),
-    or, when that module is absent, with the same columns (tests, demo)."""
-    try:
-        from cloud.rules.schema import ensure_schema
-    except ImportError:
-        pass
-    else:
-        ensure_schema(db)
-        return
-    if not table_exists(db, "alerts"):
-        db.table("alerts").create(ALERT_COLUMNS, pk="alert_id")
-    if not table_exists(db, "feedback"):
-        db.table("feedback").create(FEEDBACK_COLUMNS, pk="id")
+def evidence_repo(source: EvidenceSource) -> EvidenceRepository:
+    """The evidence reads of a store (or of its back end). ``store.db`` is still accepted for
+    callers not yet on repositories (SQLite's ``Database``, or the PostgreSQL compatibility layer,
+    which carries its back end)."""
+    if isinstance(source, CloudStore):
+        return EvidenceRepository(source.backend)
+    if isinstance(source, Database):
+        return EvidenceRepository(SqliteBackend(source.conn))
+    return EvidenceRepository(getattr(source, "backend", source))  # PgDatabase carries its back end
 
 
 def version_key(v: Any) -> str | None:
@@ -145,22 +133,18 @@ def parse_alert(r: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def load_alerts(db: Database, where: str = "", args: list[Any] | None = None, *,
+def load_alerts(source: EvidenceSource, where: str = "", args: list[Any] | None = None, *,
                 parse: bool = True) -> list[dict[str, Any]]:
-    """Alert rows (optionally filtered), oldest first; ``parse=False`` leaves JSON columns as text."""
-    if not table_exists(db, "alerts"):
-        return []
-    sql = "SELECT * FROM alerts" + (f" WHERE {where}" if where else "") + " ORDER BY ts, alert_id"
-    rows = [dict(r) for r in db.query(sql, args or [])]
+    """Alert rows (``where``: an optional condition with ``?`` placeholders), oldest first;
+    ``parse=False`` leaves JSON columns as text."""
+    rows = evidence_repo(source).alerts(where=where, args=args or [])
     return [parse_alert(r) for r in rows] if parse else rows
 
 
-def load_feedback(db: Database, until: float, where: str = "", args: list[Any] | None = None
+def load_feedback(source: EvidenceSource, until: float, where: str = "", args: list[Any] | None = None
                   ) -> list[dict[str, Any]]:
-    if not table_exists(db, "feedback"):
-        return []
-    sql = "SELECT * FROM feedback WHERE ts <= ?" + (f" AND ({where})" if where else "") + " ORDER BY ts, id"
-    return [dict(r) for r in db.query(sql, [until, *(args or [])])]
+    """Feedback rows with ``ts <= until`` (and ``where``), in (ts, id) order."""
+    return evidence_repo(source).feedback(until, where=where, args=args or [])
 
 
 def _wanted(model_version: Any) -> frozenset[str] | None:
@@ -171,7 +155,7 @@ def _wanted(model_version: Any) -> frozenset[str] | None:
     return frozenset(str(v) for v in model_version)
 
 
-def labelled(db: Database, now: float, model_version: Any = None, since: float | None = None
+def labelled(source: EvidenceSource, now: float, model_version: Any = None, since: float | None = None
              ) -> list[Labelled]:
     """All labelled alerts and owner-reported misses as of ``now``.
 
@@ -179,12 +163,10 @@ def labelled(db: Database, now: float, model_version: Any = None, since: float |
     filters on the alert's (or the feedback's) model version; ``since`` keeps alerts with
     ``ts >= since``. Feedback after ``now`` is ignored, so evaluation is reproducible.
     """
-    if since is None:
-        alerts = {a["alert_id"]: a for a in load_alerts(db, parse=False)}
-        fbs = load_feedback(db, now, "action IN (?, ?, ?, ?)", list(EXPLICIT_ACTIONS))
-    else:  # feedback on an alert never precedes it
-        alerts = {a["alert_id"]: a for a in load_alerts(db, "ts >= ?", [since], parse=False)}
-        fbs = load_feedback(db, now, "action IN (?, ?, ?, ?) AND ts >= ?", [*EXPLICIT_ACTIONS, since])
+    repo = evidence_repo(source)
+    # since: feedback on an alert never precedes it
+    alerts = {a["alert_id"]: a for a in repo.alerts(since)}
+    fbs = repo.feedback(now, EXPLICIT_ACTIONS, since)
     latest: dict[str, dict[str, Any]] = {}
     orphans: list[dict[str, Any]] = []
     for fb in fbs:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from cloud.regression.evidence import ensure_evidence_tables
 from cloud.store.db import CloudStore
+from cloud.store.regression import EvidenceRepository
 
 
 def add_alert(store: CloudStore, alert_id: str, ts: float, *, device_id: str = "dev-1",
@@ -19,10 +19,9 @@ def add_alert(store: CloudStore, alert_id: str, ts: float, *, device_id: str = "
               metrics: Mapping[str, tuple[float, float]] | None = None,
               model_version: str | int = "1", detector_version: str | int = "1") -> str:
     """Insert one decided alert; ``metrics`` maps name -> (observed, baseline). Commits unless
-    called inside a transaction (wrap many calls in ``with store.db.atomic():`` for speed)."""
-    ensure_evidence_tables(store.db)
+    called inside a transaction (wrap many calls in ``with store.backend.transaction():`` for speed)."""
     m = dict(metrics or {"resting_hr": (70.0, 60.0)})
-    _insert(store, "alerts", {
+    EvidenceRepository(store.backend).add_alert({
         "alert_id": alert_id, "device_id": device_id, "seq": seq, "individual_id": individual_id,
         "ts": ts, "start_ts": ts - 3600, "action": action, "reason": "test", "rule": "test",
         "incident_id": None, "severity": severity, "metrics": json.dumps(sorted(m)),
@@ -41,16 +40,8 @@ def add_feedback(store: CloudStore, alert_id: str | None, action: str, ts: float
                  individual_id: str = "ind-1", device_id: str = "dev-1",
                  model_version: str | int | None = None) -> int:
     """Insert one feedback row (explicit or implicit); returns its id."""
-    ensure_evidence_tables(store.db)
-    return _insert(store, "feedback", {
+    return EvidenceRepository(store.backend).add_feedback({
         "alert_id": alert_id, "individual_id": individual_id, "device_id": device_id,
         "action": action, "label": label, "ts": ts,
         "model_version": None if model_version is None else str(model_version), "received_at": ts})
 
-
-def _insert(store: CloudStore, table: str, row: dict[str, object]) -> int:
-    sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
-    if store.db.conn.in_transaction:  # the caller's transaction commits
-        return int(store.db.execute(sql, list(row.values())).lastrowid or 0)
-    with store.db.atomic():
-        return int(store.db.execute(sql, list(row.values())).lastrowid or 0)

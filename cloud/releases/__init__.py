@@ -22,7 +22,6 @@ from cloud.releases.rollout import (
     RolloutManager,
     cohort_of,
     current_release,
-    ensure_schema,
     group_metrics,
     parse_command_id,
     register_release,
@@ -33,7 +32,7 @@ from cloud.releases.status import format_rollout_table, rollout_status
 __all__ = [
     "BundleReadError", "DeviceAction", "NoDevicesError", "GroupMetrics", "ReleaseError", "ReleaseNotCheckedError",
     "RolloutConfig", "RolloutConflictError", "RolloutManager", "RolloutNotFoundError", "cohort_of",
-    "current_release", "ensure_schema", "format_rollout_table", "group_metrics",
+    "current_release", "format_rollout_table", "group_metrics",
     "load_bundle_for_check", "load_rollout_config", "parse_command_id", "register_release", "release_check_cli",
     "rollout_ids", "rollout_status", "rollout_status_cli", "start_rollout_cli",
 ]

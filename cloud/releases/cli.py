@@ -25,6 +25,7 @@ from cloud.releases.errors import BundleReadError, ReleaseError
 from cloud.releases.rollout import RolloutManager, cohort_of, current_release, rollout_ids
 from cloud.releases.status import format_rollout_table, rollout_status
 from cloud.store.db import CloudStore, StoreOpenError
+from cloud.store.rollouts import RolloutRepository
 from shared.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,7 @@ def start_rollout_cli(store_path: str | Path, bundle_path: str | Path, *,
         out.write(f"error: {exc}\n")
         return 2
     try:
-        devs = list(devices) if devices is not None else [
-            r[0] for r in store.db.execute("SELECT device_id FROM devices ORDER BY device_id")]
+        devs = list(devices) if devices is not None else RolloutRepository(store.backend).device_ids()
         rid = RolloutManager(store, config).start(ref, devs, time.time() if now is None else now,
                                                   detector_config=detector,
                                                   bundle_path=str(Path(bundle_path).resolve()))

@@ -31,18 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from cloud.regression.check import ReleaseRef, passed_check_id
-from cloud.regression.evidence import (
-    DAY,
-    EXPLICIT_ACTIONS,
-    classify,
-    is_notified,
-    load_alerts,
-    load_feedback,
-)
+from cloud.regression.evidence import DAY, EXPLICIT_ACTIONS, classify, is_notified
 from cloud.releases.config import LimitsConfig, RolloutConfig, StageConfig
 from cloud.releases.errors import (
     NoDevicesError,
@@ -50,57 +40,14 @@ from cloud.releases.errors import (
     RolloutConflictError,
     RolloutNotFoundError,
 )
-from cloud.store.db import CloudStore, write_lock
-from cloud.store.schema import ensure_set
+from cloud.store.db import CloudStore
+from cloud.store.rollouts import RolloutRepository
 from shared.schemas import Reply
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.cloud.releases")
 HOUR = 3600.0
 ACTIVE = ("shadow", "canary", "fleet", "halted")
 COMMANDS = ("install_shadow", "promote", "rollback")
-
-
-@migrations()
-def m001_releases_rollouts(db: Database) -> None:
-    db.table("releases").create(
-        {"name": str, "version": str, "sha256": str, "detector_config": str, "bundle_path": str,
-         "status": str, "updated": float, "rollout_id": int},
-        pk=("name", "version"),
-    )
-    db.table("rollouts").create(
-        {"id": int, "model_name": str, "version": str, "sha256": str, "bundle_path": str,
-         "detector_config": str, "current_version": str, "state": str, "stage_started": float,
-         "canary_started": float, "created": float, "updated": float, "release_check_id": int,
-         "reason": str, "last_metrics": str, "control_snapshot": str},
-        pk="id",
-    )
-    db.table("rollout_devices").create(
-        {"rollout_id": int, "device_id": str, "cohort": str, "state": str, "outstanding": str,
-         "sent_at": float, "installed_at": float, "promoted_at": float, "updated": float,
-         "detail": str, "attempts": int},
-        pk=("rollout_id", "device_id"),
-    )
-    db.table("rollout_events").create(
-        {"id": int, "rollout_id": int, "ts": float, "kind": str, "device_id": str,
-         "from_state": str, "to_state": str, "reason": str, "data": str},
-        pk="id",
-    )
-    db.table("rollout_events").create_index(["rollout_id", "id"])
-    db.table("shadow_stats").create(
-        {"rollout_id": int, "device_id": str, "windows": int, "agree": int, "updated": float},
-        pk=("rollout_id", "device_id"),
-    )
-
-
-@migrations()
-def m002_failed_step(db: Database) -> None:
-    db.table("rollout_devices").add_column("failed_step", str)
-
-
-def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
-    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)
@@ -185,11 +132,12 @@ def group_metrics(store: CloudStore, since: Mapping[str, float], now: float) -> 
     if not since:
         return GroupMetrics(0, 0.0, 0, 0, 0, 0)
     lo = min(since.values())
-    notified = {a["alert_id"] for a in load_alerts(store.db, "ts >= ? AND ts <= ?", [lo, now], parse=False)
+    repo = RolloutRepository(store.backend)
+    notified = {a["alert_id"] for a in repo.alerts_between(lo, now)
                 if a["device_id"] in since and a["ts"] >= since[a["device_id"]] and is_notified(a)}
     latest: dict[str, dict[str, Any]] = {}
     ignored: set[str] = set()
-    for f in load_feedback(store.db, now, "ts >= ?", [lo]):
+    for f in repo.feedback_between(lo, now):
         if f["alert_id"] not in notified:
             continue
         if f["action"] == "ignored":
@@ -230,21 +178,17 @@ def register_release(store: CloudStore, ref: ReleaseRef, *, status: str, now: fl
                      detector_config: Mapping[str, Any] | None = None, bundle_path: str = "",
                      rollout_id: int | None = None) -> None:
     """Record a release (``candidate``, ``fleet``, ``superseded``, ``rolled_back``)."""
-    ensure_schema(store)
-    store.db.table("releases").upsert({
+    RolloutRepository(store.backend).save_release({
         "name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
         "detector_config": json.dumps(dict(detector_config or {})), "bundle_path": bundle_path,
-        "status": status, "updated": now, "rollout_id": rollout_id}, pk=("name", "version"))
+        "status": status, "updated": now, "rollout_id": rollout_id})
 
 
 def current_release(store: CloudStore, name: str) -> dict[str, Any] | None:
     """The release the fleet runs for ``name`` (status ``fleet``), with its detector config."""
-    ensure_schema(store)
-    rows = list(store.db.query("SELECT * FROM releases WHERE name = ? AND status = 'fleet' "
-                               "ORDER BY updated DESC LIMIT 1", [name]))
-    if not rows:
+    r = RolloutRepository(store.backend).fleet_release(name)
+    if r is None:
         return None
-    r = dict(rows[0])
     r["detector_config"] = json.loads(r["detector_config"] or "{}")
     return r
 
@@ -255,40 +199,35 @@ class RolloutManager:
     def __init__(self, store: CloudStore, config: RolloutConfig | None = None) -> None:
         self.store = store
         self.config = config or RolloutConfig()
-        ensure_schema(store)
+        self.repo = RolloutRepository(store.backend)
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def db(self) -> Database:
-        return self.store.db
-
     def _event(self, rid: int, now: float, kind: str, reason: str, *, device_id: str | None = None,
                from_state: str | None = None, to_state: str | None = None,
                data: Mapping[str, Any] | None = None) -> None:
-        self.db.table("rollout_events").insert({
+        self.repo.add_event({
             "rollout_id": rid, "ts": now, "kind": kind, "device_id": device_id,
             "from_state": from_state, "to_state": to_state, "reason": reason,
             "data": json.dumps(dict(data or {}), default=str)})
 
     def _rollout(self, rid: int) -> dict[str, Any]:
-        rows = list(self.db.query("SELECT * FROM rollouts WHERE id = ?", [rid]))
-        if not rows:
+        ro = self.repo.rollout(rid)
+        if ro is None:
             raise RolloutNotFoundError(f"rollout {rid} not found: list rollouts with `edgeloop release status`")
-        return dict(rows[0])
+        return ro
 
     def _devices(self, rid: int) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.query(
-            "SELECT * FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id", [rid])]
+        return self.repo.devices(rid)
 
     def _set_device(self, rid: int, device_id: str, now: float, **cols: Any) -> None:
-        self.db.table("rollout_devices").update((rid, device_id), {**cols, "updated": now})
+        self.repo.update_device(rid, device_id, {**cols, "updated": now})
 
     def _transition(self, ro: dict[str, Any], to: str, now: float, reason: str,
                     data: Mapping[str, Any] | None = None) -> None:
         upd: dict[str, Any] = {"state": to, "stage_started": now, "updated": now, "reason": reason}
         if to == "canary":
             upd["canary_started"] = now
-        self.db.table("rollouts").update(ro["id"], upd)
+        self.repo.update_rollout(ro["id"], upd)
         self._event(ro["id"], now, "transition", reason, from_state=ro["state"], to_state=to, data=data)
         logger.info("rollout.transition", extra={"rollout_id": ro["id"], "from_state": ro["state"],
                                                  "to_state": to, "reason": reason})
@@ -310,14 +249,12 @@ class RolloutManager:
                 f"{', this detector config' if detector_config is not None else ''}) has no passed "
                 "release check: run `edgeloop release check BUNDLE` and fix what it blocks on")
         cur = current_release(self.store, ref.name)
-        checked_against = self.db.execute("SELECT current_version FROM release_checks WHERE id = ?",
-                                          [check]).fetchone()[0]
+        checked_against = self.repo.check_current_version(check)
         if cur is not None and checked_against != str(cur["version"]):
             raise ReleaseNotCheckedError(
                 f"release {ref.name} v{ref.version} was checked against v{checked_against or '-'}, but the "
                 f"fleet now runs v{cur['version']}: run `edgeloop release check BUNDLE` again")
-        busy = self.db.execute("SELECT id, version FROM rollouts WHERE model_name = ? AND state IN "
-                               f"({', '.join('?' * len(ACTIVE))})", [ref.name, *ACTIVE]).fetchone()
+        busy = self.repo.active_rollout_of(ref.name, ACTIVE)
         if busy is not None:
             raise RolloutConflictError(
                 f"rollout {busy[0]} of {ref.name} v{busy[1]} is still active: wait for it to "
@@ -326,15 +263,15 @@ class RolloutManager:
         if not devs:
             raise NoDevicesError("a rollout needs at least one device, found none: pass the fleet's "
                                  "device ids (or let devices connect once so the cloud knows them)")
-        with self.db.atomic():
-            rid = int(self.db.table("rollouts").insert({
+        with self.store.backend.transaction():
+            rid = self.repo.create_rollout({
                 "model_name": ref.name, "version": str(ref.version), "sha256": ref.sha256,
                 "bundle_path": bundle_path, "detector_config": json.dumps(dict(detector_config or {})),
                 "current_version": cur["version"] if cur else None, "state": "shadow",
                 "stage_started": now, "canary_started": None, "created": now, "updated": now,
                 "release_check_id": check, "reason": "started", "last_metrics": "{}",
-                "control_snapshot": None}).last_pk)  # type: ignore[arg-type]
-            self.db.table("rollout_devices").insert_all(
+                "control_snapshot": None})
+            self.repo.add_devices(
                 [{"rollout_id": rid, "device_id": d, "cohort": cohort_of(d, self.config),
                   "state": "pending", "outstanding": None, "sent_at": None, "installed_at": None,
                   "promoted_at": None, "updated": now, "detail": "", "attempts": 0, "failed_step": None}
@@ -354,7 +291,7 @@ class RolloutManager:
         ro = self._rollout(rollout_id)
         if ro["state"] not in ("shadow", "canary", "fleet"):
             return
-        with self.db.atomic():
+        with self.store.backend.transaction():
             self._halt(ro, [f"operator: {reason}"], now, {})
 
     def promote(self, rollout_id: int, reason: str, now: float) -> tuple[bool, str]:
@@ -365,7 +302,7 @@ class RolloutManager:
         nxt = {"shadow": "canary", "canary": "fleet"}.get(was)
         if nxt is None:
             return False, f"rollout {rollout_id} is {was}: only shadow and canary stages can be promoted"
-        with self.db.atomic():
+        with self.store.backend.transaction():
             self._transition(ro, nxt, now, f"operator promoted: {reason}")
         return True, f"promoted {was} -> {nxt}"
 
@@ -390,17 +327,13 @@ class RolloutManager:
             cols["installed_at"] = now
         if ok and command_name == "promote":
             cols["promoted_at"] = now
-        with write_lock(self.db):
-            row = self.db.execute(
-                "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
-                f"WHERE d.device_id = ? AND d.outstanding = ? AND r.state IN ({', '.join('?' * len(ACTIVE))}) "
-                "ORDER BY d.rollout_id DESC LIMIT 1", [device_id, command_name, *ACTIVE]).fetchone()
-            if row is not None:
-                rid = int(row[0])
+        with self.store.backend.transaction():
+            rid = self.repo.device_rollout(device_id, ACTIVE, outstanding=command_name)
+            if rid is not None:
                 self._set_device(rid, device_id, now, **cols)
                 self._event(rid, now, "reply", f"{command_name} {'ok' if ok else 'FAILED'}: {detail}"[:500],
                             device_id=device_id, to_state=to, data=dict(data or {}))
-        if row is None:
+        if rid is None:
             logger.warning("rollout.reply_unmatched", extra={"device_id": device_id,
                                                              "command": command_name, "ok": ok})
             return False
@@ -426,28 +359,19 @@ class RolloutManager:
         """Store a device's cumulative shadow agreement for its active rollout: a ShadowStats
         summary (``windows``, ``agree``) or the agent's daily-summary ``shadow`` counter
         (``agree``, ``disagree``)."""
-        row = self.db.execute(
-            "SELECT d.rollout_id FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id "
-            "WHERE d.device_id = ? AND r.state IN ('shadow', 'canary', 'fleet') "
-            "ORDER BY d.rollout_id DESC LIMIT 1", [device_id]).fetchone()
-        if row is None:
+        rid = self.repo.device_rollout(device_id, ("shadow", "canary", "fleet"))
+        if rid is None:
             return
         agree = int(summary.get("agree", 0) or 0)
         windows = int(summary.get("windows", agree + int(summary.get("disagree", 0) or 0)) or 0)
-        with self.db.atomic():
-            self.db.table("shadow_stats").upsert(
-                {"rollout_id": int(row[0]), "device_id": device_id, "windows": windows,
-                 "agree": min(agree, windows), "updated": now}, pk=("rollout_id", "device_id"))
+        self.repo.save_shadow_stats(rid, device_id, windows, min(agree, windows), now)
 
     # ------------------------------------------------------------------ tick
     def tick(self, now: float) -> list[DeviceAction]:
         """Advance every active rollout once; returns the commands to publish."""
         actions: list[DeviceAction] = []
-        rids = [r[0] for r in self.db.execute(
-            f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(ACTIVE))}) ORDER BY id",
-            list(ACTIVE)).fetchall()]
-        for rid in rids:
-            with write_lock(self.db):
+        for rid in self.repo.rollout_ids(ACTIVE):
+            with self.store.backend.transaction():
                 actions += self._tick_one(self._rollout(rid), now)
         return actions
 
@@ -463,8 +387,7 @@ class RolloutManager:
         devices = self._devices(rid)
         if ro["state"] != "halted":
             metrics = self._metrics(ro, devices, now)
-            self.db.table("rollouts").update(
-                rid, {"last_metrics": json.dumps(metrics, default=str), "updated": now})
+            self.repo.update_rollout(rid, {"last_metrics": json.dumps(metrics, default=str), "updated": now})
             reasons = self._breaches(ro, metrics)
             if reasons:
                 self._halt(ro, reasons, now, metrics)
@@ -482,8 +405,7 @@ class RolloutManager:
         failed = [d["device_id"] for d in devices if d["state"] == "failed"]
         shadow_days = sum(max(0.0, now - d["installed_at"]) for d in devices
                           if d["installed_at"] and d["state"] in ("installed_shadow", "promoted")) / DAY
-        sh = self.db.execute("SELECT COALESCE(SUM(windows), 0), COALESCE(SUM(agree), 0) FROM shadow_stats "
-                             "WHERE rollout_id = ?", [ro["id"]]).fetchone()
+        sh = self.repo.shadow_totals(ro["id"])
         m: dict[str, Any] = {"sent": len(sent), "failed": len(failed), "failed_devices": failed[:20],
                              "shadow_device_days": shadow_days, "shadow_windows": sh[0],
                              "shadow_agreement": sh[1] / sh[0] if sh[0] else None}
@@ -556,8 +478,7 @@ class RolloutManager:
     def _maybe_advance(self, ro: dict[str, Any], devices: list[dict[str, Any]], now: float) -> None:
         stage = ro["state"]
         cfg: StageConfig = getattr(self.config.stages, stage)
-        m = json.loads(self.db.execute("SELECT last_metrics FROM rollouts WHERE id = ?",
-                                       [ro["id"]]).fetchone()[0] or "{}")
+        m = json.loads(self.repo.last_metrics(ro["id"]) or "{}")
         waiting = [d for d in devices if d["outstanding"] or (
             d["state"] == "pending" and self._wants(stage, d["cohort"])[0]) or (
             d["state"] == "installed_shadow" and self._wants(stage, d["cohort"])[1])]
@@ -585,13 +506,12 @@ class RolloutManager:
                     f"{cfg.min_device_days:g}, {alerts} alerts >= {cfg.min_alerts}, no limit breached")
         nxt = {"shadow": "canary", "canary": "fleet", "fleet": "completed"}[stage]
         if stage == "canary" and "control" in m:
-            self.db.table("rollouts").update(ro["id"], {"control_snapshot": json.dumps(m["control"])})
+            self.repo.update_rollout(ro["id"], {"control_snapshot": json.dumps(m["control"])})
             ro["control_snapshot"] = json.dumps(m["control"])
         self._transition(ro, nxt, now, f"{stage} stage passed: {evidence}", {"metrics": m})
         if nxt == "completed":
             ref = ReleaseRef(ro["model_name"], ro["version"], ro["sha256"])
-            self.db.execute("UPDATE releases SET status = 'superseded', updated = ? WHERE name = ? "
-                            "AND status = 'fleet' AND version != ?", [now, ro["model_name"], ro["version"]])
+            self.repo.supersede_fleet(ro["model_name"], ro["version"], now)
             register_release(self.store, ref, status="fleet", now=now,
                              detector_config=json.loads(ro["detector_config"]),
                              bundle_path=ro["bundle_path"], rollout_id=ro["id"])
@@ -617,8 +537,5 @@ class RolloutManager:
 
 
 def rollout_ids(store: CloudStore, states: Sequence[str] | None = None) -> list[int]:
-    ensure_schema(store)
-    if states:
-        q = f"SELECT id FROM rollouts WHERE state IN ({', '.join('?' * len(states))}) ORDER BY id"
-        return [r[0] for r in store.db.execute(q, list(states)).fetchall()]
-    return [r[0] for r in store.db.execute("SELECT id FROM rollouts ORDER BY id").fetchall()]
+    """Ids of the store's rollouts (in one of ``states``, when given), oldest first."""
+    return RolloutRepository(store.backend).rollout_ids(states)

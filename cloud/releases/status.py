@@ -8,27 +8,23 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cloud.releases.errors import RolloutNotFoundError
-from cloud.releases.rollout import ensure_schema
 from cloud.store.db import CloudStore
+from cloud.store.rollouts import RolloutRepository
 
 
 def rollout_status(store: CloudStore, rollout_id: int, *, events: int = 50) -> dict[str, Any]:
     """Everything about one rollout: release, state, device counts per cohort and state,
     outstanding commands, the latest metrics, every transition with its reason and the last
     ``events`` events of any kind (commands, replies, timeouts; newest last)."""
-    ensure_schema(store)
-    rows = list(store.db.query("SELECT * FROM rollouts WHERE id = ?", [rollout_id]))
-    if not rows:
+    repo = RolloutRepository(store.backend)
+    ro = repo.rollout(rollout_id)
+    if ro is None:
         raise RolloutNotFoundError(f"rollout {rollout_id} not found: list rollouts with `edgeloop release status`")
-    ro = dict(rows[0])
-    devs = [dict(r) for r in store.db.query("SELECT * FROM rollout_devices WHERE rollout_id = ?",
-                                            [rollout_id])]
+    devs = repo.devices(rollout_id)
     by_cohort: dict[str, dict[str, int]] = {}
     for c in ("canary", "shadow", "fleet"):
         by_cohort[c] = dict(Counter(d["state"] for d in devs if d["cohort"] == c))
-    ev = [dict(r, data=json.loads(r["data"] or "{}")) for r in store.db.query(
-        "SELECT * FROM (SELECT * FROM rollout_events WHERE rollout_id = ? ORDER BY id DESC LIMIT ?) "
-        "ORDER BY id", [rollout_id, events])]
+    ev = [dict(r, data=json.loads(r["data"] or "{}")) for r in repo.events(rollout_id, events)]
     return {
         "id": ro["id"], "model_name": ro["model_name"], "version": ro["version"],
         "sha256": ro["sha256"], "current_version": ro["current_version"], "state": ro["state"],
@@ -38,9 +34,7 @@ def rollout_status(store: CloudStore, rollout_id: int, *, events: int = 50) -> d
         "by_cohort": by_cohort,
         "outstanding": dict(Counter(d["outstanding"] for d in devs if d["outstanding"])),
         "metrics": json.loads(ro["last_metrics"] or "{}"),
-        "transitions": [dict(r, data=json.loads(r["data"] or "{}")) for r in store.db.query(
-            "SELECT * FROM rollout_events WHERE rollout_id = ? AND kind = 'transition' ORDER BY id",
-            [rollout_id])],
+        "transitions": [dict(r, data=json.loads(r["data"] or "{}")) for r in repo.transitions(rollout_id)],
         "events": ev,
     }
 

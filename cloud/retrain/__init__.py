@@ -1,7 +1,7 @@
 """Retraining rules (precision, new confirmed cases, drift) evaluated on a schedule, the dataset
 export of each request, and detector-parameter candidates tuned on such a dataset."""
 
-from cloud.regression.evidence import Labelled, ensure_evidence_tables, labelled
+from cloud.regression.evidence import Labelled, labelled
 from cloud.retrain.config import (
     DriftRule,
     NewCasesRule,
@@ -18,7 +18,6 @@ from cloud.retrain.errors import DatasetError, RetrainError
 from cloud.retrain.rules import (
     RetrainRequest,
     current_model_version,
-    ensure_schema,
     evaluate_retrain_rules,
     evaluations,
     list_requests,
@@ -27,7 +26,7 @@ from cloud.retrain.rules import (
 __all__ = [
     "DatasetError", "DetectorTuning", "DriftRule", "Labelled", "NewCasesRule", "PrecisionRule",
     "RetrainConfig", "RetrainError", "RetrainRequest", "Rule", "current_model_version",
-    "ensure_evidence_tables", "ensure_schema", "evaluate_retrain_rules", "evaluations",
+    "evaluate_retrain_rules", "evaluations",
     "export_dataset", "ks_pvalue", "labelled", "list_requests", "load_retrain_config",
     "parse_config", "psi", "read_dataset", "train_detector_candidate", "tune_detector",
 ]

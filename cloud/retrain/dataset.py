@@ -28,6 +28,7 @@ from cloud.regression.evidence import Labelled, labelled
 from cloud.regression.replay import window_numbers
 from cloud.retrain.errors import DatasetError
 from cloud.store.db import CloudStore
+from cloud.store.retrain import RetrainRepository
 
 logger = logging.getLogger(__name__)
 FORMAT = "edgeloop.retrain.dataset/1"
@@ -42,14 +43,14 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def export_dataset(store: CloudStore, out_dir: str | Path, now: float,
                    request: dict[str, Any] | None = None, *, items: list[Labelled] | None = None) -> Path:
     """Write alerts.jsonl, cases.jsonl and manifest.json (last) into ``out_dir``; returns it.
-    ``items``: ``labelled(store.db, now)`` if already computed."""
+    ``items``: ``labelled(store, now)`` if already computed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=False)
     events = {}
-    for r in store.db.query("SELECT device_id, incarnation, seq, body FROM records WHERE kind = 'event'"):
+    for r in RetrainRepository(store.backend).events():
         events[(r["device_id"], r["incarnation"], r["seq"])] = json.loads(r["body"])
     alerts = []
-    for item in labelled(store.db, now) if items is None else items:
+    for item in labelled(store, now) if items is None else items:
         event = events.get((item.device_id, item.alert.get("incarnation") or "", item.seq))
         alerts.append({
             "alert_id": item.alert_id, "device_id": item.device_id,

@@ -21,46 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from cloud.regression.cases import RegressionConfig, capture_cases
 from cloud.regression.evidence import (
     DAY,
     Labelled,
     labelled,
     precision_counts,
-    table_exists,
     version_key,
 )
 from cloud.retrain.config import DriftRule, NewCasesRule, PrecisionRule, RetrainConfig, Rule
 from cloud.retrain.dataset import export_dataset
 from cloud.retrain.drift import ks_pvalue, psi, summary_values
 from cloud.store.db import CloudStore
-from cloud.store.schema import ensure_set
+from cloud.store.retrain import RetrainRepository
 
 logger = logging.getLogger(__name__)
-migrations = Migrations("edgeloop.cloud.retrain")
-
-
-@migrations()
-def m001_retrain(db: Database) -> None:
-    db.table("retrain_requests").create(
-        {"id": int, "model_name": str, "model_version": str, "rule": str, "kind": str,
-         "reason": str, "measured": str, "created": float, "dataset_path": str, "status": str},
-        pk="id",
-    )
-    db.table("retrain_requests").create_index(["model_name", "model_version", "rule", "created"])
-    db.table("retrain_evaluations").create(
-        {"id": int, "ts": float, "rule": str, "model_name": str, "model_version": str,
-         "outcome": str, "reason": str, "measured": str, "request_id": int},
-        pk="id",
-    )
-
-
-def ensure_schema(store: CloudStore) -> None:
-    """Apply this package's migrations (idempotent; on PostgreSQL the schema registry did)."""
-    ensure_set(store.db, migrations)
 
 
 @dataclass(frozen=True)
@@ -88,18 +63,11 @@ class _Eval:
 
 def current_model_version(store: CloudStore, model_name: str, now: float) -> str | None:
     """The version the fleet runs: last completed rollout, else the newest on alerts."""
-    db = store.db
-    if table_exists(db, "releases"):
-        row = db.execute("SELECT version FROM releases WHERE name = ? AND status = 'fleet' "
-                         "ORDER BY updated DESC LIMIT 1", [model_name]).fetchone()
-        if row is not None:
-            return version_key(row[0])
-    if table_exists(db, "alerts"):
-        row = db.execute("SELECT model_version FROM alerts WHERE ts <= ? AND model_version IS NOT NULL "
-                         "AND model_version != '' ORDER BY ts DESC LIMIT 1", [now]).fetchone()
-        if row is not None:
-            return version_key(row[0])
-    return None
+    repo = RetrainRepository(store.backend)
+    fleet = repo.fleet_version(model_name)
+    if fleet is not None:
+        return version_key(fleet)
+    return version_key(repo.newest_alert_version(now))
 
 
 def model_aliases(store: CloudStore, model_name: str, version: str) -> frozenset[str]:
@@ -107,14 +75,10 @@ def model_aliases(store: CloudStore, model_name: str, version: str) -> frozenset
     registered release, its model sha256 and 12-character prefix (what the device agent reports),
     unless another release of the model has the same model file (then the hash is ambiguous)."""
     out = {version}
-    if table_exists(store.db, "releases"):
-        row = store.db.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?",
-                               [model_name, version]).fetchone()
-        if row is not None and row[0]:
-            shared = store.db.execute("SELECT COUNT(*) FROM releases WHERE name = ? AND sha256 = ? "
-                                      "AND version != ?", [model_name, row[0], version]).fetchone()[0]
-            if not shared:
-                out |= {row[0], row[0][:12]}
+    repo = RetrainRepository(store.backend)
+    sha = repo.release_sha256(model_name, version)
+    if sha is not None and not repo.other_releases_with_sha256(model_name, sha, version):
+        out |= {sha, sha[:12]}
     return frozenset(out)
 
 
@@ -155,8 +119,7 @@ def _new_cases(store: CloudStore, rule: NewCasesRule, version: str, now: float,
 
 def _summaries(store: CloudStore, lo: float, hi: float, min_minutes: float = 0.0
                ) -> list[tuple[float, dict[str, float]]]:
-    rows = store.db.query("SELECT ts, body FROM records WHERE kind = 'summary' AND ts >= ? AND ts <= ?",
-                          [lo, hi])
+    rows = RetrainRepository(store.backend).summaries(lo, hi)
     out = [(r["ts"], summary_values(json.loads(r["body"]))) for r in rows]
     return [(ts, v) for ts, v in out if v.get("minutes", min_minutes) >= min_minutes]
 
@@ -206,18 +169,11 @@ def _drift(store: CloudStore, rule: DriftRule, version: str, now: float, last: f
 _EVALUATORS = {"precision": _precision, "new_cases": _new_cases, "drift": _drift}
 
 
-def _last_request(db: Database, rule: Rule, version: str) -> float | None:
-    row = db.execute("SELECT MAX(created) FROM retrain_requests WHERE rule = ? AND model_name = ? "
-                     "AND model_version = ?", [rule.name, rule.model_name, version]).fetchone()
-    return None if row is None or row[0] is None else float(row[0])
-
-
-def _log_eval(db: Database, now: float, rule: Rule, version: str | None, outcome: str, reason: str,
-              measured: dict[str, Any], request_id: int | None = None) -> None:
-    db.table("retrain_evaluations").insert({
-        "ts": now, "rule": rule.name, "model_name": rule.model_name, "model_version": version,
-        "outcome": outcome, "reason": reason, "measured": json.dumps(measured, default=str),
-        "request_id": request_id})
+def _eval_row(now: float, rule: Rule, version: str | None, outcome: str, reason: str,
+              measured: dict[str, Any]) -> dict[str, Any]:
+    return {"ts": now, "rule": rule.name, "model_name": rule.model_name, "model_version": version,
+            "outcome": outcome, "reason": reason, "measured": json.dumps(measured, default=str),
+            "request_id": None}
 
 
 def _dataset_dir(root: Path, rule: Rule, version: str, now: float) -> Path:
@@ -238,7 +194,6 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
     cases (idempotent) so that exported datasets include them. ``model_version`` overrides the
     current-version lookup for every rule.
     """
-    ensure_schema(store)
     if isinstance(rules, RetrainConfig):
         cfg_rules: Sequence[Rule] = rules.rules
         root = Path(export_dir) if export_dir is not None else rules.export.dir
@@ -246,18 +201,18 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
     else:
         cfg_rules = rules
         root = Path(export_dir) if export_dir is not None else Path("var/retrain")
-    evidence = labelled(store.db, now)  # once per evaluation; each rule filters it
+    evidence = labelled(store, now)  # once per evaluation; each rule filters it
     capture_cases(store, now, regression, items=evidence)
-    db = store.db
+    repo = RetrainRepository(store.backend)
     fired: list[RetrainRequest] = []
     for rule in cfg_rules:
         version = version_key(model_version) or current_model_version(store, rule.model_name, now)
         if version is None:
-            with db.atomic():
-                _log_eval(db, now, rule, None, "no_model",
-                          f"no current version of model {rule.model_name!r} (no fleet release, no alerts)", {})
+            repo.add_evaluation(_eval_row(
+                now, rule, None, "no_model",
+                f"no current version of model {rule.model_name!r} (no fleet release, no alerts)", {}))
             continue
-        last = _last_request(db, rule, version)
+        last = repo.last_request(rule.name, rule.model_name, version)
         ev = _EVALUATORS[rule.kind](store, rule, version, now, last, evidence)  # type: ignore[operator]
         outcome = "fired"
         reason = ev.reason
@@ -272,8 +227,7 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
             reason += (f"; suppressed: {ev.new_evidence} new items since the previous request, "
                        f"need {ev.needed}")
         if outcome != "fired":
-            with db.atomic():
-                _log_eval(db, now, rule, version, outcome, reason, ev.measured)
+            repo.add_evaluation(_eval_row(now, rule, version, outcome, reason, ev.measured))
             logger.debug("retrain.rule_not_fired", extra={"rule": rule.name, "outcome": outcome,
                                                           "reason": reason})
             continue
@@ -282,11 +236,9 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
         request_info = {"model_name": rule.model_name, "model_version": version, "rule": rule.name,
                         "kind": rule.kind, "reason": reason, "measured": ev.measured, "created": now}
         export_dataset(store, path, now, request_info, items=evidence)
-        with db.atomic():
-            rid = int(db.table("retrain_requests").insert({  # type: ignore[arg-type]
-                **request_info, "measured": json.dumps(ev.measured, default=str),
-                "dataset_path": str(path), "status": "open"}).last_pk)
-            _log_eval(db, now, rule, version, "fired", reason, ev.measured, rid)
+        rid = repo.add_request({**request_info, "measured": json.dumps(ev.measured, default=str),
+                                "dataset_path": str(path), "status": "open"},
+                               _eval_row(now, rule, version, "fired", reason, ev.measured))
         logger.info("retrain.request_recorded", extra={"request_id": rid, "rule": rule.name,
                                                        "model_version": version, "reason": reason})
         fired.append(RetrainRequest(rid, rule.model_name, version, rule.name, rule.kind, reason,
@@ -296,16 +248,13 @@ def evaluate_retrain_rules(store: CloudStore, rules: RetrainConfig | Sequence[Ru
 
 def list_requests(store: CloudStore) -> list[RetrainRequest]:
     """All retraining requests, oldest first."""
-    ensure_schema(store)
     return [RetrainRequest(r["id"], r["model_name"], r["model_version"], r["rule"], r["kind"],
                            r["reason"], json.loads(r["measured"]), r["created"], r["dataset_path"],
                            r["status"])
-            for r in store.db.query("SELECT * FROM retrain_requests ORDER BY id")]
+            for r in RetrainRepository(store.backend).requests()]
 
 
 def evaluations(store: CloudStore, rule: str | None = None) -> list[dict[str, Any]]:
     """The evaluation log (every decision with its reason), oldest first."""
-    ensure_schema(store)
-    where, args = ("WHERE rule = ?", [rule]) if rule else ("", [])
     return [dict(r, measured=json.loads(r["measured"]))
-            for r in store.db.query(f"SELECT * FROM retrain_evaluations {where} ORDER BY id", args)]
+            for r in RetrainRepository(store.backend).evaluations(rule)]

@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from cloud.rules.history import AlertHistory, RulesStore
+from cloud.rules.personal import within_thresholds
 from cloud.rules.policy import NotificationPolicy, Rule, Settings, When, in_window, severity_rank
 from shared.records import Event, Record
 
@@ -196,7 +197,6 @@ class Facts:
 
     @cached_property
     def personalised(self) -> bool:
-        from cloud.rules.personal import within_thresholds  # local: keeps imports acyclic
         return within_thresholds(self.history.personal_thresholds(self.ind), self.ev)
 
     def placeholders(self) -> dict[str, Any]:

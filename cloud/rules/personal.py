@@ -3,14 +3,14 @@
 Rows in ``personalisation`` (written by ``cloud.feedback``) carry, per individual and metric, a
 ``threshold`` in the metric's own units and a ``direction`` (+1 up, -1 down, 0 both). An event is
 *personalised* when every one of its metrics has such a row and ``|observed - baseline|`` is at
-most the threshold, so the rules can hold or suppress it with reason "personalised".
+most the threshold, so the rules can hold or suppress it with reason "personalised". The
+thresholds come with the rules' history (``cloud.rules.history``; the store's repositories read
+them), so this module is pure.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
-
-from sqlite_utils import Database
 
 
 class _EventLike(Protocol):
@@ -24,24 +24,9 @@ class _EventLike(Protocol):
     def observed(self) -> tuple[float | None, ...]: ...
 
 
-def personal_thresholds(db: Database, individual_id: str) -> dict[tuple[str, int], float]:
-    """(metric, direction) -> the widest accepted deviation for one individual."""
-    out: dict[tuple[str, int], float] = {}
-    for r in db.execute("SELECT metric, direction, MAX(threshold) FROM personalisation "
-                        "WHERE individual_id = ? AND threshold IS NOT NULL GROUP BY metric, direction",
-                        [individual_id]).fetchall():
-        out[(r[0], int(r[1] or 0))] = float(r[2])
-    return out
-
-
-def within_personal_range(db: Database, individual_id: str, ev: _EventLike) -> bool:
-    if not ev.baseline or not ev.observed:
-        return False
-    return within_thresholds(personal_thresholds(db, individual_id), ev)
-
-
 def within_thresholds(th: dict[tuple[str, int], float], ev: _EventLike) -> bool:
-    """Is every metric of ``ev`` within the accepted deviation ``th`` (personal_thresholds)?"""
+    """Is every metric of ``ev`` within the accepted deviation ``th``, (metric, direction) -> the
+    widest accepted deviation (``FeedbackRepository.personal_thresholds``)?"""
     if not ev.baseline or not ev.observed or not th:
         return False
     for m, d, b, o in zip(ev.metrics, ev.directions, ev.baseline, ev.observed, strict=False):

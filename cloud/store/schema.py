@@ -26,8 +26,8 @@ from cloud.store.locks import write_lock
 
 # every migration set of the cloud, in the order a fresh store applies them ("module:attribute")
 SETS = ("cloud.store.db:migrations", "cloud.store.alerts:migrations", "cloud.store.commands:migrations",
-        "cloud.store.deliveries:migrations", "cloud.releases.rollout:migrations", "cloud.retrain.rules:migrations",
-        "cloud.regression.cases:migrations", "cloud.store.bindings:migrations")
+        "cloud.store.deliveries:migrations", "cloud.store.rollouts:migrations", "cloud.store.retrain:migrations",
+        "cloud.store.regression:migrations", "cloud.store.bindings:migrations")
 _SCHEMA_LOCK = 0x6564_6765  # the advisory lock key of schema changes ("edge")
 
 
