@@ -332,7 +332,7 @@ def test_a_real_agent_replaying_bellas_collar_under_another_id_is_heard_for_noth
     refused = sum(v for k, v in intruder["outbox"].items() if k.startswith("rejected."))
     assert intruder["individual_id"] == "bella" and made >= 8 and intruder["pending"] == 0
     assert refused == made, f"{refused} of {made} records moved aside on the device"
-    rows = svc.agg.store.db.execute("SELECT COUNT(*) FROM records WHERE device_id = 'collar-666'").fetchone()[0]
+    rows = svc.agg.store.backend.execute("SELECT COUNT(*) FROM records WHERE device_id = 'collar-666'").fetchone()[0]
     assert rows == 0 and owners.payloads == [], "the cloud kept or notified what collar-666 said of bella"
     assert svc.agg.counts["rejected.binding"] == made
     own = run_agent(trace, tmp_path / "own", mosquitto.url, "collar-001")

@@ -114,8 +114,9 @@ def _marks(n: int) -> str:
 
 
 class AlertRepository:
-    """``alerts``, ``incidents``, and the rules' reads of ``individual_prefs``,
-    ``personalisation`` and ``records``."""
+    """``alerts``, ``incidents``, the owner settings (``individual_prefs``), and the rules' reads of
+    ``personalisation`` and ``records`` (record spans, a collection's raw windows): the rules'
+    ``AlertStore`` (``cloud.rules.history``)."""
 
     def __init__(self, backend: Backend) -> None:
         self.b = backend
