@@ -303,7 +303,7 @@ def run_simulation(cfg: SimConfig) -> SimResult:
             owners.now = now
 
             def notified_in(ind: str, lo: float, hi: float) -> bool:
-                return cloud.store.db.execute(
+                return cloud.store.backend.execute(
                     "SELECT 1 FROM alerts WHERE individual_id = ? AND notified_at IS NOT NULL AND ts >= ? "
                     "AND ts <= ? LIMIT 1", [ind, lo, hi]).fetchone() is not None
 

@@ -41,6 +41,7 @@ from cloud.retrain import (
     train_detector_candidate,
 )
 from cloud.store.db import CloudStore
+from cloud.store.rollouts import RolloutRepository
 from shared.bundles import build_bundle
 
 logger = logging.getLogger(__name__)
@@ -164,9 +165,12 @@ class ReleasePipeline:
         return any(c.rollout_id is not None and self._state(c.rollout_id) in ("shadow", "canary", "fleet", "halted")
                    for c in self.candidates)
 
+    def _rollouts(self) -> RolloutRepository:
+        return RolloutRepository(self.store.backend)
+
     def _state(self, rid: int) -> str:
-        row = self.store.db.execute("SELECT state FROM rollouts WHERE id = ?", [rid]).fetchone()
-        return str(row[0]) if row else "?"
+        row = self._rollouts().rollout(rid)
+        return str(row["state"]) if row else "?"
 
     # ---- rollout -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -174,10 +178,11 @@ class ReleasePipeline:
         aggregator ticks the ``RolloutManager`` itself (``Aggregator(rollouts=...)``)."""
         for c in self.candidates:  # an operator halts a rollout stuck in one stage for too long
             if c.rollout_id is not None and self._state(c.rollout_id) in ("shadow", "canary", "fleet"):
-                since = self.store.db.execute("SELECT stage_started, state FROM rollouts WHERE id = ?",
-                                              [c.rollout_id]).fetchone()
-                if now - since[0] > self.max_stage_s:
-                    self.mgr.halt(c.rollout_id, f"stalled in {since[1]} for {(now - since[0]) / DAY:.1f} days "
+                ro = self._rollouts().rollout(c.rollout_id)
+                assert ro is not None
+                since, stage = ro["stage_started"], ro["state"]
+                if now - since > self.max_stage_s:
+                    self.mgr.halt(c.rollout_id, f"stalled in {stage} for {(now - since) / DAY:.1f} days "
                                   f"(limit {self.max_stage_s / DAY:g}): not enough evidence to advance", now)
         if self.queue and not self._busy():
             c = self.queue.pop(0)
@@ -196,26 +201,25 @@ class ReleasePipeline:
                                    "check_summary": c.check_summary, "reasons": c.check_reasons,
                                    "note": c.note, "rollout_id": c.rollout_id, "config": c.config}
             if c.rollout_id is not None:
-                db = self.store.db
+                be = self.store.backend
                 row["state"] = self._state(c.rollout_id)
-                row["transitions"] = [dict(r) for r in db.query(
+                row["transitions"] = be.query(
                     "SELECT ts, from_state, to_state, reason FROM rollout_events WHERE rollout_id = ? "
-                    "AND kind = 'transition' ORDER BY id", [c.rollout_id])]
-                row["devices"] = [dict(r) for r in db.query(
+                    "AND kind = 'transition' ORDER BY id", [c.rollout_id])
+                row["devices"] = be.query(
                     "SELECT device_id, cohort, state, installed_at, promoted_at FROM rollout_devices "
-                    "WHERE rollout_id = ?", [c.rollout_id])]
-                ever = {r[0] for r in db.execute(
+                    "WHERE rollout_id = ?", [c.rollout_id])
+                ever = {r[0] for r in be.execute(
                     "SELECT DISTINCT device_id FROM rollout_events WHERE rollout_id = ? AND kind = 'reply' "
                     "AND to_state = 'promoted'", [c.rollout_id]).fetchall()}
                 cohorts = {d["device_id"]: d["cohort"] for d in row["devices"]}
                 row["ever_promoted"] = {k: sum(1 for d in ever if cohorts.get(d) == k)
                                         for k in ("canary", "shadow", "fleet")}
-                installed = {r[0] for r in db.execute(
+                installed = {r[0] for r in be.execute(
                     "SELECT DISTINCT device_id FROM rollout_events WHERE rollout_id = ? AND kind = 'reply' "
                     "AND to_state = 'installed_shadow'", [c.rollout_id]).fetchall()}
                 row["ever_installed"] = {k: sum(1 for d in installed if cohorts.get(d) == k)
                                          for k in ("canary", "shadow", "fleet")}
-                row["metrics"] = json.loads(db.execute("SELECT last_metrics FROM rollouts WHERE id = ?",
-                                                       [c.rollout_id]).fetchone()[0] or "{}")
+                row["metrics"] = json.loads(self._rollouts().last_metrics(c.rollout_id) or "{}")
             out.append(row)
         return out

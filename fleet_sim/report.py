@@ -35,14 +35,14 @@ HOUR = 3600.0
 def trial_intervals(res: SimResult) -> dict[str, list[tuple[float, float]]]:
     """device id -> intervals in which it ran a candidate that was not (yet) the fleet release:
     from its promote reply to its rollback reply, the rollout's completion, or the end."""
-    db = res.store.db
+    be = res.store.backend
     end = res.start_ts + res.cfg.days * DAY
     out: dict[str, list[tuple[float, float]]] = {}
-    for (rid,) in db.execute("SELECT id FROM rollouts").fetchall():
-        done = db.execute("SELECT MIN(ts) FROM rollout_events WHERE rollout_id = ? AND kind = 'transition' "
+    for (rid,) in be.execute("SELECT id FROM rollouts").fetchall():
+        done = be.execute("SELECT MIN(ts) FROM rollout_events WHERE rollout_id = ? AND kind = 'transition' "
                           "AND to_state = 'completed'", [rid]).fetchone()[0]
         start: dict[str, float] = {}
-        for dev, to, ts in db.execute("SELECT device_id, to_state, ts FROM rollout_events WHERE rollout_id = ? "
+        for dev, to, ts in be.execute("SELECT device_id, to_state, ts FROM rollout_events WHERE rollout_id = ? "
                                       "AND kind = 'reply' ORDER BY id", [rid]).fetchall():
             if to == "promoted":
                 start[dev] = ts
@@ -64,9 +64,9 @@ def phase_metrics(res: SimResult, exclude_trials: bool = False) -> list[dict[str
     def in_trial(ind: str, ts: float) -> bool:
         return any(a <= ts < b for a, b in trials.get(dev_of.get(ind, ""), []))
 
-    alerts = [dict(r) for r in res.store.db.query(
+    alerts = res.store.backend.query(
         "SELECT alert_id, individual_id, ts, start_ts, action, rule, notified_at, state, model_version "
-        "FROM alerts ORDER BY ts")]
+        "FROM alerts ORDER BY ts")
     alerts = [a for a in alerts if not in_trial(a["individual_id"], a["ts"])]
     n = len(res.fleet)
     out = []
@@ -119,24 +119,24 @@ def _f(x: float | None, spec: str = ".2f") -> str:
 
 def invariants(res: SimResult) -> dict[str, tuple[bool, str]]:
     """Named checks -> (holds, detail)."""
-    db = res.store.db
+    be = res.store.backend
     out: dict[str, tuple[bool, str]] = {}
     # 1. every record the agents appended is stored exactly once (seqs 1..n per device: one
     # incarnation each, nobody resets a device here)
     bad = []
     for dev, n in res.appended.items():
-        seqs = [r[0] for r in db.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", [dev])]
+        seqs = [r[0] for r in be.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", [dev]).fetchall()]
         if seqs != list(range(1, n + 1)):
             bad.append(f"{dev}: {len(seqs)} stored vs {n} appended")
-    dup = db.execute("SELECT COUNT(*) FROM (SELECT device_id, seq FROM records GROUP BY device_id, seq "
-                     "HAVING COUNT(*) > 1)").fetchone()[0]
-    ev_dec = db.execute("SELECT COUNT(*) FROM records r LEFT JOIN alerts a ON a.device_id = r.device_id "
+    dup = be.execute("SELECT COUNT(*) FROM (SELECT device_id, seq FROM records GROUP BY device_id, seq "
+                     "HAVING COUNT(*) > 1) AS d").fetchone()[0]
+    ev_dec = be.execute("SELECT COUNT(*) FROM records r LEFT JOIN alerts a ON a.device_id = r.device_id "
                         "AND a.incarnation = r.incarnation AND a.seq = r.seq "
                         "WHERE r.kind = 'event' AND a.alert_id IS NULL").fetchone()[0]
     pending = sum(r.get("pending", 0) for r in res.device_reports.values())
     out["every record stored exactly once"] = (
         not bad and dup == 0 and pending == 0,
-        f"{sum(res.appended.values())} appended, {db.execute('SELECT COUNT(*) FROM records').fetchone()[0]} stored, "
+        f"{sum(res.appended.values())} appended, {be.execute('SELECT COUNT(*) FROM records').fetchone()[0]} stored, "
         f"{dup} duplicates, {pending} left in outboxes" + (f"; {bad[:3]}" if bad else ""))
     out["every event decided once"] = (ev_dec == 0, f"{ev_dec} stored events without a decision")
     # 2. retraining requests: recompute each condition from the store
@@ -164,41 +164,42 @@ def invariants(res: SimResult) -> dict[str, tuple[bool, str]]:
         (f"; LEAKED: {leak}" if leak else ""))
     # 4. rollout states consistent
     incons = []
-    for ro in db.query("SELECT id, state FROM rollouts"):
-        states = Counter(r[0] for r in db.execute("SELECT state FROM rollout_devices WHERE rollout_id = ?", [ro["id"]]))
-        outstanding = db.execute("SELECT COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND outstanding IS NOT NULL",
+    for ro in be.query("SELECT id, state FROM rollouts"):
+        states = Counter(r[0] for r in be.execute("SELECT state FROM rollout_devices WHERE rollout_id = ?",
+                                                  [ro["id"]]).fetchall())
+        outstanding = be.execute("SELECT COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND outstanding IS NOT NULL",
                                  [ro["id"]]).fetchone()[0]
         if ro["state"] == "completed" and (set(states) - {"promoted", "failed"} or outstanding):
             incons.append(f"rollout {ro['id']} completed with devices {dict(states)}")
         if ro["state"] == "rolled_back" and (states.get("promoted") or states.get("installed_shadow") or outstanding):
             incons.append(f"rollout {ro['id']} rolled back with devices {dict(states)}")
-    fleet_rel = db.execute("SELECT COUNT(*) FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()[0]
+    fleet_rel = be.execute("SELECT COUNT(*) FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()[0]
     if fleet_rel != 1:
         incons.append(f"{fleet_rel} releases with status fleet")
     # what the devices run at the end matches the fleet release (or an active rollout's stage)
-    active_ro = db.execute("SELECT COUNT(*) FROM rollouts WHERE state IN ('shadow','canary','fleet','halted')").fetchone()[0]
-    fleet_v = db.execute("SELECT version FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()
+    active_ro = be.execute("SELECT COUNT(*) FROM rollouts WHERE state IN ('shadow','canary','fleet','halted')").fetchone()[0]
+    fleet_v = be.execute("SELECT version FROM releases WHERE name = 'collar' AND status = 'fleet'").fetchone()
     if not active_ro and fleet_v is not None:
         off = [d for d, r in res.device_reports.items() if str(r.get("active_version")) != str(fleet_v[0])]
         if off:
             incons.append(f"{len(off)} devices do not run fleet release v{fleet_v[0]}: {off[:3]}")
     out["rollout states consistent"] = (not incons, "; ".join(incons) or
-                                        f"{db.execute('SELECT COUNT(*) FROM rollouts').fetchone()[0]} rollouts")
+                                        f"{be.execute('SELECT COUNT(*) FROM rollouts').fetchone()[0]} rollouts")
     return out
 
 
 def _recheck_request(res: SimResult, r: Any) -> tuple[bool, str]:
     """Recompute a request's condition with plain SQL over alerts/feedback (not the rule code)."""
-    db = res.store.db
+    be = res.store.backend
     rule = next((x for x in load_rules(res) if x.name == r.rule), None)
     if rule is None:
         return False, "rule unknown"
-    sha = db.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?", [rule.model_name, r.model_version]).fetchone()
+    sha = be.execute("SELECT sha256 FROM releases WHERE name = ? AND version = ?", [rule.model_name, r.model_version]).fetchone()
     aliases = {r.model_version} | ({sha[0], sha[0][:12]} if sha and sha[0] else set())
     now = r.created
 
     def labelled(since: float | None) -> list[tuple[str, bool, str, float]]:
-        rows = db.execute(
+        rows = be.execute(
             "SELECT a.alert_id, a.notified_at IS NOT NULL OR a.action = 'notify', f.action, f.label, f.ts, a.model_version, a.ts "
             "FROM feedback f JOIN alerts a ON a.alert_id = f.alert_id WHERE f.ts <= ? AND f.action IN "
             "('confirm','dismiss','normal_for_her','label') ORDER BY f.ts, f.id", [now]).fetchall()
@@ -227,11 +228,11 @@ def _recheck_request(res: SimResult, r: Any) -> tuple[bool, str]:
         ok = n >= rule.min_labelled and tp / n < rule.min_precision
         return ok, f"recomputed precision {tp}/{n}"
     if r.kind == "new_cases":
-        prev = db.execute("SELECT MAX(created) FROM retrain_requests WHERE rule = ? AND model_version = ? AND id < ?",
+        prev = be.execute("SELECT MAX(created) FROM retrain_requests WHERE rule = ? AND model_version = ? AND id < ?",
                           [r.rule, r.model_version, r.id]).fetchone()[0]
         kinds = {"miss": "miss", "fp": "false_alarm"}
         items = [x for x in labelled(None) if kinds.get(x[2]) in rule.case_kinds and (prev is None or x[3] > prev)]
-        orphans = db.execute("SELECT COUNT(*) FROM feedback WHERE alert_id = '' AND action = 'label' AND ts <= ? "
+        orphans = be.execute("SELECT COUNT(*) FROM feedback WHERE alert_id = '' AND action = 'label' AND ts <= ? "
                              "AND lower(label) IN ('miss','missed','missed_event','missed_alert') AND model_version IN "
                              f"({','.join('?' * len(aliases))})" + (" AND ts > ?" if prev is not None else ""),
                              [now, *aliases, *([prev] if prev is not None else [])]).fetchone()[0]
@@ -333,16 +334,16 @@ def personalisation_gaps(res: SimResult) -> Counter[str]:
     """Why phase-2 false alerts were not caught by personalisation: no personalisation row for
     the individual yet, a metric of the event without a row, or a deviation beyond the accepted
     threshold (rows as of the alert's time)."""
-    db = res.store.db
+    be = res.store.backend
     t0, split = res.start_ts, res.start_ts + res.cfg.split_day * DAY
     by_ind = {s.individual_id: s for s in res.fleet}
     out: Counter[str] = Counter()
-    for ind, ts, metrics, base, obs in db.execute(
+    for ind, ts, metrics, base, obs in be.execute(
             "SELECT individual_id, ts, metrics, baseline, observed FROM alerts WHERE notified_at IS NOT NULL "
             "AND ts >= ?", [split]).fetchall():
         if by_ind[ind].condition_at(ts - t0):
             continue
-        rows = {r[0]: r[1] for r in db.execute(
+        rows = {r[0]: r[1] for r in be.execute(
             "SELECT metric, MAX(threshold) FROM personalisation WHERE individual_id = ? AND ts < ? GROUP BY metric",
             [ind, ts]).fetchall()}
         m, b, o = json.loads(metrics or "[]"), json.loads(base or "{}"), json.loads(obs or "{}")
@@ -370,10 +371,10 @@ def lost_conditions(res: SimResult, control: SimResult) -> list[str]:
             lo, hi = t0 + c.start, t0 + c.end + GRACE_S
 
             def notified(r: SimResult, ind: str = s.individual_id, lo: float = lo, hi: float = hi) -> bool:
-                return r.store.db.execute(q + " AND notified_at IS NOT NULL LIMIT 1", [ind, lo, hi]).fetchone() is not None
+                return r.store.backend.execute(q + " AND notified_at IS NOT NULL LIMIT 1", [ind, lo, hi]).fetchone() is not None
 
             if notified(control) and not notified(res):
-                rules = [r[0] for r in res.store.db.execute(q, [s.individual_id, lo, hi]).fetchall()]
+                rules = [r[0] for r in res.store.backend.execute(q, [s.individual_id, lo, hi]).fetchall()]
                 out.append(f"{s.individual_id} ({s.quirk or 'no quirk'}) {c.kind} +{c.magnitude:.0f}: "
                            + (f"decided {rules}" if rules else "no device event"))
     return out

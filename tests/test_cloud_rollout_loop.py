@@ -36,7 +36,7 @@ def _alerts(store: CloudStore, t0: float, devices: list[str], version: str, tag:
             gate: float | None = None) -> None:
     """Per device: one real problem (hr +20%) and two harmless blips (hr +3%, +5%); owners answer.
     ``gate`` (a resting_hr threshold) drops the alerts a candidate would not raise."""
-    with store.db.atomic():
+    with store.backend.transaction():
         _alerts_tx(store, t0, devices, version, tag, gate)
 
 
@@ -57,7 +57,7 @@ def _alerts_tx(store: CloudStore, t0: float, devices: list[str], version: str, t
 def _open(db: Path) -> CloudStore:
     """The file store the CLI uses, without fsync per commit (this test makes thousands)."""
     store = CloudStore(db)
-    store.db.execute("PRAGMA synchronous=OFF")
+    store.backend.execute("PRAGMA synchronous=OFF")
     return store
 
 
@@ -132,7 +132,7 @@ def test_feedback_to_fleet(tmp_path: Path) -> None:
             assert mgr.on_reply(a.device_id, a.command_name, True, "ok", t + 60)
         st = rollout_status(store, rid, events=0)
         if st["state"] == "canary":  # a day of alerts per tick on both sides
-            promoted = [r[0] for r in store.db.execute(
+            promoted = [r[0] for r in store.backend.execute(
                 "SELECT device_id FROM rollout_devices WHERE state = 'promoted'").fetchall()]
             control = [d for d in DEVICES if d not in promoted]
             fed += 1
