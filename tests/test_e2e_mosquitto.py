@@ -96,7 +96,8 @@ def test_collars_through_pty_agent_mosquitto_cloud(tmp_path: Path, mosquitto, st
     for dev, fin in finals.items():
         appended = sum(v for k, v in fin["outbox"].items() if k.startswith("appended."))
         assert fin["pending"] == 0, f"{dev}: rows left unacknowledged in the outbox"
-        seqs = [r[0] for r in store.db.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", [dev])]
+        seqs = [r[0] for r in store.backend.execute("SELECT seq FROM records WHERE device_id = ? ORDER BY seq",
+                                                     [dev]).fetchall()]
         assert seqs == list(range(1, appended + 1)), f"{dev}: stored seqs are not exactly the written ones"
         assert fin["ingest"]["bytes_rejected"] == 0 and fin["ingest"]["windows"] >= DAYS * 1440 - 1
     illness = fleet[0].conditions[0]
@@ -107,5 +108,5 @@ def test_collars_through_pty_agent_mosquitto_cloud(tmp_path: Path, mosquitto, st
     decided = {d.individual_id: d.action for d in svc.agg.decisions}
     assert decided.get("bella") in ("notify", "collect_more", "uncertain"), svc.agg.decisions
     assert svc.agg.counts["rejected"] == 0
-    states = {r["device_id"]: r["state"] for r in store.db["devices"].rows}
+    states = {r["device_id"]: r["state"] for r in store.backend.query("SELECT device_id, state FROM devices")}
     assert states == {"collar-000": "stopped", "collar-004": "stopped"}, "clean shutdown status"

@@ -22,7 +22,7 @@ from cloud.quality import quality_by_model_version
 from cloud.rules.notify import NotificationPolicy, get_decision
 from cloud.store.backend import StoreUrlError, parse_store_url
 from cloud.store.db import CloudStore, open_store
-from cloud.store.schema import apply_sqlite_all, postgres_columns
+from cloud.store.schema import postgres_columns
 from shared import schemas, topics
 
 EV_TS = T0 + 3 * 86400 + 7200
@@ -139,9 +139,7 @@ def test_feedback_and_quality_read_the_same_store(store: CloudStore) -> None:
 
 
 def test_the_schema_is_the_same_on_both_back_ends(store: CloudStore) -> None:
-    """Every table and column the migration sets define exists in the opened store."""
-    if store.dialect == "sqlite":
-        apply_sqlite_all(store.db)  # SQLite modules create their tables on first use
+    """Every table and column the migration sets define exists in the store as it opens."""
     want = postgres_columns()
     for table, (cols, _) in want.items():
         got = store.records_repo.b.query(f'SELECT * FROM "{table}" LIMIT 0')
@@ -252,7 +250,7 @@ def test_aggregators_opening_a_fresh_store_at_once_all_succeed(store_url: str) -
 
 def test_regression_cases_cannot_be_deleted_on_either_back_end(store: CloudStore) -> None:
     """Inherited regression cases are kept forever: SQLite's trigger, and its PostgreSQL form."""
-    store.db.execute("INSERT INTO regression_cases (source_key, created) VALUES (?, ?)", ["case-1", 1.0])
+    store.backend.execute("INSERT INTO regression_cases (source_key, created) VALUES (?, ?)", ["case-1", 1.0])
     with pytest.raises(Exception, match="kept forever"):
-        store.db.execute("DELETE FROM regression_cases WHERE source_key = ?", ["case-1"])
-    assert store.db.execute("SELECT COUNT(*) FROM regression_cases").fetchone()[0] == 1
+        store.backend.execute("DELETE FROM regression_cases WHERE source_key = ?", ["case-1"])
+    assert store.backend.execute("SELECT COUNT(*) FROM regression_cases").fetchone()[0] == 1

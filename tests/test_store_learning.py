@@ -80,8 +80,8 @@ def test_evidence_reads_filter_and_order(any_store: CloudStore) -> None:
     assert [f["id"] for f in ev.feedback(NOW)] == [ids[3], ids[0], ids[1]]
     assert [f["alert_id"] for f in ev.feedback(NOW, ("confirm", "dismiss"))] == ["a"]
     assert [f["alert_id"] for f in ev.feedback(NOW + 10, ("confirm", "dismiss"), NOW - 20)] == ["a", "c"]
-    # the module functions take the store, its back end, or (for callers not yet moved) store.db
-    for source in (any_store, any_store.backend, any_store.db):
+    # the module functions take the store or its back end
+    for source in (any_store, any_store.backend):
         assert [a["alert_id"] for a in load_alerts(source, "ts >= ?", [NOW - 10])] == ["a", "b"]
         assert [f["action"] for f in load_feedback(source, NOW, "action = ?", ["label"])] == ["label"]
         assert [(i.alert_id, i.outcome) for i in labelled(source, NOW)] == [(None, "miss"), ("a", "tp")]

@@ -40,7 +40,7 @@ from cloud.rules.notify import (
     decide_batch,
 )
 from cloud.store import bindings
-from cloud.store.db import CloudStore, StoreResult, write_lock
+from cloud.store.db import CloudStore, StoreResult
 from cloud.store.leases import Leases, holder_id
 from cloud.timestamps import check_record
 from shared import schemas, topics
@@ -293,7 +293,7 @@ class Aggregator:
         """Store the batches' records and decide their new events in one transaction (stored and
         decided together, or neither), then act on the decisions, count and ack each batch."""
         timely = [self._timely(topic, g.batch) for topic, g in gots]
-        with write_lock(self.store.db):
+        with self.store.backend.transaction():
             unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b, _ in timely
                        if b.records and (b.device_id, b.incarnation) not in self._incarnations}
             new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
@@ -316,7 +316,7 @@ class Aggregator:
             if res.new:
                 self.clock.observe(max(rec.ts for rec in res.new))
         if decisions:
-            with write_lock(self.store.db):  # the notifiers' records of the group in one transaction
+            with self.store.backend.transaction():  # the notifiers' records of the group in one transaction
                 for b, res in zip(batches, results, strict=True):
                     for rec in res.new:
                         d = decisions.get((b.device_id, b.incarnation, rec.seq))

@@ -32,9 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
-from cloud.store.backend import Backend, SqliteBackend
+from cloud.store.backend import Backend
 from cloud.store.db import CloudStore
 from cloud.store.regression import EvidenceRepository
 
@@ -78,18 +76,12 @@ class Labelled:
         return {"miss": "miss", "fp": "false_alarm", "tp": "confirmed"}.get(self.outcome or "")
 
 
-EvidenceSource = CloudStore | Backend | Database
+EvidenceSource = CloudStore | Backend
 
 
 def evidence_repo(source: EvidenceSource) -> EvidenceRepository:
-    """The evidence reads of a store (or of its back end). ``store.db`` is still accepted for
-    callers not yet on repositories (SQLite's ``Database``, or the PostgreSQL compatibility layer,
-    which carries its back end)."""
-    if isinstance(source, CloudStore):
-        return EvidenceRepository(source.backend)
-    if isinstance(source, Database):
-        return EvidenceRepository(SqliteBackend(source.conn))
-    return EvidenceRepository(getattr(source, "backend", source))  # PgDatabase carries its back end
+    """The evidence reads of a store (or of its back end)."""
+    return EvidenceRepository(source.backend if isinstance(source, CloudStore) else source)
 
 
 def version_key(v: Any) -> str | None:

@@ -114,8 +114,8 @@ class Rows:
 
 
 class SqliteBackend:
-    """SQLite over one ``sqlite3`` connection (shared with the sqlite-utils ``Database`` of the
-    modules not yet on repositories)."""
+    """SQLite over one ``sqlite3`` connection (shared with the sqlite-utils ``Database`` the
+    migrations run on)."""
 
     dialect: Dialect = "sqlite"
 

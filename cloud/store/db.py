@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -26,14 +26,12 @@ from cloud.store.backend import (
     open_backend,
     parse_store_url,
 )
-from cloud.store.locks import write_lock
-from cloud.store.pgcompat import PgDatabase
 from cloud.store.records import RecordRepository, StoreResult
 from cloud.store.schema import apply_postgres, apply_sqlite_all
 from shared.errors import InputError
 from shared.schemas import UplinkBatch
 
-__all__ = ["CloudStore", "StoreOpenError", "StoreResult", "open_store", "write_lock"]
+__all__ = ["CloudStore", "StoreOpenError", "StoreResult", "open_store"]
 
 logger = logging.getLogger(__name__)
 migrations = Migrations("edgeloop.cloud.store")
@@ -104,9 +102,9 @@ class StoreOpenError(InputError):
 
 
 class CloudStore:
-    """The cloud's store: a back end chosen by URL (:func:`open_store`), its repositories, and
-    ``db``, the sqlite-utils ``Database`` of the modules not yet on repositories (on PostgreSQL
-    the compatibility layer of :mod:`cloud.store.pgcompat`)."""
+    """The cloud's store: a back end chosen by URL (:func:`open_store`) and its repositories.
+    Every statement of the cloud is a repository's, on ``backend``; on SQLite ``db`` is the
+    sqlite-utils ``Database`` the migrations run on (and tests inspect)."""
 
     def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
         """``path``: a SQLite file, ``sqlite:///path``, ``postgresql://...``; None: in memory.
@@ -120,22 +118,30 @@ class CloudStore:
             self.backend: Backend = open_backend(str(path) if path is not None else None)
             if isinstance(self.backend, SqliteBackend):
                 # one connection, used by one thread at a time (the service hands it over at stop)
-                self.db = Database(self.backend.conn)
+                self._sqlite = Database(self.backend.conn)
                 if self.url.path:
                     _wal(self.backend.conn)
-                    self.db.execute("PRAGMA synchronous=FULL")
+                    self._sqlite.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             raise StoreOpenError(f"cannot open the cloud database {self.url.path} ({exc}): check that its folder "
                                  "exists and is writable and that the file is an edgeloop database, or "
                                  "pass another --db") from None
         if isinstance(self.backend, SqliteBackend):
-            self.db.execute("PRAGMA busy_timeout=5000")
-            apply_sqlite_all(self.db)  # every table of the registry, once, when the store opens
+            self._sqlite.execute("PRAGMA busy_timeout=5000")
+            apply_sqlite_all(self._sqlite)  # every table of the registry, once, when the store opens
         else:
             assert isinstance(self.backend, PostgresBackend)
             apply_postgres(self.backend)
-            self.db = cast(Database, PgDatabase(self.backend))
         self.records_repo = RecordRepository(self.backend)
+
+    @property
+    def db(self) -> Database:
+        """SQLite's sqlite-utils ``Database`` over the store's connection (migrations, inspection
+        in tests); a PostgreSQL store has none: read through ``backend`` or a repository."""
+        if self.backend.dialect != "sqlite":
+            raise TypeError("store.db is a SQLite store's sqlite-utils Database; this store is on PostgreSQL: "
+                            "use store.backend or a repository of cloud/store")
+        return self._sqlite
 
     @property
     def alerts(self) -> AlertRepository:
@@ -181,12 +187,7 @@ class CloudStore:
     def current_incarnation(self, device_id: str) -> str:
         """The device's incarnation now: its latest status's, else the newest one its records
         brought, else "" (never seen, or a v1 device)."""
-        row = self.db.execute("SELECT incarnation FROM devices WHERE device_id = ?", [device_id]).fetchone()
-        if row and row[0]:
-            return str(row[0])
-        row = self.db.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
-                              "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
-        return str(row[0]) if row else ""
+        return self.records_repo.current_incarnation(device_id)
 
     def reject(self, source: str, reason: str, size: int) -> None:
         """Record a rejected message (bounded: keeps the latest 10,000)."""

@@ -1,4 +1,5 @@
-"""The write lock every writer of the store takes (either back end)."""
+"""SQLite's write lock, taken up front: the migrations of processes opening one fresh file at once
+queue on it (the repositories' writers use ``Backend.transaction``, the same lock)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,7 @@ from sqlite_utils import Database
 @contextlib.contextmanager
 def write_lock(db: Database) -> Iterator[None]:
     """One transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
-    aggregators on one database cannot both act on stale reads; nested use is a savepoint.
-    On PostgreSQL (``db`` is the compatibility layer) a transaction of the store's back end."""
-    backend = getattr(db, "backend", None)
-    if backend is not None:
-        with backend.transaction():
-            yield
-        return
+    aggregators on one database cannot both act on stale reads; nested use is a savepoint."""
     if db.conn.in_transaction:
         with db.atomic():
             yield

@@ -79,6 +79,16 @@ class RecordRepository:
             "GROUP BY device_id", devices).fetchall())
         return {(d, i): int(counts[d]) - 1 for d, i in new}
 
+    def current_incarnation(self, device_id: str) -> str:
+        """The device's incarnation now: its latest status's, else the newest one its records
+        brought, else "" (never seen, or a v1 device)."""
+        row = self.b.execute("SELECT incarnation FROM devices WHERE device_id = ?", [device_id]).fetchone()
+        if row and row[0]:
+            return str(row[0])
+        row = self.b.execute("SELECT incarnation FROM incarnations WHERE device_id = ? "
+                             "ORDER BY first_seen DESC LIMIT 1", [device_id]).fetchone()
+        return str(row[0]) if row else ""
+
     def record(self, device_id: str, incarnation: str, seq: int) -> dict[str, Any] | None:
         rows = self.b.query("SELECT * FROM records WHERE device_id = ? AND incarnation = ? AND seq = ?",
                             [device_id, incarnation, seq])

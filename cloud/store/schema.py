@@ -16,7 +16,6 @@ import importlib
 import re
 import sqlite3
 from functools import cache
-from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -59,7 +58,7 @@ def _q(name: str) -> str:
 @cache
 def _scratch() -> Database:
     """Every migration set applied to one in-memory SQLite database: the schema the PostgreSQL DDL
-    and the compatibility layer's column lists are read from (built once per process)."""
+    and the column lists are read from (built once per process)."""
     scratch = Database(sqlite3.connect(":memory:", check_same_thread=False))
     for m in migration_sets():
         m.apply(scratch)
@@ -126,8 +125,8 @@ def _postgres_triggers(conn: sqlite3.Connection) -> list[str]:
 
 @cache
 def postgres_columns() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """{table: (columns, primary key columns)} of the PostgreSQL schema (for the compatibility
-    layer's upserts)."""
+    """{table: (columns, primary key columns)} of the schema both back ends get (the store suite
+    checks a PostgreSQL store against it)."""
     scratch = _scratch()
     out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for t in scratch.tables:
@@ -176,10 +175,3 @@ def apply_sqlite_all(db: Database) -> None:
     it opens, so no module needs to create its tables on first use)."""
     for m in migration_sets():
         apply_sqlite(db, m)
-
-
-def ensure_set(db: Any, migrations: Migrations) -> None:
-    """A module's ``ensure_schema``: SQLite applies the set; on PostgreSQL the registry already
-    created every table when the store was opened."""
-    if isinstance(db, Database):
-        apply_sqlite(db, migrations)
