@@ -10,6 +10,7 @@ simulated days decide deterministically; a live aggregator passes ``time.time()`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -210,6 +211,12 @@ _BOOL_FACTS = ("quiet_hours", "warming_up", "stale", "silenced", "personalised",
                "incident_open", "escalates", "recently_notified", "collecting")
 
 
+@functools.cache
+def _bool_conditions(when: When) -> tuple[tuple[str, bool], ...]:
+    """The yes/no facts a rule names, with the answer it wants (read once per rule, not per event)."""
+    return tuple((name, want) for name in _BOOL_FACTS if (want := getattr(when, name)) is not None)
+
+
 def matches(when: When, f: Facts) -> bool:
     """Do all of a rule's conditions hold? Cheap event checks first, store queries last."""
     ev = f.ev
@@ -235,9 +242,8 @@ def matches(when: When, f: Facts) -> bool:
         a, b = when.local_time_between
         if not in_window(local_seconds(f.t, f.prefs.tz_offset_h), a, b):
             return False
-    for name in _BOOL_FACTS:
-        want = getattr(when, name)
-        if want is not None and bool(getattr(f, name)) != want:
+    for name, want in _bool_conditions(when):
+        if bool(getattr(f, name)) != want:
             return False
     return not (when.recent_alerts_at_least is not None
                 and f.recent_alerts(when.recent_window_s) < when.recent_alerts_at_least)
