@@ -180,3 +180,22 @@ def test_the_record_clock_follows_the_newest_stored_record_and_never_goes_back()
     assert agg.clock.started() and agg.now() == T0 + 500, "an older record moved the clock back"
     live = Aggregator(CloudStore(), NotificationPolicy.from_toml(None), publish=lambda t, p: None)
     assert isinstance(live.clock, WallClock) and abs(live.now() - time.time()) < 5
+
+
+def test_a_status_from_a_device_with_a_bad_clock_keeps_its_state_not_its_time() -> None:
+    """A status dated year 3000 (or 1970): the device is online (the broker delivered it), so its
+    state is kept; its time is not stored, and the refusal is counted and kept with its reason."""
+    agg, _, _ = make()
+    for i, ts in enumerate((32503680000.0, 1.0)):
+        dev = f"collar-00{i}"
+        agg.handle_message(topics.status(dev), schemas.encode(schemas.Status(dev, "online", ts)))
+        row = agg.store.backend.query("SELECT state, status_ts FROM devices WHERE device_id = ?", [dev])
+        assert row == [{"state": "online", "status_ts": None}], row
+    agg.flush_rejections()
+    reasons = [r["reason"] for r in agg.store.backend.query("SELECT reason FROM rejections ORDER BY id")]
+    assert agg.counts["status_ts_refused"] == 2 and len(reasons) == 2 and agg.counts["rejected"] == 0
+    assert "days after the cloud's clock" in reasons[0] and "before 2000-01-01" in reasons[1]
+    assert all("'online' is kept" in r for r in reasons)
+    agg.handle_message(topics.status("collar-000"), schemas.encode(schemas.Status("collar-000", "offline", T0)))
+    assert agg.store.backend.query("SELECT state, status_ts FROM devices WHERE device_id = 'collar-000'") == \
+        [{"state": "offline", "status_ts": T0}]

@@ -115,12 +115,13 @@ def test_redelivered_feedback_is_stored_once(store):
 # ----------------------------------------------------------------- named errors, counted
 
 @pytest.mark.parametrize(("make", "err", "needle"), [
-    (lambda d: Feedback(alert_id="dev9:999", individual_id="rex", action="confirm", ts=1.0),
+    (lambda d: Feedback(alert_id="dev9:999", individual_id="rex", action="confirm", ts=1.767e9),
      UnknownAlertError, "unknown"),
     (lambda d: fb(d, "confirm", NOON, ind="bella"), WrongIndividualError, "another individual"),
     (lambda d: fb(d, "shrug", NOON), InvalidFeedbackError, "shrug"),
     (lambda d: fb(d, "label", NOON), InvalidFeedbackError, "non-empty label"),
     (lambda d: fb(d, "confirm", float("nan")), InvalidFeedbackError, "finite"),
+    (lambda d: fb(d, "confirm", 32503680000.0), InvalidFeedbackError, "days after the cloud's clock"),  # year 3000
     (lambda d: fb(d, "label", NOON, label="x" * 500), InvalidFeedbackError, "200"),
 ])
 def test_bad_feedback_is_a_named_one_line_counted_error(store, make, err, needle):

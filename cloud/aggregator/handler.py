@@ -42,7 +42,7 @@ from cloud.rules.notify import (
 from cloud.store import bindings
 from cloud.store.db import CloudStore, StoreResult
 from cloud.store.leases import Leases, holder_id
-from cloud.timestamps import check_record
+from cloud.timestamps import check_record, implausible
 from shared import schemas, topics
 from shared.codec import to_json
 from shared.records import CommandReport, DailySummary, Event
@@ -213,7 +213,12 @@ class Aggregator:
         if topic.split("/")[-1] == "status":
             if not isinstance(msg, schemas.Status) or msg.device_id != device_id:
                 raise schemas.SchemaError(f"{topic}: expected a status of {device_id!r}")
-            self.store.set_device_state(device_id, msg.state, msg.ts, msg.incarnation)
+            bad_ts = implausible(msg.ts)
+            if bad_ts is not None:  # the state is true (the broker delivered it); its time is not kept
+                self.counts["status_ts_refused"] += 1
+                self._keep_rejection(topic, f"status {bad_ts}; its state {msg.state!r} is kept, its time is not",
+                                     len(payload))
+            self.store.set_device_state(device_id, msg.state, None if bad_ts else msg.ts, msg.incarnation)
             if msg.incarnation:  # known before its first batch: commands are bound to it
                 self._note_incarnation(device_id, msg.incarnation, 0)
             self.counts["status"] += 1

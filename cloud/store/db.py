@@ -180,7 +180,7 @@ class CloudStore:
         """One stored record by its identity (body decoded), or None."""
         return self.records_repo.record(device_id, incarnation, seq)
 
-    def set_device_state(self, device_id: str, state: str, ts: float, incarnation: str = "") -> None:
+    def set_device_state(self, device_id: str, state: str, ts: float | None, incarnation: str = "") -> None:
         """A status: the device's state and, from a v2 status, its current incarnation."""
         self.records_repo.set_device_state(device_id, state, ts, time.time(), incarnation)
 

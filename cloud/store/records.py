@@ -111,7 +111,8 @@ class RecordRepository:
             return int(self.b.execute("SELECT COUNT(*) FROM records").fetchone()[0])
         return int(self.b.execute("SELECT COUNT(*) FROM records WHERE kind = ?", [kind]).fetchone()[0])
 
-    def set_device_state(self, device_id: str, state: str, ts: float, now: float, incarnation: str = "") -> None:
+    def set_device_state(self, device_id: str, state: str, ts: float | None, now: float,
+                         incarnation: str = "") -> None:
         """A status: the device's state and, when the status names one, its current incarnation."""
         self.b.execute("INSERT INTO devices (device_id, state, last_seen, status_ts, incarnation) "
                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, "
