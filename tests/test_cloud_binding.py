@@ -115,6 +115,29 @@ def test_first_seen_binds_one_individual_and_a_different_one_waits_for_an_operat
     assert repo(agg.store).listing()[1][0]["individual_id"] == "bella", "the operator's list"
 
 
+def test_one_group_of_batches_binds_and_refuses_as_one_at_a_time_would(any_store: CloudStore) -> None:
+    """Batches handled together (the group commit reads the group's claims in two queries and
+    binds in one statement) bind and refuse exactly as the same batches one at a time: the first
+    device to claim bella takes her, the second in the same group is refused naming the holder,
+    and a name that is another device's id (its own batch earlier in the group) is refused."""
+    agg, sent, _ = make(any_store)
+
+    def up(dev: str, *recs: schemas.Record) -> tuple[str, bytes]:
+        return topics.uplink(dev), schemas.encode(schemas.UplinkBatch(dev, tuple(recs), INC))
+
+    agg.handle_messages([up("collar-001", summary(1, "bella")), up("collar-002", summary(1, "bella")),
+                         up("collar-003", summary(1, "collar-001")), up("collar-004", summary(1, "daisy"))])
+    assert repo(any_store).bound_many(["collar-001", "collar-002", "collar-003", "collar-004"]) == {
+        "collar-001": {"bella"}, "collar-002": set(), "collar-003": set(), "collar-004": {"daisy"}}
+    two, three = last_ack(sent, "collar-002"), last_ack(sent, "collar-003")
+    assert [r.seq for r in two.rejected] == [1] and "bound to device collar-001" in two.rejected[0].reason
+    assert [r.seq for r in three.rejected] == [1] and "another device's id" in three.rejected[0].reason
+    assert last_ack(sent, "collar-001").rejected == () and last_ack(sent, "collar-004").rejected == ()
+    claims = any_store.backend.query("SELECT device_id, individual_id FROM binding_conflicts ORDER BY device_id")
+    assert claims == [{"device_id": "collar-002", "individual_id": "bella"},
+                      {"device_id": "collar-003", "individual_id": "collar-001"}]
+
+
 def test_records_under_the_devices_own_id_never_take_its_binding(any_store: CloudStore) -> None:
     """An agent whose sensor named no valid individual files records under the device id; the
     name that arrives later is still bound first-seen."""

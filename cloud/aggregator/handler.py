@@ -252,14 +252,15 @@ class Aggregator:
                 self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "timestamp")
         return replace(batch, records=tuple(keep)), refused
 
-    def _bound(self, topic: str, batch: schemas.UplinkBatch,
-               known: dict[str, set[str]] | None = None) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+    def _bound(self, topic: str, batch: schemas.UplinkBatch, known: dict[str, set[str]] | None = None,
+               ctx: bindings.ClaimContext | None = None) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
         """The batch without its records for individuals the device is not bound to (inside the
         batch's transaction: a first-seen binding commits with the records). ``known``: the
-        group's devices' bindings, read once (updated as first-seen ones are bound)."""
+        group's devices' bindings, read once (updated as first-seen ones are bound); ``ctx``: the
+        group's claims, read once."""
         verdict = bindings.BindingRepository(self.store.backend).admit(
             batch.device_id, (r.individual_id for r in batch.records), self.binding,
-            bound=None if known is None else known[batch.device_id])
+            bound=None if known is None else known[batch.device_id], ctx=ctx)
         for ind in verdict.bound_now:
             logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
                                                    "source": "first_seen"})
@@ -302,8 +303,11 @@ class Aggregator:
             unknown = {(b.device_id, b.incarnation): min(r.seq for r in b.records) for b, _ in timely
                        if b.records and (b.device_id, b.incarnation) not in self._incarnations}
             new = self.store.note_incarnations([(d, i, s) for (d, i), s in unknown.items()])
-            known = bindings.BindingRepository(self.store.backend).bound_many(b.device_id for b, _ in timely)
-            bound = [self._bound(topic, b, known) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
+            repo = bindings.BindingRepository(self.store.backend)
+            known = repo.bound_many(b.device_id for b, _ in timely)
+            ctx = repo.claim_context(((b.device_id, (r.individual_id for r in b.records)) for b, _ in timely), known)
+            bound = [self._bound(topic, b, known, ctx) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
+            repo.bind_pending(ctx)
             batches = [b for b, _ in bound]
             # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
             # cooldowns); SQLite's write lock already holds the whole database

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlite_utils import Database
@@ -51,6 +51,17 @@ class Verdict:
 
 
 
+@dataclass
+class ClaimContext:
+    """What a group of batches' new claims need, read in two queries for the whole group: who
+    holds each claimed individual, and which claimed names are devices' ids. First-seen bindings
+    decided against it wait in ``pending`` for one insert (:meth:`BindingRepository.bind_pending`)."""
+
+    holders: dict[str, list[str]]
+    device_ids: set[str]
+    pending: list[tuple[str, str, str, float]] = field(default_factory=list)
+
+
 class BindingRepository:
     """``bindings`` and ``binding_conflicts`` (and a look at ``incarnations``: is a name a device's id?)."""
 
@@ -71,15 +82,40 @@ class BindingRepository:
                 out[d].add(ind)
         return out
 
+    def claim_context(self, claims: Iterable[tuple[str, Iterable[str]]],
+                      bound: dict[str, set[str]]) -> ClaimContext:
+        """The context of a group's claims: ``claims`` are (device, its batch's individuals),
+        ``bound`` the devices' bindings (:meth:`bound_many`); only names not yet bound are read."""
+        names = sorted({ind for dev, inds in claims for ind in inds if ind != dev and ind not in bound.get(dev, ())})
+        holders: dict[str, list[str]] = {}
+        device_ids: set[str] = set()
+        if names:
+            marks = ", ".join("?" * len(names))
+            for dev, ind in self.b.execute(f"SELECT device_id, individual_id FROM bindings WHERE individual_id IN "
+                                           f"({marks}) ORDER BY device_id", names).fetchall():
+                holders.setdefault(ind, []).append(dev)
+            device_ids = {r[0] for r in self.b.execute(f"SELECT DISTINCT device_id FROM incarnations WHERE "
+                                                       f"device_id IN ({marks})", names).fetchall()}
+        return ClaimContext(holders, device_ids)
+
+    def bind_pending(self, ctx: ClaimContext) -> None:
+        """The first-seen bindings of a group, in one statement (the caller's transaction)."""
+        if ctx.pending:
+            self.b.insert_many("bindings", ("device_id", "individual_id", "source", "bound_at"),
+                               ("text", "text", "text", "float8"), ctx.pending)
+            ctx.pending.clear()
+
     def holders(self, individual_id: str) -> list[str]:
         return [r[0] for r in self.b.execute("SELECT device_id FROM bindings WHERE individual_id = ? "
                                              "ORDER BY device_id", [individual_id]).fetchall()]
 
     def admit(self, device_id: str, individuals: Iterable[str], policy: Policy = "first_seen",
-              now: float | None = None, bound: set[str] | None = None) -> Verdict:
+              now: float | None = None, bound: set[str] | None = None, ctx: ClaimContext | None = None) -> Verdict:
         """Decide, in the caller's transaction, which of ``individuals`` (a batch's, in order) the
         device may speak for; bind first-seen ones and note refused claims for the operator.
-        ``bound``: the device's bindings already read (:meth:`bound_many`); updated in place."""
+        ``bound``: the device's bindings already read (:meth:`bound_many`); updated in place.
+        ``ctx``: the group's :meth:`claim_context`: no query here, and the first-seen bindings
+        wait in it for :meth:`bind_pending`."""
         now = time.time() if now is None else now
         bound = self.bound_to(device_id) if bound is None else bound
         refused: dict[str, str] = {}
@@ -87,19 +123,24 @@ class BindingRepository:
         for ind in dict.fromkeys(individuals):
             if ind == device_id or ind in bound:
                 continue
-            reason = self._claim(device_id, ind, bound, policy)
+            reason = self._claim(device_id, ind, bound, policy, ctx)
             if reason is None:
-                self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) "
-                               "VALUES (?, ?, ?, ?)", [device_id, ind, "first_seen", now])
+                if ctx is None:
+                    self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) "
+                                   "VALUES (?, ?, ?, ?)", [device_id, ind, "first_seen", now])
+                else:
+                    ctx.pending.append((device_id, ind, "first_seen", now))
+                    ctx.holders[ind] = sorted([*ctx.holders.get(ind, []), device_id])
                 bound.add(ind)
                 new.append(ind)
             else:
                 refused[ind] = reason
         return Verdict(refused, tuple(new))
 
-    def _claim(self, device_id: str, ind: str, bound: set[str], policy: Policy) -> str | None:
+    def _claim(self, device_id: str, ind: str, bound: set[str], policy: Policy,
+               ctx: ClaimContext | None = None) -> str | None:
         fix = f"if it is right, an operator runs: edgeloop bind --device {device_id} --individual {ind}"
-        others = self.holders(ind)
+        others = self.holders(ind) if ctx is None else ctx.holders.get(ind, [])
         held = f"individual {ind!r} is bound to device {', '.join(others)}" if others else ""
         if bound:
             return (f"device {device_id} is bound to {', '.join(sorted(bound))}, not {ind!r}"
@@ -108,7 +149,8 @@ class BindingRepository:
             return f"{held}: {fix}"
         if policy == "provisioned":
             return f"device {device_id} is not provisioned for {ind!r} (binding = 'provisioned'): {fix}"
-        if self.b.execute("SELECT 1 FROM incarnations WHERE device_id = ? LIMIT 1", [ind]).fetchone():
+        if (ind in ctx.device_ids if ctx is not None else
+                self.b.execute("SELECT 1 FROM incarnations WHERE device_id = ? LIMIT 1", [ind]).fetchone()):
             return f"{ind!r} is another device's id: {fix}"
         return None
 
