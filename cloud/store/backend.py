@@ -187,6 +187,15 @@ class SqliteBackend:
         self.conn.close()
 
 
+def where_equal(**columns: Any) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` for the columns given a value (None or "" leaves one out), and
+    its parameters; ("", []) when none is given."""
+    given = {c: v for c, v in columns.items() if v is not None and v != ""}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{c} = ?" for c in given), list(given.values())
+
+
 _QMARK = re.compile(r"\?")
 
 

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cloud.store.backend import Backend, PostgresBackend, SqliteBackend, parse_store_url
+from cloud.store.backend import (
+    Backend,
+    PostgresBackend,
+    SqliteBackend,
+    parse_store_url,
+    where_equal,
+)
 
 _MISSING = ("no such table", "no such column", "does not exist")  # SQLite's and PostgreSQL's words
 
@@ -148,15 +154,8 @@ class ReadModel:
 
     def alerts(self, *, incident_id: str | None = None, individual_id: str | None = None,
                limit: int = 200) -> list[dict[str, Any]]:
-        where, args = [], []
-        if incident_id:
-            where.append("incident_id = ?")
-            args.append(incident_id)
-        if individual_id:
-            where.append("individual_id = ?")
-            args.append(individual_id)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC LIMIT ?"
-        out = self._rows(sql, [*args, limit])
+        where, args = where_equal(incident_id=incident_id, individual_id=individual_id)
+        out = self._rows(f"SELECT * FROM alerts{where} ORDER BY ts DESC LIMIT ?", [*args, limit])
         for a in out:
             a["metrics"] = _json(a.get("metrics"), a.get("metrics"))
         return out

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.store.backend import Backend
+from cloud.store.backend import Backend, where_equal
 from shared.codec import to_json
 from shared.schemas import Record, UplinkBatch
 
@@ -95,15 +95,8 @@ class RecordRepository:
         return dict(rows[0], body=json.loads(rows[0]["body"])) if rows else None
 
     def records(self, kind: str | None = None, individual_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        if individual_id:
-            where.append("individual_id = ?")
-            args.append(individual_id)
-        sql = "SELECT * FROM records" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self.b.query(sql + " ORDER BY ts, device_id, incarnation, seq", args)
+        where, args = where_equal(kind=kind, individual_id=individual_id)
+        rows = self.b.query(f"SELECT * FROM records{where} ORDER BY ts, device_id, incarnation, seq", args)
         return [dict(r, body=json.loads(r["body"])) for r in rows]
 
     def count(self, kind: str | None = None) -> int:
