@@ -303,15 +303,41 @@ def _class_encoder(cls: Any) -> Encoder:
     return encode
 
 
-def _field_encoder(tp: Any) -> Encoder:
-    if tp in (str, int, float, bool, _NONE):
-        return _same
+_PLAIN = (str, int, float, bool, _NONE)
+
+
+def _is_plain(tp: Any) -> bool:
+    """A hint whose values are JSON as they are (scalars, literals of scalars, unions of them)."""
+    if tp in _PLAIN:
+        return True
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal and all(isinstance(a, str | int | float | bool) and not isinstance(a, enum.Enum)
-                                 for a in args):
+    if origin is Literal:
+        return all(isinstance(a, str | int | float | bool) and not isinstance(a, enum.Enum) for a in args)
+    return origin in (Union, types.UnionType) and all(_is_plain(a) for a in args)
+
+
+def _enum_value(v: Any) -> Any:
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+@functools.cache
+def _field_encoder(tp: Any) -> Encoder:
+    """The encoder of one field's hint: plain values as they are, tuples of them as lists, enums
+    by value, dicts of plain values copied, nested dataclasses by their own encoder; anything
+    else through :func:`to_json`."""
+    if _is_plain(tp):
         return _same
-    if origin in (Union, types.UnionType) and all(a in (str, int, float, bool, _NONE) for a in args):
-        return _same
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (str, int, float, bool):
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        enc = _class_encoder(tp)
+        return lambda v: enc(v) if type(v) is tp else to_json(v)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and _is_plain(args[0]):
         return list
+    if origin is dict and len(args) == 2 and args[0] is str and _is_plain(args[1]):
+        return dict
+    if origin in (Union, types.UnionType) and _NONE in args and len(args) == 2:
+        inner = _field_encoder(next(a for a in args if a is not _NONE))
+        return lambda v: None if v is None else inner(v)
     return to_json
