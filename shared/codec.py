@@ -120,11 +120,6 @@ def _dataclass_union(tp: Any) -> bool:
     return len(args) > 1 and all(dataclasses.is_dataclass(a) for a in args)
 
 
-def _value(tp: Any, x: Any, path: str) -> Any:
-    """One value of type ``tp`` from parsed JSON (through the type's compiled decoder)."""
-    return _decoder(tp)(x, path)
-
-
 def _any(x: Any, path: str) -> Any:
     return x
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,21 @@ def test_bench_fleet_quick_prints_its_table_and_exactly_once() -> None:
         assert row.split()[-2:] == ["0", "0"], f"lost / duplicated: {row}"
     assert "peer: raw paho -> mosquitto QoS 1" in out and "peer: bare psycopg insert loop" in out
     assert "exactly once: every event stored once and decided once in every run" in out
+
+
+def test_bench_fleet_in_process_prints_where_the_time_goes() -> None:
+    """``scripts/bench_fleet --in-process --quick``: per-record decode and encode against json's own,
+    and one aggregator's rate with its time split into decoding, storing and deciding, per back end."""
+    from pgdb import require_postgres
+
+    require_postgres()
+    r = subprocess.run([str(REPO / "scripts" / "bench_fleet"), "--in-process", "--quick"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert re.search(r"decode_batch [\d.]+ us per record \(json\.loads of the same bytes [\d.]+ us: [\d.]+x\)",
+                     r.stdout), r.stdout
+    for backend in ("sqlite", "postgresql"):
+        line = next((x for x in r.stdout.splitlines() if x.startswith(f"in process, {backend} ")), "")
+        m = re.search(r"([\d,]+) events/s .* decode (\d+) %, store (\d+) %, decide (\d+) %", line)
+        assert m is not None and int(m[1].replace(",", "")) > 0, r.stdout
+        assert 0 < sum(int(m[k]) for k in (2, 3, 4)) <= 100, line

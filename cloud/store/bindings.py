@@ -114,33 +114,35 @@ class BindingRepository:
         """Decide, in the caller's transaction, which of ``individuals`` (a batch's, in order) the
         device may speak for; bind first-seen ones and note refused claims for the operator.
         ``bound``: the device's bindings already read (:meth:`bound_many`); updated in place.
-        ``ctx``: the group's :meth:`claim_context`: no query here, and the first-seen bindings
-        wait in it for :meth:`bind_pending`."""
+        ``ctx``: the group's :meth:`claim_context`, whose first-seen bindings wait for
+        :meth:`bind_pending`; without one, this batch's own is read and written here."""
         now = time.time() if now is None else now
         bound = self.bound_to(device_id) if bound is None else bound
+        individuals = list(dict.fromkeys(individuals))
+        own = ctx is None
+        if ctx is None:
+            ctx = self.claim_context([(device_id, individuals)], {device_id: bound})
         refused: dict[str, str] = {}
         new: list[str] = []
-        for ind in dict.fromkeys(individuals):
+        for ind in individuals:
             if ind == device_id or ind in bound:
                 continue
             reason = self._claim(device_id, ind, bound, policy, ctx)
             if reason is None:
-                if ctx is None:
-                    self.b.execute("INSERT INTO bindings (device_id, individual_id, source, bound_at) "
-                                   "VALUES (?, ?, ?, ?)", [device_id, ind, "first_seen", now])
-                else:
-                    ctx.pending.append((device_id, ind, "first_seen", now))
-                    ctx.holders[ind] = sorted([*ctx.holders.get(ind, []), device_id])
+                ctx.pending.append((device_id, ind, "first_seen", now))
+                ctx.holders[ind] = sorted([*ctx.holders.get(ind, []), device_id])
                 bound.add(ind)
                 new.append(ind)
             else:
                 refused[ind] = reason
+        if own:
+            self.bind_pending(ctx)
         return Verdict(refused, tuple(new))
 
-    def _claim(self, device_id: str, ind: str, bound: set[str], policy: Policy,
-               ctx: ClaimContext | None = None) -> str | None:
+    @staticmethod
+    def _claim(device_id: str, ind: str, bound: set[str], policy: Policy, ctx: ClaimContext) -> str | None:
         fix = f"if it is right, an operator runs: edgeloop bind --device {device_id} --individual {ind}"
-        others = self.holders(ind) if ctx is None else ctx.holders.get(ind, [])
+        others = ctx.holders.get(ind, [])
         held = f"individual {ind!r} is bound to device {', '.join(others)}" if others else ""
         if bound:
             return (f"device {device_id} is bound to {', '.join(sorted(bound))}, not {ind!r}"
@@ -149,8 +151,7 @@ class BindingRepository:
             return f"{held}: {fix}"
         if policy == "provisioned":
             return f"device {device_id} is not provisioned for {ind!r} (binding = 'provisioned'): {fix}"
-        if (ind in ctx.device_ids if ctx is not None else
-                self.b.execute("SELECT 1 FROM incarnations WHERE device_id = ? LIMIT 1", [ind]).fetchone()):
+        if ind in ctx.device_ids:
             return f"{ind!r} is another device's id: {fix}"
         return None
 

@@ -20,8 +20,7 @@ from functools import cache
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from cloud.store.backend import Backend
-from cloud.store.locks import write_lock
+from cloud.store.backend import Backend, SqliteBackend
 
 # every migration set of the cloud, in the order a fresh store applies them ("module:attribute")
 SETS = ("cloud.store.db:migrations", "cloud.store.alerts:migrations", "cloud.store.commands:migrations",
@@ -166,7 +165,7 @@ def apply_postgres(backend: Backend) -> bool:
 def apply_sqlite(db: Database, migrations: Migrations) -> None:
     """Apply one set's pending migrations to a SQLite store, under its write lock."""
     if migrations.pending(db):
-        with write_lock(db):  # two processes opening a fresh file at once must queue
+        with SqliteBackend(db.conn).transaction():  # two processes opening a fresh file at once queue
             migrations.apply(db)
 
 
