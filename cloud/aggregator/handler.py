@@ -252,15 +252,15 @@ class Aggregator:
                 self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "timestamp")
         return replace(batch, records=tuple(keep)), refused
 
-    def _bound(self, topic: str, batch: schemas.UplinkBatch, known: dict[str, set[str]] | None = None,
-               ctx: bindings.ClaimContext | None = None) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
+    def _bound(self, topic: str, batch: schemas.UplinkBatch, repo: bindings.BindingRepository,
+               known: dict[str, set[str]], ctx: bindings.ClaimContext
+               ) -> tuple[schemas.UplinkBatch, list[schemas.Rejection]]:
         """The batch without its records for individuals the device is not bound to (inside the
-        batch's transaction: a first-seen binding commits with the records). ``known``: the
+        group's transaction: a first-seen binding commits with the records). ``known``: the
         group's devices' bindings, read once (updated as first-seen ones are bound); ``ctx``: the
         group's claims, read once."""
-        verdict = bindings.BindingRepository(self.store.backend).admit(
-            batch.device_id, (r.individual_id for r in batch.records), self.binding,
-            bound=None if known is None else known[batch.device_id], ctx=ctx)
+        verdict = repo.admit(batch.device_id, (r.individual_id for r in batch.records), self.binding,
+                             bound=known[batch.device_id], ctx=ctx)
         for ind in verdict.bound_now:
             logger.info("aggregator.bound", extra={"device_id": batch.device_id, "individual_id": ind,
                                                    "source": "first_seen"})
@@ -276,7 +276,7 @@ class Aggregator:
                 self._record_refused(topic, batch, f"seq {r.seq}: {reason}", "binding")
         for ind, reason in verdict.refused.items():
             n = sum(r.individual_id == ind for r in batch.records)
-            bindings.BindingRepository(self.store.backend).note_refused(batch.device_id, ind, reason, n)
+            repo.note_refused(batch.device_id, ind, reason, n)
         return replace(batch, records=tuple(keep)), refused
 
     def _note_incarnation(self, device_id: str, incarnation: str, first_seq: int) -> None:
@@ -306,7 +306,7 @@ class Aggregator:
             repo = bindings.BindingRepository(self.store.backend)
             known = repo.bound_many(b.device_id for b, _ in timely)
             ctx = repo.claim_context(((b.device_id, (r.individual_id for r in b.records)) for b, _ in timely), known)
-            bound = [self._bound(topic, b, known, ctx) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
+            bound = [self._bound(topic, b, repo, known, ctx) for (topic, _), (b, _) in zip(gots, timely, strict=True)]
             repo.bind_pending(ctx)
             batches = [b for b, _ in bound]
             # PostgreSQL: aggregators deciding for one individual at once queue (its incidents and
